@@ -1,0 +1,297 @@
+"""Point-in-time features at monthly index dates, built in DuckDB SQL.
+
+Everything here uses only data dated strictly before the index date. Static patient fields
+(date of birth, sex, deprivation, practice) are used as recorded; registration and death
+dates only decide who is in the population at the index date and never become features.
+
+The SQL sticks to constructs that Spark SQL also runs (CTEs, joins, ``FILTER`` aggregates,
+interval arithmetic); DuckDB-only functions are confined to ``_AGE_SQL``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+import duckdb
+import pandas as pd
+
+from riskstrat.contract import (
+    CONDITIONS,
+    DRUG_CLASSES,
+    EVENT_CODES,
+    FALLS_RISK_DRUG_CLASSES,
+    MEDICINE_CURRENT_DAYS,
+    STATE_CODES,
+    STATE_CURRENT_MONTHS,
+)
+
+#: Identifier and context columns returned with the features (never fed to a model).
+KEY_COLUMNS = ("nhs_number", "index_date")
+CONTEXT_COLUMNS = ("practice_code", "pcn_code", "type1_opt_out")
+#: Subgroups for audits, in the contract's groupings ("Not stated" kept as its own group).
+GROUP_COLUMNS = ("sex", "age_band", "imd_quintile", "ethnic_group")
+
+_ACTIVITY_COUNTS = {
+    # feature stem: SQL condition on an activity row `a`
+    "emergency_admissions": "a.setting = 'inpatient' AND a.admission_method = 'emergency'",
+    "elective_admissions": "a.setting = 'inpatient' AND a.admission_method = 'elective'",
+    "ae_attendances": "a.setting = 'ae'",
+    "outpatient_attendances": "a.setting = 'outpatient' AND a.attended IS DISTINCT FROM false",
+    "outpatient_missed": "a.setting = 'outpatient' AND a.attended = false",
+    "gp_contacts": "a.setting = 'gp' AND a.attended IS DISTINCT FROM false",
+    "gp_missed": "a.setting = 'gp' AND a.attended = false",
+    "community_contacts": "a.setting = 'community'",
+}
+_WINDOWS_DAYS = (90, 365)
+
+#: Deficits of the electronic frailty index that this contract can see, each as a SQL flag
+#: over the assembled feature columns. The eFI divides the count by its 36 deficits.
+EFI_DEFICITS: dict[str, str] = {
+    "atrial_fibrillation": "ltc_af",
+    "cardiovascular_disease": "ltc_stroke_tia",
+    "chronic_kidney_disease": "ltc_ckd",
+    "diabetes": "ltc_diabetes",
+    "heart_failure": "ltc_heart_failure",
+    "hypertension": "ltc_hypertension",
+    "ischaemic_heart_disease": "ltc_chd",
+    "osteoporosis": "ltc_osteoporosis",
+    "parkinsonism": "ltc_parkinsons",
+    "peripheral_vascular_disease": "ltc_pad",
+    "respiratory_disease": "greatest(ltc_copd, ltc_asthma)",
+    "arthritis": "ltc_rheumatoid_arthritis",
+    "memory_and_cognitive_problems": "greatest(ltc_dementia, memory_concern)",
+    "falls": "CASE WHEN falls_365d > 0 THEN 1 ELSE 0 END",
+    "housebound": "housebound",
+    "mobility_problems": "mobility_problem",
+    "requirement_for_care": "greatest(has_carer, home_care_package, care_home)",
+    "social_vulnerability": "greatest(lives_alone, social_isolation)",
+    "polypharmacy": "CASE WHEN distinct_medicines_90d >= 5 THEN 1 ELSE 0 END",
+    "urinary_incontinence": "incontinence",
+    "visual_impairment": "visual_impairment",
+    "hearing_impairment": "hearing_impairment",
+    "weight_loss": "weight_loss",
+}
+EFI_DEFICIT_TOTAL = 36
+
+
+def _lower(code: str) -> str:
+    return code.lower()
+
+
+def feature_columns() -> list[str]:
+    """Every feature ``build_features`` returns, in a stable order."""
+    cols = ["age_years", "sex_female", "imd_decile"]
+    for stem in _ACTIVITY_COUNTS:
+        cols += [f"{stem}_{w}d" for w in _WINDOWS_DAYS]
+    cols += ["days_since_last_emergency_admission", "emergency_bed_days_365d"]
+    cols += [f"ltc_{_lower(c)}" for c in CONDITIONS] + ["ltc_count"]
+    cols += ["distinct_medicines_90d"]
+    cols += [f"{_lower(c)}_90d" for c in DRUG_CLASSES] + ["falls_risk_drug_classes_90d"]
+    cols += [_lower(c) for c in STATE_CODES]
+    cols += ["falls_365d"] + [_lower(c) for c in EVENT_CODES if c != "FALL"]
+    cols += ["bmi_latest", "cfs_latest", "efi"]
+    cols += ["falls_assessment_365d", "medication_review_365d", "advance_care_plan_ever"]
+    return cols
+
+
+def build_features(
+    con: duckdb.DuckDBPyConnection, *, index_dates: Sequence[date]
+) -> pd.DataFrame:
+    """Features for everyone registered and alive at each index date.
+
+    Args:
+        con: a connection holding the validated contract tables (``Extract.con``).
+        index_dates: the dates to build features at (monthly index dates are first days of
+            months); features use only data dated before each.
+
+    Returns:
+        One row per (person, index date) with ``KEY_COLUMNS``, ``CONTEXT_COLUMNS``,
+        ``GROUP_COLUMNS`` and ``feature_columns()``, sorted by index date then NHS number.
+        Type 1 opt-outs are included and flagged; callers decide what to do with them.
+    """
+    _check_index_dates(index_dates)
+    sql = _features_sql()
+    frame = con.execute(sql, [list(index_dates)]).df()
+    frame["index_date"] = pd.to_datetime(frame["index_date"]).dt.date
+    return frame.reset_index(drop=True)
+
+
+def _check_index_dates(index_dates: Sequence[date]) -> None:
+    if not index_dates:
+        raise ValueError("at least one index date is needed")
+
+
+def history_start(con: duckdb.DuckDBPyConnection) -> date | None:
+    """The earliest activity date in the extract: where its recorded history begins."""
+    row = con.execute("SELECT min(start_date) FROM activity").fetchall()
+    return row[0][0] if row and row[0][0] is not None else None
+
+
+_AGE_SQL = "date_sub('year', p.date_of_birth, i.index_date)"
+
+
+def population_sql() -> str:
+    """SQL for ``pop``: everyone registered and alive at each index date in ``idx``."""
+    return f"""
+    pop AS (
+        SELECT p.nhs_number, i.index_date, i.d90, i.d365, i.d24m,
+               p.practice_code, p.pcn_code, coalesce(p.type1_opt_out, false) AS type1_opt_out,
+               {_AGE_SQL} AS age_years, p.sex, p.imd_decile, p.ethnic_category
+        FROM patients p
+        JOIN idx i
+          ON p.registered_from <= i.index_date
+         AND (p.registered_to IS NULL OR p.registered_to > i.index_date)
+         AND (p.date_of_death IS NULL OR p.date_of_death >= i.index_date)
+         AND p.date_of_birth <= i.index_date
+    )"""
+
+
+def index_sql() -> str:
+    """SQL for ``idx`` from a list parameter of index dates."""
+    return f"""
+    idx AS (
+        SELECT index_date,
+               CAST(index_date - INTERVAL 90 DAY AS DATE) AS d90,
+               CAST(index_date - INTERVAL 365 DAY AS DATE) AS d365,
+               CAST(index_date - INTERVAL {STATE_CURRENT_MONTHS} MONTH AS DATE) AS d24m
+        FROM (SELECT DISTINCT CAST(unnest(?) AS DATE) AS index_date)
+    )"""
+
+
+def _features_sql() -> str:
+    act_aggs = []
+    for stem, cond in _ACTIVITY_COUNTS.items():
+        act_aggs.append(f"count(*) FILTER (WHERE {cond} AND a.start_date >= pop.d90) AS {stem}_90d")
+        act_aggs.append(f"count(*) FILTER (WHERE {cond}) AS {stem}_365d")
+    act_aggs.append(
+        "coalesce(sum(date_diff('day', a.start_date, a.end_date)) FILTER (WHERE "
+        "a.setting = 'inpatient' AND a.admission_method = 'emergency' AND a.end_date IS NOT NULL "
+        "AND a.end_date < pop.index_date), 0) AS emergency_bed_days_365d"
+    )
+    ltc_aggs = [f"max(CASE WHEN c.condition = '{c}' THEN 1 ELSE 0 END) AS ltc_{_lower(c)}"
+                for c in CONDITIONS]
+    med_aggs = ["count(DISTINCT m.medicine) AS distinct_medicines_90d"]
+    med_aggs += [f"max(CASE WHEN m.drug_class = '{c}' THEN 1 ELSE 0 END) AS {_lower(c)}_90d"
+                 for c in DRUG_CLASSES]
+    frid = ", ".join(f"'{c}'" for c in FALLS_RISK_DRUG_CLASSES)
+    med_aggs.append(
+        f"count(DISTINCT m.drug_class) FILTER (WHERE m.drug_class IN ({frid})) "
+        "AS falls_risk_drug_classes_90d"
+    )
+    obs_aggs = [f"max(CASE WHEN o.code = '{c}' THEN 1 ELSE 0 END) AS {_lower(c)}"
+                for c in STATE_CODES]
+    obs_aggs.append("count(*) FILTER (WHERE o.code = 'FALL' AND o.observed_on >= pop.d365) AS falls_365d")
+    obs_aggs += [f"max(CASE WHEN o.code = '{c}' THEN 1 ELSE 0 END) AS {_lower(c)}"
+                 for c in EVENT_CODES if c != "FALL"]
+    obs_aggs.append("arg_max(o.value, o.observed_on) FILTER (WHERE o.code = 'BMI') AS bmi_latest")
+    obs_aggs.append("arg_max(o.value, o.observed_on) FILTER (WHERE o.code = 'CFS') AS cfs_latest")
+    obs_aggs.append(
+        "max(CASE WHEN o.code = 'FALLS_ASSESSMENT' AND o.observed_on >= pop.d365 THEN 1 ELSE 0 END) "
+        "AS falls_assessment_365d"
+    )
+    obs_aggs.append(
+        "max(CASE WHEN o.code = 'MEDICATION_REVIEW' AND o.observed_on >= pop.d365 THEN 1 ELSE 0 END) "
+        "AS medication_review_365d"
+    )
+
+    zero_fill = [c for c in feature_columns()
+                 if c not in {"age_years", "sex_female", "imd_decile", "days_since_last_emergency_admission",
+                              "bmi_latest", "cfs_latest", "efi", "advance_care_plan_ever",
+                              "ltc_count"}]
+    efi = " + ".join(f"({expr})" for expr in EFI_DEFICITS.values())
+    ltc_count = " + ".join(f"ltc_{_lower(c)}" for c in CONDITIONS)
+    nullable = {"bmi_latest", "cfs_latest"}
+    filled = ",\n".join(
+        f"coalesce(f.{c}, 0) AS {c}" for c in zero_fill if c not in nullable
+    )
+    return f"""
+    WITH {index_sql().strip()},
+    {population_sql().strip()},
+    act AS (
+        SELECT pop.nhs_number, pop.index_date, {", ".join(act_aggs)}
+        FROM pop JOIN activity a
+          ON a.nhs_number = pop.nhs_number
+         AND a.start_date < pop.index_date AND a.start_date >= pop.d365
+        GROUP BY pop.nhs_number, pop.index_date
+    ),
+    last_em AS (
+        SELECT pop.nhs_number, pop.index_date,
+               date_diff('day', max(a.start_date), pop.index_date) AS days_since_last_emergency_admission
+        FROM pop JOIN activity a
+          ON a.nhs_number = pop.nhs_number AND a.start_date < pop.index_date
+         AND a.setting = 'inpatient' AND a.admission_method = 'emergency'
+        GROUP BY pop.nhs_number, pop.index_date
+    ),
+    ltc AS (
+        SELECT pop.nhs_number, pop.index_date, {", ".join(ltc_aggs)}
+        FROM pop JOIN conditions c
+          ON c.nhs_number = pop.nhs_number AND c.diagnosed_on < pop.index_date
+        GROUP BY pop.nhs_number, pop.index_date
+    ),
+    med AS (
+        SELECT pop.nhs_number, pop.index_date, {", ".join(med_aggs)}
+        FROM pop JOIN medications m
+          ON m.nhs_number = pop.nhs_number
+         AND m.issued_on < pop.index_date
+         AND m.issued_on >= CAST(pop.index_date - INTERVAL {MEDICINE_CURRENT_DAYS} DAY AS DATE)
+        GROUP BY pop.nhs_number, pop.index_date
+    ),
+    obs AS (
+        SELECT pop.nhs_number, pop.index_date, {", ".join(obs_aggs)}
+        FROM pop JOIN observations o
+          ON o.nhs_number = pop.nhs_number
+         AND o.observed_on < pop.index_date AND o.observed_on >= pop.d24m
+        GROUP BY pop.nhs_number, pop.index_date
+    ),
+    acp AS (
+        SELECT DISTINCT pop.nhs_number, pop.index_date, 1 AS advance_care_plan_ever
+        FROM pop JOIN observations o
+          ON o.nhs_number = pop.nhs_number AND o.observed_on < pop.index_date
+         AND o.code = 'ADVANCE_CARE_PLAN'
+    ),
+    f AS (
+        SELECT pop.*, act.* EXCLUDE (nhs_number, index_date),
+               last_em.days_since_last_emergency_admission,
+               ltc.* EXCLUDE (nhs_number, index_date), med.* EXCLUDE (nhs_number, index_date),
+               obs.* EXCLUDE (nhs_number, index_date),
+               coalesce(acp.advance_care_plan_ever, 0) AS advance_care_plan_ever
+        FROM pop
+        LEFT JOIN act USING (nhs_number, index_date)
+        LEFT JOIN last_em USING (nhs_number, index_date)
+        LEFT JOIN ltc USING (nhs_number, index_date)
+        LEFT JOIN med USING (nhs_number, index_date)
+        LEFT JOIN obs USING (nhs_number, index_date)
+        LEFT JOIN acp USING (nhs_number, index_date)
+    ),
+    g AS (
+        SELECT f.nhs_number, f.index_date, f.practice_code, f.pcn_code, f.type1_opt_out,
+               f.age_years, CASE WHEN f.sex = 'F' THEN 1 ELSE 0 END AS sex_female,
+               CAST(f.imd_decile AS DOUBLE) AS imd_decile,
+               CAST(f.days_since_last_emergency_admission AS DOUBLE)
+                   AS days_since_last_emergency_admission,
+               CAST(f.bmi_latest AS DOUBLE) AS bmi_latest,
+               CAST(f.cfs_latest AS DOUBLE) AS cfs_latest,
+               f.advance_care_plan_ever,
+               {filled},
+               f.sex, f.ethnic_category
+        FROM f
+    )
+    SELECT g.* EXCLUDE (ethnic_category),
+           ({ltc_count}) AS ltc_count,
+           round(({efi}) / {EFI_DEFICIT_TOTAL}.0, 4) AS efi,
+           CASE WHEN g.age_years < 18 THEN '0-17' WHEN g.age_years < 45 THEN '18-44'
+                WHEN g.age_years < 65 THEN '45-64' WHEN g.age_years < 75 THEN '65-74'
+                WHEN g.age_years < 85 THEN '75-84' ELSE '85+' END AS age_band,
+           CASE WHEN g.imd_decile IS NULL THEN 'Not known'
+                ELSE CAST(CAST(floor((g.imd_decile + 1) / 2) AS INTEGER) AS VARCHAR) END
+                AS imd_quintile,
+           CASE WHEN g.ethnic_category IN ('A', 'B', 'C') THEN 'White'
+                WHEN g.ethnic_category IN ('D', 'E', 'F', 'G') THEN 'Mixed'
+                WHEN g.ethnic_category IN ('H', 'J', 'K', 'L') THEN 'Asian'
+                WHEN g.ethnic_category IN ('M', 'N', 'P') THEN 'Black'
+                WHEN g.ethnic_category IN ('R', 'S') THEN 'Other'
+                ELSE 'Not stated' END AS ethnic_group
+    FROM g
+    ORDER BY g.index_date, g.nhs_number
+    """

@@ -1,0 +1,183 @@
+"""Point-in-time features and labels on hand-made extracts."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pandas as pd
+import pytest
+
+from riskstrat.extract import validate_extract
+from riskstrat.features import feature_columns
+from riskstrat.features import build_features as _build
+from riskstrat.labels import build_labels, label_window_complete
+from tests.extracts import P1, P2, P3, base_tables, write_extract
+
+D = date(2026, 2, 1)
+
+
+def build(tmp_path, tables, index_dates=(D,)):
+    root = write_extract(tmp_path / f"x{len(list(tmp_path.iterdir()))}", tables)
+    with validate_extract(root, max_reject_share=1.0) as extract:
+        feats = _build(extract.con, index_dates=list(index_dates))
+        labels = build_labels(extract.con, index_dates=list(index_dates))
+    return feats, labels
+
+
+def row(frame: pd.DataFrame, nhs: str, when: date = D) -> pd.Series:
+    hit = frame[(frame.nhs_number == nhs) & (frame.index_date == when)]
+    assert len(hit) == 1, f"expected one row for the patient at {when}"
+    return hit.iloc[0]
+
+
+def test_feature_values_for_a_known_patient(tmp_path):
+    feats, _ = build(tmp_path, base_tables())
+    p1 = row(feats, P1)
+    assert p1.age_years == 85  # born 1940-05-01
+    assert p1.sex_female == 1 and p1.imd_decile == 3
+    assert p1.emergency_admissions_90d == 1 and p1.emergency_admissions_365d == 1
+    assert p1.days_since_last_emergency_admission == 22  # 2026-01-10 -> 2026-02-01
+    assert p1.emergency_bed_days_365d == 5
+    assert p1.ae_attendances_90d == 1
+    assert p1.elective_admissions_365d == 0  # 2026-10-30 is after the index date
+    assert p1.outpatient_missed_365d == 0  # 2026-02-01 is on the index date: not before it
+    assert p1.ltc_copd == 1 and p1.ltc_count == 1
+    assert p1.distinct_medicines_90d == 0  # issued 2026-09-01, after the index date
+    assert p1.age_band == "85+" and p1.imd_quintile == "2" and p1.ethnic_group == "White"
+    assert set(feature_columns()) <= set(feats.columns)
+
+
+def test_features_at_a_later_date_see_later_events(tmp_path):
+    later = date(2026, 10, 1)
+    feats, _ = build(tmp_path, base_tables(), [later])
+    p1 = row(feats, P1, later)
+    assert p1.distinct_medicines_90d == 2 and p1.opioid_90d == 1
+    assert p1.falls_risk_drug_classes_90d == 1
+    assert p1.falls_365d == 1 and p1.lives_alone == 1
+    assert p1.bmi_latest == 24.5 and p1.cfs_latest == 6
+    assert p1.outpatient_missed_365d == 1
+    # eFI deficits: respiratory disease, falls, social vulnerability -> 3/36
+    assert p1.efi == pytest.approx(round(3 / 36, 4))
+
+
+EVENTS_ON_OR_AFTER = [
+    ("activity", {"nhs_number": P1, "setting": "inpatient", "admission_method": "emergency",
+                  "start_date": "{d}", "end_date": "", "primary_diagnosis": "", "attended": ""}),
+    ("activity", {"nhs_number": P1, "setting": "ae", "admission_method": "",
+                  "start_date": "{d}", "end_date": "", "primary_diagnosis": "", "attended": ""}),
+    ("activity", {"nhs_number": P1, "setting": "gp", "admission_method": "",
+                  "start_date": "{d}", "end_date": "", "primary_diagnosis": "", "attended": "true"}),
+    ("conditions", {"nhs_number": P1, "condition": "HEART_FAILURE", "diagnosed_on": "{d}"}),
+    ("medications", {"nhs_number": P1, "issued_on": "{d}", "medicine": "diazepam",
+                     "drug_class": "BENZODIAZEPINE"}),
+    ("observations", {"nhs_number": P1, "observed_on": "{d}", "code": "FALL", "value": ""}),
+    ("observations", {"nhs_number": P1, "observed_on": "{d}", "code": "CARE_HOME", "value": ""}),
+    ("observations", {"nhs_number": P1, "observed_on": "{d}", "code": "CFS", "value": "8"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("offset_days", [0, 1, 45, 200])
+def test_events_on_or_after_the_index_date_never_change_features(tmp_path, offset_days):
+    base, _ = build(tmp_path, base_tables())
+    tables = base_tables()
+    when = (D + timedelta(days=offset_days)).isoformat()
+    for table, event in EVENTS_ON_OR_AFTER:
+        tables[table].append({k: v.format(d=when) for k, v in event.items()})
+    changed, _ = build(tmp_path, tables)
+    pd.testing.assert_frame_equal(base, changed)
+
+
+def test_the_same_events_the_day_before_do_change_features(tmp_path):
+    base, _ = build(tmp_path, base_tables())
+    tables = base_tables()
+    when = (D - timedelta(days=1)).isoformat()
+    for table, event in EVENTS_ON_OR_AFTER:
+        tables[table].append({k: v.format(d=when) for k, v in event.items()})
+    changed = row(build(tmp_path, tables)[0], P1)
+    before = row(base, P1)
+    assert changed.emergency_admissions_90d == before.emergency_admissions_90d + 1
+    assert changed.days_since_last_emergency_admission == 1
+    assert changed.ltc_heart_failure == 1 and changed.benzodiazepine_90d == 1
+    assert changed.falls_365d == 1 and changed.care_home == 1 and changed.cfs_latest == 8
+    assert changed.gp_contacts_90d == before.gp_contacts_90d + 1
+
+
+def test_lookback_windows_include_day_minus_90_and_exclude_day_minus_91(tmp_path):
+    tables = base_tables()
+    for days in (90, 91, 365, 366):
+        tables["activity"].append({
+            "nhs_number": P1, "setting": "gp", "admission_method": "",
+            "start_date": (D - timedelta(days=days)).isoformat(), "end_date": "",
+            "primary_diagnosis": "", "attended": "true"})
+    p1 = row(build(tmp_path, tables)[0], P1)
+    assert p1.gp_contacts_90d == 1  # day -90 only
+    assert p1.gp_contacts_365d == 3  # days -90, -91, -365
+
+
+def test_label_window_includes_day_0_and_excludes_day_90(tmp_path):
+    outcomes = {}
+    for offset in (-1, 0, 89, 90):
+        tables = base_tables()
+        tables["activity"] = [r for r in tables["activity"] if r["admission_method"] != "emergency"]
+        tables["activity"].append({
+            "nhs_number": P1, "setting": "inpatient", "admission_method": "emergency",
+            "start_date": (D + timedelta(days=offset)).isoformat(), "end_date": "",
+            "primary_diagnosis": "", "attended": ""})
+        _, labels = build(tmp_path, tables)
+        outcomes[offset] = int(row(labels, P1).label)
+    assert outcomes == {-1: 0, 0: 1, 89: 1, 90: 0}
+
+
+def test_only_emergency_inpatient_admissions_are_the_outcome(tmp_path):
+    tables = base_tables()
+    tables["activity"] = [r for r in tables["activity"] if r["admission_method"] != "emergency"]
+    for setting, method in (("inpatient", "elective"), ("inpatient", "maternity"), ("ae", "")):
+        tables["activity"].append({
+            "nhs_number": P1, "setting": setting, "admission_method": method,
+            "start_date": "2026-02-10", "end_date": "", "primary_diagnosis": "", "attended": ""})
+    _, labels = build(tmp_path, tables)
+    assert row(labels, P1).label == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "in_population"),
+    [
+        ({"registered_from": "2026-02-01"}, True),
+        ({"registered_from": "2026-02-02"}, False),
+        ({"registered_to": "2026-02-01"}, False),
+        ({"registered_to": "2026-02-02"}, True),
+        ({"date_of_death": "2026-02-01"}, True),  # alive on the index date
+        ({"date_of_death": "2026-01-31"}, False),
+    ],
+)
+def test_population_is_registered_and_alive_on_the_index_date(tmp_path, changes, in_population):
+    tables = base_tables()
+    tables["patients"][0].update(changes)
+    feats, labels = build(tmp_path, tables)
+    assert (P1 in set(feats.nhs_number)) is in_population
+    assert (P1 in set(labels.nhs_number)) is in_population
+
+
+def test_left_practice_and_opt_outs(tmp_path):
+    feats, _ = build(tmp_path, base_tables(), [D, date(2024, 12, 1)])
+    assert P2 not in set(feats[feats.index_date == D].nhs_number)  # left 2025-01-01
+    assert P2 in set(feats[feats.index_date == date(2024, 12, 1)].nhs_number)
+    p3 = row(feats, P3)  # dies 2026-03-01, type 1 opt-out
+    assert bool(p3.type1_opt_out) is True
+
+
+def test_several_index_dates_equal_one_at_a_time(tmp_path):
+    dates = [date(2025, 12, 1), D, date(2026, 6, 1)]
+    together, labels = build(tmp_path, base_tables(), dates)
+    for d in dates:
+        alone, alone_labels = build(tmp_path, base_tables(), [d])
+        part = together[together.index_date == d].reset_index(drop=True)
+        pd.testing.assert_frame_equal(part, alone)
+        pd.testing.assert_frame_equal(
+            labels[labels.index_date == d].reset_index(drop=True), alone_labels)
+
+
+def test_label_window_complete():
+    assert label_window_complete(date(2026, 8, 1), date(2026, 11, 1), 90)
+    assert label_window_complete(date(2026, 8, 3), date(2026, 11, 1), 90)  # ends 10-31
+    assert not label_window_complete(date(2026, 8, 4), date(2026, 11, 1), 90)
