@@ -28,43 +28,122 @@ Row = dict[str, str]
 def base_tables() -> dict[str, list[Row]]:
     """A small extract that passes every rule."""
     patients = [
-        {"nhs_number": P1, "date_of_birth": "1940-05-01", "sex": "F", "ethnic_category": "A",
-         "lsoa_code": "E01000001", "imd_decile": "3", "practice_code": "A81001",
-         "pcn_code": "U12345", "registered_from": "2000-01-01", "registered_to": "",
-         "date_of_death": "", "type1_opt_out": "false"},
-        {"nhs_number": P2, "date_of_birth": "1980-02-29", "sex": "M", "ethnic_category": "",
-         "lsoa_code": "", "imd_decile": "", "practice_code": "A81002", "pcn_code": "U12345",
-         "registered_from": "2010-06-01", "registered_to": "2025-01-01", "date_of_death": "",
-         "type1_opt_out": ""},
-        {"nhs_number": P3, "date_of_birth": "1930-01-01", "sex": "U", "ethnic_category": "Z",
-         "lsoa_code": "W01000002", "imd_decile": "10", "practice_code": "B82001",
-         "pcn_code": "U54321", "registered_from": "1990-01-01", "registered_to": "",
-         "date_of_death": "2026-03-01", "type1_opt_out": "true"},
+        {
+            "nhs_number": P1,
+            "date_of_birth": "1940-05-01",
+            "sex": "F",
+            "ethnic_category": "A",
+            "lsoa_code": "E01000001",
+            "imd_decile": "3",
+            "practice_code": "A81001",
+            "pcn_code": "U12345",
+            "registered_from": "2000-01-01",
+            "registered_to": "",
+            "date_of_death": "",
+            "type1_opt_out": "false",
+        },
+        {
+            "nhs_number": P2,
+            "date_of_birth": "1980-02-29",
+            "sex": "M",
+            "ethnic_category": "",
+            "lsoa_code": "",
+            "imd_decile": "",
+            "practice_code": "A81002",
+            "pcn_code": "U12345",
+            "registered_from": "2010-06-01",
+            "registered_to": "2025-01-01",
+            "date_of_death": "",
+            "type1_opt_out": "",
+        },
+        {
+            "nhs_number": P3,
+            "date_of_birth": "1930-01-01",
+            "sex": "U",
+            "ethnic_category": "Z",
+            "lsoa_code": "W01000002",
+            "imd_decile": "10",
+            "practice_code": "B82001",
+            "pcn_code": "U54321",
+            "registered_from": "1990-01-01",
+            "registered_to": "",
+            "date_of_death": "2026-03-01",
+            "type1_opt_out": "true",
+        },
     ]
     activity = [
-        {"nhs_number": P1, "setting": "inpatient", "admission_method": "emergency",
-         "start_date": "2026-01-10", "end_date": "2026-01-15", "primary_diagnosis": "J44.1",
-         "attended": ""},
-        {"nhs_number": P1, "setting": "inpatient", "admission_method": "elective",
-         "start_date": "2026-10-30", "end_date": "", "primary_diagnosis": "", "attended": ""},
-        {"nhs_number": P1, "setting": "ae", "admission_method": "", "start_date": "2026-01-10",
-         "end_date": "2026-01-10", "primary_diagnosis": "R55", "attended": ""},
-        {"nhs_number": P1, "setting": "outpatient", "admission_method": "",
-         "start_date": "2026-02-01", "end_date": "", "primary_diagnosis": "", "attended": "false"},
-        {"nhs_number": P2, "setting": "gp", "admission_method": "", "start_date": "2024-03-01",
-         "end_date": "", "primary_diagnosis": "", "attended": "true"},
-        {"nhs_number": P3, "setting": "community", "admission_method": "",
-         "start_date": "2026-02-01", "end_date": "", "primary_diagnosis": "", "attended": ""},
+        {
+            "nhs_number": P1,
+            "setting": "inpatient",
+            "admission_method": "emergency",
+            "start_date": "2026-01-10",
+            "end_date": "2026-01-15",
+            "primary_diagnosis": "J44.1",
+            "attended": "",
+        },
+        {
+            "nhs_number": P1,
+            "setting": "inpatient",
+            "admission_method": "elective",
+            "start_date": "2026-10-30",
+            "end_date": "",
+            "primary_diagnosis": "",
+            "attended": "",
+        },
+        {
+            "nhs_number": P1,
+            "setting": "ae",
+            "admission_method": "",
+            "start_date": "2026-01-10",
+            "end_date": "2026-01-10",
+            "primary_diagnosis": "R55",
+            "attended": "",
+        },
+        {
+            "nhs_number": P1,
+            "setting": "outpatient",
+            "admission_method": "",
+            "start_date": "2026-02-01",
+            "end_date": "",
+            "primary_diagnosis": "",
+            "attended": "false",
+        },
+        {
+            "nhs_number": P2,
+            "setting": "gp",
+            "admission_method": "",
+            "start_date": "2024-03-01",
+            "end_date": "",
+            "primary_diagnosis": "",
+            "attended": "true",
+        },
+        {
+            "nhs_number": P3,
+            "setting": "community",
+            "admission_method": "",
+            "start_date": "2026-02-01",
+            "end_date": "",
+            "primary_diagnosis": "",
+            "attended": "",
+        },
     ]
     conditions = [
         {"nhs_number": P1, "condition": "COPD", "diagnosed_on": "2015-04-01"},
         {"nhs_number": P3, "condition": "HEART_FAILURE", "diagnosed_on": "2020-01-01"},
     ]
     medications = [
-        {"nhs_number": P1, "issued_on": "2026-09-01", "medicine": "amlodipine",
-         "drug_class": "ANTIHYPERTENSIVE"},
-        {"nhs_number": P1, "issued_on": "2026-09-01", "medicine": "co-codamol 30/500",
-         "drug_class": "OPIOID"},
+        {
+            "nhs_number": P1,
+            "issued_on": "2026-09-01",
+            "medicine": "amlodipine",
+            "drug_class": "ANTIHYPERTENSIVE",
+        },
+        {
+            "nhs_number": P1,
+            "issued_on": "2026-09-01",
+            "medicine": "co-codamol 30/500",
+            "drug_class": "OPIOID",
+        },
     ]
     observations = [
         {"nhs_number": P1, "observed_on": "2026-05-01", "code": "BMI", "value": "24.5"},
@@ -87,8 +166,11 @@ def write_extract(
     """Write ``tables`` (default the valid base) as an extract folder under ``root``."""
     tables = copy.deepcopy(tables if tables is not None else base_tables())
     root.mkdir(parents=True, exist_ok=True)
-    man = manifest if manifest is not None else {
-        "contract_version": 1, "extract_date": EXTRACT_DATE, "source": "tests"}
+    man = (
+        manifest
+        if manifest is not None
+        else {"contract_version": 1, "extract_date": EXTRACT_DATE, "source": "tests"}
+    )
     (root / "manifest.json").write_text(man if isinstance(man, str) else json.dumps(man))
     for name, rows in tables.items():
         columns = [c.name for c in TABLES[name].columns]
@@ -131,8 +213,12 @@ def _write_parquet(path: Path, name: str, columns: list[str], rows: list[Row]) -
     casts = []
     for c in columns:
         kind = known[c].kind if c in known else "string"
-        sql_type = {"date": "DATE", "boolean": "BOOLEAN", "integer": "INTEGER",
-                    "number": "DOUBLE"}.get(kind, "VARCHAR")
+        sql_type = {
+            "date": "DATE",
+            "boolean": "BOOLEAN",
+            "integer": "INTEGER",
+            "number": "DOUBLE",
+        }.get(kind, "VARCHAR")
         casts.append(f'CAST("{c}" AS {sql_type}) AS "{c}"')
     con.execute(f"COPY (SELECT {', '.join(casts)} FROM t) TO '{path}' (FORMAT parquet)")
     con.close()

@@ -36,6 +36,7 @@ from riskstrat.contract import (
 
 FileFormat = Literal["csv", "parquet"]
 REJECTS_COLUMNS = ("table", "row_number", "column", "rule", "message")
+_NUMBER_PATTERN = r"[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?"
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # Anything that looks like an NHS number (or other long digit run) is removed from messages
 # that come from DuckDB, because its CSV errors quote the offending line.
@@ -47,7 +48,8 @@ class ExtractError(Exception):
 
     def __init__(self, message: str, *, file: str | None = None, column: str | None = None):
         where = ", ".join(
-            part for part in (f"file {file}" if file else "", f"column {column}" if column else "")
+            part
+            for part in (f"file {file}" if file else "", f"column {column}" if column else "")
             if part
         )
         super().__init__(f"{where}: {message}" if where else message)
@@ -146,7 +148,9 @@ def read_manifest(extract_dir: Path) -> Manifest:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ExtractError(f"manifest is not valid JSON ({type(exc).__name__})", file=str(path)) from None
+        raise ExtractError(
+            f"manifest is not valid JSON ({type(exc).__name__})", file=str(path)
+        ) from None
     if not isinstance(data, dict):
         raise ExtractError("manifest must be a JSON object", file=str(path))
     version = data.get("contract_version")
@@ -154,14 +158,18 @@ def read_manifest(extract_dir: Path) -> Manifest:
         raise ExtractError("contract_version is missing", file=str(path), column="contract_version")
     if isinstance(version, bool) or version != CONTRACT_VERSION:
         raise ExtractError(
-            f"contract_version must be {CONTRACT_VERSION}", file=str(path), column="contract_version"
+            f"contract_version must be {CONTRACT_VERSION}",
+            file=str(path),
+            column="contract_version",
         )
     raw_date = data.get("extract_date")
     if raw_date is None:
         raise ExtractError("extract_date is missing", file=str(path), column="extract_date")
     if not isinstance(raw_date, str) or not _ISO_DATE.fullmatch(raw_date):
         raise ExtractError(
-            "extract_date must be an ISO 8601 date (YYYY-MM-DD)", file=str(path), column="extract_date"
+            "extract_date must be an ISO 8601 date (YYYY-MM-DD)",
+            file=str(path),
+            column="extract_date",
         )
     try:
         extract_date = date.fromisoformat(raw_date)
@@ -182,7 +190,8 @@ def locate_files(extract_dir: Path) -> dict[str, tuple[Path, FileFormat]]:
         csv_path, pq_path = extract_dir / f"{name}.csv", extract_dir / f"{name}.parquet"
         if csv_path.is_file() and pq_path.is_file():
             raise ExtractError(
-                f"both {csv_path.name} and {pq_path.name} exist; keep exactly one", file=str(csv_path)
+                f"both {csv_path.name} and {pq_path.name} exist; keep exactly one",
+                file=str(csv_path),
             )
         if csv_path.is_file():
             found[name] = (csv_path, "csv")
@@ -196,8 +205,12 @@ def locate_files(extract_dir: Path) -> dict[str, tuple[Path, FileFormat]]:
     return found
 
 
-def connect(*, memory_limit: str | None = None, threads: int | None = None,
-            temp_directory: Path | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    *,
+    memory_limit: str | None = None,
+    threads: int | None = None,
+    temp_directory: Path | None = None,
+) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the settings riskstrat relies on."""
     con = duckdb.connect(":memory:")
     con.execute("SET preserve_insertion_order = true")
@@ -309,7 +322,9 @@ def _check_columns(
     missing = [c for c in table.required_columns if c not in present]
     if missing:
         raise ExtractError(
-            "required column" + ("s " if len(missing) > 1 else " ") + ", ".join(missing)
+            "required column"
+            + ("s " if len(missing) > 1 else " ")
+            + ", ".join(missing)
             + " missing",
             file=str(path),
             column=missing[0],
@@ -356,9 +371,7 @@ def _parquet_schema(path: Path) -> dict[str, str]:
         finally:
             con.close()
     except duckdb.Error as exc:
-        raise ExtractError(
-            f"cannot be read as Parquet ({_redact(exc)})", file=str(path)
-        ) from None
+        raise ExtractError(f"cannot be read as Parquet ({_redact(exc)})", file=str(path)) from None
     return {str(name): str(kind) for name, kind in rows}
 
 
@@ -421,7 +434,9 @@ def _load_table(
                 [str(path)],
             )
         except duckdb.Error as exc:
-            raise ExtractError(f"cannot be read as Parquet ({_redact(exc)})", file=str(path)) from None
+            raise ExtractError(
+                f"cannot be read as Parquet ({_redact(exc)})", file=str(path)
+            ) from None
         malformed = 0
     _parse_table(con, table, fmt, present, manifest)
     _record_rejects(con, table)
@@ -553,12 +568,15 @@ def _parsed_expr(col: Column, raw: str, source_type: str) -> str:
     if col.kind == "integer":
         if not text:
             return f"CAST({value} AS BIGINT)"
-        return f"CASE WHEN regexp_full_match({value}, '[+-]?[0-9]{{1,18}}') THEN TRY_CAST({value} AS BIGINT) END"
+        return (
+            f"CASE WHEN regexp_full_match({value}, '[+-]?[0-9]{{1,18}}') "
+            f"THEN TRY_CAST({value} AS BIGINT) END"
+        )
     if col.kind == "number":
         if not text:
             return f"CASE WHEN isfinite(CAST({value} AS DOUBLE)) THEN CAST({value} AS DOUBLE) END"
         return (
-            f"CASE WHEN regexp_full_match({value}, '[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?') "
+            f"CASE WHEN regexp_full_match({value}, '{_NUMBER_PATTERN}') "
             f"AND isfinite(TRY_CAST({value} AS DOUBLE)) THEN TRY_CAST({value} AS DOUBLE) END"
         )
     if col.kind == "code":
@@ -587,11 +605,18 @@ def _generic_checks(table: Table) -> Iterator[tuple[str, str, str]]:
         if col.required:
             yield col.name, "required", f"{raw} IS NULL"
         if col.kind == "nhs_number":
-            yield (col.name, "invalid_nhs_number_format",
-                   f"{raw} IS NOT NULL AND NOT regexp_full_match(CAST({raw} AS VARCHAR), '[0-9]{{10}}')")
-            yield (col.name, "nhs_number_check_digit",
-                   f"regexp_full_match(CAST({raw} AS VARCHAR), '[0-9]{{10}}') "
-                   f"AND NOT nhs_check_digit_ok(CAST({raw} AS VARCHAR))")
+            yield (
+                col.name,
+                "invalid_nhs_number_format",
+                f"{raw} IS NOT NULL "
+                f"AND NOT regexp_full_match(CAST({raw} AS VARCHAR), '[0-9]{{10}}')",
+            )
+            yield (
+                col.name,
+                "nhs_number_check_digit",
+                f"regexp_full_match(CAST({raw} AS VARCHAR), '[0-9]{{10}}') "
+                f"AND NOT nhs_check_digit_ok(CAST({raw} AS VARCHAR))",
+            )
             yield col.name, "duplicate_nhs_number", "_nhs_count > 1"
             continue
         rule = {
@@ -625,9 +650,7 @@ def _record_rejects(con: duckdb.DuckDBPyConnection, table: Table) -> None:
 def _create_check_digit_macro(con: duckdb.DuckDBPyConnection) -> None:
     # Modulus 11 (see riskstrat.nhs_number): weights 10..2; 11 -> 0; 10 -> invalid, which can
     # never equal a single digit, so the equality below rejects it.
-    terms = " + ".join(
-        f"TRY_CAST(substr(n, {i + 1}, 1) AS INTEGER) * {10 - i}" for i in range(9)
-    )
+    terms = " + ".join(f"TRY_CAST(substr(n, {i + 1}, 1) AS INTEGER) * {10 - i}" for i in range(9))
     con.execute(
         "CREATE OR REPLACE TEMP MACRO nhs_check_digit_ok(n) AS "
         f"(11 - ({terms}) % 11) % 11 = TRY_CAST(substr(n, 10, 1) AS INTEGER)"
@@ -667,7 +690,7 @@ def _write_rejects(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     os.close(fd)
     try:
         con.execute(
-            "COPY (SELECT r.table_name AS \"table\", r.row_number, r.column_name AS \"column\", "
+            'COPY (SELECT r.table_name AS "table", r.row_number, r.column_name AS "column", '
             "r.rule, m.message FROM _rejects r LEFT JOIN _rule_messages m USING (rule) "
             "ORDER BY array_position(?, r.table_name), r.row_number, r.column_name, r.rule) "
             f"TO '{_sql_path(Path(tmp))}' (FORMAT csv, HEADER)",

@@ -95,9 +95,7 @@ def feature_columns() -> list[str]:
     return cols
 
 
-def build_features(
-    con: duckdb.DuckDBPyConnection, *, index_dates: Sequence[date]
-) -> pd.DataFrame:
+def build_features(con: duckdb.DuckDBPyConnection, *, index_dates: Sequence[date]) -> pd.DataFrame:
     """Features for everyone registered and alive at each index date.
 
     Args:
@@ -169,42 +167,64 @@ def _features_sql() -> str:
         "a.setting = 'inpatient' AND a.admission_method = 'emergency' AND a.end_date IS NOT NULL "
         "AND a.end_date < pop.index_date), 0) AS emergency_bed_days_365d"
     )
-    ltc_aggs = [f"max(CASE WHEN c.condition = '{c}' THEN 1 ELSE 0 END) AS ltc_{_lower(c)}"
-                for c in CONDITIONS]
+    ltc_aggs = [
+        f"max(CASE WHEN c.condition = '{c}' THEN 1 ELSE 0 END) AS ltc_{_lower(c)}"
+        for c in CONDITIONS
+    ]
     med_aggs = ["count(DISTINCT m.medicine) AS distinct_medicines_90d"]
-    med_aggs += [f"max(CASE WHEN m.drug_class = '{c}' THEN 1 ELSE 0 END) AS {_lower(c)}_90d"
-                 for c in DRUG_CLASSES]
+    med_aggs += [
+        f"max(CASE WHEN m.drug_class = '{c}' THEN 1 ELSE 0 END) AS {_lower(c)}_90d"
+        for c in DRUG_CLASSES
+    ]
     frid = ", ".join(f"'{c}'" for c in FALLS_RISK_DRUG_CLASSES)
     med_aggs.append(
         f"count(DISTINCT m.drug_class) FILTER (WHERE m.drug_class IN ({frid})) "
         "AS falls_risk_drug_classes_90d"
     )
-    obs_aggs = [f"max(CASE WHEN o.code = '{c}' THEN 1 ELSE 0 END) AS {_lower(c)}"
-                for c in STATE_CODES]
-    obs_aggs.append("count(*) FILTER (WHERE o.code = 'FALL' AND o.observed_on >= pop.d365) AS falls_365d")
-    obs_aggs += [f"max(CASE WHEN o.code = '{c}' THEN 1 ELSE 0 END) AS {_lower(c)}"
-                 for c in EVENT_CODES if c != "FALL"]
+    obs_aggs = [
+        f"max(CASE WHEN o.code = '{c}' THEN 1 ELSE 0 END) AS {_lower(c)}" for c in STATE_CODES
+    ]
+    obs_aggs.append(
+        "count(*) FILTER (WHERE o.code = 'FALL' AND o.observed_on >= pop.d365) AS falls_365d"
+    )
+    obs_aggs += [
+        f"max(CASE WHEN o.code = '{c}' THEN 1 ELSE 0 END) AS {_lower(c)}"
+        for c in EVENT_CODES
+        if c != "FALL"
+    ]
     obs_aggs.append("arg_max(o.value, o.observed_on) FILTER (WHERE o.code = 'BMI') AS bmi_latest")
     obs_aggs.append("arg_max(o.value, o.observed_on) FILTER (WHERE o.code = 'CFS') AS cfs_latest")
     obs_aggs.append(
-        "max(CASE WHEN o.code = 'FALLS_ASSESSMENT' AND o.observed_on >= pop.d365 THEN 1 ELSE 0 END) "
+        "max(CASE WHEN o.code = 'FALLS_ASSESSMENT' AND o.observed_on >= pop.d365 "
+        "THEN 1 ELSE 0 END) "
         "AS falls_assessment_365d"
     )
     obs_aggs.append(
-        "max(CASE WHEN o.code = 'MEDICATION_REVIEW' AND o.observed_on >= pop.d365 THEN 1 ELSE 0 END) "
+        "max(CASE WHEN o.code = 'MEDICATION_REVIEW' AND o.observed_on >= pop.d365 "
+        "THEN 1 ELSE 0 END) "
         "AS medication_review_365d"
     )
 
-    zero_fill = [c for c in feature_columns()
-                 if c not in {"age_years", "sex_female", "imd_decile", "days_since_last_emergency_admission",
-                              "bmi_latest", "cfs_latest", "efi", "advance_care_plan_ever",
-                              "ltc_count"}]
+    zero_fill = [
+        c
+        for c in feature_columns()
+        if c
+        not in {
+            "age_years",
+            "sex_female",
+            "imd_decile",
+            "days_since_last_emergency_admission",
+            "bmi_latest",
+            "cfs_latest",
+            "efi",
+            "advance_care_plan_ever",
+            "ltc_count",
+        }
+    ]
     efi = " + ".join(f"({expr})" for expr in EFI_DEFICITS.values())
     ltc_count = " + ".join(f"ltc_{_lower(c)}" for c in CONDITIONS)
     nullable = {"bmi_latest", "cfs_latest"}
-    filled = ",\n".join(
-        f"coalesce(f.{c}, 0) AS {c}" for c in zero_fill if c not in nullable
-    )
+    filled = ",\n".join(f"coalesce(f.{c}, 0) AS {c}" for c in zero_fill if c not in nullable)
     return f"""
     WITH {index_sql().strip()},
     {population_sql().strip()},
@@ -217,7 +237,8 @@ def _features_sql() -> str:
     ),
     last_em AS (
         SELECT pop.nhs_number, pop.index_date,
-               date_diff('day', max(a.start_date), pop.index_date) AS days_since_last_emergency_admission
+               date_diff('day', max(a.start_date), pop.index_date)
+                   AS days_since_last_emergency_admission
         FROM pop JOIN activity a
           ON a.nhs_number = pop.nhs_number AND a.start_date < pop.index_date
          AND a.setting = 'inpatient' AND a.admission_method = 'emergency'

@@ -47,8 +47,9 @@ def _rejects(path: Path) -> list[dict[str, str]]:
     ],
 )
 def test_bad_manifest_stops_and_names_the_field(tmp_path, manifest, column, words):
-    root = write_extract(tmp_path / "x", manifest=manifest if isinstance(manifest, str)
-                         else json.dumps(manifest))
+    root = write_extract(
+        tmp_path / "x", manifest=manifest if isinstance(manifest, str) else json.dumps(manifest)
+    )
     rejects = tmp_path / "rejects.csv"
     with pytest.raises(ExtractError) as info:
         validate_extract(root, rejects_path=rejects)
@@ -60,7 +61,7 @@ def test_bad_manifest_stops_and_names_the_field(tmp_path, manifest, column, word
 def test_missing_manifest(tmp_path):
     root = write_extract(tmp_path / "x")
     (root / "manifest.json").unlink()
-    with pytest.raises(ExtractError, match="manifest.json.*missing"):
+    with pytest.raises(ExtractError, match=r"manifest\.json.*missing"):
         validate_extract(root)
 
 
@@ -98,7 +99,9 @@ def test_missing_required_column_names_file_and_column(tmp_path, fmt):
 
 
 def test_missing_optional_column_is_read_as_missing_values(tmp_path):
-    root = write_extract(tmp_path / "x", drop_columns={"patients": ["ethnic_category", "type1_opt_out"]})
+    root = write_extract(
+        tmp_path / "x", drop_columns={"patients": ["ethnic_category", "type1_opt_out"]}
+    )
     with validate_extract(root) as extract:
         rows = extract.con.execute(
             "SELECT count(*), count(ethnic_category), count(type1_opt_out) FROM patients"
@@ -168,7 +171,9 @@ def test_rfc4180_quoting_bom_and_crlf(tmp_path):
         ).fetchall()
     assert medicines == [("co-codamol, 30/500",), ('paracetamol "500"\nsoluble',)]
     # the empty medicine (row 3) is missing, so it breaks 'required'
-    assert [(r["row_number"], r["rule"]) for r in _rejects(tmp_path / "r.csv")] == [("3", "required")]
+    assert [(r["row_number"], r["rule"]) for r in _rejects(tmp_path / "r.csv")] == [
+        ("3", "required")
+    ]
 
 
 def test_malformed_rows_are_rejected_and_later_rows_keep_their_numbers(tmp_path):
@@ -183,8 +188,11 @@ def test_malformed_rows_are_rejected_and_later_rows_keep_their_numbers(tmp_path)
         assert extract.summary.rows_read["activity"] == 9
         assert extract.con.execute("SELECT count(*) FROM activity").fetchone()[0] == 6
     found = [(r["row_number"], r["column"], r["rule"]) for r in _rejects(tmp_path / "r.csv")]
-    assert found == [("2", "*", "malformed_row"), ("4", "*", "malformed_row"),
-                     ("9", "start_date", "invalid_date")]
+    assert found == [
+        ("2", "*", "malformed_row"),
+        ("4", "*", "malformed_row"),
+        ("9", "start_date", "invalid_date"),
+    ]
 
 
 def test_a_header_only_table_is_an_empty_table(tmp_path):
@@ -212,9 +220,14 @@ def test_garbage_parquet_is_unreadable(tmp_path):
 
 @pytest.mark.parametrize(
     ("table", "column", "sql_type"),
-    [("patients", "nhs_number", "BIGINT"), ("patients", "date_of_birth", "VARCHAR"),
-     ("activity", "attended", "VARCHAR"), ("patients", "imd_decile", "DOUBLE"),
-     ("observations", "value", "VARCHAR"), ("activity", "start_date", "TIMESTAMP")],
+    [
+        ("patients", "nhs_number", "BIGINT"),
+        ("patients", "date_of_birth", "VARCHAR"),
+        ("activity", "attended", "VARCHAR"),
+        ("patients", "imd_decile", "DOUBLE"),
+        ("observations", "value", "VARCHAR"),
+        ("activity", "start_date", "TIMESTAMP"),
+    ],
 )
 def test_parquet_column_of_the_wrong_type_stops(tmp_path, table, column, sql_type):
     root = write_extract(tmp_path / "x", fmt="parquet")
@@ -259,5 +272,7 @@ def test_sql_and_python_check_digits_agree():
 
 
 def test_duckdb_messages_lose_long_digit_runs():
-    message = _redact(RuntimeError("Error near line 3: '9998336376,gp' bad\nmore detail 999 833 6376"))
+    message = _redact(
+        RuntimeError("Error near line 3: '9998336376,gp' bad\nmore detail 999 833 6376")
+    )
     assert "9998336376" not in message and "more detail" not in message

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from riskstrat.extract import validate_extract
-from riskstrat.features import feature_columns
 from riskstrat.features import build_features as _build
+from riskstrat.features import feature_columns
 from riskstrat.labels import build_labels, label_window_complete
 from tests.extracts import P1, P2, P3, base_tables, write_extract
 
@@ -105,10 +105,17 @@ def test_the_same_events_the_day_before_do_change_features(tmp_path):
 def test_lookback_windows_include_day_minus_90_and_exclude_day_minus_91(tmp_path):
     tables = base_tables()
     for days in (90, 91, 365, 366):
-        tables["activity"].append({
-            "nhs_number": P1, "setting": "gp", "admission_method": "",
-            "start_date": (D - timedelta(days=days)).isoformat(), "end_date": "",
-            "primary_diagnosis": "", "attended": "true"})
+        tables["activity"].append(
+            {
+                "nhs_number": P1,
+                "setting": "gp",
+                "admission_method": "",
+                "start_date": (D - timedelta(days=days)).isoformat(),
+                "end_date": "",
+                "primary_diagnosis": "",
+                "attended": "true",
+            }
+        )
     p1 = row(build(tmp_path, tables)[0], P1)
     assert p1.gp_contacts_90d == 1  # day -90 only
     assert p1.gp_contacts_365d == 3  # days -90, -91, -365
@@ -119,10 +126,17 @@ def test_label_window_includes_day_0_and_excludes_day_90(tmp_path):
     for offset in (-1, 0, 89, 90):
         tables = base_tables()
         tables["activity"] = [r for r in tables["activity"] if r["admission_method"] != "emergency"]
-        tables["activity"].append({
-            "nhs_number": P1, "setting": "inpatient", "admission_method": "emergency",
-            "start_date": (D + timedelta(days=offset)).isoformat(), "end_date": "",
-            "primary_diagnosis": "", "attended": ""})
+        tables["activity"].append(
+            {
+                "nhs_number": P1,
+                "setting": "inpatient",
+                "admission_method": "emergency",
+                "start_date": (D + timedelta(days=offset)).isoformat(),
+                "end_date": "",
+                "primary_diagnosis": "",
+                "attended": "",
+            }
+        )
         _, labels = build(tmp_path, tables)
         outcomes[offset] = int(row(labels, P1).label)
     assert outcomes == {-1: 0, 0: 1, 89: 1, 90: 0}
@@ -132,9 +146,17 @@ def test_only_emergency_inpatient_admissions_are_the_outcome(tmp_path):
     tables = base_tables()
     tables["activity"] = [r for r in tables["activity"] if r["admission_method"] != "emergency"]
     for setting, method in (("inpatient", "elective"), ("inpatient", "maternity"), ("ae", "")):
-        tables["activity"].append({
-            "nhs_number": P1, "setting": setting, "admission_method": method,
-            "start_date": "2026-02-10", "end_date": "", "primary_diagnosis": "", "attended": ""})
+        tables["activity"].append(
+            {
+                "nhs_number": P1,
+                "setting": setting,
+                "admission_method": method,
+                "start_date": "2026-02-10",
+                "end_date": "",
+                "primary_diagnosis": "",
+                "attended": "",
+            }
+        )
     _, labels = build(tmp_path, tables)
     assert row(labels, P1).label == 0
 
@@ -174,7 +196,8 @@ def test_several_index_dates_equal_one_at_a_time(tmp_path):
         part = together[together.index_date == d].reset_index(drop=True)
         pd.testing.assert_frame_equal(part, alone)
         pd.testing.assert_frame_equal(
-            labels[labels.index_date == d].reset_index(drop=True), alone_labels)
+            labels[labels.index_date == d].reset_index(drop=True), alone_labels
+        )
 
 
 def test_label_window_complete():

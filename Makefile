@@ -1,0 +1,58 @@
+# riskstrat: `make demo` runs the whole product on synthetic data; `make test` runs the tests.
+# Both create the environment from the lock file first. `make help` lists every target.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.9
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.riskstrat-installed
+
+export RISKSTRAT_HOME ?= $(CURDIR)/.riskstrat
+export UV_PYTHON_DOWNLOADS := never
+DEMO_PATIENTS ?= 20000
+DEMO_SEED ?= 1
+DEMO_EXTRACT := $(RISKSTRAT_HOME)/demo/extract-$(DEMO_PATIENTS)-seed$(DEMO_SEED)
+
+.PHONY: help install demo test lint format serve clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml uv.lock
+	@test -n "$(PYTHON)" || { echo "Python 3.11 is needed (python3.11 not found)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --inexact --python $(BIN)/python
+	@touch $@
+
+install: $(STAMP) ## create .venv and install riskstrat from uv.lock
+
+demo: $(STAMP) ## generate 20,000 people, validate, train, score the latest month, serve the API
+	@if [ ! -f "$(DEMO_EXTRACT)/manifest.json" ]; then \
+	  $(BIN)/riskstrat generate --out "$(DEMO_EXTRACT)" --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED); \
+	fi
+	$(BIN)/riskstrat validate "$(DEMO_EXTRACT)"
+	$(BIN)/riskstrat train --data "$(DEMO_EXTRACT)"
+	$(BIN)/riskstrat score --data "$(DEMO_EXTRACT)" --month latest
+	$(BIN)/riskstrat serve
+
+test: $(STAMP) ## run the test suite
+	$(BIN)/pytest
+
+lint: $(STAMP) ## ruff, format check and mypy
+	$(BIN)/ruff check src pipelines service tests
+	$(BIN)/ruff format --check src pipelines service tests
+	$(BIN)/mypy
+
+format: $(STAMP) ## apply ruff's formatting and fixes
+	$(BIN)/ruff format src pipelines service tests
+	$(BIN)/ruff check --fix src pipelines service tests
+
+serve: $(STAMP) ## serve the API on the latest published run
+	$(BIN)/riskstrat serve
+
+clean: ## remove the environment and everything under RISKSTRAT_HOME
+	rm -rf $(VENV) "$(RISKSTRAT_HOME)"

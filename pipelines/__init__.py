@@ -1,0 +1,1 @@
+"""Runnable pipelines: wiring of riskstrat library steps, nothing else."""

@@ -1,0 +1,23 @@
+"""Small pieces the pipelines share: progress reporting and where run files go."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from riskstrat.config import Settings
+
+#: progress(stage, fraction_done) — the CLI draws it as a bar; None means silent.
+Progress = Callable[[str, float], None] | None
+
+
+def report(progress: Progress, stage: str, fraction: float) -> None:
+    if progress is not None:
+        progress(stage, fraction)
+
+
+def rejects_path_for(settings: Settings, extract_dir: Path) -> Path:
+    """Where validating ``extract_dir`` writes its rejects (outside the extract)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(extract_dir).resolve().name) or "extract"
+    return settings.rejects_dir / f"{name}.rejects.csv"

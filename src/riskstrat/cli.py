@@ -1,0 +1,301 @@
+"""The ``riskstrat`` command. Thin: parse options, call a pipeline, print the outcome."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    help="riskstrat: 90-day emergency admission risk, cohorts and explanations for PCNs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _date(text: str, option: str) -> date:
+    try:
+        if len(text) != 10:
+            raise ValueError
+        return date.fromisoformat(text)
+    except ValueError:
+        raise _fail(f"{option} must be a date like 2026-11-01, got {text!r}", 2) from None
+
+
+@contextmanager
+def _progress(title: str) -> Iterator[Callable[[str, float], None]]:
+    """A rich progress bar driven by the pipelines' (stage, fraction) callbacks."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(title, total=1.0)
+
+        def update(stage: str, fraction: float) -> None:
+            bar.update(task, completed=fraction, description=f"{title}: {stage}")
+
+        yield update
+
+
+def _setup() -> None:
+    from riskstrat.logs import configure_logging
+
+    configure_logging()
+
+
+@app.command()
+def generate(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to create (must not exist).")],
+    patients: Annotated[int, typer.Option(min=1, help="People ever registered.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same files.")] = 1,
+    months: Annotated[int, typer.Option(min=13, max=240, help="Months of history.")] = 48,
+    extract_date: Annotated[
+        str | None,
+        typer.Option(help="First day not covered (YYYY-MM-DD); default 1st of this month."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+) -> None:
+    """Generate a synthetic extract (999-prefixed NHS numbers) that passes validation."""
+    from riskstrat.synth import generate_extract
+
+    _setup()
+    if fmt not in ("csv", "parquet"):
+        raise _fail("--format must be csv or parquet", 2)
+    when = _date(extract_date, "--extract-date") if extract_date else date.today().replace(day=1)
+    fmt_literal: Literal["csv", "parquet"] = "csv" if fmt == "csv" else "parquet"
+    try:
+        with _progress("generate") as progress:
+            summary = generate_extract(
+                out_dir,
+                n_patients=patients,
+                seed=seed,
+                months=months,
+                extract_date=when,
+                fmt=fmt_literal,
+                overwrite=overwrite,
+                progress=progress,
+            )
+    except (FileExistsError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    table = Table("table", "rows", title=f"Synthetic extract in {summary.out_dir}")
+    for name, n in summary.rows.items():
+        table.add_row(name, f"{n:,}")
+    out.print(table)
+    out.print(
+        f"{summary.n_patients:,} people, history {summary.history_start} to {summary.extract_date} "
+        f"(extract date), {summary.seconds:.1f} s"
+    )
+
+
+@app.command()
+def validate(
+    data: Annotated[Path, typer.Argument(help="Extract folder.")],
+    rejects: Annotated[
+        Path | None, typer.Option(help="Rejects CSV to write; default under RISKSTRAT_HOME.")
+    ] = None,
+    max_reject_share: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Stop above this share per table.")
+    ] = None,
+) -> None:
+    """Check an extract against the data contract and write its rejects file."""
+    from pipelines.common import rejects_path_for
+    from riskstrat.config import get_settings
+    from riskstrat.extract import ExtractError, TooManyRejectsError, validate_extract
+
+    _setup()
+    settings = get_settings()
+    rejects_path = rejects or rejects_path_for(settings, data)
+    share = settings.max_reject_share if max_reject_share is None else max_reject_share
+    try:
+        with validate_extract(data, max_reject_share=share, rejects_path=rejects_path) as extract:
+            summary = extract.summary
+    except TooManyRejectsError as exc:
+        _print_validation(exc.summary)
+        raise _fail(str(exc)) from None
+    except ExtractError as exc:
+        raise _fail(str(exc)) from None
+    _print_validation(summary)
+    out.print(f"[green]valid[/]: rejects listed in {rejects_path}")
+
+
+def _print_validation(summary: object) -> None:
+    from riskstrat.extract import ValidationSummary
+
+    assert isinstance(summary, ValidationSummary)
+    table = Table("table", "rows read", "accepted", "rejected", "share", title="Validation")
+    for name, read in summary.rows_read.items():
+        rejected = summary.rows_rejected[name]
+        table.add_row(
+            name,
+            f"{read:,}",
+            f"{read - rejected:,}",
+            f"{rejected:,}",
+            f"{summary.reject_share(name):.2%}",
+        )
+    out.print(table)
+    if summary.rule_counts:
+        rules = Table("table", "column", "rule", "rows", title="Rejects by rule")
+        for r in summary.rule_counts:
+            rules.add_row(r.table, r.column, r.rule, f"{r.rows:,}")
+        out.print(rules)
+    for warning in summary.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Extract folder.")],
+    spec: Annotated[
+        Path | None, typer.Option(help="Model folder with spec.yaml; default the 90-day model.")
+    ] = None,
+) -> None:
+    """Train on monthly snapshots, validate on the latest complete month, register as champion."""
+    from pipelines.train import run_training
+    from riskstrat.extract import ExtractError
+
+    _setup()
+    try:
+        with _progress("train") as progress:
+            result = run_training(data, spec_dir=spec, progress=progress)
+    except (ExtractError, ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    m = result.metrics
+    table = Table("metric", "value", title=f"Held-out month {result.plan.validation_month}")
+    for key in ("auroc", "auprc", "brier", "event_rate", "share_flagged_for_70pct_recall"):
+        table.add_row(key, f"{m['validation_' + key]:.4f}")
+    table.add_row("rows", f"{result.validation_rows:,}")
+    out.print(table)
+    out.print(
+        f"validation AUROC {m['validation_auroc']:.3f}; trained on {result.train_rows:,} rows from "
+        f"{len(result.plan.train_months)} index months "
+        f"({result.plan.train_months[0]} to {result.plan.train_months[-1]}); "
+        f"registered {result.model.name} version {result.model.version} as champion "
+        f"in {result.seconds:.0f} s"
+    )
+
+
+@app.command()
+def predict(
+    data: Annotated[Path, typer.Option("--data", help="Extract folder.")],
+    as_of: Annotated[str, typer.Option("--as-of", help="Date to predict from (YYYY-MM-DD).")],
+    out_file: Annotated[Path, typer.Option("--out", help="CSV to write (nhs_number, risk).")],
+    model: Annotated[
+        str, typer.Option(help="champion, another alias, or a version number.")
+    ] = "champion",
+) -> None:
+    """Write each eligible person's 90-day risk at a date (type 1 opt-outs left out)."""
+    from pipelines.predict import run_predict
+    from riskstrat.extract import ExtractError
+    from riskstrat.registry import ModelNotFoundError
+
+    _setup()
+    when = _date(as_of, "--as-of")
+    try:
+        with _progress("predict") as progress:
+            n = run_predict(data, as_of=when, out=out_file, model_ref=model, progress=progress)
+    except (ExtractError, ValueError, ModelNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"wrote {n:,} risks to {out_file}")
+
+
+@app.command()
+def score(
+    data: Annotated[Path, typer.Option("--data", help="Extract folder.")],
+    month: Annotated[
+        str, typer.Option(help="Month to score (YYYY-MM, or 'latest'); index date is its 1st.")
+    ],
+    model: Annotated[
+        str, typer.Option(help="champion, another alias, or a version number.")
+    ] = "champion",
+) -> None:
+    """Score everyone eligible on the month's first day, explain, and publish to the store."""
+    from pipelines.score import parse_month, run_scoring
+    from riskstrat.extract import ExtractError, read_manifest
+    from riskstrat.registry import ModelNotFoundError
+
+    _setup()
+    try:
+        if month == "latest":
+            # The latest month whose first day has complete data before it.
+            index_date = read_manifest(data).extract_date.replace(day=1)
+        else:
+            index_date = parse_month(month)
+    except ExtractError as exc:
+        raise _fail(str(exc)) from None
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    try:
+        with _progress("score") as progress:
+            result = run_scoring(data, month=index_date, model_ref=model, progress=progress)
+    except (ExtractError, ValueError, ModelNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    out.print(
+        f"published run {result.run_id} for {result.month}: {result.n_scored:,} people scored with "
+        f"{result.model_name} v{result.model_version} ({result.n_type1_opt_outs_excluded:,} type 1 "
+        f"opt-outs left out) in {result.seconds:.1f} s"
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface; default 127.0.0.1.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port; default 8000.")] = None,
+) -> None:
+    """Run the API. Prints the token to use when RISKSTRAT_API_TOKEN is not set."""
+    import uvicorn
+    from pydantic import SecretStr
+
+    from riskstrat.config import get_settings, new_api_token
+    from service.app import create_app
+
+    _setup()
+    settings = get_settings()
+    if settings.api_token is None:
+        token = new_api_token()
+        settings = settings.model_copy(update={"api_token": SecretStr(token)})
+        shown = token
+    else:
+        shown = "$RISKSTRAT_API_TOKEN"
+    bind_host, bind_port = host or settings.host, port or settings.port
+    base = f"http://{bind_host}:{bind_port}"
+    console.print(
+        f"\n[bold]riskstrat API[/] on {base}\n"
+        f"  docs:     {base}/docs\n"
+        f"  health:   {base}/health\n"
+        f"  token:    {shown}\n"
+        f'  example:  curl -H "Authorization: Bearer {shown}" '
+        f"'{base}/api/v1/cohorts?page_size=5'\n",
+        highlight=False,
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=bind_host,
+        port=bind_port,
+        access_log=False,
+        log_level=os.environ.get("RISKSTRAT_LOG_LEVEL", "info").lower(),
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,320 @@
+"""SHAP contributions turned into reasons a clinician can read.
+
+Contributions come from LightGBM's own exact TreeSHAP (``pred_contrib``), in log-odds.
+Related features are summed into one reason (all emergency-admission counts and recency
+make "recent emergency admissions"), so a reason's size is the whole group's share of the
+prediction. Each reason is phrased from the patient's own values and sized in percentage
+points: how much lower the risk would be without that group's contribution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from riskstrat.contract import CONDITIONS, DRUG_CLASSES, EVENT_CODES, STATE_CODES
+
+Values = Mapping[str, Any]
+
+CONDITION_NAMES = {
+    "AF": "atrial fibrillation", "ASTHMA": "asthma", "CANCER": "cancer",
+    "CHD": "coronary heart disease", "CKD": "chronic kidney disease", "COPD": "COPD",
+    "DEMENTIA": "dementia", "DEPRESSION": "depression", "DIABETES": "diabetes",
+    "EPILEPSY": "epilepsy", "HEART_FAILURE": "heart failure", "HYPERTENSION": "hypertension",
+    "LEARNING_DISABILITY": "a learning disability", "LIVER_DISEASE": "liver disease",
+    "OSTEOPOROSIS": "osteoporosis", "PAD": "peripheral arterial disease",
+    "PALLIATIVE": "palliative care needs", "PARKINSONS": "Parkinson's disease",
+    "RHEUMATOID_ARTHRITIS": "rheumatoid arthritis", "SMI": "serious mental illness",
+    "STROKE_TIA": "stroke or TIA",
+}  # fmt: skip
+DRUG_NAMES = {
+    "ANTICOAGULANT": "an anticoagulant", "ANTIPLATELET": "an antiplatelet",
+    "ANTIHYPERTENSIVE": "an antihypertensive", "BETA_BLOCKER": "a beta blocker",
+    "DIURETIC": "a diuretic", "DIGOXIN": "digoxin", "STATIN": "a statin", "INSULIN": "insulin",
+    "ORAL_HYPOGLYCAEMIC": "an oral hypoglycaemic", "OPIOID": "an opioid", "NSAID": "an NSAID",
+    "BENZODIAZEPINE": "a benzodiazepine", "Z_DRUG": "a Z-drug",
+    "ANTIPSYCHOTIC": "an antipsychotic", "ANTIDEPRESSANT": "an antidepressant",
+    "ANTIEPILEPTIC": "an antiepileptic", "ANTICHOLINERGIC": "an anticholinergic",
+    "ORAL_CORTICOSTEROID": "an oral corticosteroid",
+    "INHALED_CORTICOSTEROID": "an inhaled corticosteroid", "BRONCHODILATOR": "a bronchodilator",
+    "DOPAMINERGIC": "a dopaminergic", "PPI": "a PPI", "LAXATIVE": "a laxative",
+    "ANTIBIOTIC": "an antibiotic", "OTHER": "other medicines",
+}  # fmt: skip
+STATE_NAMES = {
+    "LIVES_ALONE": "lives alone", "CARE_HOME": "lives in a care home",
+    "HOUSEBOUND": "housebound", "HOME_CARE_PACKAGE": "receives home care",
+    "HAS_CARER": "has a carer", "IS_CARER": "is a carer", "HOMELESS": "homeless",
+    "SOCIAL_ISOLATION": "socially isolated", "SMOKER": "smoker",
+}  # fmt: skip
+PROBLEM_NAMES = {
+    "MOBILITY_PROBLEM": "mobility problem", "ALCOHOL_MISUSE": "alcohol misuse",
+    "INCONTINENCE": "incontinence", "MEMORY_CONCERN": "memory concern",
+    "VISUAL_IMPAIRMENT": "visual impairment", "HEARING_IMPAIRMENT": "hearing impairment",
+    "WEIGHT_LOSS": "weight loss",
+}  # fmt: skip
+# Drug classes named first when a patient's medicines are described (falls-risk drugs).
+_NOTABLE_DRUGS = ("OPIOID", "BENZODIAZEPINE", "Z_DRUG", "ANTIPSYCHOTIC", "ANTICHOLINERGIC",
+                  "ANTIDEPRESSANT", "ANTIEPILEPTIC", "DOPAMINERGIC", "INSULIN", "ANTICOAGULANT",
+                  "ORAL_CORTICOSTEROID", "DIGOXIN")  # fmt: skip
+
+
+def _n(value: Any) -> int:
+    try:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return 0
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _join(items: Sequence[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _emergency(v: Values) -> str:
+    n = _n(v.get("emergency_admissions_365d"))
+    days = v.get("days_since_last_emergency_admission")
+    if n:
+        text = f"{_plural(n, 'emergency admission')} in the last 12 months"
+        if days is not None and not pd.isna(days):
+            text += f", the latest {_plural(int(days), 'day')} ago"
+        return text
+    if days is not None and not pd.isna(days):
+        return (
+            f"no emergency admission in the last 12 months (last one {int(days) // 30} months ago)"
+        )
+    return "no emergency admissions on record"
+
+
+def _ae(v: Values) -> str:
+    n = _n(v.get("ae_attendances_365d"))
+    return (
+        f"{_plural(n, 'A&E attendance')} in the last 12 months"
+        if n
+        else ("no A&E attendances in the last 12 months")
+    )
+
+
+def _planned(v: Values) -> str:
+    gp, op = _n(v.get("gp_contacts_365d")), _n(v.get("outpatient_attendances_365d"))
+    missed = _n(v.get("gp_missed_365d")) + _n(v.get("outpatient_missed_365d"))
+    text = (
+        f"{_plural(gp, 'GP contact')} and {_plural(op, 'outpatient attendance')} "
+        "in the last 12 months"
+    )
+    if missed:
+        text += f", {_plural(missed, 'missed appointment')}"
+    return text
+
+
+def _age(v: Values) -> str:
+    return f"aged {_n(v.get('age_years'))}"
+
+
+def _sex(v: Values) -> str:
+    return "female" if _n(v.get("sex_female")) else "male or sex not recorded"
+
+
+def _deprivation(v: Values) -> str:
+    d = v.get("imd_decile")
+    if d is None or pd.isna(d):
+        return "area deprivation not recorded"
+    return f"lives in an area in deprivation decile {int(d)} (1 = most deprived)"
+
+
+def _conditions(v: Values, contrib: Mapping[str, float]) -> str:
+    present = [c for c in CONDITIONS if _n(v.get(f"ltc_{c.lower()}"))]
+    if not present:
+        return "no long-term conditions recorded"
+    present.sort(key=lambda c: -abs(contrib.get(f"ltc_{c.lower()}", 0.0)))
+    names = [CONDITION_NAMES[c] for c in present]
+    if len(names) <= 2:
+        return _join(names)
+    return f"{len(names)} long-term conditions, including {_join(names[:2])}"
+
+
+def _medicines(v: Values) -> str:
+    n = _n(v.get("distinct_medicines_90d"))
+    if not n:
+        return "no medicines issued in the last 90 days"
+    classes = [c for c in _NOTABLE_DRUGS if _n(v.get(f"{c.lower()}_90d"))]
+    text = f"{_plural(n, 'medicine')} issued in the last 90 days"
+    if classes:
+        text += f", including {_join([DRUG_NAMES[c] for c in classes[:3]])}"
+    return text
+
+
+def efi_band(efi: float) -> str:
+    """eFI bands: fit <= 0.12, mild <= 0.24, moderate <= 0.36, severe above."""
+    if efi <= 0.12:
+        return "fit"
+    if efi <= 0.24:
+        return "mild frailty"
+    if efi <= 0.36:
+        return "moderate frailty"
+    return "severe frailty"
+
+
+def _frailty(v: Values) -> str:
+    efi = v.get("efi")
+    efi = 0.0 if efi is None or pd.isna(efi) else float(efi)
+    text = f"{efi_band(efi)} (eFI {efi:.2f})"
+    cfs = v.get("cfs_latest")
+    if cfs is not None and not pd.isna(cfs):
+        text += f", Clinical Frailty Scale {int(cfs)}"
+    return text
+
+
+def _falls(v: Values) -> str:
+    n = _n(v.get("falls_365d"))
+    return (
+        f"{_plural(n, 'fall')} recorded in the last 12 months"
+        if n
+        else ("no falls recorded in the last 12 months")
+    )
+
+
+def _living(v: Values) -> str:
+    present = [STATE_NAMES[c] for c in STATE_CODES if c != "SMOKER" and _n(v.get(c.lower()))]
+    return _join(present) if present else "no living-situation risks recorded"
+
+
+def _other(v: Values) -> str:
+    items = [PROBLEM_NAMES[c] for c in EVENT_CODES if c in PROBLEM_NAMES and _n(v.get(c.lower()))]
+    if _n(v.get("smoker")):
+        items.insert(0, "smoker")
+    bmi = v.get("bmi_latest")
+    if bmi is not None and not pd.isna(bmi):
+        items.append(f"BMI {float(bmi):.1f}")
+    return _join(items) if items else "no other recorded problems"
+
+
+@dataclass(frozen=True)
+class ReasonGroup:
+    key: str
+    features: tuple[str, ...]
+    phrase: Callable[[Values, Mapping[str, float]], str]
+
+
+def _simple(fn: Callable[[Values], str]) -> Callable[[Values, Mapping[str, float]], str]:
+    return lambda v, _c: fn(v)
+
+
+REASON_GROUPS: tuple[ReasonGroup, ...] = (
+    ReasonGroup("recent_emergency_admissions",
+                ("emergency_admissions_90d", "emergency_admissions_365d",
+                 "days_since_last_emergency_admission", "emergency_bed_days_365d"),
+                _simple(_emergency)),
+    ReasonGroup("ae_attendances", ("ae_attendances_90d", "ae_attendances_365d"), _simple(_ae)),
+    ReasonGroup("planned_care",
+                tuple(f"{s}_{w}d" for s in ("elective_admissions", "outpatient_attendances",
+                                             "outpatient_missed", "gp_contacts", "gp_missed",
+                                             "community_contacts") for w in (90, 365)),
+                _simple(_planned)),
+    ReasonGroup("age", ("age_years",), _simple(_age)),
+    ReasonGroup("sex", ("sex_female",), _simple(_sex)),
+    ReasonGroup("deprivation", ("imd_decile",), _simple(_deprivation)),
+    ReasonGroup("long_term_conditions",
+                tuple(f"ltc_{c.lower()}" for c in CONDITIONS) + ("ltc_count",), _conditions),
+    ReasonGroup("medicines",
+                ("distinct_medicines_90d", "falls_risk_drug_classes_90d")
+                + tuple(f"{c.lower()}_90d" for c in DRUG_CLASSES),
+                _simple(_medicines)),
+    ReasonGroup("frailty", ("efi", "cfs_latest"), _simple(_frailty)),
+    ReasonGroup("falls", ("falls_365d",), _simple(_falls)),
+    ReasonGroup("living_situation",
+                tuple(c.lower() for c in STATE_CODES if c != "SMOKER"), _simple(_living)),
+    ReasonGroup("other_recorded_problems",
+                ("smoker", "bmi_latest") + tuple(c.lower() for c in EVENT_CODES if c != "FALL"),
+                _simple(_other)),
+    ReasonGroup("care_already_given",
+                ("falls_assessment_365d", "medication_review_365d", "advance_care_plan_ever"),
+                _simple(lambda v: "care already recorded (reviews or care plans)")),
+)  # fmt: skip
+
+
+def shap_contributions(booster: lgb.Booster, X: pd.DataFrame) -> npt.NDArray[np.float64]:
+    """Exact TreeSHAP values in log-odds: one column per model feature plus the base value.
+
+    Each row sums to the model's log-odds for that row.
+    """
+    names = booster.feature_name()
+    data = X[names].to_numpy(dtype=np.float32, na_value=np.nan)
+    out = booster.predict(data, pred_contrib=True, num_iteration=booster.best_iteration or None)
+    return np.asarray(out, dtype=np.float64)
+
+
+def group_matrix(feature_names: Sequence[str]) -> tuple[list[ReasonGroup], npt.NDArray[np.float64]]:
+    """The reason groups that cover ``feature_names`` and a 0/1 feature-by-group matrix."""
+    groups = [g for g in REASON_GROUPS if set(g.features) & set(feature_names)]
+    index = {name: i for i, name in enumerate(feature_names)}
+    matrix = np.zeros((len(feature_names), len(groups)))
+    for j, g in enumerate(groups):
+        for f in g.features:
+            if f in index:
+                matrix[index[f], j] = 1.0
+    unassigned = [f for f, i in index.items() if matrix[i].sum() == 0]
+    if unassigned:
+        raise ValueError(f"features without a reason group: {', '.join(unassigned)}")
+    return groups, matrix
+
+
+def _sigmoid(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def explain_rows(
+    booster: lgb.Booster,
+    X: pd.DataFrame,
+    *,
+    top_raising: int = 3,
+    top_lowering: int = 1,
+    min_percentage_points: float = 0.001,
+    contributions: npt.NDArray[np.float64] | None = None,
+) -> list[list[dict[str, Any]]]:
+    """The top reasons for each row of ``X``.
+
+    Returns, per row, up to ``top_raising`` reasons that raise the risk (largest first) then
+    up to ``top_lowering`` that lower it; contributions under ``min_percentage_points`` are
+    too small to be a reason. Each reason is a dict with ``group``, ``text``,
+    ``direction`` ("raises" or "lowers"), ``log_odds`` and ``percentage_points``.
+    """
+    names = list(booster.feature_name())
+    contrib = shap_contributions(booster, X) if contributions is None else contributions
+    groups, matrix = group_matrix(names)
+    grouped = contrib[:, :-1] @ matrix  # (rows, groups) in log-odds
+    logit = contrib.sum(axis=1)
+    risk = _sigmoid(logit)
+    pp = 100.0 * (risk[:, None] - _sigmoid(logit[:, None] - grouped))
+    values = X[names].to_dict(orient="records")
+    out: list[list[dict[str, Any]]] = []
+    for i, row_values in enumerate(values):
+        order = np.argsort(-grouped[i], kind="stable")
+        up = [j for j in order[:top_raising] if pp[i, j] >= min_percentage_points]
+        down = [j for j in order[::-1][:top_lowering] if pp[i, j] <= -min_percentage_points]
+        feature_contrib = dict(zip(names, contrib[i, :-1], strict=True))
+        reasons = []
+        for j in up + down:
+            reasons.append(
+                {
+                    "group": groups[j].key,
+                    "text": groups[j].phrase(row_values, feature_contrib),
+                    "direction": "raises" if grouped[i, j] > 0 else "lowers",
+                    "log_odds": round(float(grouped[i, j]), 4),
+                    "percentage_points": round(float(pp[i, j]), 3),
+                }
+            )
+        out.append(reasons)
+    return out

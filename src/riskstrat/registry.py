@@ -1,0 +1,196 @@
+"""The model registry: the only module that talks to MLflow.
+
+Training runs, their parameters, metrics and artefacts go to an MLflow tracking store
+(SQLite under ``RISKSTRAT_HOME`` by default); models are registered under the spec's name
+and promoted by alias. Nothing here logs patient identifiers or feature rows: only counts,
+metrics, parameters and the model itself (no input example).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+CHAMPION = "champion"
+EXPERIMENT = "riskstrat-training"
+_log = logging.getLogger(__name__)
+
+
+class ModelNotFoundError(LookupError):
+    """No registered model version matches the request."""
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    name: str
+    version: str
+    aliases: tuple[str, ...]
+    run_id: str | None
+    created_at: datetime
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered model loaded for scoring."""
+
+    booster: lgb.Booster
+    info: ModelVersionInfo
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.booster.feature_name())
+
+
+class ModelRegistry:
+    """MLflow tracking and model registry for one tracking store."""
+
+    def __init__(self, *, tracking_uri: str, artifact_root: Path) -> None:
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+
+    # ---- writing ------------------------------------------------------------------------
+
+    def log_training_run(
+        self,
+        *,
+        model_name: str,
+        booster: lgb.Booster,
+        X_example: pd.DataFrame,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        tags: Mapping[str, str],
+        json_artifacts: Mapping[str, Any],
+        text_artifacts: Mapping[str, str] | None = None,
+        set_aliases: tuple[str, ...] = (CHAMPION,),
+    ) -> ModelVersionInfo:
+        """Log one training run, register its model as a new version and set aliases.
+
+        ``X_example`` supplies only the column names and types of the signature; no row
+        of it is stored.
+        """
+        with self._mlflow() as mlflow:
+            from mlflow.models import infer_signature
+
+            experiment_id = self._experiment_id(mlflow)
+            sample = X_example.head(0).astype("float64")
+            signature = infer_signature(sample, np.zeros(0, dtype=np.float64))
+            with mlflow.start_run(experiment_id=experiment_id) as run:
+                mlflow.log_params({k: _param(v) for k, v in params.items()})
+                mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+                mlflow.set_tags(dict(tags))
+                with tempfile.TemporaryDirectory() as tmp:
+                    for name, value in json_artifacts.items():
+                        path = Path(tmp) / name
+                        path.write_text(json.dumps(value, indent=2, default=str), encoding="utf-8")
+                        mlflow.log_artifact(str(path))
+                    for name, text in (text_artifacts or {}).items():
+                        path = Path(tmp) / name
+                        path.write_text(text, encoding="utf-8")
+                        mlflow.log_artifact(str(path))
+                info = mlflow.lightgbm.log_model(
+                    booster,
+                    name="model",
+                    signature=signature,
+                    registered_model_name=model_name,
+                    pip_requirements=_pip_requirements(),
+                )
+                version = str(info.registered_model_version)
+                client = mlflow.MlflowClient()
+                for key, value in tags.items():
+                    client.set_model_version_tag(model_name, version, key, value)
+                for alias in set_aliases:
+                    client.set_registered_model_alias(model_name, alias, version)
+                _log.info("registered %s version %s (run %s)", model_name, version, run.info.run_id)
+        return self.describe(model_name, version)
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def describe(self, model_name: str, version_or_alias: str = CHAMPION) -> ModelVersionInfo:
+        """Metadata and metrics of a registered version, by number or alias."""
+        with self._mlflow() as mlflow:
+            client = mlflow.MlflowClient()
+            mv = self._resolve(client, model_name, version_or_alias)
+            metrics: dict[str, float] = {}
+            if mv.run_id:
+                metrics = dict(client.get_run(mv.run_id).data.metrics)
+            return ModelVersionInfo(
+                name=model_name,
+                version=str(mv.version),
+                aliases=tuple(getattr(mv, "aliases", ()) or ()),
+                run_id=mv.run_id,
+                created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC),
+                metrics=metrics,
+                tags=dict(mv.tags or {}),
+            )
+
+    def load(self, model_name: str, version_or_alias: str = CHAMPION) -> LoadedModel:
+        """Load a registered version's booster (only from this project's own registry)."""
+        info = self.describe(model_name, version_or_alias)
+        with self._mlflow() as mlflow:
+            booster = mlflow.lightgbm.load_model(f"models:/{model_name}/{info.version}")
+        return LoadedModel(booster=booster, info=info)
+
+    def read_json_artifact(self, run_id: str, name: str) -> Any:
+        with self._mlflow() as mlflow, tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=name, dst_path=tmp
+            )
+            return json.loads(Path(path).read_text(encoding="utf-8"))
+
+    # ---- internals ----------------------------------------------------------------------
+
+    @contextmanager
+    def _mlflow(self) -> Iterator[Any]:
+        import mlflow  # imported here so that importing riskstrat stays cheap
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        self.artifact_root.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        yield mlflow
+
+    def _experiment_id(self, mlflow: Any) -> str:
+        experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        return str(
+            mlflow.create_experiment(EXPERIMENT, artifact_location=self.artifact_root.as_uri())
+        )
+
+    @staticmethod
+    def _resolve(client: Any, model_name: str, version_or_alias: str) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if version_or_alias.isdigit():
+                return client.get_model_version(model_name, version_or_alias)
+            return client.get_model_version_by_alias(model_name, version_or_alias)
+        except MlflowException as exc:
+            raise ModelNotFoundError(
+                f"no version '{version_or_alias}' of model {model_name} in the registry"
+            ) from exc
+
+
+def _param(value: Any) -> Any:
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, default=str)[:6000]
+    return value
+
+
+def _pip_requirements() -> list[str]:
+    # Stated explicitly: MLflow's own inference loads the model in a subprocess (slow).
+    return [f"{pkg}=={metadata.version(pkg)}" for pkg in ("lightgbm", "numpy", "pandas")]

@@ -1,0 +1,165 @@
+"""generate -> validate -> train -> score -> predict -> API, on a small generated extract."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from riskstrat.cli import app
+from riskstrat.config import Settings, get_settings
+from riskstrat.extract import validate_extract
+from riskstrat.features import build_features
+from riskstrat.store import Store
+from service.app import create_app
+
+pytestmark = pytest.mark.slow
+EXTRACT_DATE = date(2026, 11, 1)
+TOKEN = "e2e-token"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Runs the whole product once through its CLI; the tests below look at what it left."""
+    root = tmp_path_factory.mktemp("e2e")
+    home = root / "home"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RISKSTRAT_HOME", str(home))
+    mp.setenv("RISKSTRAT_API_TOKEN", TOKEN)
+    get_settings.cache_clear()
+    runner = CliRunner()
+    extract = root / "extract"
+    results = {}
+    results["generate"] = runner.invoke(
+        app,
+        [
+            "generate",
+            "--out",
+            str(extract),
+            "--patients",
+            "3000",
+            "--seed",
+            "7",
+            "--months",
+            "36",
+            "--extract-date",
+            EXTRACT_DATE.isoformat(),
+        ],
+    )
+    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in extract.iterdir()}
+    results["validate"] = runner.invoke(app, ["validate", str(extract)])
+    results["train"] = runner.invoke(app, ["train", "--data", str(extract)])
+    results["score"] = runner.invoke(app, ["score", "--data", str(extract), "--month", "latest"])
+    results["predict"] = runner.invoke(
+        app,
+        ["predict", "--data", str(extract), "--as-of", "2026-11-01", "--out", str(root / "p.csv")],
+    )
+    results["score_future"] = runner.invoke(
+        app, ["score", "--data", str(extract), "--month", "2026-12"]
+    )
+    settings = get_settings()
+    yield {
+        "root": root,
+        "extract": extract,
+        "home": home,
+        "results": results,
+        "digests": digests,
+        "settings": settings,
+    }
+    mp.undo()
+    get_settings.cache_clear()
+
+
+def test_every_command_succeeded(world):
+    for name in ("generate", "validate", "train", "score", "predict"):
+        result = world["results"][name]
+        assert result.exit_code == 0, (name, result.output)
+    assert "validation AUROC" in world["results"]["train"].output
+
+
+def test_source_files_unchanged_and_rejects_written_outside(world):
+    extract: Path = world["extract"]
+    now = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in extract.iterdir()}
+    assert now == world["digests"]
+    assert (world["home"] / "rejects" / "extract.rejects.csv").is_file()
+
+
+def test_model_is_champion_with_metrics(world):
+    from riskstrat.registry import ModelRegistry
+
+    settings: Settings = world["settings"]
+    registry = ModelRegistry(
+        tracking_uri=settings.tracking_uri, artifact_root=settings.artifact_root
+    )
+    info = registry.describe(settings.model_name, "champion")
+    for key in ("validation_auroc", "validation_auprc", "validation_brier"):
+        assert key in info.metrics
+    assert 0.6 < info.metrics["validation_auroc"] <= 1.0
+    assert info.tags["riskstrat.validation_month"] == "2026-08-01"
+
+
+def test_published_run_covers_the_eligible_population(world):
+    settings: Settings = world["settings"]
+    store = Store(settings.serving_database_url)
+    run = store.latest_run()
+    assert run is not None and run.month == EXTRACT_DATE and run.model_version == "1"
+    with validate_extract(world["extract"]) as extract:
+        feats = build_features(extract.con, index_dates=[EXTRACT_DATE])
+    eligible = feats[~feats.type1_opt_out.astype(bool)]
+    assert run.n_scored == len(eligible) and run.n_type1_opt_outs_excluded == int(
+        feats.type1_opt_out.sum()
+    )
+    total, top = store.cohort_page(run.id, limit=20)
+    assert total == len(eligible)
+    assert [s.rank for s in top] == list(range(1, 21))
+    assert all(s.reasons for s in top)
+    assert set(feats[feats.type1_opt_out.astype(bool)].nhs_number).isdisjoint(
+        {s.nhs_number for s in store.cohort_page(run.id, limit=100_000)[1]}
+    )
+    store.dispose()
+
+
+def test_predict_matches_the_published_scores(world):
+    predicted = pd.read_csv(world["root"] / "p.csv", dtype={"nhs_number": str})
+    store = Store(world["settings"].serving_database_url)
+    run = store.latest_run()
+    published = {s.nhs_number: s.risk for s in store.cohort_page(run.id, limit=100_000)[1]}
+    store.dispose()
+    assert set(predicted.nhs_number) == set(published)
+    assert predicted.risk.between(0, 1).all()
+    diffs = [abs(r.risk - published[r.nhs_number]) for r in predicted.itertuples()]
+    assert max(diffs) < 1e-6  # same model, same date; the CSV keeps 6 decimals
+
+
+def test_scoring_a_month_the_extract_does_not_cover_fails_and_is_recorded(world):
+    result = world["results"]["score_future"]
+    assert result.exit_code == 1 and "after the extract date" in result.output
+    store = Store(world["settings"].serving_database_url)
+    runs = store.runs()
+    store.dispose()
+    assert runs[-1].status == "failed" and "after the extract date" in runs[-1].details["error"]
+    assert store.latest_run() is not None  # the earlier published run is still served
+
+
+def test_api_serves_ranked_patients_with_reasons(world):
+    settings: Settings = world["settings"]
+    with TestClient(create_app(settings)) as client:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        page = client.get("/api/v1/cohorts", params={"page_size": 10}, headers=auth).json()
+        risks = [i["risk"] for i in page["items"]]
+        assert len(risks) == 10 and risks == sorted(risks, reverse=True)
+        assert all(i["reasons"] and i["reasons"][0]["text"] for i in page["items"])
+        pcn = page["items"][0]["pcn_code"]
+        in_pcn = client.get("/api/v1/cohorts", params={"pcn": pcn}, headers=auth).json()
+        assert {i["pcn_code"] for i in in_pcn["items"]} == {pcn}
+        top = page["items"][0]["nhs_number"]
+        person = client.get(f"/api/v1/patients/{top}/risk", headers=auth).json()
+        assert person["rank"] == 1 and person["run"]["model_version"] == "1"
+        model = client.get("/api/v1/models/current", headers=auth).json()
+        assert model["version"] == "1" and model["serving_version"] == "1"
+        assert "validation_auroc" in model["metrics"]

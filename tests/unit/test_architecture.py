@@ -1,0 +1,90 @@
+"""The house rules that keep the code base easy to change, checked from the source."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CODE = [p for d in ("src/riskstrat", "pipelines", "service") for p in (ROOT / d).rglob("*.py")]
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def _modules_importing(prefix: str) -> set[str]:
+    return {
+        str(p.relative_to(ROOT))
+        for p in CODE
+        if any(n == prefix or n.startswith(prefix + ".") for n in _imports(p))
+    }
+
+
+def test_only_the_registry_talks_to_mlflow():
+    assert _modules_importing("mlflow") == {"src/riskstrat/registry.py"}
+
+
+def test_only_the_store_talks_to_the_serving_database():
+    assert _modules_importing("sqlalchemy") == {"src/riskstrat/store.py"}
+
+
+def test_only_extract_reads_extract_files():
+    readers = {
+        str(p.relative_to(ROOT))
+        for p in CODE
+        if any(
+            s in p.read_text(encoding="utf-8") for s in ("read_csv(", "read_parquet(", "pd.read_")
+        )
+    }
+    assert readers == {"src/riskstrat/extract.py"}
+
+
+@pytest.mark.parametrize(
+    "forbidden",
+    [
+        "riskstrat.extract",
+        "riskstrat.features",
+        "riskstrat.modelling",
+        "riskstrat.synth",
+        "pipelines",
+    ],
+)
+def test_the_service_never_trains_or_reads_extracts(forbidden):
+    service = {str(p.relative_to(ROOT)) for p in (ROOT / "service").rglob("*.py")}
+    assert not (_modules_importing(forbidden) & service)
+
+
+def test_importing_everything_does_no_work(tmp_path):
+    modules = sorted(
+        ".".join(p.relative_to(base).with_suffix("").parts)
+        for base, folder in ((ROOT / "src", "riskstrat"), (ROOT, "pipelines"), (ROOT, "service"))
+        for p in (base / folder).rglob("*.py")
+    )
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}:\n"
+        "    importlib.import_module(m.removesuffix('.__init__'))\n"
+        "print('mlflow' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "RISKSTRAT_HOME": str(tmp_path / "home")},
+    )
+    assert out.stdout.strip() == "False"  # mlflow is imported only when a registry is used
+    assert list(tmp_path.iterdir()) == []  # no folders, stores or files created

@@ -1,0 +1,108 @@
+"""Reasons from SHAP values: grouping, sums and wording."""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from riskstrat.explain import efi_band, explain_rows, group_matrix, shap_contributions
+from riskstrat.features import feature_columns
+
+
+@pytest.fixture(scope="module")
+def model_and_data():
+    rng = np.random.default_rng(5)
+    names = feature_columns()
+    n = 3000
+    X = pd.DataFrame(rng.poisson(0.4, size=(n, len(names))).astype(float), columns=names)
+    X["age_years"] = rng.integers(18, 100, n)
+    X["efi"] = rng.uniform(0, 0.5, n).round(2)
+    X["imd_decile"] = rng.integers(1, 11, n).astype(float)
+    logit = -3 + 0.9 * X.emergency_admissions_365d + 0.03 * (X.age_years - 60) + 3 * X.efi
+    y = rng.random(n) < 1 / (1 + np.exp(-logit))
+    booster = lgb.train(
+        {"objective": "binary", "verbosity": -1, "num_leaves": 15, "seed": 1},
+        lgb.Dataset(X, label=y),
+        num_boost_round=40,
+    )
+    return booster, X
+
+
+def test_every_feature_belongs_to_one_reason_group():
+    groups, matrix = group_matrix(feature_columns())
+    assert (matrix.sum(axis=1) == 1).all()
+    assert len({g.key for g in groups}) == len(groups)
+
+
+def test_contributions_sum_to_the_log_odds(model_and_data):
+    booster, X = model_and_data
+    contrib = shap_contributions(booster, X.head(200))
+    raw = booster.predict(X.head(200), raw_score=True)
+    np.testing.assert_allclose(contrib.sum(axis=1), raw, atol=1e-6)
+    _groups, matrix = group_matrix(booster.feature_name())
+    grouped = contrib[:, :-1] @ matrix
+    np.testing.assert_allclose(grouped.sum(axis=1) + contrib[:, -1], raw, atol=1e-6)
+
+
+def test_reasons_are_ordered_signed_and_worded_from_values(model_and_data):
+    booster, X = model_and_data
+    sample = X.head(300).copy()
+    reasons = explain_rows(booster, sample, top_raising=3, top_lowering=1)
+    assert len(reasons) == len(sample)
+    for row_reasons in reasons:
+        up = [r for r in row_reasons if r["direction"] == "raises"]
+        down = [r for r in row_reasons if r["direction"] == "lowers"]
+        assert len(up) <= 3 and len(down) <= 1 and row_reasons == up + down
+        assert [r["log_odds"] for r in up] == sorted((r["log_odds"] for r in up), reverse=True)
+        assert all(r["log_odds"] > 0 and r["percentage_points"] > 0 for r in up)
+        assert all(r["log_odds"] < 0 and r["percentage_points"] < 0 for r in down)
+    # a person with admissions has that reason worded from their own count
+    i = int(np.flatnonzero(sample.emergency_admissions_365d.to_numpy() == 2)[0])
+    texts = {r["group"]: r["text"] for r in explain_rows(booster, sample.iloc[[i]])[0]}
+    assert texts["recent_emergency_admissions"].startswith(
+        "2 emergency admissions in the last 12 months"
+    )
+
+
+def test_wording_of_single_values(model_and_data):
+    _booster, X = model_and_data
+    person = X.head(1).copy()
+    person.loc[:, :] = 0
+    person[["cfs_latest", "bmi_latest", "imd_decile", "days_since_last_emergency_admission"]] = (
+        np.nan
+    )
+    person[["emergency_admissions_365d", "days_since_last_emergency_admission"]] = [1, 12]
+    person[["distinct_medicines_90d", "opioid_90d", "benzodiazepine_90d"]] = [10, 1, 1]
+    person[["efi", "lives_alone", "age_years"]] = [0.31, 1, 84]
+    from riskstrat.explain import REASON_GROUPS
+
+    values = person.iloc[0].to_dict()
+    text = {g.key: g.phrase(values, {}) for g in REASON_GROUPS}
+    assert (
+        text["recent_emergency_admissions"]
+        == "1 emergency admission in the last 12 months, the latest 12 days ago"
+    )
+    assert (
+        text["medicines"]
+        == "10 medicines issued in the last 90 days, including an opioid and a benzodiazepine"
+    )
+    assert text["frailty"] == "moderate frailty (eFI 0.31)"
+    assert text["living_situation"] == "lives alone"
+    assert text["age"] == "aged 84"
+
+
+@pytest.mark.parametrize(
+    ("efi", "band"),
+    [
+        (0.0, "fit"),
+        (0.12, "fit"),
+        (0.13, "mild frailty"),
+        (0.24, "mild frailty"),
+        (0.36, "moderate frailty"),
+        (0.37, "severe frailty"),
+    ],
+)
+def test_efi_bands(efi, band):
+    assert efi_band(efi) == band
