@@ -4,8 +4,11 @@ Everything here uses only data dated strictly before the index date. Static pati
 (date of birth, sex, deprivation, practice) are used as recorded; registration and death
 dates only decide who is in the population at the index date and never become features.
 
-The SQL sticks to constructs that Spark SQL also runs (CTEs, joins, ``FILTER`` aggregates,
-interval arithmetic); DuckDB-only functions are confined to ``_AGE_SQL``.
+The SQL sticks to constructs that Spark SQL also runs (CTEs, equi-joins with range
+conditions, ``FILTER`` aggregates, interval arithmetic). DuckDB-only pieces, with their Spark
+equivalents: ``date_sub('year', ...)`` (``floor(months_between(...) / 12)``), ``date_diff``
+(``datediff``), ``arg_max`` (``max_by``), ``SELECT * EXCLUDE`` (explicit columns) and
+``unnest`` of the index-date list parameter (a join to an index-date table).
 """
 
 from __future__ import annotations
