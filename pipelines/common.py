@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from riskstrat.config import Settings
+from riskstrat.extract import Extract, validate_extract
 
 #: progress(stage, fraction_done) — the CLI draws it as a bar; None means silent.
 Progress = Callable[[str, float], None] | None
@@ -21,3 +22,12 @@ def rejects_path_for(settings: Settings, extract_dir: Path) -> Path:
     """Where validating ``extract_dir`` writes its rejects (outside the extract)."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(extract_dir).resolve().name) or "extract"
     return settings.rejects_dir / f"{name}.rejects.csv"
+
+
+def open_extract(settings: Settings, extract_dir: Path) -> Extract:
+    """Validate an extract with the deployment's reject limit, writing its rejects file."""
+    return validate_extract(
+        extract_dir,
+        max_reject_share=settings.max_reject_share,
+        rejects_path=rejects_path_for(settings, extract_dir),
+    )

@@ -7,11 +7,10 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
-from pipelines.common import Progress, rejects_path_for, report
+from pipelines.common import Progress, open_extract, report
 from pipelines.score import check_as_of
 from pipelines.train import registry_for
 from riskstrat.config import Settings, get_settings
-from riskstrat.extract import validate_extract
 from riskstrat.features import build_features
 from riskstrat.modelling import predict_risk
 from riskstrat.registry import CHAMPION
@@ -35,11 +34,7 @@ def run_predict(
     report(progress, "load model", 0.0)
     model = registry_for(settings).load(settings.model_name, model_ref)
     report(progress, "validate extract", 0.1)
-    with validate_extract(
-        data_dir,
-        max_reject_share=settings.max_reject_share,
-        rejects_path=rejects_path_for(settings, data_dir),
-    ) as extract:
+    with open_extract(settings, data_dir) as extract:
         check_as_of(as_of, extract.extract_date)
         report(progress, "build features", 0.3)
         features = build_features(extract.con, index_dates=[as_of])

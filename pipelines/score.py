@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.common import Progress, rejects_path_for, report
+from pipelines.common import Progress, open_extract, report
 from pipelines.train import registry_for
 from riskstrat.config import Settings, get_settings
 from riskstrat.explain import explain_rows
-from riskstrat.extract import validate_extract
 from riskstrat.features import build_features
 from riskstrat.modelling import predict_risk
 from riskstrat.registry import CHAMPION, LoadedModel
@@ -102,11 +101,7 @@ def run_scoring(
         report(progress, "load model", 0.0)
         model = registry.load(settings.model_name, model_ref)
         report(progress, "validate extract", 0.05)
-        with validate_extract(
-            data_dir,
-            max_reject_share=settings.max_reject_share,
-            rejects_path=rejects_path_for(settings, data_dir),
-        ) as extract:
+        with open_extract(settings, data_dir) as extract:
             check_as_of(month, extract.extract_date)
             extract_date = extract.extract_date
             validation = extract.summary.as_dict()

@@ -9,10 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines.common import Progress, rejects_path_for, report
+from pipelines.common import Progress, open_extract, report
 from riskstrat.config import Settings, get_settings
 from riskstrat.evaluation import discrimination_metrics
-from riskstrat.extract import validate_extract
 from riskstrat.features import KEY_COLUMNS, build_features, history_start
 from riskstrat.labels import build_labels
 from riskstrat.modelling import IndexPlan, RiskModel, plan_index_months
@@ -56,11 +55,7 @@ def run_training(
     spec = load_spec(spec_dir or default_spec_dir())
     started = time.perf_counter()
     report(progress, "validate extract", 0.0)
-    with validate_extract(
-        data_dir,
-        max_reject_share=settings.max_reject_share,
-        rejects_path=rejects_path_for(settings, data_dir),
-    ) as extract:
+    with open_extract(settings, data_dir) as extract:
         start = history_start(extract.con)
         if start is None:
             raise ValueError("the extract has no activity rows, so no history to learn from")

@@ -1,0 +1,95 @@
+"""The command line: exit codes and messages for the failures users will meet."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from riskstrat.cli import app
+from riskstrat.config import get_settings
+from tests.extracts import base_tables, write_extract
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("RISKSTRAT_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    yield tmp_path / "home"
+    get_settings.cache_clear()
+
+
+runner = CliRunner()
+
+
+def test_validate_a_clean_extract_exits_0_and_writes_rejects_in_home(tmp_path, home):
+    root = write_extract(tmp_path / "x")
+    result = runner.invoke(app, ["validate", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+    assert (home / "rejects" / "x.rejects.csv").is_file()
+
+
+def test_validate_missing_column_exits_1_naming_file_and_column(tmp_path):
+    root = write_extract(tmp_path / "x", drop_columns={"medications": ["drug_class"]})
+    result = runner.invoke(app, ["validate", str(root)])
+    assert result.exit_code == 1
+    assert "medications.csv" in result.output and "drug_class" in result.output
+
+
+def test_validate_too_many_rejects_exits_1_with_counts(tmp_path):
+    tables = base_tables()
+    tables["conditions"][0]["condition"] = "GOUT"
+    root = write_extract(tmp_path / "x", tables)
+    rejects = tmp_path / "r.csv"
+    result = runner.invoke(app, ["validate", str(root), "--rejects", str(rejects)])
+    assert result.exit_code == 1
+    assert "too many rejected rows" in result.output and "conditions: 1 of 2" in result.output
+    assert "invalid_code" in rejects.read_text()
+    ok = runner.invoke(app, ["validate", str(root), "--max-reject-share", "0.6"])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_generate_refuses_an_existing_folder(tmp_path):
+    out = tmp_path / "x"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "--out",
+            str(out),
+            "--patients",
+            "50",
+            "--months",
+            "13",
+            "--extract-date",
+            "2026-11-01",
+        ],
+    )
+    assert result.exit_code == 1
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["score", "--data", "x", "--month", "2026-13"], 2),
+        (["score", "--data", "x", "--month", "Nov 2026"], 2),
+        (["predict", "--data", "x", "--as-of", "2026-11", "--out", "p.csv"], 2),
+        (["generate", "--out", "x", "--format", "xlsx"], 2),
+    ],
+)
+def test_bad_options_exit_2(args, code):
+    assert runner.invoke(app, args).exit_code == code
+
+
+def test_train_without_an_extract_exits_1(tmp_path):
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "missing")])
+    assert result.exit_code == 1 and "does not exist" in result.output
+
+
+def test_score_without_a_model_exits_1(tmp_path):
+    root = write_extract(tmp_path / "x")
+    result = runner.invoke(app, ["score", "--data", str(root), "--month", "2026-10"])
+    assert result.exit_code == 1 and "no version 'champion'" in result.output
