@@ -18,6 +18,10 @@ _TEN_DIGITS = re.compile(r"[0-9]{10}")
 
 #: Prefix of NHS numbers that are never issued to real people.
 SYNTHETIC_PREFIX = "999"
+#: How many distinct valid NHS numbers the ``999`` range holds, exactly: the 10**6 nine-digit
+#: bodies ``999000000..999999999`` less the 90,909 whose Modulus 11 check digit would be 10
+#: (those bodies are never issued). A test recomputes it by enumeration.
+SYNTHETIC_NHS_CAPACITY = 909_091
 
 
 def check_digit(first_nine: str) -> int | None:
@@ -44,14 +48,12 @@ def is_valid_nhs_number(value: str) -> bool:
 
 
 def synthetic_nhs_numbers(rng: np.random.Generator, n: int) -> npt.NDArray[np.str_]:
-    """Draw ``n`` distinct valid NHS numbers in the ``999`` synthetic range.
+    """Draw ``n`` distinct valid NHS numbers in the ``999`` synthetic range, in random order.
 
     Numbers whose check digit would be 10 are skipped, as the NHS does. The range holds
-    about 909,000 valid numbers, so ``n`` must be below that.
+    exactly :data:`SYNTHETIC_NHS_CAPACITY` valid numbers, so ``n`` must not exceed that.
     """
-    capacity = 909_000
-    if n > capacity:
-        raise ValueError(f"the 999 range holds about {capacity:,} valid numbers; asked for {n:,}")
+    _check_capacity(n)
     chosen: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
     while chosen.size < n:
         need = n - chosen.size
@@ -64,3 +66,41 @@ def synthetic_nhs_numbers(rng: np.random.Generator, n: int) -> npt.NDArray[np.st
         chosen = np.unique(np.concatenate([chosen, numbers]))
     chosen = rng.permutation(chosen)[:n]
     return chosen.astype("U10")
+
+
+def _check_capacity(n: int) -> None:
+    if n > SYNTHETIC_NHS_CAPACITY:
+        raise ValueError(
+            f"asked for {n:,} synthetic NHS numbers, but the 999 range holds only "
+            f"{SYNTHETIC_NHS_CAPACITY:,} valid ones (10**6 nine-digit bodies less those whose "
+            "Modulus 11 check digit would be 10), and synthetic data may use no other prefix"
+        )
+
+
+def all_synthetic_nhs_numbers() -> npt.NDArray[np.int64]:
+    """Every valid NHS number in the ``999`` range, ascending, as 10-digit integers."""
+    body = 999_000_000 + np.arange(1_000_000, dtype=np.int64)
+    total = np.zeros(body.shape[0], dtype=np.int64)
+    rest = body.copy()
+    for weight in range(2, 11):  # the last digit of the body has weight 2, the first 10
+        total += (rest % 10) * weight
+        rest //= 10
+    check = (11 - total % 11) % 11
+    ok = check != 10
+    return body[ok] * 10 + check[ok]
+
+
+def sorted_synthetic_nhs_numbers(rng: np.random.Generator, n: int) -> npt.NDArray[np.int64]:
+    """Draw ``n`` distinct valid ``999`` NHS numbers, returned in ascending order.
+
+    Any ``n`` up to :data:`SYNTHETIC_NHS_CAPACITY` works (all of them at the capacity).
+
+    Raises:
+        ValueError: ``n`` is above the capacity of the range.
+    """
+    _check_capacity(n)
+    if n < 0:
+        raise ValueError("n must not be negative")
+    valid = all_synthetic_nhs_numbers()
+    pick = rng.choice(valid.shape[0], size=n, replace=False)
+    return valid[np.sort(pick)]

@@ -201,8 +201,19 @@ def test_events_fall_inside_registration_and_life(sim: Simulation) -> None:
         death = pat.date_of_death.reindex(nhs).to_numpy()
         hs = np.datetime64(sim.history_start)
         assert (d >= reg_from).all() and (d >= hs).all(), name
-        assert (pd.isna(reg_to) | (d < reg_to)).all(), name
+        # SUS-linked rows (emergency admissions and A&E) run on after deregistration.
+        linked = np.zeros(len(t), dtype=bool)
+        if name == "activity":
+            em_or_ae = ((t.setting == "inpatient") & (t.admission_method == "emergency")) | (
+                t.setting == "ae"
+            )
+            linked = em_or_ae.to_numpy()
+        assert (pd.isna(reg_to) | (d < reg_to) | linked).all(), name
         assert (pd.isna(death) | (d <= death)).all(), name
+    act = sim.activity
+    em = act[(act.setting == "inpatient") & (act.admission_method == "emergency")]
+    left = pat.registered_to.reindex(em.nhs_number.astype(str)).to_numpy()
+    assert (em.start_date.to_numpy() >= left).any()  # some after leaving
 
 
 def test_generated_extracts_validate_with_zero_rejects(
@@ -360,16 +371,22 @@ def test_failure_removes_temporary_folder_and_keeps_old(
     _generate(out, n_patients=50, months=2)
     before = _digests(out)
 
-    def boom(*args: object, **kwargs: object) -> dict[str, int]:
-        folder = args[1]
-        assert isinstance(folder, Path)
-        (folder / "patients.csv").write_text("partial")
+    original = generator_module._ExtractWriter.write_block
+
+    def boom(self: object, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(generator_module, "write_tables", boom)
+    monkeypatch.setattr(generator_module._ExtractWriter, "write_block", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         _generate(out, n_patients=50, months=2, overwrite=True, seed=99)
     assert _digests(out) == before
+    assert _siblings(out) == []
+    # The same holds with the oracle: neither file is left behind or replaced.
+    oracle = tmp_path / "extract.oracle.parquet"
+    with pytest.raises(RuntimeError, match="disk full"):
+        _generate(out, n_patients=50, months=14, overwrite=True, seed=99, oracle=True)
+    assert _digests(out) == before and not oracle.exists()
     assert _siblings(out) == []
 
 

@@ -6,7 +6,17 @@ Public entry points:
 * :func:`simulate` returns the five tables as pandas DataFrames together with the hidden state
   and hidden event log (nothing is written);
 * :func:`generate_extract` simulates and writes ``manifest.json`` plus the five tables as CSV
-  or Parquet, atomically.
+  or Parquet, atomically, and optionally each person's true risk (the oracle).
+
+People are simulated in fixed blocks of :data:`BLOCK_SIZE`, each with its own random stream
+spawned from the seed, and each block is written before the next is simulated, so that memory
+stays flat whatever the population size. Only the practice structure and the NHS numbers are
+drawn up front for everyone: the numbers are sorted and each block takes a contiguous slice,
+so the blocks concatenated in order keep every table sorted by NHS number, then date.
+
+Hospital activity that SUS would hold (emergency admissions and the A&E attendances that lead
+to them) is written for as long as the person lives, whether or not they are still registered,
+because the activity table is SUS-linked; everything else is written only while registered.
 
 The simulation is vectorised over people and loops over calendar months only. A burn-in year
 before the history gives everyone a realistic recent-admission history; nothing from the
@@ -23,15 +33,17 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal, TypeVar
 
-import duckdb
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from riskstrat.contract import (
     ADMISSION_METHODS,
@@ -42,7 +54,7 @@ from riskstrat.contract import (
     TABLE_ORDER,
     TABLES,
 )
-from riskstrat.nhs_number import synthetic_nhs_numbers
+from riskstrat.nhs_number import SYNTHETIC_NHS_CAPACITY, sorted_synthetic_nhs_numbers
 from riskstrat.synth.catalogue import (
     AE_DIAGNOSES,
     AE_FALL_DIAGNOSIS,
@@ -56,6 +68,14 @@ from riskstrat.synth.catalogue import (
     STEROID_COURSE,
     Medicine,
 )
+from riskstrat.synth.dynamics import (
+    Falls,
+    Interventions,
+    draw_falls,
+    draw_palliative_and_interventions,
+    draw_states,
+    uniform_days,
+)
 from riskstrat.synth.hazards import (
     DEFAULT_HAZARD_PARAMS,
     BoolArray,
@@ -67,7 +87,6 @@ from riskstrat.synth.hazards import (
     emergency_admission_hazard,
     inhospital_death_probability,
     latent_frailty,
-    palliative_entry_hazard,
 )
 from riskstrat.synth.population import (
     DAYS_PER_YEAR,
@@ -80,8 +99,6 @@ from riskstrat.synth.population import (
 from riskstrat.synth.state import (
     DEFICIT_CAP,
     DEFICIT_PER_ADMISSION,
-    DEFICIT_PER_FALL,
-    INTERVENTION_VALID_DAYS,
     LONG_AGO,
     RECENT_ADMISSIONS_KEPT,
     HiddenState,
@@ -90,6 +107,17 @@ from riskstrat.synth.state import (
 
 ProgressCallback = Callable[[str, float], None]
 Format = Literal["csv", "parquet"]
+_T = TypeVar("_T")
+
+#: People simulated and written together. A constant, never derived from the machine, so that
+#: the same seed gives the same files everywhere; a block of 100,000 people with 48 months of
+#: history peaks at about 1.5 GB.
+BLOCK_SIZE = 100_000
+#: Share of falls that are coded in the GP record, and that are seen in A&E.
+FALL_CODED_SHARE = 0.3
+FALL_AE_SHARE = 0.1
+#: Share of same-day duplicate GP contacts kept (the rest are merged, as most systems do).
+GP_DUPLICATES_KEPT = 0.3
 
 _EPOCH = dt.date(1970, 1, 1)
 _ALL_DIAGNOSES: tuple[str, ...] = tuple(
@@ -108,7 +136,11 @@ _SETTING = {s: i for i, s in enumerate(SETTINGS)}
 _METHOD = {m: i for i, m in enumerate(ADMISSION_METHODS)}
 _OBS = {c: i for i, c in enumerate(OBSERVATION_CODES)}
 _C = CONDITION_INDEX
-_RX_EFFECT = 0.8  # log-odds of each regimen per SD of prescribing intensity
+_RX_EFFECT = 1.1  # log-odds of each regimen per SD of prescribing intensity
+#: Log-odds added to every background regimen and per long-term condition ever diagnosed,
+#: so that polypharmacy in the oldest reaches its real level (10+ medicines: 15-25% of 75+).
+_BACKGROUND_SHIFT = 0.7
+_BACKGROUND_PER_CONDITION = 0.2
 
 
 def _to_day(d: dt.date) -> int:
@@ -157,6 +189,8 @@ class GenerationSummary:
     seconds: float
     fmt: str = "csv"
     seed: int = 0
+    oracle_path: Path | None = None  # where the true risks were written, if asked for
+    oracle_dates: tuple[dt.date, ...] = ()  # their index dates
 
 
 @dataclass
@@ -169,7 +203,8 @@ class Simulation:
     end of the simulation (row i belongs to ``nhs_numbers[i]``). ``events`` is the hidden event
     log, including events never written (burn-in, before registration): ``emergency_admissions``
     (person, start_day, end_day, recorded), ``falls`` (person, day) and ``interventions``
-    (person, code, day).
+    (person, code, day, decided: the day it was decided, which may be earlier than ``day``).
+    ``oracle_seed`` seeds the Monte Carlo of :func:`riskstrat.synth.oracle.compute_oracle`.
     """
 
     tables: dict[str, pd.DataFrame]
@@ -182,6 +217,7 @@ class Simulation:
     seed: int
     months: int
     params: SimulationParams = field(default_factory=SimulationParams)
+    oracle_seed: np.random.SeedSequence | None = None
 
     @property
     def patients(self) -> pd.DataFrame:
@@ -233,13 +269,27 @@ class _Rows:
         return out
 
 
-_ACT_COLS = ("person", "setting", "method", "start", "end", "diag", "attended")
+#: ``linked``: 1 for rows SUS holds whatever the registration (emergency admissions and
+#: their A&E attendances), written while the person lives; 0 for rows written only while
+#: registered.
+_ACT_COLS = ("person", "setting", "method", "start", "end", "diag", "attended", "linked")
 _OBS_COLS = ("person", "day", "code", "value")
+_uniform_days = uniform_days
 
 
-def _uniform_days(rng: np.random.Generator, lo: IntArray, hi: IntArray) -> IntArray:
-    """A uniform day in [lo, hi) for each pair (hi > lo)."""
-    return lo + np.floor(rng.random(lo.shape[0]) * (hi - lo)).astype(np.int64)
+def _first_event_days(
+    rng: np.random.Generator, per_day: FloatArray, lo: IntArray, hi: IntArray
+) -> IntArray:
+    """Day of the first event of a constant hazard ``per_day`` on [lo, hi), given one occurs.
+
+    The time is drawn from the exponential truncated to the span, so that the chance of no
+    event before any day ``t`` in the span is ``exp(-per_day * (t - lo))`` (the oracle relies
+    on this).
+    """
+    u = rng.random(lo.shape[0])
+    span = (hi - lo).astype(np.float64)
+    t = -np.log1p(u * np.expm1(-per_day * span)) / per_day
+    return np.clip(lo + np.floor(t).astype(np.int64), lo, hi - 1)
 
 
 def _poisson_rows(
@@ -302,15 +352,15 @@ class _Simulator:
     def __init__(
         self,
         *,
-        n: int,
-        seed: int,
+        nhs: npt.NDArray[np.int64],
+        practices: Practices,
+        seed_sequence: np.random.SeedSequence,
         months: int,
         extract_date: dt.date,
         params: SimulationParams,
         progress: ProgressCallback | None,
     ) -> None:
-        self.n = n
-        self.seed = seed
+        self.n = int(nhs.shape[0])
         self.months = months
         self.params = params
         self.hp = params.hazards
@@ -319,20 +369,23 @@ class _Simulator:
         self.history_start_date = history_start_for(extract_date, months)
         self.hs = _to_day(self.history_start_date)
         self.extract = _to_day(extract_date)
-        root = np.random.default_rng(seed)
+        children = seed_sequence.spawn(6)
         (
             self.rng_pop,
             self.rng_sim,
             self.rng_med,
             self.rng_obs,
             self.rng_out,
-        ) = root.spawn(5)
-        self.nhs = synthetic_nhs_numbers(self.rng_out, n)
+        ) = (np.random.default_rng(c) for c in children[:5])
+        self.oracle_seed = children[5]
+        self.practices = practices
+        # The block's numbers are a sorted slice; shuffle them over the people drawn.
+        self.nhs = self.rng_out.permutation(nhs).astype("U10")
         self.act = _Rows(_ACT_COLS)
         self.obs = _Rows(_OBS_COLS)
         self.adm_log = _Rows(("person", "start", "end", "recorded"))
         self.fall_log = _Rows(("person", "day"))
-        self.int_log = _Rows(("person", "code", "day"))
+        self.int_log = _Rows(("person", "code", "day", "decided"))
 
     def _report(self, stage: str, fraction: float) -> None:
         if self.progress is not None:
@@ -342,7 +395,6 @@ class _Simulator:
     def build_population(self) -> None:
         rng = self.rng_pop
         n = self.n
-        self.practices = build_practices(rng, n)
         people = draw_people(rng, n, self.practices, self.hs, self.extract)
         self.people = people
         dep = people.deprivation
@@ -353,6 +405,8 @@ class _Simulator:
         u = rng.normal(-0.5 * hp.individual_effect_sd**2, hp.individual_effect_sd, size=n)
         z_frail = rng.normal(-0.125, 0.5, size=n)
         mm = rng.normal(0.0, 1.0, size=n)
+        # Prescribing intensity: frailer and multimorbid people get more of everything.
+        rx = 0.7 * (z_frail + 0.125) / 0.5 + 0.5 * mm + rng.normal(0.0, 0.5, size=n)
         smoker_ever = adult & (rng.random(n) < _sigmoid(-0.8 + 0.6 * dep + 0.3 * people.male))
         smoker = smoker_ever & (
             rng.random(n) < _sigmoid(-0.3 + 0.5 * dep - 0.035 * np.maximum(age_hs - 35.0, 0.0))
@@ -376,6 +430,7 @@ class _Simulator:
             individual_effect=u,
             frailty_propensity=z_frail,
             multimorbidity=mm,
+            prescribing_intensity=rx,
             smoker_ever=smoker_ever,
             smoker=smoker,
             alcohol_misuse=alcohol,
@@ -386,9 +441,9 @@ class _Simulator:
             housebound_from=np.full(n, NEVER, np.int64),
             has_carer_from=np.full(n, NEVER, np.int64),
             home_care_from=np.full(n, NEVER, np.int64),
-            housebound_threshold=rng.normal(0.40, 0.08, size=n),
-            has_carer_threshold=rng.normal(0.34, 0.08, size=n),
-            home_care_threshold=rng.normal(0.38, 0.08, size=n),
+            housebound_threshold=rng.normal(0.30, 0.08, size=n),
+            has_carer_threshold=rng.normal(0.26, 0.08, size=n),
+            home_care_threshold=rng.normal(0.32, 0.08, size=n),
             accumulated_deficits=np.zeros(n),
             recent_admissions=np.full((n, RECENT_ADMISSIONS_KEPT), LONG_AGO, np.int64),
             in_hospital_until=np.full(n, LONG_AGO, np.int64),
@@ -398,6 +453,7 @@ class _Simulator:
             advance_care_plan=np.full(n, NEVER, np.int64),
             death_day=np.full(n, NEVER, np.int64),
             frailty_at_extract=np.zeros(n),
+            death_decided=np.full(n, NEVER, np.int64),
         )
         self._init_care_home(rng)
 
@@ -445,7 +501,7 @@ class _Simulator:
         idx = np.flatnonzero(st.people.dob < day0)
         x, age = hazard_inputs(st, idx, day0, 1)
         z = (
-            -6.9
+            -7.1
             + 0.09 * (age - 65.0)
             + 7.0 * x.frailty
             + 1.6 * x.conditions[:, _C["DEMENTIA"]]
@@ -490,7 +546,9 @@ class _Simulator:
         rng = self.rng_sim
         hp = self.hp
         ndays = e - s
-        idx = np.flatnonzero((p.dob < e) & (st.death_day >= s) & (p.reg_to > s))
+        # Everyone born and alive, registered or not: people who join later have a hidden
+        # history, and people who have left still have (SUS-linked) emergency admissions.
+        idx = np.flatnonzero((p.dob < e) & (st.death_day >= s))
         if idx.size == 0:
             return
         x, age = hazard_inputs(st, idx, s, month_of_year)
@@ -498,41 +556,39 @@ class _Simulator:
         lam = emergency_admission_hazard(x, hp)
         mu = death_hazard(x, hp)
         k = idx.shape[0]
+        reg_from = p.reg_from[idx]
 
-        # Deaths outside an admission: only while registered, only inside the history.
-        death = st.death_day[idx].copy()
+        # Deaths outside an admission: inside the history, from registration on (people who
+        # join later must live to join), whether or not they have left since.
+        before = st.death_day[idx].copy()
+        death = before.copy()
         if recording:
-            dlo = np.maximum(lo, p.reg_from[idx])
-            dhi = np.minimum(e, p.reg_to[idx])
-            dspan = np.maximum(dhi - dlo, 0)
+            dlo = np.maximum(lo, reg_from)
+            dspan = np.maximum(e - dlo, 0)
             can = (death == NEVER) & (dspan > 0)
             pd_ = 1.0 - np.exp(-mu * dspan / ndays)
             dies = can & (rng.random(k) < pd_)
-            dday = _uniform_days(rng, dlo, np.maximum(dhi, dlo + 1))
+            dday = _uniform_days(rng, dlo, np.maximum(e, dlo + 1))
             death = np.where(dies, dday, death)
 
         # Emergency admissions (up to two a month), exposure outside hospital and before death.
         ex_lo = np.maximum(lo, st.in_hospital_until[idx] + 1)
         ex_hi = np.minimum(e, death + 1)
         q_die = inhospital_death_probability(x, hp)
-        registered = (p.reg_from[idx] <= ex_lo) & (p.reg_to[idx] > ex_lo)
         any_adm = np.zeros(k, dtype=bool)
+        at_risk = np.ones(k, dtype=bool)  # a second admission only after a first one
         for _ in range(2):
             span = np.maximum(ex_hi - ex_lo, 0)
-            hit = (span > 0) & (rng.random(k) < 1.0 - np.exp(-lam * span / ndays))
+            hit = at_risk & (span > 0) & (rng.random(k) < 1.0 - np.exp(-lam * span / ndays))
+            at_risk = hit
             h = np.flatnonzero(hit)
             if h.size == 0:
                 break
-            adm = _uniform_days(rng, ex_lo[h], ex_hi[h])
+            adm = _first_event_days(rng, lam[h] / ndays, ex_lo[h], ex_hi[h])
             los = self._length_of_stay(rng, age[h], x.frailty[h])
             dis = adm + los
             # Death in hospital: drawn per admission, or a death already due during the stay.
-            dies_in = (
-                recording
-                & registered[h]
-                & (dis < p.reg_to[idx[h]])
-                & (rng.random(h.size) < q_die[h])
-            )
+            dies_in = recording & (adm >= reg_from[h]) & (rng.random(h.size) < q_die[h])
             due = death[h]
             dis = np.where((due >= adm) & (due < dis), due, dis)
             new_death = np.where(dies_in, np.minimum(dis, due), due)
@@ -550,8 +606,8 @@ class _Simulator:
             )
             ex_lo[h] = dis + 1
             ex_hi[h] = np.minimum(ex_hi[h], death[h] + 1)
-            registered[h] = (p.reg_from[idx[h]] <= ex_lo[h]) & (p.reg_to[idx[h]] > ex_lo[h])
         st.death_day[idx] = death
+        st.death_decided[idx[death != before]] = s
 
         # Out-of-hospital window for everything else (as at the start of the month).
         olo = np.maximum(lo, np.where(any_adm, lo, st.in_hospital_until[idx] + 1))
@@ -560,12 +616,16 @@ class _Simulator:
         frac = ospan / ndays
         live = ospan > 0
 
-        self._falls(rng, idx, x, age, olo, ohi, frac, live, recording)
-        self._states(rng, idx, x, age, olo, ohi, live)
-        self._palliative_and_interventions(rng, idx, x, age, olo, ohi, frac, live, recording)
+        falls = draw_falls(rng, st, idx, x, olo, ohi, frac, live)
+        self._record_falls(rng, idx, falls, recording)
+        draw_states(rng, st, idx, x, olo, ohi, live)
+        iv = draw_palliative_and_interventions(rng, st, idx, x, olo, ohi, frac, live, hp)
+        self._record_interventions(idx, iv, recording)
         if recording:
-            self._contacts(rng, idx, x, age, lam, olo, ohi, frac, live)
-            self._loop_observations(rng, idx, x, age, olo, ohi, frac, live)
+            # GP-side records only for people on the list at some time this month.
+            listed = live & (reg_from < e) & (p.reg_to[idx] > s)
+            self._contacts(rng, idx, x, age, lam, olo, ohi, frac, listed)
+            self._loop_observations(rng, idx, x, age, olo, ohi, frac, listed)
 
     def _length_of_stay(
         self, rng: np.random.Generator, age: FloatArray, frailty: FloatArray
@@ -637,6 +697,7 @@ class _Simulator:
             end=dis,
             diag=diag,
             attended=np.full(n, -1),
+            linked=1,
         )
         via_ae = rng.random(n) < 0.8
         ae_diag = np.where(rng.random(n) < 0.5, diag, -1)
@@ -648,64 +709,41 @@ class _Simulator:
             end=adm[via_ae],
             diag=ae_diag[via_ae],
             attended=np.full(np.count_nonzero(via_ae), -1),
+            linked=1,
         )
 
-    def _falls(
-        self,
-        rng: np.random.Generator,
-        idx: IntArray,
-        x: HazardInputs,
-        age: FloatArray,
-        olo: IntArray,
-        ohi: IntArray,
-        frac: FloatArray,
-        live: BoolArray,
-        recording: bool,
+    def _record_falls(
+        self, rng: np.random.Generator, idx: IntArray, falls: Falls, recording: bool
     ) -> None:
-        st = self.state
-        c = x.conditions
-        annual = np.where(age >= 50, 0.012 * np.exp(0.055 * (age - 70.0)), 0.004)
-        annual = (
-            annual
-            * (1.0 + 7.0 * x.frailty)
-            * (1.0 + 0.6 * c[:, _C["DEMENTIA"]] + 0.8 * c[:, _C["PARKINSONS"]])
-        )
-        fell = live & (rng.random(idx.shape[0]) < 1.0 - np.exp(-annual / 12.0 * frac))
-        f = np.flatnonzero(fell)
-        if f.size == 0:
-            return
-        day = _uniform_days(rng, olo[f], ohi[f])
-        who = idx[f]
-        st.last_fall[who] = day
+        """Log the month's falls and assessments; code some falls and send some to A&E."""
+        who = idx[falls.local]
+        day = falls.day
+        assess = falls.assessed
         self.fall_log.add(person=who, day=day)
-        old = (day - st.people.dob[who]) / DAYS_PER_YEAR >= 65
-        st.accumulated_deficits[who] = np.minimum(
-            st.accumulated_deficits[who] + DEFICIT_PER_FALL * old, DEFICIT_CAP
+        self.int_log.add(
+            person=who[assess],
+            code=_OBS["FALLS_ASSESSMENT"],
+            day=falls.assessment_day,
+            decided=day[assess],
         )
-        # A multifactorial falls assessment follows some falls in older people, unless one was
-        # done (or is booked) within the last year.
-        recent_fa = st.last_falls_assessment[who] > day - INTERVENTION_VALID_DAYS
-        assess = (age[f] >= 60) & ~recent_fa & (rng.random(f.size) < 0.25)
-        fa_day = day[assess] + rng.integers(7, 61, size=int(assess.sum()))
-        st.last_falls_assessment[who[assess]] = fa_day
-        self.int_log.add(person=who[assess], code=_OBS["FALLS_ASSESSMENT"], day=fa_day)
         if not recording:
             return
-        coded = rng.random(f.size) < 0.85
+        n = who.shape[0]
+        coded = rng.random(n) < FALL_CODED_SHARE
         self.obs.add(
             person=who[coded],
             day=day[coded],
             code=_OBS["FALL"],
-            value=np.full(int(coded.sum()), np.nan),
+            value=np.full(np.count_nonzero(coded), np.nan),
         )
         self.obs.add(
             person=who[assess],
-            day=fa_day,
+            day=falls.assessment_day,
             code=_OBS["FALLS_ASSESSMENT"],
-            value=np.full(int(assess.sum()), np.nan),
+            value=np.full(np.count_nonzero(assess), np.nan),
         )
-        to_ae = rng.random(f.size) < 0.3
-        m = int(to_ae.sum())
+        to_ae = rng.random(n) < FALL_AE_SHARE
+        m = np.count_nonzero(to_ae)
         self.act.add(
             person=who[to_ae],
             setting=_SETTING["ae"],
@@ -714,99 +752,31 @@ class _Simulator:
             end=day[to_ae],
             diag=np.where(rng.random(m) < 0.6, _DIAG_INDEX[AE_FALL_DIAGNOSIS], -1),
             attended=np.full(m, -1),
+            linked=0,
         )
 
-    def _states(
-        self,
-        rng: np.random.Generator,
-        idx: IntArray,
-        x: HazardInputs,
-        age: FloatArray,
-        olo: IntArray,
-        ohi: IntArray,
-        live: BoolArray,
-    ) -> None:
-        """Care home entry and frailty-driven states (housebound, carer, home care)."""
-        st = self.state
-        k = idx.shape[0]
-        not_in = st.care_home_from[idx] == NEVER
-        z = (
-            -10.3
-            + 0.09 * (age - 65.0)
-            + 7.0 * x.frailty
-            + 1.6 * x.conditions[:, _C["DEMENTIA"]]
-            + 0.6 * x.lives_alone
+    def _record_interventions(self, idx: IntArray, iv: Interventions, recording: bool) -> None:
+        """Log the month's advance care plans and medication reviews; record them."""
+        who_acp = idx[iv.acp_local]
+        who_mr = idx[iv.review_local]
+        self.int_log.add(
+            person=who_acp, code=_OBS["ADVANCE_CARE_PLAN"], day=iv.acp_day, decided=iv.acp_decided
         )
-        enter = live & not_in & (age >= 65) & (rng.random(k) < _sigmoid(z))
-        ent = np.flatnonzero(enter)
-        st.care_home_from[idx[ent]] = _uniform_days(rng, olo[ent], ohi[ent])
-        for arr, thr in (
-            (st.housebound_from, st.housebound_threshold),
-            (st.has_carer_from, st.has_carer_threshold),
-            (st.home_care_from, st.home_care_threshold),
-        ):
-            new = live & (arr[idx] == NEVER) & (x.frailty > thr[idx])
-            nw = np.flatnonzero(new)
-            arr[idx[nw]] = _uniform_days(rng, olo[nw], ohi[nw])
-
-    def _palliative_and_interventions(
-        self,
-        rng: np.random.Generator,
-        idx: IntArray,
-        x: HazardInputs,
-        age: FloatArray,
-        olo: IntArray,
-        ohi: IntArray,
-        frac: FloatArray,
-        live: BoolArray,
-        recording: bool,
-    ) -> None:
-        st = self.state
-        k = idx.shape[0]
-        hp = self.hp
-        # Palliative care register.
-        h = palliative_entry_hazard(x, hp)
-        enter = np.flatnonzero(live & (rng.random(k) < 1.0 - np.exp(-h * frac)))
-        pday = _uniform_days(rng, olo[enter], ohi[enter])
-        st.onset[idx[enter], _C["PALLIATIVE"]] = pday
-        # Advance care plans: on entering the register, or for people in care homes,
-        # with dementia or severe frailty.
-        no_acp = st.advance_care_plan[idx] == NEVER
-        acp_now = no_acp[enter] & (rng.random(enter.size) < 0.5)
-        acp_idx = enter[acp_now]
-        acp_day = pday[acp_now] + rng.integers(0, 61, size=acp_idx.size)
-        candidates = (
-            (x.care_home | x.conditions[:, _C["DEMENTIA"]] | (x.frailty > 0.36)) & live & no_acp
+        self.int_log.add(
+            person=who_mr, code=_OBS["MEDICATION_REVIEW"], day=iv.review_day, decided=iv.review_day
         )
-        other = np.flatnonzero(candidates & (rng.random(k) < 0.008))
-        other = np.setdiff1d(other, acp_idx)
-        oday = _uniform_days(rng, olo[other], ohi[other])
-        who_acp = np.concatenate([acp_idx, other])
-        day_acp = np.concatenate([acp_day, oday])
-        st.advance_care_plan[idx[who_acp]] = day_acp
-        self.int_log.add(person=idx[who_acp], code=_OBS["ADVANCE_CARE_PLAN"], day=day_acp)
-        # Structured medication reviews for complex patients.
-        n_cond = x.conditions.sum(axis=1)
-        complex_ = (n_cond >= 4) | x.care_home | (x.frailty > 0.24)
-        p_mr = np.where(complex_, 0.025, np.where(age >= 65, 0.002, 0.0))
-        # Structured medication reviews are annual at most.
-        p_mr = np.where(st.last_medication_review[idx] > olo - INTERVENTION_VALID_DAYS, 0.0, p_mr)
-        mr = np.flatnonzero(live & (rng.random(k) < 1.0 - np.exp(-p_mr * frac)))
-        mday = _uniform_days(rng, olo[mr], ohi[mr])
-        st.last_medication_review[idx[mr]] = mday
-        self.int_log.add(person=idx[mr], code=_OBS["MEDICATION_REVIEW"], day=mday)
         if recording:
             self.obs.add(
-                person=idx[who_acp],
-                day=day_acp,
+                person=who_acp,
+                day=iv.acp_day,
                 code=_OBS["ADVANCE_CARE_PLAN"],
                 value=np.full(who_acp.size, np.nan),
             )
             self.obs.add(
-                person=idx[mr],
-                day=mday,
+                person=who_mr,
+                day=iv.review_day,
                 code=_OBS["MEDICATION_REVIEW"],
-                value=np.full(mr.size, np.nan),
+                value=np.full(who_mr.size, np.nan),
             )
 
     def _contacts(
@@ -848,6 +818,16 @@ class _Simulator:
                 return
             if weekdays:
                 days = np.clip(_weekday_shift(days), olo[pers], ohi[pers] - 1)
+            if setting == "gp":
+                # Most same-day repeats are merged; a few duplicates remain, as in real data.
+                order = np.lexsort((days, pers))
+                dup = np.zeros(m, dtype=bool)
+                dup[order[1:]] = (pers[order[1:]] == pers[order[:-1]]) & (
+                    days[order[1:]] == days[order[:-1]]
+                )
+                keep = ~dup | (rng.random(m) < GP_DUPLICATES_KEPT)
+                pers, days = pers[keep], days[keep]
+                m = pers.shape[0]
             att = np.full(m, -1)
             if attended_p is not None:
                 att = (rng.random(m) >= attended_p[pers]).astype(np.int64)
@@ -872,6 +852,7 @@ class _Simulator:
                 end=end,
                 diag=diag,
                 attended=att,
+                linked=0,
             )
 
         gp_annual = 2.0 + 0.055 * age + 1.1 * n_cond + 14.0 * f + 3.0 * (age < 5) + 0.8 * (~x.male)
@@ -949,10 +930,10 @@ class _Simulator:
         )
         cfs = np.clip(np.round(2.0 + 12.0 * f + rng.normal(0.0, 0.6, size=k)), 1, 9)
         emit("CFS", cfs_rate, cfs)
-        emit("MOBILITY_PROBLEM", np.where(age >= 50, 0.04 * np.clip((f - 0.1) / 0.3, 0, 1), 0.0))
+        emit("MOBILITY_PROBLEM", np.where(age >= 50, 0.12 * np.clip((f - 0.08) / 0.22, 0, 1), 0.0))
         wl = (
             0.0005 * (age >= 60)
-            + 0.01 * np.clip((f - 0.2) / 0.3, 0, 1)
+            + 0.04 * np.clip((f - 0.15) / 0.25, 0, 1)
             + 0.015 * c[:, _C["CANCER"]]
             + 0.03 * c[:, _C["PALLIATIVE"]]
             + 0.006 * c[:, _C["DEMENTIA"]]
@@ -973,6 +954,8 @@ class _Simulator:
         self.rec_lo = np.maximum(self.hs, p.reg_from)
         rec_hi = np.minimum(self.extract, p.reg_to)
         self.rec_hi = np.where(died, np.minimum(rec_hi, st.death_day + 1), rec_hi)
+        # SUS-linked rows run on after deregistration, for as long as the person lives.
+        self.life_hi = np.where(died, st.death_day + 1, self.extract)
 
     def medications(self) -> dict[str, npt.NDArray[np.generic]]:
         """Repeat prescriptions following conditions and background needs, plus courses."""
@@ -984,8 +967,7 @@ class _Simulator:
         ever = onset < NEVER
         n_ever = ever.sum(axis=1)
         z_std = (st.frailty_propensity + 0.125) / 0.5
-        # Prescribing intensity: frailer and multimorbid people get more of everything.
-        rx = 0.7 * z_std + 0.5 * st.multimorbidity + rng.normal(0.0, 0.5, size=n)
+        rx = st.prescribing_intensity
         med_names: list[Medicine] = []
         med_id: dict[Medicine, int] = {}
 
@@ -1008,6 +990,8 @@ class _Simulator:
             else:
                 z = (
                     _logit(g.lifetime)
+                    + _BACKGROUND_SHIFT
+                    + _BACKGROUND_PER_CONDITION * n_ever
                     + g.male * p.male
                     + g.frailty * z_std
                     + g.per_condition * n_ever
@@ -1152,11 +1136,11 @@ class _Simulator:
             self.obs.add(person=pers, day=days, code=_OBS[code], value=v)
 
         old = age >= 75
-        record("LIVES_ALONE", st.lives_alone, 0.12 + 0.2 * old + 0.4 * (f > 0.24))
+        record("LIVES_ALONE", st.lives_alone, 0.3 + 0.3 * old + 0.4 * (f > 0.24))
         record("SMOKER", st.smoker, 0.3 + 0.4 * (n_cond > 0))
         record("CARE_HOME", st.care_home_from < hi, 0.8, since=st.care_home_from, at_start=0.9)
-        record("HOUSEBOUND", st.housebound_from < hi, 0.4, since=st.housebound_from, at_start=0.6)
-        record("HAS_CARER", st.has_carer_from < hi, 0.3, since=st.has_carer_from, at_start=0.5)
+        record("HOUSEBOUND", st.housebound_from < hi, 0.7, since=st.housebound_from, at_start=0.6)
+        record("HAS_CARER", st.has_carer_from < hi, 0.7, since=st.has_carer_from, at_start=0.5)
         record(
             "HOME_CARE_PACKAGE",
             (st.home_care_from < hi) & (st.care_home_from >= hi),
@@ -1168,14 +1152,15 @@ class _Simulator:
         record("ALCOHOL_MISUSE", st.alcohol_misuse, 0.35)
         is_carer = (age >= 30) & (age < 80) & (rng.random(n) < 0.05)
         record("IS_CARER", is_carer, 0.2)
-        isolated = st.lives_alone & (rng.random(n) < 0.15 + 0.5 * np.clip(f / 0.4, 0, 1))
-        record("SOCIAL_ISOLATION", isolated & (age >= 50), 0.15)
-        incont = rng.random(n) < _sigmoid(-6.0 + 0.06 * (age - 40.0) + 6.0 * f)
-        record("INCONTINENCE", incont & (age >= 40), 0.2)
-        visual = rng.random(n) < _sigmoid(-6.5 + 0.07 * (age - 40.0))
-        record("VISUAL_IMPAIRMENT", visual, 0.12)
-        hearing = rng.random(n) < _sigmoid(-5.0 + 0.07 * (age - 40.0))
-        record("HEARING_IMPAIRMENT", hearing, 0.1)
+        isolated = st.lives_alone & (rng.random(n) < 0.15 + 0.7 * np.clip(f / 0.35, 0, 1))
+        record("SOCIAL_ISOLATION", isolated & (age >= 50), 0.5)
+        # Impairments: with age and, above all, with frailty (they are eFI deficits).
+        incont = rng.random(n) < _sigmoid(-6.3 + 0.05 * (age - 40.0) + 19.0 * f)
+        record("INCONTINENCE", incont & (age >= 40), 1.0)
+        visual = rng.random(n) < _sigmoid(-5.2 + 0.06 * (age - 40.0) + 15.0 * f)
+        record("VISUAL_IMPAIRMENT", visual, 1.0)
+        hearing = rng.random(n) < _sigmoid(-4.0 + 0.07 * (age - 40.0) + 12.0 * f)
+        record("HEARING_IMPAIRMENT", hearing, 1.0)
         # Memory concerns: before most dementia diagnoses, and now and then in older people.
         dem = st.onset[:, _C["DEMENTIA"]].astype(np.int64)
         pre = (dem < NEVER) & (rng.random(n) < 0.55)
@@ -1184,7 +1169,11 @@ class _Simulator:
         self.obs.add(
             person=w, day=before[w], code=_OBS["MEMORY_CONCERN"], value=np.full(w.size, np.nan)
         )
-        record("MEMORY_CONCERN", (age >= 65) & (dem == NEVER), 0.01 + 0.02 * (age >= 80))
+        record(
+            "MEMORY_CONCERN",
+            (age >= 65) & (dem == NEVER),
+            0.01 + 0.02 * (age >= 80) + 0.3 * np.clip((f - 0.2) / 0.3, 0.0, 1.0),
+        )
         # BMI: adults, more often with long-term conditions; lower when frail.
         has_dm = ever[:, _C["DIABETES"]]
         bmi_mean = (
@@ -1262,7 +1251,9 @@ class _Simulator:
         # activity
         a = self.act.build()
         person = a["person"].astype(np.int64)
-        keep = in_window(person, a["start"].astype(np.int64))
+        start = a["start"].astype(np.int64)
+        hi = np.where(a["linked"] == 1, self.life_hi[person], self.rec_hi[person])
+        keep = (start >= self.rec_lo[person]) & (start < hi)
         a = {k: v[keep] for k, v in a.items()}
         person = a["person"].astype(np.int64)
         start = a["start"].astype(np.int64)
@@ -1373,47 +1364,89 @@ class _Simulator:
                         dtype=pd.CategoricalDtype(pd.Index(OBSERVATION_CODES, dtype="str")),
                     ),
                     "day": i["day"].astype(np.int64),
+                    "decided": i["decided"].astype(np.int64),
                 }
             ),
         }
 
 
-def simulate(
+@dataclass(frozen=True)
+class _Plan:
+    """What is drawn once for the whole population before any block is simulated."""
+
+    n: int
+    practices: Practices
+    nhs: npt.NDArray[np.int64]  # every NHS number, ascending
+    block_seeds: tuple[np.random.SeedSequence, ...]
+
+    @property
+    def blocks(self) -> int:
+        return len(self.block_seeds)
+
+    def bounds(self, block: int) -> tuple[int, int]:
+        return block * BLOCK_SIZE, min(self.n, (block + 1) * BLOCK_SIZE)
+
+
+def _plan(n: int, seed: int) -> _Plan:
+    n_blocks = max(1, -(-n // BLOCK_SIZE))
+    children = np.random.SeedSequence(seed).spawn(1 + n_blocks)
+    rng = np.random.default_rng(children[0])
+    practices = build_practices(rng, n)
+    nhs = sorted_synthetic_nhs_numbers(rng, n)
+    return _Plan(n=n, practices=practices, nhs=nhs, block_seeds=tuple(children[1:]))
+
+
+class _Progress:
+    """Maps (block, stage, fraction of the stage) to the caller's (stage, overall fraction)."""
+
+    def __init__(
+        self, callback: ProgressCallback | None, blocks: int, stages: dict[str, float]
+    ) -> None:
+        self.callback = callback
+        self.blocks = blocks
+        self.last = list(stages)[-1]
+        total = sum(stages.values())
+        self.start: dict[str, float] = {}
+        self.weight: dict[str, float] = {}
+        acc = 0.0
+        for name, w in stages.items():
+            self.start[name] = acc / total
+            self.weight[name] = w / total
+            acc += w
+
+    def __call__(self, block: int, stage: str, fraction: float) -> None:
+        if self.callback is None:
+            return
+        f = min(max(fraction, 0.0), 1.0)
+        within = self.start[stage] + self.weight[stage] * f
+        if stage == self.last and f >= 1.0:
+            within = 1.0
+        self.callback(stage, min(max((block + within) / self.blocks, 0.0), 1.0))
+
+
+_SIM_STAGES = {"population": 0.03, "simulate": 0.6, "medications": 0.06, "observations": 0.03,
+               "assemble": 0.08}  # fmt: skip
+
+
+def _simulate_block(
+    plan: _Plan,
+    block: int,
     *,
-    n_patients: int,
     seed: int,
+    months: int,
     extract_date: dt.date,
-    months: int = 48,
-    progress: ProgressCallback | None = None,
-    params: SimulationParams | None = None,
+    params: SimulationParams,
+    report: Callable[[str, float], None] | None,
 ) -> Simulation:
-    """Simulate a registered population and return its extract tables and hidden truth.
-
-    Args:
-        n_patients: number of people ever registered during the history (rows of patients).
-        seed: seed of ``numpy.random.default_rng``; the same arguments give the same tables.
-        extract_date: first day not covered by the extract.
-        months: length of the history in calendar months before ``extract_date``'s month.
-        progress: optional ``callback(stage, fraction_done)``.
-        params: simulation parameters (burn-in length, hazard coefficients).
-
-    Returns:
-        A :class:`Simulation` with the five tables, the hidden state and the event log.
-    """
-    if n_patients < 1:
-        raise ValueError("n_patients must be at least 1")
-    if not 1 <= months <= 600:
-        raise ValueError("months must be between 1 and 600")
-    if isinstance(extract_date, dt.datetime) or not isinstance(extract_date, dt.date):
-        raise TypeError("extract_date must be a datetime.date")
-    params = params or SimulationParams()
+    lo, hi = plan.bounds(block)
     sim = _Simulator(
-        n=n_patients,
-        seed=seed,
+        nhs=plan.nhs[lo:hi],
+        practices=plan.practices,
+        seed_sequence=plan.block_seeds[block],
         months=months,
         extract_date=extract_date,
         params=params,
-        progress=progress,
+        progress=report,
     )
     sim._report("population", 0.0)
     sim.build_population()
@@ -1440,27 +1473,243 @@ def simulate(
         seed=seed,
         months=months,
         params=params,
+        oracle_seed=sim.oracle_seed,
     )
+
+
+def _check_arguments(n_patients: int, months: int, extract_date: dt.date) -> None:
+    if n_patients < 1:
+        raise ValueError("n_patients must be at least 1")
+    if n_patients > SYNTHETIC_NHS_CAPACITY:
+        raise ValueError(
+            f"n_patients is {n_patients:,}, but synthetic NHS numbers must start 999 and that "
+            f"range holds only {SYNTHETIC_NHS_CAPACITY:,} valid numbers (10**6 nine-digit "
+            "bodies less those whose Modulus 11 check digit would be 10); ask for at most "
+            f"{SYNTHETIC_NHS_CAPACITY:,} people"
+        )
+    if not 1 <= months <= 600:
+        raise ValueError("months must be between 1 and 600")
+    if isinstance(extract_date, dt.datetime) or not isinstance(extract_date, dt.date):
+        raise TypeError("extract_date must be a datetime.date")
+
+
+def _concat_simulations(sims: list[Simulation]) -> Simulation:
+    """One Simulation from blocks simulated separately (positions offset block by block)."""
+    first = sims[0]
+    offsets = np.cumsum([0] + [s.state.n for s in sims[:-1]])
+    tables: dict[str, pd.DataFrame] = {}
+    for name in first.tables:
+        frames = [s.tables[name] for s in sims]
+        columns: dict[str, object] = {}
+        for col in frames[0].columns:
+            parts = [f[col] for f in frames]
+            if isinstance(parts[0].dtype, pd.CategoricalDtype):
+                columns[col] = pd.Series(
+                    pd.api.types.union_categoricals([pd.Categorical(x) for x in parts])
+                )
+            else:
+                columns[col] = pd.concat(parts, ignore_index=True)
+        tables[name] = pd.DataFrame(columns)
+
+    def cat(values: list[object]) -> object:
+        arrays = [np.asarray(v) for v in values]
+        return np.concatenate(arrays)
+
+    people = _replace_fields(
+        first.state.people, {f.name: cat([getattr(s.state.people, f.name) for s in sims])
+                             for f in fields(first.state.people)}
+    )  # fmt: skip
+    values: dict[str, object] = {"people": people}
+    for f in fields(first.state):
+        if f.name != "people":
+            values[f.name] = cat([getattr(s.state, f.name) for s in sims])
+    state = _replace_fields(first.state, values)
+    events: dict[str, pd.DataFrame] = {}
+    for name in first.events:
+        shifted: list[pd.DataFrame] = []
+        for s, off in zip(sims, offsets, strict=True):
+            frame = s.events[name].copy()
+            frame["person"] = frame["person"] + int(off)
+            shifted.append(frame)
+        events[name] = pd.concat(shifted, ignore_index=True)
+    return Simulation(
+        tables=tables,
+        state=state,
+        events=events,
+        nhs_numbers=np.concatenate([s.nhs_numbers for s in sims]),
+        practices=first.practices,
+        extract_date=first.extract_date,
+        history_start=first.history_start,
+        seed=first.seed,
+        months=first.months,
+        params=first.params,
+        oracle_seed=first.oracle_seed,
+    )
+
+
+def _replace_fields(obj: _T, values: dict[str, object]) -> _T:
+    """``dataclasses.replace`` for a dict of new field values."""
+    return replace(obj, **values)  # type: ignore[type-var]
+
+
+def simulate(
+    *,
+    n_patients: int,
+    seed: int,
+    extract_date: dt.date,
+    months: int = 48,
+    progress: ProgressCallback | None = None,
+    params: SimulationParams | None = None,
+) -> Simulation:
+    """Simulate a registered population and return its extract tables and hidden truth.
+
+    Everything is held in memory: for large populations use :func:`generate_extract`, which
+    writes block by block. The tables are those :func:`generate_extract` writes for the same
+    arguments.
+
+    Args:
+        n_patients: number of people ever registered during the history (rows of patients).
+        seed: the seed; the same arguments give the same tables.
+        extract_date: first day not covered by the extract.
+        months: length of the history in calendar months before ``extract_date``'s month.
+        progress: optional ``callback(stage, fraction_done)``.
+        params: simulation parameters (burn-in length, hazard coefficients).
+
+    Returns:
+        A :class:`Simulation` with the five tables, the hidden state and the event log.
+    """
+    _check_arguments(n_patients, months, extract_date)
+    params = params or SimulationParams()
+    plan = _plan(n_patients, seed)
+    tracker = _Progress(progress, plan.blocks, _SIM_STAGES)
+    sims = []
+    for b in range(plan.blocks):
+        sims.append(
+            _simulate_block(
+                plan,
+                b,
+                seed=seed,
+                months=months,
+                extract_date=extract_date,
+                params=params,
+                report=lambda stage, f, b=b: tracker(b, stage, f),  # type: ignore[misc]
+            )
+        )
+    return sims[0] if len(sims) == 1 else _concat_simulations(sims)
 
 
 # ---------------------------------------------------------------------- writing
 
-_SQL_TYPES = {
-    "nhs_number": "VARCHAR",
-    "string": "VARCHAR",
-    "code": "VARCHAR",
-    "date": "DATE",
-    "boolean": "BOOLEAN",
-    "integer": "INTEGER",
-    "number": "DOUBLE",
+_ARROW_TYPES = {
+    "nhs_number": pa.string(),
+    "string": pa.string(),
+    "code": pa.string(),
+    "date": pa.date32(),
+    "boolean": pa.bool_(),
+    "integer": pa.int32(),
+    "number": pa.float64(),
 }
 
 
-def _select_sql(table: str, relation: str) -> str:
-    cols = ", ".join(
-        f'CAST("{c.name}" AS {_SQL_TYPES[c.kind]}) AS "{c.name}"' for c in TABLES[table].columns
-    )
-    return f"SELECT {cols} FROM {relation}"
+def arrow_schema(table: str) -> pa.Schema:
+    """The Arrow schema a contract table is written with (Parquet types as the contract says)."""
+    return pa.schema([pa.field(c.name, _ARROW_TYPES[c.kind]) for c in TABLES[table].columns])
+
+
+def _to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    arrays = []
+    for f in schema:
+        col = frame[f.name]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            arr: pa.Array = pa.DictionaryArray.from_arrays(
+                pa.array(col.cat.codes.to_numpy(), mask=col.isna().to_numpy()),
+                pa.array(col.cat.categories.to_numpy(dtype=object), pa.string()),
+            )
+        else:
+            arr = pa.array(col, from_pandas=True)
+        arrays.append(arr.cast(f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+class _TableSink:
+    """One table's file, appended to block by block."""
+
+    def __init__(self, path: Path, table: str, fmt: Format) -> None:
+        self.schema = arrow_schema(table)
+        self.fmt = fmt
+        self.rows = 0
+        self._parquet: pq.ParquetWriter | None = None
+        self._csv: pacsv.CSVWriter | None = None
+        self._file: IO[bytes] | None = None
+        if fmt == "parquet":
+            self._parquet = pq.ParquetWriter(str(path), self.schema, compression="snappy")
+        else:
+            self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
+            header = ",".join(self.schema.names) + "\n"
+            self._file.write(header.encode("utf-8"))
+            self._csv = pacsv.CSVWriter(
+                self._file,
+                self.schema,
+                write_options=pacsv.WriteOptions(include_header=False, quoting_style="none"),
+            )
+
+    def write(self, frame: pd.DataFrame) -> None:
+        table = _to_arrow(frame, self.schema)
+        self.rows += table.num_rows
+        if table.num_rows == 0:
+            return
+        if self._parquet is not None:
+            self._parquet.write_table(table, row_group_size=1 << 20)
+        elif self._csv is not None:
+            self._csv.write_table(table)
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+            self._parquet = None
+        if self._csv is not None:
+            self._csv.close()
+            self._csv = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class _ExtractWriter:
+    """Writes manifest.json and appends each block's five tables to their files."""
+
+    def __init__(self, folder: Path, *, fmt: Format, extract_date: dt.date, source: str) -> None:
+        if fmt not in ("csv", "parquet"):
+            raise ValueError(f"fmt must be 'csv' or 'parquet', not {fmt!r}")
+        manifest = {
+            "contract_version": CONTRACT_VERSION,
+            "extract_date": extract_date.isoformat(),
+            "source": source,
+        }
+        (folder / "manifest.json").write_text(json.dumps(manifest) + "\n", encoding="utf-8")
+        self.sinks: dict[str, _TableSink] = {}
+        try:
+            for name in TABLE_ORDER:
+                self.sinks[name] = _TableSink(folder / f"{name}.{fmt}", name, fmt)
+        except BaseException:
+            self.close()
+            raise
+
+    def write_block(
+        self, tables: dict[str, pd.DataFrame], report: Callable[[float], None] | None = None
+    ) -> None:
+        for i, name in enumerate(TABLE_ORDER):
+            self.sinks[name].write(tables[name])
+            if report is not None:
+                report((i + 1) / len(TABLE_ORDER))
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return {name: sink.rows for name, sink in self.sinks.items()}
+
+    def close(self) -> None:
+        for sink in self.sinks.values():
+            sink.close()
 
 
 def write_tables(
@@ -1476,31 +1725,12 @@ def write_tables(
 
     Returns the number of rows written per table.
     """
-    if fmt not in ("csv", "parquet"):
-        raise ValueError(f"fmt must be 'csv' or 'parquet', not {fmt!r}")
-    manifest = {
-        "contract_version": CONTRACT_VERSION,
-        "extract_date": extract_date.isoformat(),
-        "source": source,
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest) + "\n", encoding="utf-8")
-    options = "FORMAT csv, HEADER" if fmt == "csv" else "FORMAT parquet"
-    rows: dict[str, int] = {}
-    con = duckdb.connect(":memory:")
+    writer = _ExtractWriter(folder, fmt=fmt, extract_date=extract_date, source=source)
     try:
-        con.execute("SET preserve_insertion_order = true")
-        for i, name in enumerate(TABLE_ORDER):
-            frame = tables[name]
-            con.register("frame", frame)
-            target = str(folder / f"{name}.{fmt}").replace("'", "''")
-            con.execute(f"COPY ({_select_sql(name, 'frame')}) TO '{target}' ({options})")
-            con.unregister("frame")
-            rows[name] = len(frame)
-            if progress is not None:
-                progress("write", (i + 1) / len(TABLE_ORDER))
+        writer.write_block(tables, None if progress is None else (lambda f: progress("write", f)))
     finally:
-        con.close()
-    return rows
+        writer.close()
+    return writer.rows
 
 
 def _check_target(out_dir: Path, overwrite: bool) -> None:
@@ -1510,6 +1740,27 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
         raise FileExistsError(
             f"{out_dir} exists and is not empty; pass overwrite=True to replace it"
         )
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Move the finished folder ``tmp`` to ``out_dir``, replacing what is there."""
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{secrets.token_hex(6)}"
+        os.replace(out_dir, old)
+        try:
+            os.replace(tmp, out_dir)
+        except BaseException:
+            os.replace(old, out_dir)
+            raise
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+_WRITE_STAGES = {**_SIM_STAGES, "oracle": 0.0, "write": 0.2}
 
 
 def generate_extract(
@@ -1522,77 +1773,141 @@ def generate_extract(
     fmt: Format = "csv",
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    oracle: bool = False,
+    oracle_dates: Sequence[dt.date] | None = None,
+    oracle_path: Path | None = None,
 ) -> GenerationSummary:
     """Simulate a population and write it as a contract extract in ``out_dir``, atomically.
 
-    Everything is written into a hidden sibling folder first and renamed into place at the
-    end; on any error the partial folder is removed and ``out_dir`` is left as it was.
+    People are simulated and written in blocks of :data:`BLOCK_SIZE`, so memory does not grow
+    with the population. Everything is written into a hidden sibling folder first and renamed
+    into place at the end; on any error the partial folder is removed and ``out_dir`` is left
+    as it was.
+
+    The true risk (the oracle, see :func:`riskstrat.synth.oracle.compute_oracle`) is written
+    when ``oracle`` is true or ``oracle_dates`` or ``oracle_path`` is given: a Parquet file
+    with ``nhs_number``, ``index_date`` and ``true_risk`` for everyone in the population at
+    each index date, outside the extract folder (by default
+    :func:`~riskstrat.synth.oracle.default_oracle_path`), also written atomically. Without
+    dates it covers the latest index month whose 90-day window is complete.
 
     Args:
         out_dir: folder to create (its parent is created if needed).
-        n_patients: rows of the patients table (everyone ever registered in the history).
+        n_patients: rows of the patients table (everyone ever registered in the history), at
+            most :data:`~riskstrat.nhs_number.SYNTHETIC_NHS_CAPACITY`.
         seed: random seed; the same arguments give byte-identical files.
         months: months of history before the extract date's month.
         extract_date: the manifest's extract date (first day not covered).
         fmt: ``"csv"`` or ``"parquet"``.
-        overwrite: replace a non-empty ``out_dir`` (only once the new extract is complete).
+        overwrite: replace a non-empty ``out_dir`` (only once the new extract is complete) and
+            an existing oracle file.
         progress: optional ``callback(stage, fraction_done)`` for a progress bar.
+        oracle: write the true risk at the default index date (or at ``oracle_dates``).
+        oracle_dates: index dates (first days of months) for the true risk.
+        oracle_path: where to write the true risk.
 
     Returns:
         A :class:`GenerationSummary`.
 
     Raises:
-        FileExistsError: ``out_dir`` exists and is not empty, and ``overwrite`` is false.
+        FileExistsError: ``out_dir`` exists and is not empty (or the oracle file exists), and
+            ``overwrite`` is false.
+        ValueError: bad arguments, including more people than synthetic NHS numbers exist and
+            oracle dates whose window is not inside the history.
     """
+    from riskstrat.synth.oracle import (
+        ORACLE_HORIZON_DAYS,
+        check_oracle_dates,
+        compute_oracle,
+        default_oracle_date,
+        default_oracle_path,
+        write_oracle,
+    )
+
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"fmt must be 'csv' or 'parquet', not {fmt!r}")
+    _check_arguments(n_patients, months, extract_date)
+    want_oracle = oracle or oracle_dates is not None or oracle_path is not None
+    dates: tuple[dt.date, ...] = ()
+    target: Path | None = None
+    if want_oracle:
+        dates = tuple(oracle_dates) if oracle_dates else (default_oracle_date(extract_date),)
+        check_oracle_dates(
+            dates, history_start_for(extract_date, months), extract_date, ORACLE_HORIZON_DAYS
+        )
+        target = Path(oracle_path) if oracle_path is not None else default_oracle_path(out_dir)
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
     _check_target(out_dir, overwrite)
-    sim = simulate(
-        n_patients=n_patients,
-        seed=seed,
-        months=months,
-        extract_date=extract_date,
-        progress=progress,
-    )
+    params = SimulationParams()
+    plan = _plan(n_patients, seed)
+    stages = {**_WRITE_STAGES, "oracle": 0.1 * len(dates)}
+    tracker = _Progress(progress, plan.blocks, stages)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{secrets.token_hex(6)}"
+    tmp_oracle: Path | None = None
     tmp.mkdir()
     try:
-        rows = write_tables(
-            sim.tables,
+        writer = _ExtractWriter(
             tmp,
             fmt=fmt,
             extract_date=extract_date,
             source=f"riskstrat synthetic generator, seed {seed}, {n_patients} patients",
-            progress=progress,
         )
+        risks: list[pd.DataFrame] = []
+        history_start = history_start_for(extract_date, months)
+        try:
+            for b in range(plan.blocks):
+
+                def report(stage: str, f: float, b: int = b) -> None:
+                    tracker(b, stage, f)
+
+                sim = _simulate_block(
+                    plan,
+                    b,
+                    seed=seed,
+                    months=months,
+                    extract_date=extract_date,
+                    params=params,
+                    report=report,
+                )
+                history_start = sim.history_start
+                if dates:
+                    report("oracle", 0.0)
+                    risks.append(compute_oracle(sim, dates))
+                    report("oracle", 1.0)
+
+                def report_write(f: float, b: int = b) -> None:
+                    tracker(b, "write", f)
+
+                writer.write_block(sim.tables, report_write)
+                del sim
+        finally:
+            writer.close()
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp_oracle = target.parent / f".{target.name}.tmp-{secrets.token_hex(6)}"
+            write_oracle(risks, tmp_oracle)
         _check_target(out_dir, overwrite)
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{secrets.token_hex(6)}"
-            os.replace(out_dir, old)
-            try:
-                os.replace(tmp, out_dir)
-            except BaseException:
-                os.replace(old, out_dir)
-                raise
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink(missing_ok=True)
-        else:
-            os.replace(tmp, out_dir)
+        _replace_dir(tmp, out_dir)
+        if target is not None and tmp_oracle is not None:
+            os.replace(tmp_oracle, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if tmp_oracle is not None:
+            tmp_oracle.unlink(missing_ok=True)
         raise
     return GenerationSummary(
         out_dir=out_dir,
         n_patients=n_patients,
-        rows=rows,
+        rows=writer.rows,
         extract_date=extract_date,
-        history_start=sim.history_start,
+        history_start=history_start,
         seconds=time.perf_counter() - t0,
         fmt=fmt,
         seed=seed,
+        oracle_path=target,
+        oracle_dates=dates,
     )

@@ -10,11 +10,16 @@ Conventions:
 
 * A *monthly hazard* is the expected number of events in one whole calendar month of exposure.
   Within a month the hazard is constant per day: a person exposed for ``d`` of the month's
-  ``n`` days has ``P(>=1 event) = 1 - exp(-hazard * d / n)`` and the first event day is uniform
+  ``n`` days has ``P(>=1 event) = 1 - exp(-hazard * d / n)``; the day of a death is uniform
   over the exposed days.
 * Exposure to emergency admission excludes days in hospital (from admission to discharge) and
   days after death; it includes the days of unregistered hidden history of people who join the
-  list later (those events are simulated but never written).
+  list later (those events are simulated but never written) and the days after a person leaves
+  the list (those admissions are written: the activity table is SUS-linked).
+* Within a month the first admission happens with probability ``1 - exp(-hazard * d / n)`` and
+  its day follows the same constant hazard (an exponential truncated to the exposed days), so
+  the chance of none before any day ``t`` is ``exp(-hazard * (t - start) / n)``. A second
+  admission in the month is possible only after the first one's discharge.
 """
 
 from __future__ import annotations
@@ -39,23 +44,24 @@ class HazardParams:
 
     #: Monthly emergency admission hazard of a reference person (age 30, no conditions,
     #: frailty 0, average deprivation, individual effect 0, no winter).
-    emergency_base_monthly: float = 0.00125
+    emergency_base_monthly: float = 0.0022
     #: Age knots (years) and log multipliers, interpolated linearly.
     emergency_age_knots: tuple[float, ...] = (0.0, 1.0, 5.0, 16.0, 30.0, 45.0, 65.0, 75.0,
                                               85.0, 95.0, 115.0)  # fmt: skip
     emergency_age_log: tuple[float, ...] = (1.6, 0.6, 0.0, -0.05, -0.35, -0.15, 0.25, 0.45,
-                                            0.95, 1.2, 1.2)  # fmt: skip
+                                            0.75, 0.95, 0.95)  # fmt: skip
     emergency_frailty: float = 3.0  # per unit of latent frailty (eFI scale)
     emergency_male: float = 0.05
     emergency_deprivation: float = 0.3  # per unit deprivation (+1 = most deprived)
-    emergency_admissions_90d: float = 0.4  # per admission in the last 90 days (max 3)
-    emergency_admissions_365d: float = 0.15  # per earlier admission in the last year (max 4)
-    emergency_fall_180d: float = 0.4
+    emergency_admissions_90d: float = 0.9  # per admission in the last 90 days (max 3)
+    emergency_admissions_365d: float = 0.35  # per earlier admission in the last year (max 4)
+    emergency_fall_180d: float = 0.3
     emergency_lives_alone_frail: float = 0.5  # times frailty excess over 0.12, scaled to 1
     emergency_care_home: float = 0.35
     emergency_smoker: float = 0.15
     emergency_alcohol: float = 0.6
     emergency_homeless: float = 0.9
+    emergency_prescribing: float = 0.15  # per unit of prescribing intensity (polypharmacy)
     #: Delivered interventions (log of the relative rate): falls assessment after a fall
     #: (about -35%), structured medication review (about -25%).
     emergency_falls_assessment: float = float(np.log(0.65))
@@ -65,13 +71,13 @@ class HazardParams:
     #: Winter rise: multiplier ``1 + winter_amplitude * cos(2 pi (month - 1) / 12)``.
     winter_amplitude: float = 0.15
     #: Standard deviation of the unobserved individual effect (log scale).
-    individual_effect_sd: float = 0.75
+    individual_effect_sd: float = 0.9
 
     #: Gompertz death hazard (annual): exp(death_intercept + death_age * age).
-    death_intercept: float = -13.1
-    death_age: float = 0.1
+    death_intercept: float = -10.85
+    death_age: float = 0.07
     death_infant_annual: float = 0.003
-    death_frailty: float = 3.0
+    death_frailty: float = 1.5
     death_admission_90d: float = 0.8
     death_care_home: float = 0.5
     #: In-hospital death per emergency admission: sigmoid of this linear predictor.
@@ -120,6 +126,9 @@ class HazardInputs:
     medication_review_365d: BoolArray
     individual_effect: FloatArray  # unobserved, log scale
     month_of_year: int  # 1..12, for the winter rise
+    #: Prescribing intensity (N(0, 1)-like): drives how many repeat medicines a person gets
+    #: beyond their conditions, and with them the risk that comes with polypharmacy.
+    prescribing_intensity: FloatArray | None = None
 
 
 def latent_frailty(
@@ -156,7 +165,8 @@ def emergency_admission_hazard(
 
     Rises steeply with age, with long-term conditions, latent frailty, recent emergency
     admissions (repeat admitters), a recent fall, deprivation, frailty when living alone, care
-    home residence, smoking, alcohol misuse and homelessness; multiplied by the unobserved
+    home residence, smoking, alcohol misuse, homelessness and prescribing intensity (the
+    latent driver of polypharmacy); multiplied by the unobserved
     individual effect and a winter rise; lowered by a recent falls assessment (for people who
     have fallen) or structured medication review.
     """
@@ -182,6 +192,8 @@ def emergency_admission_hazard(
         + params.emergency_medication_review * x.medication_review_365d
         + x.individual_effect
     )
+    if x.prescribing_intensity is not None:
+        log_h = log_h + params.emergency_prescribing * x.prescribing_intensity
     h = np.minimum(np.exp(log_h), params.emergency_max_monthly)
     return h * winter_multiplier(x.month_of_year, params)
 

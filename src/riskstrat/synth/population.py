@@ -6,7 +6,7 @@ Days are integers counted from 1970-01-01 (numpy ``datetime64[D]`` epoch).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -20,7 +20,7 @@ DAYS_PER_YEAR = 365.25
 # England 2021 census, five-year bands from 0-4 to 85-89, then 90+ (percent of population).
 _AGE_BAND_STARTS = np.arange(0, 95, 5, dtype=np.float64)  # 0, 5, ..., 90
 _AGE_BAND_SHARES = np.array(
-    [5.4, 5.9, 6.0, 5.6, 6.0, 6.6, 6.9, 6.7, 6.3, 6.3, 6.9, 6.7, 5.8, 5.0, 5.0, 3.7, 2.5, 1.5, 0.9]
+    [5.4, 5.9, 6.0, 5.6, 6.0, 6.6, 6.9, 6.7, 6.3, 6.3, 6.9, 6.7, 5.8, 5.0, 5.0, 3.7, 2.5, 2.6, 1.9]
 )
 # People moving onto a list are mostly young adults and children.
 _MOVER_BAND_SHARES = np.array(
@@ -97,8 +97,10 @@ def build_practices(rng: np.random.Generator, n_patients: int) -> Practices:
     pcn_codes = _unique_codes(rng, n_pcn, "pcn")
     # Contiguous, near-equal groups: practices 0..k1-1 in PCN 0, and so on.
     pcn_of = (np.arange(n_prac) * n_pcn) // n_prac
-    # Neighbouring practices share deprivation: a PCN level plus a practice deviation.
-    pcn_dep = rng.uniform(2.0, 9.0, size=n_pcn)
+    # Neighbouring practices share deprivation: a PCN level plus a practice deviation. PCN
+    # levels are stratified over 2..9 so that a population's overall deprivation (and what
+    # depends on it) does not swing with the seed when there are only a few PCNs.
+    pcn_dep = 2.0 + 7.0 * (rng.permutation(n_pcn) + rng.random(n_pcn)) / n_pcn
     dep_mean = np.clip(pcn_dep[pcn_of] + rng.normal(0.0, 1.0, size=n_prac), 1.3, 9.7)
     diversity = np.exp(rng.normal(0.0, 0.6, size=n_prac)) * (1.0 + 0.12 * (5.5 - dep_mean))
     size_weight = np.exp(rng.normal(0.0, 0.35, size=n_prac))
@@ -156,6 +158,10 @@ class People:
     reg_from: IntArray
     reg_to: IntArray  # NEVER = still registered (before deaths are simulated)
     type1_opt_out: npt.NDArray[np.int8]  # 1 true, 0 false, -1 missing
+
+    def take(self, rows: IntArray) -> People:
+        """A copy holding only the people at positions ``rows`` (repeats allowed), in order."""
+        return replace(self, **{f.name: getattr(self, f.name)[rows] for f in fields(self)})
 
 
 def draw_people(

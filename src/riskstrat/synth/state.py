@@ -9,7 +9,7 @@ recoverable from the hidden event log (see ``Simulation.events``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +26,7 @@ RECENT_ADMISSIONS_KEPT = 12
 #: Frailty deficits accrued per emergency admission and per fall at age 65 or over (age on the
 #: day of the event), and their ceiling.
 DEFICIT_PER_ADMISSION = 0.012
-DEFICIT_PER_FALL = 0.008
+DEFICIT_PER_FALL = 0.004
 DEFICIT_CAP = 0.15
 #: A falls assessment is not repeated within this many days (and counts for as long).
 INTERVENTION_VALID_DAYS = 365
@@ -44,6 +44,7 @@ class HiddenState:
     individual_effect: FloatArray  # unobserved log multiplier of the admission hazard
     frailty_propensity: FloatArray  # log multiplier of the age part of latent frailty
     multimorbidity: FloatArray  # shared latent factor of condition onsets (N(0, 1))
+    prescribing_intensity: FloatArray  # latent driver of repeat medicines (polypharmacy)
     smoker_ever: BoolArray
     smoker: BoolArray  # current smoker
     alcohol_misuse: BoolArray
@@ -66,11 +67,23 @@ class HiddenState:
     advance_care_plan: IntArray  # day recorded, NEVER if none
     death_day: IntArray  # true day of death (may be >= extract date: not yet known); NEVER
     frailty_at_extract: FloatArray  # latent frailty on the extract date (or at death)
+    #: First day of the month in which the death day was drawn (NEVER if none): the death is
+    #: part of the hidden state from the next month on (in-hospital deaths are decided at
+    #: admission and may fall in a later month).
+    death_decided: IntArray
 
     @property
     def n(self) -> int:
         """Number of people."""
         return int(self.individual_effect.shape[0])
+
+    def take(self, rows: IntArray) -> HiddenState:
+        """A copy holding only the people at positions ``rows`` (repeats allowed), in order."""
+        values: dict[str, object] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            values[f.name] = v.take(rows) if f.name == "people" else v[rows]
+        return replace(self, **values)  # type: ignore[arg-type]
 
 
 def hazard_inputs(
@@ -117,6 +130,7 @@ def hazard_inputs(
         medication_review_365d=(mr < day) & (mr >= day - INTERVENTION_VALID_DAYS),
         individual_effect=state.individual_effect[idx],
         month_of_year=month_of_year,
+        prescribing_intensity=state.prescribing_intensity[idx],
     )
     return x, age
 

@@ -1,0 +1,193 @@
+"""The generator at scale: blocks, ordering, NHS number capacity and pinned digests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from riskstrat import contract
+from riskstrat.extract import validate_extract
+from riskstrat.nhs_number import (
+    SYNTHETIC_NHS_CAPACITY,
+    all_synthetic_nhs_numbers,
+    check_digit,
+    is_valid_nhs_number,
+    sorted_synthetic_nhs_numbers,
+    synthetic_nhs_numbers,
+)
+from riskstrat.synth import generate_extract, simulate
+from riskstrat.synth import generator as generator_module
+
+EXTRACT_DATE = dt.date(2025, 4, 1)
+DATE_COLUMN = {
+    "activity": "start_date",
+    "conditions": "diagnosed_on",
+    "medications": "issued_on",
+    "observations": "observed_on",
+}
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+# ---------------------------------------------------------------------------- NHS numbers
+
+
+def test_capacity_is_exact() -> None:
+    # Independent count: nine-digit bodies 999xxxxxx whose Modulus 11 check digit is not 10.
+    body = np.arange(999_000_000, 1_000_000_000, dtype=np.int64)
+    digits = (body[:, None] // (10 ** np.arange(8, -1, -1, dtype=np.int64))) % 10
+    total = digits @ np.arange(10, 1, -1, dtype=np.int64)
+    assert int(((11 - total % 11) % 11 != 10).sum()) == SYNTHETIC_NHS_CAPACITY == 909_091
+    valid = all_synthetic_nhs_numbers()
+    assert valid.shape == (SYNTHETIC_NHS_CAPACITY,)
+    assert np.all(np.diff(valid) > 0)
+    for x in (*valid[:50], *valid[-50:], *valid[::20_011]):
+        assert is_valid_nhs_number(str(x))
+    assert check_digit("999000000") is None  # a body the range skips
+    assert valid[0] // 10 != 999_000_000
+
+
+def test_sorted_numbers_up_to_the_capacity() -> None:
+    rng = np.random.default_rng(1)
+    some = sorted_synthetic_nhs_numbers(rng, 1000)
+    assert np.all(np.diff(some) > 0) and all(is_valid_nhs_number(str(x)) for x in some)
+    everyone = sorted_synthetic_nhs_numbers(rng, SYNTHETIC_NHS_CAPACITY)
+    np.testing.assert_array_equal(everyone, all_synthetic_nhs_numbers())
+    with pytest.raises(ValueError, match="909,091"):
+        sorted_synthetic_nhs_numbers(rng, SYNTHETIC_NHS_CAPACITY + 1)
+    with pytest.raises(ValueError, match="909,091"):
+        synthetic_nhs_numbers(rng, SYNTHETIC_NHS_CAPACITY + 1)
+
+
+def test_more_people_than_numbers_is_refused_clearly(tmp_path: Path) -> None:
+    out = tmp_path / "x"
+    with pytest.raises(ValueError, match=r"909,091 valid numbers .*check digit would be 10"):
+        generate_extract(
+            out, n_patients=SYNTHETIC_NHS_CAPACITY + 1, seed=1, extract_date=EXTRACT_DATE
+        )
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="999"):
+        simulate(n_patients=1_000_000, seed=1, extract_date=EXTRACT_DATE)
+
+
+# ---------------------------------------------------------------------------- blocks
+
+
+@pytest.fixture()
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(generator_module, "BLOCK_SIZE", 150)
+    return 150
+
+
+def _sorted_by_number_then_date(frame: pd.DataFrame, date_col: str | None) -> bool:
+    keys = frame[["nhs_number"] + ([date_col] if date_col else [])].astype(str)
+    return keys.equals(keys.sort_values(list(keys.columns)).reset_index(drop=True))
+
+
+def test_blocks_concatenate_into_globally_sorted_valid_tables(
+    tmp_path: Path, small_blocks: int
+) -> None:
+    n = 400  # three blocks: 150, 150, 100
+    out = tmp_path / "x"
+    s = generate_extract(out, n_patients=n, seed=7, months=14, extract_date=EXTRACT_DATE)
+    assert s.rows["patients"] == n
+    with validate_extract(out, max_reject_share=0.0, rejects_path=tmp_path / "r.csv") as ex:
+        assert ex.summary.rows_rejected == dict.fromkeys(contract.TABLE_ORDER, 0)
+        assert ex.summary.warnings == []
+    tables = {
+        t: pd.read_csv(out / f"{t}.csv", dtype=str, keep_default_na=False)
+        for t in contract.TABLE_ORDER
+    }
+    for t in contract.TABLE_ORDER:
+        assert _sorted_by_number_then_date(tables[t], DATE_COLUMN.get(t)), t
+        # One header line only, however many blocks.
+        assert (out / f"{t}.csv").read_text().count("nhs_number,") == 1
+    # Every block drew its own people: all three practices' worth of registrations exist.
+    assert tables["patients"].nhs_number.is_unique
+    # simulate() with the same arguments gives the same rows (blocks concatenated).
+    sim = simulate(n_patients=n, seed=7, months=14, extract_date=EXTRACT_DATE)
+    for t in contract.TABLE_ORDER:
+        assert len(sim.tables[t]) == len(tables[t]), t
+    assert list(sim.patients.nhs_number.astype(str)) == list(tables["patients"].nhs_number)
+    assert sim.state.n == n and len(sim.nhs_numbers) == n
+
+
+def test_parquet_blocks_are_row_groups_with_contract_types(
+    tmp_path: Path, small_blocks: int
+) -> None:
+    out = tmp_path / "p"
+    generate_extract(
+        out, n_patients=400, seed=7, months=14, extract_date=EXTRACT_DATE, fmt="parquet"
+    )
+    patients = pq.ParquetFile(out / "patients.parquet")
+    assert patients.metadata.num_row_groups == 3
+    assert str(patients.schema_arrow.field("imd_decile").type) == "int32"
+    frame = pq.read_table(out / "medications.parquet").to_pandas()
+    assert _sorted_by_number_then_date(frame, "issued_on")
+    again = tmp_path / "q"
+    generate_extract(
+        again, n_patients=400, seed=7, months=14, extract_date=EXTRACT_DATE, fmt="parquet"
+    )
+    assert _digests(out) == _digests(again)
+
+
+def test_each_block_has_its_own_stream_keyed_by_its_index(small_blocks: int) -> None:
+    small = generator_module._plan(400, 3)
+    large = generator_module._plan(700, 3)
+    assert small.blocks == 3 and large.blocks == 5
+    keys = [(s.entropy, s.spawn_key) for s in small.block_seeds]
+    assert len(set(keys)) == 3
+    # A block's stream depends on the seed and its index only, not on how many blocks follow.
+    assert keys == [(s.entropy, s.spawn_key) for s in large.block_seeds[:3]]
+    assert [small.bounds(b) for b in range(3)] == [(0, 150), (150, 300), (300, 400)]
+
+
+# ---------------------------------------------------------------------------- pinned digests
+
+# The sha256 of every file of a small generation. Update these ONLY for an intentional change
+# to the generator (its parameters, its random streams or its writing); any other change in
+# them means generation stopped being deterministic.
+PINNED_CSV = {
+    "activity.csv": "de346bea03ebd4c0965a3b2db877750cbdd65373206ddf972c0b277722fdfcf4",
+    "conditions.csv": "27e31bb63bc46751e4fc720b5e344fce8d600f621bf03afbf0c29aabf7022caf",
+    "manifest.json": "e379d2d91b8c952981c604f0391f47690d185b9026ee6cde17cd62c369069bb8",
+    "medications.csv": "432552e0da01a904c2f80e3cf49d4496662fa8d111a770a1ba283a8adf1e5059",
+    "observations.csv": "34cc7b31497032e78a1966a0ceeade507cc089daf2b8748e21ee826f18394569",
+    "patients.csv": "b345a26fab9e9a5ba223d90cc12728caf8419f086af517c7ccd5c88dac620f66",
+    "oracle": "8f181a98a079756b6aed81fa0dd3214d6b5e6a48c785c54877ca9c981f4810da",
+}
+PINNED_PARQUET = {
+    "activity.parquet": "15b16e58ca7ece0c5d41963721d39043048e9d3818bf99fc8c39dcae1fc09176",
+    "conditions.parquet": "891c23cfe725d9175bac0f4ff7f074e119aa1fec650bcffee64a1c160f521b0b",
+    "manifest.json": "e379d2d91b8c952981c604f0391f47690d185b9026ee6cde17cd62c369069bb8",
+    "medications.parquet": "e6106e12354e40ebbbf5f664f6767a8ea594f78f83a928fed25bc9f7fdd7d14c",
+    "observations.parquet": "a338b98e4b21aa0d0e743b9fce93127a2913d677869a5a0e821b3d5a4e2cb0f7",
+    "patients.parquet": "871dbbbc5955be3cb378b17fa12766000d7a52c1eaf8a6f7daf7a81dad8d9e0a",
+    "oracle": "8f181a98a079756b6aed81fa0dd3214d6b5e6a48c785c54877ca9c981f4810da",
+}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_pinned_digests(tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / "pinned"
+    generate_extract(
+        out,
+        n_patients=300,
+        seed=20251123,
+        months=13,
+        extract_date=EXTRACT_DATE,
+        fmt=fmt,  # type: ignore[arg-type]
+        oracle=True,
+    )
+    got = _digests(out)
+    oracle = tmp_path / "pinned.oracle.parquet"
+    got["oracle"] = hashlib.sha256(oracle.read_bytes()).hexdigest()
+    assert got == (PINNED_CSV if fmt == "csv" else PINNED_PARQUET)
