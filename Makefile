@@ -16,7 +16,7 @@ DEMO_PATIENTS ?= 20000
 DEMO_SEED ?= 1
 DEMO_EXTRACT := $(RISKSTRAT_HOME)/demo/extract-$(DEMO_PATIENTS)-seed$(DEMO_SEED)
 
-.PHONY: help install demo test lint format serve clean
+.PHONY: help install demo test bench lint format serve clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -32,7 +32,7 @@ install: $(STAMP) ## create .venv and install riskstrat from uv.lock
 
 demo: $(STAMP) ## generate 20,000 people, validate, train, score the latest month, serve the API
 	@if [ ! -f "$(DEMO_EXTRACT)/manifest.json" ]; then \
-	  $(BIN)/riskstrat generate --out "$(DEMO_EXTRACT)" --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED); \
+	  $(BIN)/riskstrat generate --out "$(DEMO_EXTRACT)" --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --oracle; \
 	fi
 	$(BIN)/riskstrat validate "$(DEMO_EXTRACT)"
 	$(BIN)/riskstrat train --data "$(DEMO_EXTRACT)"
@@ -41,6 +41,9 @@ demo: $(STAMP) ## generate 20,000 people, validate, train, score the latest mont
 
 test: $(STAMP) ## run the test suite
 	$(BIN)/pytest
+
+bench: $(STAMP) ## benchmarks at 100k, 300k and the largest synthetic population (minutes)
+	$(BIN)/riskstrat bench
 
 lint: $(STAMP) ## ruff, format check and mypy
 	$(BIN)/ruff check src pipelines service tests

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +12,16 @@ import pandas as pd
 
 from pipelines.common import Progress, open_extract, report
 from riskstrat.config import Settings, get_settings
-from riskstrat.evaluation import discrimination_metrics
+from riskstrat.evaluation import discrimination_metrics, oracle_comparison
+from riskstrat.extract import read_oracle
 from riskstrat.features import KEY_COLUMNS, build_features, history_start
 from riskstrat.labels import build_labels
 from riskstrat.modelling import IndexPlan, RiskModel, plan_index_months
 from riskstrat.registry import CHAMPION, ModelRegistry, ModelVersionInfo
 from riskstrat.spec import ModelSpec, default_spec_dir, load_spec
+from riskstrat.synth import default_oracle_path
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,9 +53,15 @@ def run_training(
     spec_dir: Path | None = None,
     settings: Settings | None = None,
     aliases: tuple[str, ...] = (CHAMPION,),
+    oracle_path: Path | None = None,
     progress: Progress = None,
 ) -> TrainResult:
-    """Train the spec's model on an extract and register it (alias ``champion`` by default)."""
+    """Train the spec's model on an extract and register it (alias ``champion`` by default).
+
+    If the extract is synthetic and its oracle file (true risks) is found, at ``oracle_path``
+    or beside the extract where ``riskstrat generate --oracle`` puts it, the held-out metrics
+    include the oracle's AUROC on the same people and the model's ratio to it.
+    """
     settings = settings or get_settings()
     spec = load_spec(spec_dir or default_spec_dir())
     started = time.perf_counter()
@@ -92,6 +103,23 @@ def run_training(
     metrics = {
         f"validation_{k}": v for k, v in discrimination_metrics(valid["label"], risk).items()
     }
+    oracle_file = oracle_path or default_oracle_path(Path(data_dir))
+    if oracle_path is not None or oracle_file.is_file():
+        oracle = read_oracle(oracle_file)
+        matched = (
+            valid[["nhs_number", "index_date", "label"]]
+            .assign(risk=risk)
+            .merge(oracle, on=["nhs_number", "index_date"], how="inner", validate="1:1")
+        )
+        if len(matched) == len(valid):
+            comparison = oracle_comparison(matched["label"], matched["risk"], matched["true_risk"])
+            metrics.update({f"validation_{k}": v for k, v in comparison.items()})
+        else:
+            _log.warning(
+                "oracle covers %d of %d held-out people; no oracle comparison",
+                len(matched),
+                len(valid),
+            )
     metrics.update(
         {
             "train_rows": float(len(train)),

@@ -75,6 +75,19 @@ def generate(
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+    oracle: Annotated[
+        bool,
+        typer.Option(help="Also write each person's true 90-day risk (outside the extract)."),
+    ] = False,
+    oracle_date: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Index date for the true risk (repeatable); default the latest complete month."
+        ),
+    ] = None,
+    oracle_out: Annotated[
+        Path | None, typer.Option(help="True-risk file; default OUT.oracle.parquet beside OUT.")
+    ] = None,
 ) -> None:
     """Generate a synthetic extract (999-prefixed NHS numbers) that passes validation."""
     from riskstrat.synth import generate_extract
@@ -84,6 +97,7 @@ def generate(
         raise _fail("--format must be csv or parquet", 2)
     when = _date(extract_date, "--extract-date") if extract_date else date.today().replace(day=1)
     fmt_literal: Literal["csv", "parquet"] = "csv" if fmt == "csv" else "parquet"
+    dates = [_date(d, "--oracle-date") for d in oracle_date or []]
     try:
         with _progress("generate") as progress:
             summary = generate_extract(
@@ -95,6 +109,9 @@ def generate(
                 fmt=fmt_literal,
                 overwrite=overwrite,
                 progress=progress,
+                oracle=oracle or bool(dates) or oracle_out is not None,
+                oracle_dates=dates or None,
+                oracle_path=oracle_out,
             )
     except (FileExistsError, ValueError) as exc:
         raise _fail(str(exc)) from None
@@ -106,6 +123,11 @@ def generate(
         f"{summary.n_patients:,} people, history {summary.history_start} to {summary.extract_date} "
         f"(extract date), {summary.seconds:.1f} s"
     )
+    if summary.oracle_path is not None:
+        out.print(
+            f"true risk at {', '.join(str(d) for d in summary.oracle_dates)} written to "
+            f"{summary.oracle_path} (outside the extract)"
+        )
 
 
 @app.command()
@@ -164,10 +186,68 @@ def _print_validation(summary: object) -> None:
 
 
 @app.command()
+def profile(
+    data: Annotated[Path, typer.Argument(help="Extract folder (real or synthetic).")],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the profile as JSON here.")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option(help="Exit 1 if any measure is outside its reference range.")
+    ] = False,
+) -> None:
+    """Print the realism profile of an extract beside England's reference ranges."""
+    import json
+
+    from riskstrat.config import get_settings
+    from riskstrat.extract import ExtractError, validate_extract
+    from riskstrat.profile import profile_extract
+
+    _setup()
+    try:
+        with validate_extract(data, max_reject_share=get_settings().max_reject_share) as extract:
+            result = profile_extract(extract.con, extract_date=extract.extract_date)
+    except ExtractError as exc:
+        raise _fail(str(exc)) from None
+    table = Table(
+        "section",
+        "measure",
+        "value",
+        "reference",
+        "",
+        title=f"Profile: index date {result.index_date}, year from {result.year_start}",
+    )
+    marks = {True: "[green]ok[/]", False: "[red]outside[/]", None: ""}
+    for m in result.measures:
+        table.add_row(m.section, m.name, m.shown, m.reference, marks[m.ok])
+    out.print(table)
+    out.print(
+        f"{len(result.checked) - len(result.failures)} of {len(result.checked)} "
+        "checked measures within their reference ranges"
+    )
+    if json_out is not None:
+        json_out.write_text(
+            json.dumps(
+                {
+                    "extract_date": result.extract_date.isoformat(),
+                    "index_date": result.index_date.isoformat(),
+                    "measures": [m.as_dict() for m in result.measures],
+                },
+                indent=2,
+            )
+        )
+    if strict and result.failures:
+        raise typer.Exit(1)
+
+
+@app.command()
 def train(
     data: Annotated[Path, typer.Option("--data", help="Extract folder.")],
     spec: Annotated[
         Path | None, typer.Option(help="Model folder with spec.yaml; default the 90-day model.")
+    ] = None,
+    oracle: Annotated[
+        Path | None,
+        typer.Option(help="True-risk file of a synthetic extract; default DIR.oracle.parquet."),
     ] = None,
 ) -> None:
     """Train on monthly snapshots, validate on the latest complete month, register as champion."""
@@ -177,7 +257,7 @@ def train(
     _setup()
     try:
         with _progress("train") as progress:
-            result = run_training(data, spec_dir=spec, progress=progress)
+            result = run_training(data, spec_dir=spec, oracle_path=oracle, progress=progress)
     except (ExtractError, ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
     m = result.metrics
@@ -185,6 +265,9 @@ def train(
     for key in ("auroc", "auprc", "brier", "event_rate", "share_flagged_for_70pct_recall"):
         table.add_row(key, f"{m['validation_' + key]:.4f}")
     table.add_row("rows", f"{result.validation_rows:,}")
+    if "validation_oracle_auroc" in m:
+        table.add_row("oracle auroc (true risk)", f"{m['validation_oracle_auroc']:.4f}")
+        table.add_row("model / oracle auroc", f"{m['validation_auroc_ratio_to_oracle']:.3f}")
     out.print(table)
     out.print(
         f"validation AUROC {m['validation_auroc']:.3f}; trained on {result.train_rows:,} rows from "
@@ -255,6 +338,69 @@ def score(
         f"{result.model_name} v{result.model_version} ({result.n_type1_opt_outs_excluded:,} type 1 "
         f"opt-outs left out) in {result.seconds:.1f} s"
     )
+
+
+@app.command()
+def bench(
+    patients: Annotated[
+        int | None,
+        typer.Option(min=100, help="Population size; default the whole synthetic 999 range."),
+    ] = None,
+    scaling: Annotated[
+        bool, typer.Option(help="Also run at 100,000 and 300,000 people to show growth.")
+    ] = True,
+    stages: Annotated[str, typer.Option(help="Comma-separated stages to run.")] = "generate",
+    months: Annotated[int, typer.Option(min=13, max=240)] = 48,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "parquet",
+    results_dir: Annotated[
+        Path, typer.Option(help="Where the JSON results go (git-ignored).")
+    ] = Path("bench-results"),
+    keep: Annotated[bool, typer.Option(help="Keep the generated files.")] = False,
+) -> None:
+    """Time each stage in its own process at one or more sizes, with peak memory."""
+    from riskstrat.bench import STAGES, growth, run_benchmarks, write_results
+    from riskstrat.config import get_settings
+    from riskstrat.nhs_number import SYNTHETIC_NHS_CAPACITY
+
+    _setup()
+    chosen = [s.strip() for s in stages.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in STAGES]
+    if unknown or fmt not in ("csv", "parquet"):
+        raise _fail(f"stages must be among {', '.join(STAGES)}; format csv or parquet", 2)
+    n = patients or SYNTHETIC_NHS_CAPACITY
+    sizes = sorted({n, *([s for s in (100_000, 300_000) if s < n] if scaling else [])})
+    table = Table("stage", "people", "seconds", "rows/s", "peak RSS (MB)", title="Benchmark")
+
+    def show(result: object) -> None:
+        from riskstrat.bench import StageResult
+
+        assert isinstance(result, StageResult)
+        console.print(
+            f"{result.stage} at {result.patients:,} people: {result.seconds:.1f} s, "
+            f"{result.rows_per_second:,.0f} rows/s, peak {result.peak_rss_mb:,.0f} MB"
+        )
+
+    results = run_benchmarks(
+        sizes=sizes,
+        stages=chosen,
+        workdir=get_settings().home / "bench",
+        months=months,
+        fmt=fmt,
+        keep=keep,
+        on_result=show,
+    )
+    for r in results:
+        table.add_row(
+            r.stage,
+            f"{r.patients:,}",
+            f"{r.seconds:.1f}",
+            f"{r.rows_per_second:,.0f}",
+            f"{r.peak_rss_mb:,.0f}",
+        )
+    out.print(table)
+    for stage, exponent in growth(results).items():
+        out.print(f"{stage}: time grows as N^{exponent:.2f} from {sizes[0]:,} to {sizes[-1]:,}")
+    out.print(f"results: {write_results(results, results_dir)}")
 
 
 @app.command()

@@ -33,3 +33,22 @@ def discrimination_metrics(
         "share_flagged_for_70pct_recall": flagged / len(y),
         "rows": float(len(y)),
     }
+
+
+def oracle_comparison(
+    y_true: npt.ArrayLike, risk: npt.ArrayLike, true_risk: npt.ArrayLike
+) -> dict[str, float]:
+    """The model beside the ceiling: the oracle's AUROC on the same rows and the ratio.
+
+    ``true_risk`` is each person's true probability from the synthetic population's hidden
+    state; no model can rank the realised outcomes better on average.
+    """
+    y = np.asarray(y_true, dtype=np.int8)
+    model_auroc = float(roc_auc_score(y, np.asarray(risk, dtype=np.float64)))
+    oracle_auroc = float(roc_auc_score(y, np.asarray(true_risk, dtype=np.float64)))
+    return {
+        "oracle_auroc": oracle_auroc,
+        "auroc_ratio_to_oracle": model_auroc / oracle_auroc,
+        "oracle_brier": float(brier_score_loss(y, np.asarray(true_risk, dtype=np.float64))),
+        "oracle_rows": float(len(y)),
+    }

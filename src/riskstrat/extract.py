@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 import duckdb
+import pandas as pd
 
 from riskstrat.contract import (
     CONTRACT_VERSION,
@@ -305,6 +306,38 @@ def validate_extract(
         if own_con:
             db.close()
         raise
+
+
+ORACLE_COLUMNS = ("nhs_number", "index_date", "true_risk")
+
+
+def read_oracle(path: Path) -> pd.DataFrame:
+    """Read a synthetic population's true risks (written by ``riskstrat generate --oracle``).
+
+    Returns:
+        Columns ``nhs_number`` (str), ``index_date`` (date) and ``true_risk`` (in [0, 1]).
+
+    Raises:
+        ExtractError: the file is missing, unreadable or not an oracle file.
+    """
+    if not path.is_file():
+        raise ExtractError("oracle file is missing", file=str(path))
+    con = duckdb.connect(":memory:")
+    try:
+        frame = con.execute("SELECT * FROM read_parquet(?)", [str(path)]).df()
+    except duckdb.Error as exc:
+        raise ExtractError(f"cannot be read as Parquet ({_redact(exc)})", file=str(path)) from None
+    finally:
+        con.close()
+    missing = [c for c in ORACLE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ExtractError("not an oracle file", file=str(path), column=missing[0])
+    risk = frame["true_risk"]
+    if risk.isna().any() or (risk < 0).any() or (risk > 1).any():
+        raise ExtractError("true_risk must be a probability", file=str(path), column="true_risk")
+    frame["nhs_number"] = frame["nhs_number"].astype(str)
+    frame["index_date"] = pd.to_datetime(frame["index_date"]).dt.date
+    return frame[list(ORACLE_COLUMNS)]
 
 
 # --------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ def world(tmp_path_factory):
             "36",
             "--extract-date",
             EXTRACT_DATE.isoformat(),
+            "--oracle",
         ],
     )
     digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in extract.iterdir()}
@@ -80,12 +81,15 @@ def test_every_command_succeeded(world):
         result = world["results"][name]
         assert result.exit_code == 0, (name, result.output)
     assert "validation AUROC" in world["results"]["train"].output
+    assert "oracle auroc" in world["results"]["train"].output
 
 
 def test_source_files_unchanged_and_rejects_written_outside(world):
     extract: Path = world["extract"]
     now = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in extract.iterdir()}
     assert now == world["digests"]
+    assert "oracle" not in "".join(now)  # the true risk lives outside the extract
+    assert (extract.parent / "extract.oracle.parquet").is_file()
     assert (world["home"] / "rejects" / "extract.rejects.csv").is_file()
 
 
@@ -100,6 +104,12 @@ def test_model_is_champion_with_metrics(world):
     for key in ("validation_auroc", "validation_auprc", "validation_brier"):
         assert key in info.metrics
     assert 0.6 < info.metrics["validation_auroc"] <= 1.0
+    # synthetic data: the true risk's AUROC on the same people, and the model's ratio to it
+    oracle = info.metrics["validation_oracle_auroc"]
+    assert info.metrics["validation_auroc"] <= oracle + 0.02
+    assert info.metrics["validation_auroc_ratio_to_oracle"] == pytest.approx(
+        info.metrics["validation_auroc"] / oracle
+    )
     assert info.tags["riskstrat.validation_month"] == "2026-08-01"
 
 

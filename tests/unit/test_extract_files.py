@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 
 from riskstrat.extract import (
@@ -264,8 +265,8 @@ def test_sql_and_python_check_digits_agree():
     numbers += ["9990000000", "9990000001", "9998336376", "9998336377"]
     con = duckdb.connect()
     _create_check_digit_macro(con)
-    con.execute("CREATE TABLE n (v VARCHAR)")
-    con.executemany("INSERT INTO n VALUES (?)", [[x] for x in numbers])
+    frame = pd.DataFrame({"v": numbers})
+    con.register("n", frame)
     sql = dict(con.execute("SELECT v, nhs_check_digit_ok(v) FROM n").fetchall())
     assert all(sql[x] == is_valid_nhs_number(x) for x in numbers)
     assert sum(sql.values()) > 1000  # both outcomes well represented

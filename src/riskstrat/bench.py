@@ -1,0 +1,231 @@
+"""Benchmarks that anyone can rerun: each stage in its own process, timed, with its peak memory.
+
+``riskstrat bench`` runs the chosen stages at one or more population sizes. Each stage runs
+in a child process (``python -m riskstrat.bench STAGE ...``) so that its peak resident memory
+is its own, read from the operating system when the child exits. Results are printed as a
+table and written as JSON under a git-ignored folder, with a description of the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+STAGES = ("generate",)
+BENCH_EXTRACT_DATE = date(2026, 11, 1)
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    patients: int
+    seconds: float
+    rows: int
+    peak_rss_mb: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rows_per_second": self.rows_per_second}
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures were measured on."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = None
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        memory_gb = round(pages * size / 1024**3, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    packages = {}
+    for name in ("riskstrat", "duckdb", "lightgbm", "numpy", "pandas", "pyarrow"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = "missing"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": memory_gb,
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+        "packages": packages,
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# Stages (run inside the child process)
+
+
+def _stage_generate(args: dict[str, Any]) -> dict[str, Any]:
+    from riskstrat.synth import generate_extract
+
+    out = Path(args["workdir"]) / "extract"
+    started = time.perf_counter()
+    summary = generate_extract(
+        out,
+        n_patients=int(args["patients"]),
+        seed=int(args.get("seed", 1)),
+        months=int(args.get("months", 48)),
+        extract_date=BENCH_EXTRACT_DATE,
+        fmt=args.get("format", "parquet"),
+        overwrite=True,
+        oracle=bool(args.get("oracle", True)),
+    )
+    seconds = time.perf_counter() - started
+    files = [p for p in out.iterdir() if p.is_file()]
+    detail: dict[str, Any] = {
+        "rows_by_table": dict(summary.rows),
+        "extract_mb": round(sum(p.stat().st_size for p in files) / 1024**2, 1),
+        "format": args.get("format", "parquet"),
+        "months": int(args.get("months", 48)),
+    }
+    oracle_path = getattr(summary, "oracle_path", None)
+    if oracle_path:
+        detail["oracle_dates"] = [str(d) for d in getattr(summary, "oracle_dates", ())]
+    return {"seconds": seconds, "rows": sum(summary.rows.values()), "detail": detail}
+
+
+_STAGE_FUNCTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "generate": _stage_generate,
+}
+
+
+def _child_main(argv: Sequence[str]) -> int:
+    """``python -m riskstrat.bench STAGE JSON_ARGS``: run one stage, print its JSON result.
+
+    The peak resident memory is the child's own (``ru_maxrss`` of this process at the end).
+    """
+    import resource
+
+    stage, raw = argv[0], argv[1]
+    result = _STAGE_FUNCTIONS[stage](json.loads(raw))
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------
+# The parent: run stages in children and collect
+
+
+def run_stage(stage: str, args: dict[str, Any]) -> StageResult:
+    """Run one stage in a child process; its peak RSS comes from the OS when it exits."""
+    if stage not in _STAGE_FUNCTIONS:
+        raise ValueError(f"unknown stage {stage!r}; known: {', '.join(_STAGE_FUNCTIONS)}")
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+        [sys.executable, "-m", "riskstrat.bench", stage, json.dumps(args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stdout, stderr = proc.communicate()
+    if proc.returncode != 0:
+        tail = "\n".join(stderr.strip().splitlines()[-5:])
+        raise RuntimeError(f"bench stage {stage} failed (exit {proc.returncode}): {tail}")
+    payload = json.loads(stdout.strip().splitlines()[-1])
+    return StageResult(
+        stage=stage,
+        patients=int(args["patients"]),
+        seconds=float(payload["seconds"]),
+        rows=int(payload["rows"]),
+        peak_rss_mb=float(payload["peak_rss_mb"]),
+        detail=payload.get("detail", {}),
+    )
+
+
+def run_benchmarks(
+    *,
+    sizes: Sequence[int],
+    stages: Sequence[str],
+    workdir: Path,
+    months: int = 48,
+    fmt: str = "parquet",
+    seed: int = 1,
+    keep: bool = False,
+    on_result: Callable[[StageResult], None] | None = None,
+) -> list[StageResult]:
+    """Every stage at every size, smallest first; work files are removed unless ``keep``."""
+    results = []
+    for n in sorted(sizes):
+        size_dir = workdir / f"n{n}"
+        shutil.rmtree(size_dir, ignore_errors=True)
+        size_dir.mkdir(parents=True)
+        try:
+            for stage in stages:
+                result = run_stage(
+                    stage,
+                    {
+                        "patients": n,
+                        "months": months,
+                        "format": fmt,
+                        "seed": seed,
+                        "workdir": str(size_dir),
+                    },
+                )
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+        finally:
+            if not keep:
+                shutil.rmtree(size_dir, ignore_errors=True)
+    return results
+
+
+def growth(results: Sequence[StageResult]) -> dict[str, float]:
+    """Per stage, the exponent b in time ~ N^b between the smallest and largest size."""
+    import math
+
+    out = {}
+    for stage in dict.fromkeys(r.stage for r in results):
+        rows = sorted((r for r in results if r.stage == stage), key=lambda r: r.patients)
+        if len(rows) >= 2 and rows[0].seconds > 0 and rows[-1].patients > rows[0].patients:
+            out[stage] = math.log(rows[-1].seconds / rows[0].seconds) / math.log(
+                rows[-1].patients / rows[0].patients
+            )
+    return out
+
+
+def write_results(results: Sequence[StageResult], results_dir: Path) -> Path:
+    """Write the run as JSON (results, growth, machine) and return its path."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = results_dir / f"bench-{stamp}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": machine_info(),
+                "results": [r.as_dict() for r in results],
+                "growth_exponent": growth(results),
+            },
+            indent=2,
+        )
+    )
+    return path
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child_main(sys.argv[1:]))
