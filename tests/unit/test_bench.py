@@ -1,0 +1,50 @@
+"""The benchmark runs end to end on a tiny population (timings are printed, never asserted)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from riskstrat.bench import growth, machine_info, run_benchmarks
+from riskstrat.cli import app
+from riskstrat.config import get_settings
+
+
+def test_generate_stage_reports_time_rows_and_memory(tmp_path):
+    results = run_benchmarks(
+        sizes=[200, 400], stages=["generate"], workdir=tmp_path / "w", months=13
+    )
+    assert [r.patients for r in results] == [200, 400]
+    for r in results:
+        assert r.seconds > 0 and r.rows > r.patients and r.peak_rss_mb > 50
+        assert r.detail["rows_by_table"]["patients"] == r.patients
+        assert r.detail["oracle_dates"]  # the oracle is part of generation
+    assert "generate" in growth(results)
+    assert not (tmp_path / "w" / "n200").exists()  # work files removed
+
+
+def test_cli_writes_json_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("RISKSTRAT_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(
+            app,
+            [
+                "bench",
+                "--patients",
+                "300",
+                "--no-scaling",
+                "--months",
+                "13",
+                "--results-dir",
+                str(tmp_path / "r"),
+            ],
+        )
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    [path] = list((tmp_path / "r").glob("bench-*.json"))
+    data = json.loads(path.read_text())
+    assert data["results"][0]["stage"] == "generate" and data["results"][0]["patients"] == 300
+    assert data["machine"]["cores"] == machine_info()["cores"]
