@@ -16,10 +16,10 @@ DEMO_PATIENTS ?= 20000
 DEMO_SEED ?= 1
 DEMO_EXTRACT := $(RISKSTRAT_HOME)/demo/extract-$(DEMO_PATIENTS)-seed$(DEMO_SEED)
 
-.PHONY: help install demo test bench lint format serve clean
+.PHONY: help install demo test bench lint format serve mlflow-ui clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml uv.lock
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is needed (python3.11 not found)"; exit 1; }
@@ -30,12 +30,13 @@ $(STAMP): pyproject.toml uv.lock
 
 install: $(STAMP) ## create .venv and install riskstrat from uv.lock
 
-demo: $(STAMP) ## generate 20,000 people, validate, train, score the latest month, serve the API
+demo: $(STAMP) ## generate 20,000 people, validate, train, promote, score the latest month, serve the API
 	@if [ ! -f "$(DEMO_EXTRACT)/manifest.json" ]; then \
 	  $(BIN)/riskstrat generate --out "$(DEMO_EXTRACT)" --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --oracle; \
 	fi
 	$(BIN)/riskstrat validate "$(DEMO_EXTRACT)"
 	$(BIN)/riskstrat train --data "$(DEMO_EXTRACT)"
+	$(BIN)/riskstrat promote
 	$(BIN)/riskstrat score --data "$(DEMO_EXTRACT)" --month latest
 	$(BIN)/riskstrat serve
 
@@ -53,6 +54,9 @@ lint: $(STAMP) ## ruff, format check and mypy
 format: $(STAMP) ## apply ruff's formatting and fixes
 	$(BIN)/ruff format src pipelines service tests
 	$(BIN)/ruff check --fix src pipelines service tests
+
+mlflow-ui: $(STAMP) ## MLflow's own UI on the local store, on 127.0.0.1:5000
+	$(BIN)/riskstrat ui
 
 serve: $(STAMP) ## serve the API on the latest published run
 	$(BIN)/riskstrat serve

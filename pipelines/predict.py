@@ -41,7 +41,9 @@ def run_predict(
     features = features.loc[~features["type1_opt_out"].astype(bool)]
     report(progress, "predict", 0.7)
     result = features[["nhs_number"]].copy()
-    result["risk"] = predict_risk(model.booster, features[model.feature_names]).round(6)
+    result["risk"] = predict_risk(
+        model.booster, features[model.feature_names], model.calibrator
+    ).round(6)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)

@@ -64,7 +64,7 @@ def score_frame(
 ) -> pd.DataFrame:
     """Risk, rank (1 = highest), percentile and reasons for each row of ``features``."""
     X = features[model.feature_names]
-    risk = predict_risk(model.booster, X)
+    risk = predict_risk(model.booster, X, model.calibrator)
     out = features[["nhs_number", "practice_code", "pcn_code"]].copy()
     out["risk"] = risk
     # Percentile: the share of the scored population at or below this risk, in percent.
@@ -73,7 +73,11 @@ def score_frame(
     out["rank"] = order
     if reasons:
         explained = explain_rows(
-            model.booster, X, top_raising=top_raising, top_lowering=top_lowering
+            model.booster,
+            X,
+            calibrator=model.calibrator,
+            top_raising=top_raising,
+            top_lowering=top_lowering,
         )
         out["reasons"] = pd.Series(explained, index=out.index, dtype=object)
     return out.sort_values("rank").reset_index(drop=True)

@@ -1,8 +1,14 @@
-"""Training pipeline: extract -> monthly snapshots -> LightGBM -> metrics -> MLflow registry."""
+"""Training pipeline: extract -> monthly snapshots -> LightGBM + calibration -> evaluation,
+baselines, fairness audit and gates -> model card -> MLflow (a new version, alias challenger).
+
+Promotion to champion is a separate, gated step (``pipelines.promote``).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,13 +17,26 @@ from typing import Any
 import pandas as pd
 
 from pipelines.common import Progress, open_extract, report
+from pipelines.evaluate import (
+    ChampionPredictions,
+    EvaluationReport,
+    card_context,
+    draw_plots,
+    evaluate_version,
+)
+from riskstrat.baselines import fit_baselines
 from riskstrat.config import Settings, get_settings
-from riskstrat.evaluation import discrimination_metrics, oracle_comparison
 from riskstrat.extract import read_oracle
 from riskstrat.features import KEY_COLUMNS, build_features, history_start
 from riskstrat.labels import build_labels
 from riskstrat.modelling import IndexPlan, RiskModel, plan_index_months
-from riskstrat.registry import CHAMPION, ModelRegistry, ModelVersionInfo
+from riskstrat.registry import (
+    CHALLENGER,
+    CHAMPION,
+    ModelNotFoundError,
+    ModelRegistry,
+    ModelVersionInfo,
+)
 from riskstrat.spec import ModelSpec, default_spec_dir, load_spec
 from riskstrat.synth import default_oracle_path
 
@@ -29,6 +48,7 @@ class TrainResult:
     model: ModelVersionInfo
     plan: IndexPlan
     metrics: dict[str, float]
+    report: EvaluationReport
     train_rows: int
     validation_rows: int
     seconds: float
@@ -40,11 +60,31 @@ def registry_for(settings: Settings) -> ModelRegistry:
 
 def build_training_frame(con: Any, spec: ModelSpec, plan: IndexPlan) -> pd.DataFrame:
     """Features and labels for every planned index month, type 1 opt-outs removed."""
-    months = [*plan.train_months, *plan.early_stopping_months, plan.validation_month]
+    months = list(plan.all_months)
     features = build_features(con, index_dates=months)
     labels = build_labels(con, index_dates=months, horizon_days=spec.horizon_days)
     frame = features.merge(labels, on=list(KEY_COLUMNS), how="inner", validate="1:1")
     return frame.loc[~frame["type1_opt_out"].astype(bool)].reset_index(drop=True)
+
+
+def _champion_predictions(
+    registry: ModelRegistry, spec: ModelSpec, rows: pd.DataFrame
+) -> ChampionPredictions | None:
+    """The current champion's risks on the same rows, if there is a comparable champion."""
+    try:
+        champion = registry.load(spec.name, CHAMPION)
+    except ModelNotFoundError:
+        return None
+    missing = [f for f in champion.feature_names if f not in rows.columns]
+    if missing:
+        _log.warning("champion uses features this extract lacks; not compared")
+        return None
+    from riskstrat.modelling import predict_risk
+
+    return ChampionPredictions(
+        version=champion.info.version,
+        risk=predict_risk(champion.booster, rows, champion.calibrator),
+    )
 
 
 def run_training(
@@ -52,127 +92,235 @@ def run_training(
     *,
     spec_dir: Path | None = None,
     settings: Settings | None = None,
-    aliases: tuple[str, ...] = (CHAMPION,),
     oracle_path: Path | None = None,
     progress: Progress = None,
 ) -> TrainResult:
-    """Train the spec's model on an extract and register it (alias ``champion`` by default).
+    """Train, evaluate and register a new version of the spec's model as ``challenger``.
 
     If the extract is synthetic and its oracle file (true risks) is found, at ``oracle_path``
-    or beside the extract where ``riskstrat generate --oracle`` puts it, the held-out metrics
-    include the oracle's AUROC on the same people and the model's ratio to it.
+    or beside the extract where ``riskstrat generate --oracle`` puts it, the evaluation
+    includes the oracle's AUROC on the same people and the model's ratio to it. If a
+    champion exists, it is scored on the same held-out rows so promotion can compare like
+    with like.
     """
     settings = settings or get_settings()
     spec = load_spec(spec_dir or default_spec_dir())
+    registry = registry_for(settings)
     started = time.perf_counter()
     report(progress, "validate extract", 0.0)
     with open_extract(settings, data_dir) as extract:
         start = history_start(extract.con)
         if start is None:
             raise ValueError("the extract has no activity rows, so no history to learn from")
+        t = spec.training
         plan = plan_index_months(
             data_start=start,
             extract_date=extract.extract_date,
             horizon_days=spec.horizon_days,
-            min_lookback_days=spec.training.min_lookback_days,
-            max_train_months=spec.training.max_train_months,
-            early_stopping_months=spec.training.early_stopping_months,
+            min_lookback_days=t.min_lookback_days,
+            max_train_months=t.max_train_months,
+            early_stopping_months=t.early_stopping_months,
+            calibration_months=t.calibration_months,
+            evaluation_months=t.evaluation_months,
         )
-        report(progress, "build features and labels", 0.2)
+        report(progress, f"build features and labels for {len(plan.all_months)} months", 0.1)
         frame = build_training_frame(extract.con, spec, plan)
         validation_summary = extract.summary.as_dict()
+        extract_date, source = extract.extract_date, extract.summary.manifest.source
 
     names = spec.feature_names
-    in_train = frame["index_date"].isin(plan.train_months)
-    in_stop = frame["index_date"].isin(plan.early_stopping_months)
-    in_valid = frame["index_date"] == plan.validation_month
-    train, stop, valid = frame.loc[in_train], frame.loc[in_stop], frame.loc[in_valid]
-    for label, part in (("training", train), ("validation", valid)):
-        if part.empty or part["label"].nunique() < 2:
+    parts = {
+        name: frame.loc[frame["index_date"].isin(months)]
+        for name, months in (("train", plan.train_months),
+                             ("stop", plan.early_stopping_months),
+                             ("calibrate", plan.calibration_months),
+                             ("evaluate", plan.evaluation_months))
+    }  # fmt: skip
+    for label in ("train", "evaluate"):
+        if parts[label].empty or parts[label]["label"].nunique() < 2:
             raise ValueError(f"the {label} months need people with and without the outcome")
+    train = parts["train"]
 
-    report(progress, f"fit LightGBM on {len(train):,} rows", 0.4)
+    report(progress, f"fit LightGBM on {len(train):,} rows", 0.25)
     model = RiskModel(
         params=spec.lightgbm.params,
         num_boost_round=spec.lightgbm.num_boost_round,
         early_stopping_rounds=spec.lightgbm.early_stopping_rounds,
-    ).fit(train[names], train["label"], X_stop=stop[names], y_stop=stop["label"])
+        monotone_increasing=spec.monotone.increasing,
+        monotone_decreasing=spec.monotone.decreasing,
+        calibration=spec.calibration.method,
+    ).fit(
+        train[names],
+        train["label"],
+        X_stop=parts["stop"][names],
+        y_stop=parts["stop"]["label"],
+        X_calibrate=parts["calibrate"][names],
+        y_calibrate=parts["calibrate"]["label"],
+    )
+    report(progress, "fit baselines", 0.5)
+    baselines = fit_baselines(
+        spec.evaluation.baselines, train[names], train["label"], seed=spec.evaluation.seed
+    )
 
-    report(progress, "evaluate on the held-out month", 0.8)
-    risk = model.predict_proba(valid[names])
-    metrics = {
-        f"validation_{k}": v for k, v in discrimination_metrics(valid["label"], risk).items()
-    }
+    report(progress, "evaluate on held-out months (with bootstrap CIs)", 0.6)
     oracle_file = oracle_path or default_oracle_path(Path(data_dir))
-    if oracle_path is not None or oracle_file.is_file():
-        oracle = read_oracle(oracle_file)
-        matched = (
-            valid[["nhs_number", "index_date", "label"]]
-            .assign(risk=risk)
-            .merge(oracle, on=["nhs_number", "index_date"], how="inner", validate="1:1")
+    oracle = read_oracle(oracle_file) if oracle_path is not None or oracle_file.is_file() else None
+    evaluation_rows = parts["evaluate"]
+    primary_rows = evaluation_rows.loc[evaluation_rows["index_date"] == plan.validation_month]
+    champion = _champion_predictions(registry, spec, primary_rows)
+    result = evaluate_version(
+        spec=spec,
+        plan=plan,
+        model=model,
+        baselines=baselines,
+        evaluation_rows=evaluation_rows,
+        oracle=oracle,
+        champion=champion,
+    )
+    metrics = result.flat_metrics() | {
+        "train_rows": float(len(train)),
+        "train_event_rate": float(train["label"].mean()),
+        "early_stopping_rows": float(len(parts["stop"])),
+        "calibration_rows": float(len(parts["calibrate"])),
+        "best_iteration": float(model.best_iteration_),
+        "calibration_a": model.calibrator_.a,
+        "calibration_b": model.calibrator_.b,
+    }
+
+    report(progress, "draw plots and write the model card", 0.75)
+    with tempfile.TemporaryDirectory() as tmp:
+        plots_dir = Path(tmp) / "plots"
+        draw_plots(
+            result,
+            model=model,
+            baselines=baselines,
+            evaluation_rows=evaluation_rows,
+            plan=plan,
+            out_dir=plots_dir,
+            seed=spec.evaluation.seed,
         )
-        if len(matched) == len(valid):
-            comparison = oracle_comparison(matched["label"], matched["risk"], matched["true_risk"])
-            metrics.update({f"validation_{k}": v for k, v in comparison.items()})
-        else:
-            _log.warning(
-                "oracle covers %d of %d held-out people; no oracle comparison",
-                len(matched),
-                len(valid),
-            )
-    metrics.update(
-        {
-            "train_rows": float(len(train)),
-            "train_event_rate": float(train["label"].mean()),
-            "early_stopping_rows": float(len(stop)),
-            "best_iteration": float(model.best_iteration_),
-        }
-    )
-    importance = dict(
-        zip(
-            names,
-            model.booster_.feature_importance(importance_type="gain").round(3).tolist(),
-            strict=True,
+        report(progress, "register the version in MLflow", 0.85)
+        gate_failures = [f"{g.name} ({g.subject})" for g in result.gates if not g.passed]
+        info = registry.log_training_run(
+            model_name=spec.name,
+            model=model,
+            X_example=train[names],
+            params=_params(spec, plan),
+            metrics=metrics,
+            tags={
+                "riskstrat.spec": spec.name,
+                "riskstrat.extract_date": extract_date.isoformat(),
+                "riskstrat.validation_month": plan.validation_month.isoformat(),
+                "riskstrat.horizon_days": str(spec.horizon_days),
+                "riskstrat.gates_passed": str(result.gates_passed).lower(),
+            },
+            version_tags={
+                "riskstrat.gate_failures": "; ".join(gate_failures)[:4000] or "none",
+                "riskstrat.compared_with_champion": champion.version if champion else "none",
+            },
+            json_artifacts={
+                "index_plan.json": plan.as_dict(),
+                "extract_validation.json": validation_summary,
+                "evaluation/primary.json": result.primary,
+                "evaluation/baselines.json": result.baselines,
+                "evaluation/stability.json": result.stability,
+                "evaluation/oracle.json": result.oracle,
+                "evaluation/champion_comparison.json": result.champion_comparison,
+                "fairness/audit.json": result.fairness,
+                "fairness/comparison_with_champion.json": result.fairness_comparison,
+                "gates.json": [g.as_dict() for g in result.gates],
+                "features.json": names,
+                "calibrator.json": model.calibrator_.as_dict(),
+                "feature_importance_gain.json": _importance(model),
+            },
+            text_artifacts={"spec.yaml": Path(spec.source).read_text(encoding="utf-8")}
+            if spec.source
+            else None,
+            files={f"plots/{p.name}": p for p in result.plots.values()}
+            | {"fairness/audit.csv": _audit_csv(result, Path(tmp) / "audit.csv")},
+            set_aliases=(CHALLENGER,),
         )
-    )
-    report(progress, "register model in MLflow", 0.9)
-    info = registry_for(settings).log_training_run(
-        model_name=spec.name,
-        booster=model.booster_,
-        X_example=train[names],
-        params={
-            "horizon_days": spec.horizon_days,
-            "n_features": len(names),
-            "num_boost_round": spec.lightgbm.num_boost_round,
-            "early_stopping_rounds": spec.lightgbm.early_stopping_rounds,
-            **{f"lgb_{k}": v for k, v in spec.lightgbm.params.items()},
-            "train_months": [d.isoformat() for d in plan.train_months],
-            "validation_month": plan.validation_month.isoformat(),
-        },
-        metrics=metrics,
-        tags={
-            "riskstrat.spec": spec.name,
-            "riskstrat.extract_date": validation_summary["extract_date"],  # type: ignore[dict-item]
-            "riskstrat.validation_month": plan.validation_month.isoformat(),
-            "riskstrat.horizon_days": str(spec.horizon_days),
-        },
-        json_artifacts={
-            "index_plan.json": plan.as_dict(),
-            "extract_validation.json": validation_summary,
-            "feature_importance_gain.json": dict(sorted(importance.items(), key=lambda kv: -kv[1])),
-            "features.json": names,
-        },
-        text_artifacts={"spec.yaml": Path(spec.source).read_text(encoding="utf-8")}
-        if spec.source
-        else None,
-        set_aliases=aliases,
-    )
+        report(progress, "write the model card", 0.95)
+        context = card_context(
+            result,
+            spec=spec,
+            plan=plan,
+            model=model,
+            version=info.version,
+            run_id=info.run_id,
+            created_at=info.created_at.isoformat(timespec="seconds"),
+            extract_date=extract_date,
+            source=source,
+            train_rows=len(train),
+        )
+        _log_card(registry, info, context, spec, plots_dir, Path(tmp) / "card")
     report(progress, "done", 1.0)
     return TrainResult(
         model=info,
         plan=plan,
         metrics=metrics,
+        report=result,
         train_rows=len(train),
-        validation_rows=len(valid),
+        validation_rows=int(result.primary["rows"]),
         seconds=time.perf_counter() - started,
     )
+
+
+def _log_card(
+    registry: ModelRegistry,
+    info: ModelVersionInfo,
+    context: dict[str, Any],
+    spec: ModelSpec,
+    plots_dir: Path,
+    out_dir: Path,
+) -> None:
+    """Write the card (Markdown, standalone HTML, plots, its context) into the run's `card/`."""
+    from riskstrat.card import write_card
+
+    write_card(context, template=spec.card_template_path, out_dir=out_dir, plots_dir=plots_dir)
+    (out_dir / "context.json").write_text(
+        json.dumps(context, indent=2, default=str), encoding="utf-8"
+    )
+    if info.run_id:
+        registry.log_run_folder(info.run_id, out_dir, "card")
+
+
+def _audit_csv(result: EvaluationReport, path: Path) -> Path:
+    """The fairness audit as one table: a row per group, CIs as columns."""
+    rows = []
+    for g in result.fairness["groups"]:
+        row: dict[str, Any] = {k: g[k] for k in ("attribute", "group", "rows", "events",
+                                                 "estimable", "reason")}  # fmt: skip
+        for metric in ("auroc", "oe", "selection_rate", "fpr", "fnr", "false_omission_rate",
+                       "false_discovery_rate"):  # fmt: skip
+            ci = g.get(metric) or {}
+            row[metric], row[f"{metric}_lo"], row[f"{metric}_hi"] = (
+                ci.get("value"),
+                ci.get("lo"),
+                ci.get("hi"),
+            )
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def _importance(model: RiskModel) -> dict[str, float]:
+    gains = model.booster_.feature_importance(importance_type="gain")
+    pairs = zip(model.feature_names_, (round(float(g), 3) for g in gains), strict=True)
+    return dict(sorted(pairs, key=lambda kv: -kv[1]))
+
+
+def _params(spec: ModelSpec, plan: IndexPlan) -> dict[str, Any]:
+    return {
+        "horizon_days": spec.horizon_days,
+        "n_features": len(spec.feature_names),
+        "num_boost_round": spec.lightgbm.num_boost_round,
+        "early_stopping_rounds": spec.lightgbm.early_stopping_rounds,
+        **{f"lgb_{k}": v for k, v in spec.lightgbm.params.items()},
+        "calibration": spec.calibration.method,
+        "monotone_increasing": spec.monotone.increasing,
+        "monotone_decreasing": spec.monotone.decreasing,
+        "gate_rule": spec.gates.rule,
+        "train_months": [d.isoformat() for d in plan.train_months],
+        "evaluation_months": [d.isoformat() for d in plan.evaluation_months],
+    }

@@ -61,6 +61,9 @@ def _setup() -> None:
     from riskstrat.logs import configure_logging
 
     configure_logging()
+    for console_ in (out, console):
+        if not console_.is_terminal:  # piped or captured: keep tables whole, not cut at 80
+            console_.width = 160
 
 
 @app.command()
@@ -239,6 +242,13 @@ def profile(
         raise typer.Exit(1)
 
 
+def _ci(ci: dict[str, float | None], digits: int = 3) -> str:
+    value = f"{ci['value']:.{digits}f}"
+    if ci.get("lo") is None or ci.get("hi") is None:
+        return value
+    return f"{value} ({ci['lo']:.{digits}f}-{ci['hi']:.{digits}f})"
+
+
 @app.command()
 def train(
     data: Annotated[Path, typer.Option("--data", help="Extract folder.")],
@@ -250,7 +260,7 @@ def train(
         typer.Option(help="True-risk file of a synthetic extract; default DIR.oracle.parquet."),
     ] = None,
 ) -> None:
-    """Train on monthly snapshots, validate on the latest complete month, register as champion."""
+    """Train, evaluate on held-out months, audit fairness, and register a challenger."""
     from pipelines.train import run_training
     from riskstrat.extract import ExtractError
 
@@ -260,22 +270,203 @@ def train(
             result = run_training(data, spec_dir=spec, oracle_path=oracle, progress=progress)
     except (ExtractError, ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
-    m = result.metrics
-    table = Table("metric", "value", title=f"Held-out month {result.plan.validation_month}")
-    for key in ("auroc", "auprc", "brier", "event_rate", "share_flagged_for_70pct_recall"):
-        table.add_row(key, f"{m['validation_' + key]:.4f}")
-    table.add_row("rows", f"{result.validation_rows:,}")
-    if "validation_oracle_auroc" in m:
-        table.add_row("oracle auroc (true risk)", f"{m['validation_oracle_auroc']:.4f}")
-        table.add_row("model / oracle auroc", f"{m['validation_auroc_ratio_to_oracle']:.3f}")
-    out.print(table)
-    out.print(
-        f"validation AUROC {m['validation_auroc']:.3f}; trained on {result.train_rows:,} rows from "
-        f"{len(result.plan.train_months)} index months "
-        f"({result.plan.train_months[0]} to {result.plan.train_months[-1]}); "
-        f"registered {result.model.name} version {result.model.version} as champion "
-        f"in {result.seconds:.0f} s"
+    r = result.report
+    p = r.primary
+    table = Table(
+        "measure",
+        "value (95% CI)",
+        title=f"Held-out month {result.plan.validation_month} ({p['rows']:,} people)",
     )
+    table.add_row("AUROC", _ci(p["auroc"]))
+    table.add_row("AUPRC", _ci(p["auprc"]))
+    table.add_row("Brier", _ci(p["brier"], 4))
+    table.add_row("observed / expected", _ci(p["calibration"]["oe"]))
+    table.add_row("calibration slope", _ci(p["calibration"]["slope"]))
+    table.add_row("share flagged to catch 70%", _ci(p["share_flagged_for_recall"]))
+    for row in p["lists"]:
+        table.add_row(
+            f"top {row['share']:.0%}: sensitivity / PPV",
+            f"{row['sensitivity']['value']:.3f} / {row['ppv']['value']:.3f}",
+        )
+    for b in r.baselines[1:]:
+        table.add_row(
+            f"baseline: {b['name']}",
+            f"AUROC {b['auroc']['value']:.3f} (model better by {_ci(b['auroc_difference'])})",
+        )
+    if r.oracle:
+        table.add_row("oracle AUROC (true risk)", f"{r.oracle['auroc']:.3f}")
+        table.add_row("model / oracle AUROC", f"{r.oracle['ratio']:.3f}")
+    if r.champion_comparison:
+        c = r.champion_comparison
+        table.add_row(
+            f"champion v{c['champion_version']} on the same rows",
+            f"AUROC {c['champion_auroc']['value']:.3f}; difference {_ci(c['difference'])}",
+        )
+    out.print(table)
+    failed = [g for g in r.gates if not g.passed]
+    out.print(f"gates: {len(r.gates) - len(failed)} of {len(r.gates)} passed")
+    for g in failed:
+        out.print(f"  [red]failed[/] {g.name} ({g.subject}): {g.detail}")
+    out.print(
+        f"validation AUROC {p['auroc']['value']:.3f}; trained on {result.train_rows:,} rows from "
+        f"{len(result.plan.train_months)} index months "
+        f"({result.plan.train_months[0]} to {result.plan.train_months[-1]}); registered "
+        f"{result.model.name} version {result.model.version} as challenger in "
+        f"{result.seconds:.0f} s. Next: riskstrat promote {result.model.version}"
+    )
+
+
+@app.command()
+def promote(
+    version: Annotated[
+        str | None, typer.Argument(help="Version to promote; default the challenger.")
+    ] = None,
+    spec: Annotated[
+        Path | None, typer.Option(help="Model folder; default the 90-day model.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Promote even though a check failed.")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (required with --force).")] = None,
+) -> None:
+    """Make a version the champion if it passed its gates and is not worse than the champion."""
+    from pipelines.promote import PromotionRefused, run_promotion
+    from riskstrat.registry import ModelNotFoundError
+    from riskstrat.spec import default_spec_dir, load_spec
+
+    _setup()
+    model_spec = load_spec(spec or default_spec_dir())
+    try:
+        decision = run_promotion(model_spec, version=version, force=force, reason=reason)
+    except PromotionRefused as exc:
+        raise _fail(f"version {exc.decision.version} not promoted: {exc}") from None
+    except (ModelNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    if not decision.promoted:
+        out.print(f"version {decision.version}: {'; '.join(decision.reasons)}")
+        return
+    how = (
+        "forced; overriding: " + "; ".join(decision.reasons) if decision.forced else "gates passed"
+    )
+    out.print(
+        f"version {decision.version} is now the champion ({how}); previous champion: "
+        f"{decision.previous_champion or 'none'}"
+    )
+
+
+@app.command()
+def models(
+    spec: Annotated[
+        Path | None, typer.Option(help="Model folder; default the 90-day model.")
+    ] = None,
+) -> None:
+    """List registered versions with aliases, key metrics, gates and promotion decisions."""
+    from pipelines.train import registry_for
+    from riskstrat.config import get_settings
+    from riskstrat.spec import default_spec_dir, load_spec
+
+    _setup()
+    model_spec = load_spec(spec or default_spec_dir())
+    versions = registry_for(get_settings()).versions(model_spec.name)
+    if not versions:
+        raise _fail(f"no versions of {model_spec.name} yet: run riskstrat train")
+    table = Table(
+        "version",
+        "aliases",
+        "trained",
+        "held-out month",
+        "AUROC",
+        "O/E",
+        "slope",
+        "oracle ratio",
+        "gates",
+        "promotion",
+        title=model_spec.name,
+    )
+    for v in versions:
+        m, t = v.metrics, v.tags
+        gates = (
+            "passed"
+            if t.get("riskstrat.gates_passed") == "true"
+            else (f"[red]failed[/] ({int(m.get('gates_failed', 0))})")
+        )
+        table.add_row(
+            v.version,
+            ", ".join(v.aliases),
+            v.created_at.strftime("%Y-%m-%d %H:%M"),
+            t.get("riskstrat.validation_month", ""),
+            _metric_ci(m, "validation_auroc"),
+            _metric_ci(m, "validation_oe"),
+            f"{m['validation_calibration_slope']:.2f}"
+            if "validation_calibration_slope" in m
+            else "",
+            f"{m['validation_auroc_ratio_to_oracle']:.3f}"
+            if "validation_auroc_ratio_to_oracle" in m
+            else "",
+            gates,
+            t.get("riskstrat.promotion.decision", "")
+            + (" (forced)" if t.get("riskstrat.promotion.forced") == "true" else ""),
+        )
+    out.print(table)
+
+
+def _metric_ci(metrics: dict[str, float], name: str) -> str:
+    if name not in metrics:
+        return ""
+    if f"{name}_lo" in metrics:
+        return f"{metrics[name]:.3f} ({metrics[name + '_lo']:.3f}-{metrics[name + '_hi']:.3f})"
+    return f"{metrics[name]:.3f}"
+
+
+@app.command()
+def card(
+    version: Annotated[str, typer.Argument(help="Version number or alias (champion, challenger).")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder to write; default ./model-card-vN.")
+    ] = None,
+    spec: Annotated[
+        Path | None, typer.Option(help="Model folder; default the 90-day model.")
+    ] = None,
+) -> None:
+    """Write a version's model card (Markdown and HTML, with its plots)."""
+    from pipelines.train import registry_for
+    from riskstrat.config import get_settings
+    from riskstrat.registry import ModelNotFoundError
+    from riskstrat.spec import default_spec_dir, load_spec
+
+    _setup()
+    model_spec = load_spec(spec or default_spec_dir())
+    registry = registry_for(get_settings())
+    try:
+        info = registry.describe(model_spec.name, version)
+    except ModelNotFoundError as exc:
+        raise _fail(str(exc)) from None
+    target = out_dir or Path(f"model-card-v{info.version}")
+    if info.run_id is None:
+        raise _fail(f"version {info.version} has no training run to take the card from")
+    folder = registry.download_artifacts(info.run_id, "card", target.parent / f".{target.name}.tmp")
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    folder.rename(target)
+    folder.parent.rmdir()
+    out.print(
+        f"model card of version {info.version}: {target / 'card.md'} and {target / 'card.html'}"
+    )
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """Open MLflow's own UI on the local store (loopback only)."""
+    import subprocess
+
+    from pipelines.train import registry_for
+    from riskstrat.config import get_settings
+
+    command = registry_for(get_settings()).ui_command(host="127.0.0.1", port=port)
+    console.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    raise typer.Exit(subprocess.call(command))  # noqa: S603 - the venv's own mlflow
 
 
 @app.command()

@@ -19,6 +19,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from riskstrat.contract import CONDITIONS, DRUG_CLASSES, EVENT_CODES, STATE_CODES
+from riskstrat.modelling import Calibrator
 
 Values = Mapping[str, Any]
 
@@ -186,6 +187,17 @@ def _falls(v: Values) -> str:
     )
 
 
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")  # fmt: skip
+
+
+def _season(v: Values) -> str:
+    month = _n(v.get("index_month"))
+    name = _MONTHS[month - 1] if 1 <= month <= 12 else "this month"
+    winter = " (winter)" if month in (12, 1, 2) else ""
+    return f"time of year: {name}{winter}"
+
+
 def _living(v: Values) -> str:
     present = [STATE_NAMES[c] for c in STATE_CODES if c != "SMOKER" and _n(v.get(c.lower()))]
     return _join(present) if present else "no living-situation risks recorded"
@@ -215,9 +227,13 @@ def _simple(fn: Callable[[Values], str]) -> Callable[[Values, Mapping[str, float
 REASON_GROUPS: tuple[ReasonGroup, ...] = (
     ReasonGroup("recent_emergency_admissions",
                 ("emergency_admissions_90d", "emergency_admissions_365d",
-                 "days_since_last_emergency_admission", "emergency_bed_days_365d"),
+                 "emergency_admissions_730d", "days_since_last_emergency_admission",
+                 "emergency_bed_days_365d"),
                 _simple(_emergency)),
-    ReasonGroup("ae_attendances", ("ae_attendances_90d", "ae_attendances_365d"), _simple(_ae)),
+    ReasonGroup("ae_attendances",
+                ("ae_attendances_90d", "ae_attendances_365d", "ae_attendances_730d",
+                 "days_since_last_ae_attendance"),
+                _simple(_ae)),
     ReasonGroup("planned_care",
                 tuple(f"{s}_{w}d" for s in ("elective_admissions", "outpatient_attendances",
                                              "outpatient_missed", "gp_contacts", "gp_missed",
@@ -233,7 +249,8 @@ REASON_GROUPS: tuple[ReasonGroup, ...] = (
                 + tuple(f"{c.lower()}_90d" for c in DRUG_CLASSES),
                 _simple(_medicines)),
     ReasonGroup("frailty", ("efi", "cfs_latest"), _simple(_frailty)),
-    ReasonGroup("falls", ("falls_365d",), _simple(_falls)),
+    ReasonGroup("falls", ("falls_180d", "falls_365d"), _simple(_falls)),
+    ReasonGroup("time_of_year", ("index_month",), _simple(_season)),
     ReasonGroup("living_situation",
                 tuple(c.lower() for c in STATE_CODES if c != "SMOKER"), _simple(_living)),
     ReasonGroup("other_recorded_problems",
@@ -271,10 +288,6 @@ def group_matrix(feature_names: Sequence[str]) -> tuple[list[ReasonGroup], npt.N
     return groups, matrix
 
 
-def _sigmoid(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def explain_rows(
     booster: lgb.Booster,
     X: pd.DataFrame,
@@ -283,21 +296,28 @@ def explain_rows(
     top_lowering: int = 1,
     min_percentage_points: float = 0.001,
     contributions: npt.NDArray[np.float64] | None = None,
+    calibrator: Calibrator | None = None,
 ) -> list[list[dict[str, Any]]]:
     """The top reasons for each row of ``X``.
 
     Returns, per row, up to ``top_raising`` reasons that raise the risk (largest first) then
     up to ``top_lowering`` that lower it; contributions under ``min_percentage_points`` are
     too small to be a reason. Each reason is a dict with ``group``, ``text``,
-    ``direction`` ("raises" or "lowers"), ``log_odds`` and ``percentage_points``.
+    ``direction`` ("raises" or "lowers"), ``log_odds`` and ``percentage_points``. With a
+    calibrator, risks and sizes are the calibrated model's.
     """
     names = list(booster.feature_name())
     contrib = shap_contributions(booster, X) if contributions is None else contributions
+    calibrator = calibrator or Calibrator()
     groups, matrix = group_matrix(names)
-    grouped = contrib[:, :-1] @ matrix  # (rows, groups) in log-odds
+    raw_grouped = contrib[:, :-1] @ matrix  # (rows, groups) in the trees' log-odds
     logit = contrib.sum(axis=1)
-    risk = _sigmoid(logit)
-    pp = 100.0 * (risk[:, None] - _sigmoid(logit[:, None] - grouped))
+    risk = calibrator.transform(logit)
+    # Size: how much lower the calibrated risk would be without the group's contribution.
+    pp = 100.0 * (risk[:, None] - calibrator.transform(logit[:, None] - raw_grouped))
+    # Platt calibration is linear in log-odds, so contributions scale exactly to the
+    # calibrated model's log-odds; other calibrators report the trees' own log-odds.
+    grouped = raw_grouped * (calibrator.a if calibrator.method == "platt" else 1.0)
     values = X[names].to_dict(orient="records")
     out: list[list[dict[str, Any]]] = []
     for i, row_values in enumerate(values):

@@ -88,12 +88,13 @@ def feature_columns() -> list[str]:
     for stem in _ACTIVITY_COUNTS:
         cols += [f"{stem}_{w}d" for w in _WINDOWS_DAYS]
     cols += ["days_since_last_emergency_admission", "emergency_bed_days_365d"]
+    cols += ["emergency_admissions_730d", "ae_attendances_730d", "days_since_last_ae_attendance"]
     cols += [f"ltc_{_lower(c)}" for c in CONDITIONS] + ["ltc_count"]
     cols += ["distinct_medicines_90d"]
     cols += [f"{_lower(c)}_90d" for c in DRUG_CLASSES] + ["falls_risk_drug_classes_90d"]
     cols += [_lower(c) for c in STATE_CODES]
-    cols += ["falls_365d"] + [_lower(c) for c in EVENT_CODES if c != "FALL"]
-    cols += ["bmi_latest", "cfs_latest", "efi"]
+    cols += ["falls_180d", "falls_365d"] + [_lower(c) for c in EVENT_CODES if c != "FALL"]
+    cols += ["bmi_latest", "cfs_latest", "efi", "index_month"]
     cols += ["falls_assessment_365d", "medication_review_365d", "advance_care_plan_ever"]
     return cols
 
@@ -136,7 +137,7 @@ def population_sql() -> str:
     """SQL for ``pop``: everyone registered and alive at each index date in ``idx``."""
     return f"""
     pop AS (
-        SELECT p.nhs_number, i.index_date, i.d90, i.d365, i.d24m,
+        SELECT p.nhs_number, i.index_date, i.d90, i.d180, i.d365, i.d730, i.d24m,
                p.practice_code, p.pcn_code, coalesce(p.type1_opt_out, false) AS type1_opt_out,
                {_AGE_SQL} AS age_years, p.sex, p.imd_decile, p.ethnic_category
         FROM patients p
@@ -154,7 +155,9 @@ def index_sql() -> str:
     idx AS (
         SELECT index_date,
                CAST(index_date - INTERVAL 90 DAY AS DATE) AS d90,
+               CAST(index_date - INTERVAL 180 DAY AS DATE) AS d180,
                CAST(index_date - INTERVAL 365 DAY AS DATE) AS d365,
+               CAST(index_date - INTERVAL 730 DAY AS DATE) AS d730,
                CAST(index_date - INTERVAL {STATE_CURRENT_MONTHS} MONTH AS DATE) AS d24m
         FROM (SELECT DISTINCT CAST(unnest(?) AS DATE) AS index_date)
     )"""
@@ -188,6 +191,9 @@ def _features_sql() -> str:
         f"max(CASE WHEN o.code = '{c}' THEN 1 ELSE 0 END) AS {_lower(c)}" for c in STATE_CODES
     ]
     obs_aggs.append(
+        "count(*) FILTER (WHERE o.code = 'FALL' AND o.observed_on >= pop.d180) AS falls_180d"
+    )
+    obs_aggs.append(
         "count(*) FILTER (WHERE o.code = 'FALL' AND o.observed_on >= pop.d365) AS falls_365d"
     )
     obs_aggs += [
@@ -217,6 +223,8 @@ def _features_sql() -> str:
             "sex_female",
             "imd_decile",
             "days_since_last_emergency_admission",
+            "days_since_last_ae_attendance",
+            "index_month",
             "bmi_latest",
             "cfs_latest",
             "efi",
@@ -239,12 +247,20 @@ def _features_sql() -> str:
         GROUP BY pop.nhs_number, pop.index_date
     ),
     last_em AS (
+        -- Unplanned care over the whole history: recency and two-year counts. Only
+        -- emergency admissions and A&E rows are read, so the longer window stays cheap.
         SELECT pop.nhs_number, pop.index_date,
-               date_diff('day', max(a.start_date), pop.index_date)
-                   AS days_since_last_emergency_admission
+               date_diff('day', max(a.start_date) FILTER (WHERE a.setting = 'inpatient'),
+                         pop.index_date) AS days_since_last_emergency_admission,
+               date_diff('day', max(a.start_date) FILTER (WHERE a.setting = 'ae'),
+                         pop.index_date) AS days_since_last_ae_attendance,
+               count(*) FILTER (WHERE a.setting = 'inpatient' AND a.start_date >= pop.d730)
+                   AS emergency_admissions_730d,
+               count(*) FILTER (WHERE a.setting = 'ae' AND a.start_date >= pop.d730)
+                   AS ae_attendances_730d
         FROM pop JOIN activity a
           ON a.nhs_number = pop.nhs_number AND a.start_date < pop.index_date
-         AND a.setting = 'inpatient' AND a.admission_method = 'emergency'
+         AND ((a.setting = 'inpatient' AND a.admission_method = 'emergency') OR a.setting = 'ae')
         GROUP BY pop.nhs_number, pop.index_date
     ),
     ltc AS (
@@ -277,6 +293,8 @@ def _features_sql() -> str:
     f AS (
         SELECT pop.*, act.* EXCLUDE (nhs_number, index_date),
                last_em.days_since_last_emergency_admission,
+               last_em.days_since_last_ae_attendance,
+               last_em.emergency_admissions_730d, last_em.ae_attendances_730d,
                ltc.* EXCLUDE (nhs_number, index_date), med.* EXCLUDE (nhs_number, index_date),
                obs.* EXCLUDE (nhs_number, index_date),
                coalesce(acp.advance_care_plan_ever, 0) AS advance_care_plan_ever
@@ -294,6 +312,10 @@ def _features_sql() -> str:
                CAST(f.imd_decile AS DOUBLE) AS imd_decile,
                CAST(f.days_since_last_emergency_admission AS DOUBLE)
                    AS days_since_last_emergency_admission,
+               CAST(f.days_since_last_ae_attendance AS DOUBLE) AS days_since_last_ae_attendance,
+               -- Month of the year: admissions rise in winter, so a month's risk level
+               -- depends on the season as well as the person.
+               month(f.index_date) AS index_month,
                CAST(f.bmi_latest AS DOUBLE) AS bmi_latest,
                CAST(f.cfs_latest AS DOUBLE) AS cfs_latest,
                f.advance_care_plan_ever,

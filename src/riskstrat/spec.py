@@ -6,19 +6,103 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from riskstrat.baselines import BASELINE_NAMES, BaselineName
 from riskstrat.features import feature_columns
 
 SPEC_FILE = "spec.yaml"
 
 
 class TrainingPlan(BaseModel):
+    """Which index months do what (see ``riskstrat.modelling.plan_index_months``)."""
+
     model_config = ConfigDict(extra="forbid")
 
     min_lookback_days: int = Field(default=365, ge=0)
     max_train_months: int = Field(default=12, ge=1)
     early_stopping_months: int = Field(default=1, ge=0)
+    calibration_months: int = Field(default=1, ge=0)
+    evaluation_months: int = Field(default=3, ge=1)
+
+
+class MonotoneConfig(BaseModel):
+    """Features whose clinical direction is known: risk never falls as they rise (or fall)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    increasing: list[str] = Field(default_factory=list)
+    decreasing: list[str] = Field(default_factory=list)
+
+
+class CalibrationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["none", "platt", "isotonic"] = "platt"
+
+
+class EvaluationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bootstrap_samples: int = Field(default=200, ge=0)
+    ci_level: float = Field(default=0.95, gt=0, lt=1)
+    list_shares: list[float] = Field(default_factory=lambda: [0.01, 0.05, 0.10])
+    recall_target: float = Field(default=0.7, gt=0, lt=1)
+    net_benefit_thresholds: list[float] = Field(
+        default_factory=lambda: [0.01, 0.02, 0.05, 0.10, 0.20, 0.30]
+    )
+    calibration_bins: int = Field(default=10, ge=2)
+    baselines: list[BaselineName] = Field(default_factory=lambda: list(BASELINE_NAMES))
+    seed: int = 0
+
+
+class FairnessConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attributes: list[str] = Field(
+        default_factory=lambda: ["sex", "age_band", "imd_quintile", "ethnic_group"]
+    )
+    list_share: float = Field(default=0.05, gt=0, lt=1)
+    min_group_rows: int = Field(default=100, ge=1)
+    min_group_events: int = Field(default=20, ge=1)
+
+
+class CalibrationGates(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    oe_range: tuple[float, float] = (0.9, 1.1)
+    slope_range: tuple[float, float] = (0.8, 1.25)
+
+
+class FairnessGatesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    oe_range: tuple[float, float] = (0.8, 1.25)
+    max_auroc_gap: float = Field(default=0.05, ge=0)
+    auroc_gap_attributes: list[str] = Field(
+        default_factory=lambda: ["sex", "imd_quintile", "ethnic_group"]
+    )
+
+
+class GatesConfig(BaseModel):
+    """What a version must pass before it can become the champion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule: Literal["ci", "point"] = "ci"
+    calibration: CalibrationGates = Field(default_factory=CalibrationGates)
+    fairness: FairnessGatesConfig = Field(default_factory=FairnessGatesConfig)
+
+
+class PromotionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_auroc_drop: float = Field(
+        default=0.005,
+        ge=0,
+        description="How far below the champion's AUROC, on the same "
+        "held-out rows, a challenger may be and still be promoted.",
+    )
 
 
 class LightGBMConfig(BaseModel):
@@ -42,7 +126,25 @@ class ModelSpec(BaseModel):
     exclude_features: list[str] = Field(default_factory=list)
     training: TrainingPlan = Field(default_factory=TrainingPlan)
     lightgbm: LightGBMConfig = Field(default_factory=LightGBMConfig)
+    monotone: MonotoneConfig = Field(default_factory=MonotoneConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    fairness: FairnessConfig = Field(default_factory=FairnessConfig)
+    gates: GatesConfig = Field(default_factory=GatesConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    card_template: str = "card.md.j2"
     source: str | None = Field(default=None, description="Where the spec was read from.")
+
+    @property
+    def folder(self) -> Path | None:
+        return Path(self.source).parent if self.source else None
+
+    @property
+    def card_template_path(self) -> Path:
+        """The card template: in the spec's folder, else the default model's."""
+        if self.folder is not None and (self.folder / self.card_template).is_file():
+            return self.folder / self.card_template
+        return default_spec_dir() / "card.md.j2"
 
     @field_validator("features", "exclude_features")
     @classmethod
@@ -57,6 +159,14 @@ class ModelSpec(BaseModel):
     def feature_names(self) -> list[str]:
         chosen = feature_columns() if self.features == "all" else list(self.features)
         return [f for f in chosen if f not in set(self.exclude_features)]
+
+    @model_validator(mode="after")
+    def _monotone_features_are_used(self) -> ModelSpec:
+        used = set(self.feature_names)
+        for name in self.monotone.increasing + self.monotone.decreasing:
+            if name not in used:
+                raise ValueError(f"monotone constraint on {name}, which the model does not use")
+        return self
 
 
 def default_spec_dir() -> Path:

@@ -55,6 +55,12 @@ def world(tmp_path_factory):
     digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in extract.iterdir()}
     results["validate"] = runner.invoke(app, ["validate", str(extract)])
     results["train"] = runner.invoke(app, ["train", "--data", str(extract)])
+    results["score_before_promotion"] = runner.invoke(
+        app, ["score", "--data", str(extract), "--month", "latest"]
+    )
+    results["promote"] = runner.invoke(app, ["promote"])
+    results["models"] = runner.invoke(app, ["models"])
+    results["card"] = runner.invoke(app, ["card", "champion", "--out", str(root / "card")])
     results["score"] = runner.invoke(app, ["score", "--data", str(extract), "--month", "latest"])
     results["predict"] = runner.invoke(
         app,
@@ -76,12 +82,53 @@ def world(tmp_path_factory):
     get_settings.cache_clear()
 
 
+def _text(result) -> str:
+    """The command's output with rich's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
 def test_every_command_succeeded(world):
-    for name in ("generate", "validate", "train", "score", "predict"):
+    for name in ("generate", "validate", "train", "promote", "models", "card", "score", "predict"):
         result = world["results"][name]
         assert result.exit_code == 0, (name, result.output)
-    assert "validation AUROC" in world["results"]["train"].output
-    assert "oracle auroc" in world["results"]["train"].output
+    assert "validation AUROC" in _text(world["results"]["train"])
+    assert "oracle AUROC" in _text(world["results"]["train"])
+    assert "as challenger" in _text(world["results"]["train"])
+    assert "is now the champion" in _text(world["results"]["promote"])
+
+
+def test_nothing_is_served_until_a_version_is_promoted(world):
+    result = world["results"]["score_before_promotion"]
+    assert result.exit_code == 1 and "no version 'champion'" in _text(result)
+
+
+def test_models_lists_the_champion_with_its_gates(world):
+    output = _text(world["results"]["models"])
+    assert "champion" in output and "passed" in output
+
+
+def test_card_is_written_with_its_plots(world):
+    card = world["root"] / "card"
+    markdown = (card / "card.md").read_text()
+    html = (card / "card.html").read_text()
+    assert "not a falls risk prediction tool" in markdown
+    assert (card / "plots" / "roc.png").is_file() and "data:image/png;base64," in html
+
+
+def test_no_nhs_number_in_any_mlflow_artefact_or_store(world):
+    import re
+
+    with validate_extract(world["extract"]) as extract:
+        numbers = {r[0] for r in extract.con.execute("SELECT nhs_number FROM patients").fetchall()}
+    home = world["home"]
+    files = [p for p in (home / "mlartifacts").rglob("*") if p.is_file()] + [home / "mlflow.db"]
+    assert len(files) > 20
+    found = set()
+    for path in files:
+        found |= set(re.findall(rb"(?<!\d)\d{10}(?!\d)", path.read_bytes())) & {
+            n.encode() for n in numbers
+        }
+    assert not found
 
 
 def test_source_files_unchanged_and_rejects_written_outside(world):
@@ -104,6 +151,16 @@ def test_model_is_champion_with_metrics(world):
     for key in ("validation_auroc", "validation_auprc", "validation_brier"):
         assert key in info.metrics
     assert 0.6 < info.metrics["validation_auroc"] <= 1.0
+    for key in (
+        "validation_auroc_lo",
+        "validation_oe",
+        "validation_calibration_slope",
+        "baseline_logistic_regression_auroc",
+        "gates_passed",
+    ):
+        assert key in info.metrics
+    assert info.metrics["gates_passed"] == 1.0
+    assert info.tags["riskstrat.promotion.decision"] == "promoted"
     # synthetic data: the true risk's AUROC on the same people, and the model's ratio to it
     oracle = info.metrics["validation_oracle_auroc"]
     assert info.metrics["validation_auroc"] <= oracle + 0.02
@@ -148,7 +205,7 @@ def test_predict_matches_the_published_scores(world):
 
 def test_scoring_a_month_the_extract_does_not_cover_fails_and_is_recorded(world):
     result = world["results"]["score_future"]
-    assert result.exit_code == 1 and "after the extract date" in result.output
+    assert result.exit_code == 1 and "after the extract date" in _text(result)
     store = Store(world["settings"].serving_database_url)
     runs = store.runs()
     store.dispose()
@@ -173,3 +230,95 @@ def test_api_serves_ranked_patients_with_reasons(world):
         model = client.get("/api/v1/models/current", headers=auth).json()
         assert model["version"] == "1" and model["serving_version"] == "1"
         assert "validation_auroc" in model["metrics"]
+
+
+def test_gates_block_a_deliberately_miscalibrated_version(world):
+    """A copy of the champion whose risks are about three times too high fails its
+    calibration gate; registered, it cannot be promoted, and the champion stays."""
+    from dataclasses import replace
+
+    from pipelines.evaluate import evaluate_version
+    from pipelines.promote import PromotionRefused, run_promotion
+    from pipelines.train import build_training_frame, registry_for
+    from riskstrat.features import history_start
+    from riskstrat.modelling import RiskModel, plan_index_months
+    from riskstrat.spec import default_spec_dir, load_spec
+
+    settings = world["settings"]
+    spec = load_spec(default_spec_dir())
+    registry = registry_for(settings)
+    champion = registry.load(spec.name, "champion")
+    with validate_extract(world["extract"]) as extract:
+        t = spec.training
+        plan = plan_index_months(
+            data_start=history_start(extract.con),
+            extract_date=extract.extract_date,
+            horizon_days=spec.horizon_days,
+            min_lookback_days=t.min_lookback_days,
+            max_train_months=t.max_train_months,
+            early_stopping_months=t.early_stopping_months,
+            calibration_months=t.calibration_months,
+            evaluation_months=t.evaluation_months,
+        )
+        frame = build_training_frame(extract.con, spec, plan)
+    bad = RiskModel.from_fitted(
+        champion.booster, replace(champion.calibrator, b=champion.calibrator.b + 1.2)
+    )
+    rows = frame.loc[frame["index_date"].isin(plan.evaluation_months)]
+    report = evaluate_version(
+        spec=spec,
+        plan=plan,
+        model=bad,
+        baselines={},
+        evaluation_rows=rows,
+        oracle=None,
+        champion=None,
+    )
+    failed = {g.name for g in report.gates if not g.passed}
+    assert not report.gates_passed and any("O/E" in name for name in failed)
+    info = registry.log_training_run(
+        model_name=spec.name,
+        model=bad,
+        X_example=rows[bad.feature_names_],
+        params={},
+        metrics=report.flat_metrics(),
+        tags={"riskstrat.gates_passed": "false"},
+        version_tags={
+            "riskstrat.gate_failures": "; ".join(sorted(failed)),
+            "riskstrat.compared_with_champion": champion.info.version,
+        },
+        json_artifacts={},
+        set_aliases=(),
+    )
+    with pytest.raises(PromotionRefused, match="failed its gates"):
+        run_promotion(spec, version=info.version, actor="tester")
+    refused = registry.describe(spec.name, info.version)
+    assert refused.tags["riskstrat.promotion.decision"] == "refused"
+    assert refused.tags["riskstrat.promotion.by"] == "tester"
+    assert registry.describe(spec.name, "champion").version == champion.info.version
+
+
+def test_trained_model_respects_clinical_direction(world):
+    """More prior emergency admissions, or a new heart failure diagnosis, never lowers
+    anyone's risk, all else equal (LightGBM monotone constraints, stated in the card)."""
+    from pipelines.train import registry_for
+    from riskstrat.modelling import predict_risk
+
+    settings = world["settings"]
+    model = registry_for(settings).load(settings.model_name, "champion")
+    with validate_extract(world["extract"]) as extract:
+        rows = build_features(extract.con, index_dates=[date(2026, 8, 1)])
+    base = predict_risk(model.booster, rows, model.calibrator)
+    more = rows.assign(
+        emergency_admissions_90d=rows.emergency_admissions_90d + 1,
+        emergency_admissions_365d=rows.emergency_admissions_365d + 1,
+        emergency_admissions_730d=rows.emergency_admissions_730d + 1,
+    )
+    assert (predict_risk(model.booster, more, model.calibrator) >= base - 1e-12).all()
+    no_hf = rows.ltc_heart_failure == 0
+    hf = rows.assign(
+        ltc_heart_failure=1,
+        ltc_count=rows.ltc_count + no_hf.astype(int),
+        efi=rows.efi + no_hf / 36,
+    )
+    assert (predict_risk(model.booster, hf, model.calibrator) >= base - 1e-12).all()

@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 
 from riskstrat.evaluation import discrimination_metrics
-from riskstrat.modelling import RiskModel, add_months, latest_complete_month, plan_index_months
+from riskstrat.modelling import (
+    Calibrator,
+    RiskModel,
+    add_months,
+    latest_complete_month,
+    plan_index_months,
+)
 
 
 def test_plan_for_a_48_month_extract():
@@ -25,7 +31,7 @@ def test_plan_for_a_48_month_extract():
     assert plan.validation_month == date(2026, 8, 1)  # 2026-08-01 + 90 days = 2026-10-30
     months = [*plan.train_months, *plan.early_stopping_months]
     assert months[-1] == date(2026, 5, 1)  # its window ends 2026-07-30, before validation
-    assert len(months) == 12 and plan.early_stopping_months == (date(2026, 5, 1),)
+    assert len(plan.train_months) == 12 and plan.early_stopping_months == (date(2026, 5, 1),)
     assert all(b == add_months(a, 1) for a, b in itertools.pairwise(months))
 
 
@@ -94,3 +100,124 @@ def test_risk_model_learns_a_signal_and_returns_probabilities():
     assert model.feature_names_ == ["prior", "noise"] and model.best_iteration_ >= 1
     # column order in the input does not matter
     np.testing.assert_allclose(model.predict_proba(X[5000:][["noise", "prior"]]), p)
+
+
+def test_plan_with_calibration_and_several_evaluation_months():
+    plan = plan_index_months(
+        data_start=date(2022, 11, 1),
+        extract_date=date(2026, 11, 1),
+        horizon_days=90,
+        min_lookback_days=365,
+        max_train_months=24,
+        early_stopping_months=1,
+        calibration_months=1,
+        evaluation_months=3,
+    )
+    assert plan.evaluation_months == (date(2026, 6, 1), date(2026, 7, 1), date(2026, 8, 1))
+    assert plan.validation_month == date(2026, 8, 1)
+    # development outcomes end before the first evaluation month
+    assert plan.calibration_months == (date(2026, 3, 1),)  # 2026-03-01 + 90 d = 2026-05-30
+    assert plan.early_stopping_months == (date(2026, 2, 1),)
+    assert plan.train_months[-1] == date(2026, 1, 1) and len(plan.train_months) == 24
+    assert plan.train_months[0] == date(2024, 2, 1)  # the newest 24 of those from 2023-11
+    for month in plan.development_months:
+        assert month + timedelta(days=90) <= plan.evaluation_months[0]
+    assert len(set(plan.all_months)) == len(plan.all_months)
+
+
+def test_twelve_month_horizon_plan_fits_in_48_months():
+    plan = plan_index_months(
+        data_start=date(2022, 11, 1),
+        extract_date=date(2026, 11, 1),
+        horizon_days=365,
+        min_lookback_days=365,
+        max_train_months=12,
+        early_stopping_months=1,
+        calibration_months=1,
+        evaluation_months=3,
+    )
+    assert plan.validation_month == date(2025, 11, 1)
+    for month in plan.development_months:
+        assert month + timedelta(days=365) <= plan.evaluation_months[0]
+    assert len(plan.train_months) >= 6
+
+
+def _data(seed=1, n=20000):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(
+        {
+            "emergency_admissions_365d": rng.poisson(0.3, n).astype(float),
+            "ltc_heart_failure": (rng.random(n) < 0.05).astype(float),
+            "age_years": rng.integers(0, 100, n).astype(float),
+            "noise": rng.normal(size=n),
+        }
+    )
+    logit = (
+        -4.5 + 0.8 * X.emergency_admissions_365d + 1.0 * X.ltc_heart_failure + 0.02 * X.age_years
+    )
+    y = rng.random(n) < 1 / (1 + np.exp(-logit))
+    return X, y
+
+
+@pytest.mark.parametrize("method", ["platt", "isotonic"])
+def test_calibrator_fixes_a_shifted_model_and_round_trips(method):
+    rng = np.random.default_rng(2)
+    true_logit = rng.normal(-3.5, 1.2, 60000)
+    y = rng.random(60000) < 1 / (1 + np.exp(-true_logit))
+    raw = 0.5 * true_logit + 1.0  # too flat and too high
+    cal = Calibrator.fit(method, raw[:40000], y[:40000])
+    p = cal.transform(raw[40000:])
+    assert abs(y[40000:].sum() / p.sum() - 1) < 0.08
+    assert Calibrator.from_dict(cal.as_dict()) == cal
+    order = np.argsort(raw[40000:])
+    assert (np.diff(p[order]) >= -1e-12).all()  # never reverses the ranking
+    if method == "platt":
+        assert cal.a == pytest.approx(2.0, rel=0.1) and cal.b == pytest.approx(-2.0, abs=0.3)
+
+
+def test_isotonic_calibrator_matches_scikit_learn():
+    from sklearn.isotonic import IsotonicRegression
+
+    rng = np.random.default_rng(3)
+    raw = rng.normal(-3, 1, 5000)
+    y = rng.random(5000) < 1 / (1 + np.exp(-raw))
+    cal = Calibrator.fit("isotonic", raw, y)
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(1 / (1 + np.exp(-raw)), y)
+    grid = np.linspace(-8, 3, 500)
+    np.testing.assert_allclose(
+        cal.transform(grid), iso.predict(1 / (1 + np.exp(-grid))), atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_monotone_constraints_hold_for_every_person(seed):
+    X, y = _data(seed)
+    model = RiskModel(
+        params={"num_leaves": 15, "min_data_in_leaf": 50, "seed": seed},
+        num_boost_round=80,
+        monotone_increasing=["emergency_admissions_365d", "ltc_heart_failure"],
+    ).fit(X[:14000], y[:14000], X_calibrate=X[14000:], y_calibrate=y[14000:])
+    base = model.predict_proba(X)
+    more = model.predict_proba(X.assign(emergency_admissions_365d=X.emergency_admissions_365d + 1))
+    hf = model.predict_proba(X.assign(ltc_heart_failure=1.0))
+    assert (more >= base - 1e-12).all() and (hf >= base - 1e-12).all()
+    assert model.monotone_constraints_ == {
+        "emergency_admissions_365d": 1,
+        "ltc_heart_failure": 1,
+        "age_years": 0,
+        "noise": 0,
+    }
+
+
+def test_monotone_constraints_must_name_model_features():
+    X, y = _data()
+    with pytest.raises(ValueError, match="lacks"):
+        RiskModel(monotone_increasing=["efi"]).fit(X, y)
+
+
+def test_early_stopping_keeps_only_the_chosen_trees():
+    X, y = _data(4)
+    model = RiskModel(
+        params={"learning_rate": 0.3, "seed": 1}, num_boost_round=500, early_stopping_rounds=10
+    ).fit(X[:10000], y[:10000], X_stop=X[10000:15000], y_stop=y[10000:15000])
+    assert model.booster_.num_trees() == model.best_iteration_ < 500
