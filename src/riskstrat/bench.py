@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-STAGES = ("generate",)
+STAGES = ("generate", "train")
 BENCH_EXTRACT_DATE = date(2026, 11, 1)
 
 
@@ -108,8 +108,82 @@ def _stage_generate(args: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "rows": sum(summary.rows.values()), "detail": detail}
 
 
+#: Model quality targets of issue 4, checked by the train stage (never by a test).
+MODEL_TARGETS = {
+    "auroc_ratio_to_oracle": (">=", 0.95),
+    "auroc_gain_over_each_baseline": (">=", 0.02),
+    "oe": ("within", (0.95, 1.05)),
+    "calibration_slope": ("within", (0.9, 1.1)),
+    "share_flagged_ratio_to_oracle": ("<=", 1.3),
+    "train_seconds": ("<=", 300.0),
+}
+
+
+def _meets(value: float, op: str, bound: Any) -> bool:
+    if op == ">=":
+        return value >= float(bound)
+    if op == "<=":
+        return value <= float(bound)
+    lo, hi = bound
+    return float(lo) <= value <= float(hi)
+
+
+def _stage_train(args: dict[str, Any]) -> dict[str, Any]:
+    """Train, evaluate and register on the extract the generate stage left (with its oracle)."""
+    from pipelines.train import run_training
+    from riskstrat.config import Settings
+
+    extract = Path(args["workdir"]) / "extract"
+    if not (extract / "manifest.json").is_file():
+        raise FileNotFoundError("the train stage needs the generate stage before it")
+    settings = Settings(home=Path(args["workdir"]) / "home")
+    started = time.perf_counter()
+    result = run_training(extract, settings=settings)
+    seconds = time.perf_counter() - started
+    m, report = result.metrics, result.report
+    gains = {b["key"]: b["auroc_difference"]["value"] for b in report.baselines[1:]}
+    measured = {
+        "auroc": m["validation_auroc"],
+        "oracle_auroc": m.get("validation_oracle_auroc"),
+        "auroc_ratio_to_oracle": m.get("validation_auroc_ratio_to_oracle"),
+        "auroc_gain_over_each_baseline": min(gains.values()) if gains else None,
+        "oe": m["validation_oe"],
+        "calibration_slope": m["validation_calibration_slope"],
+        "share_flagged_for_70pct_recall": m["validation_share_flagged_for_70pct_recall"],
+        "share_flagged_ratio_to_oracle": (
+            m["validation_share_flagged_for_70pct_recall"]
+            / m["validation_oracle_share_flagged_for_70pct_recall"]
+            if "validation_oracle_share_flagged_for_70pct_recall" in m
+            else None
+        ),
+        "train_seconds": seconds,
+    }
+    targets = []
+    for name, (op, bound) in MODEL_TARGETS.items():
+        value = measured[name]
+        targets.append(
+            {
+                "name": name,
+                "value": value,
+                "target": f"{op} {bound}",
+                "met": None if value is None else _meets(float(value), op, bound),
+            }
+        )
+    detail = {
+        "measured": measured,
+        "baseline_gains": gains,
+        "targets": targets,
+        "train_rows": result.train_rows,
+        "train_months": len(result.plan.train_months),
+        "evaluation_rows": result.validation_rows,
+        "gates_passed": report.gates_passed,
+    }
+    return {"seconds": seconds, "rows": result.train_rows, "detail": detail}
+
+
 _STAGE_FUNCTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "generate": _stage_generate,
+    "train": _stage_train,
 }
 
 

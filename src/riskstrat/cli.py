@@ -547,6 +547,7 @@ def bench(
         Path, typer.Option(help="Where the JSON results go (git-ignored).")
     ] = Path("bench-results"),
     keep: Annotated[bool, typer.Option(help="Keep the generated files.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the generated population.")] = 1,
 ) -> None:
     """Time each stage in its own process at one or more sizes, with peak memory."""
     from riskstrat.bench import STAGES, growth, run_benchmarks, write_results
@@ -577,6 +578,7 @@ def bench(
         workdir=get_settings().home / "bench",
         months=months,
         fmt=fmt,
+        seed=seed,
         keep=keep,
         on_result=show,
     )
@@ -591,6 +593,14 @@ def bench(
     out.print(table)
     for stage, exponent in growth(results).items():
         out.print(f"{stage}: time grows as N^{exponent:.2f} from {sizes[0]:,} to {sizes[-1]:,}")
+    for r in results:
+        for target in r.detail.get("targets", []):
+            mark = {True: "[green]met[/]", False: "[red]not met[/]", None: "n/a"}[target["met"]]
+            value = "n/a" if target["value"] is None else f"{target['value']:.3f}"
+            out.print(
+                f"{r.stage} at {r.patients:,}: {target['name']} = {value} "
+                f"(target {target['target']}): {mark}"
+            )
     out.print(f"results: {write_results(results, results_dir)}")
 
 

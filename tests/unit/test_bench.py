@@ -48,3 +48,15 @@ def test_cli_writes_json_results(tmp_path, monkeypatch):
     data = json.loads(path.read_text())
     assert data["results"][0]["stage"] == "generate" and data["results"][0]["patients"] == 300
     assert data["machine"]["cores"] == machine_info()["cores"]
+
+
+def test_train_stage_reports_the_model_targets(tmp_path):
+    [gen, train] = run_benchmarks(
+        sizes=[1500], stages=["generate", "train"], workdir=tmp_path / "w", months=30
+    )
+    assert train.stage == "train" and train.rows > 1500
+    names = {t["name"] for t in train.detail["targets"]}
+    assert {"auroc_ratio_to_oracle", "oe", "calibration_slope", "train_seconds"} <= names
+    for target in train.detail["targets"]:
+        assert target["met"] in (True, False)
+    assert 0.5 < train.detail["measured"]["auroc"] <= 1.0
