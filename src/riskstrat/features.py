@@ -34,6 +34,14 @@ KEY_COLUMNS = ("nhs_number", "index_date")
 CONTEXT_COLUMNS = ("practice_code", "pcn_code", "type1_opt_out")
 #: Subgroups for audits, in the contract's groupings ("Not stated" kept as its own group).
 GROUP_COLUMNS = ("sex", "age_band", "imd_quintile", "ethnic_group")
+#: Facts the intervention cohorts need that are not model features: when each intervention
+#: was last recorded (days before the index date; missing if never) and recent admissions.
+COHORT_COLUMNS = (
+    "days_since_falls_assessment",
+    "days_since_medication_review",
+    "days_since_advance_care_plan",
+    "emergency_admissions_180d",
+)
 
 _ACTIVITY_COUNTS = {
     # feature stem: SQL condition on an activity row `a`
@@ -109,7 +117,8 @@ def build_features(con: duckdb.DuckDBPyConnection, *, index_dates: Sequence[date
 
     Returns:
         One row per (person, index date) with ``KEY_COLUMNS``, ``CONTEXT_COLUMNS``,
-        ``GROUP_COLUMNS`` and ``feature_columns()``, sorted by index date then NHS number.
+        ``GROUP_COLUMNS``, ``COHORT_COLUMNS`` and ``feature_columns()``, sorted by index
+        date then NHS number.
         Type 1 opt-outs are included and flagged; callers decide what to do with them.
     """
     _check_index_dates(index_dates)
@@ -257,7 +266,9 @@ def _features_sql() -> str:
                count(*) FILTER (WHERE a.setting = 'inpatient' AND a.start_date >= pop.d730)
                    AS emergency_admissions_730d,
                count(*) FILTER (WHERE a.setting = 'ae' AND a.start_date >= pop.d730)
-                   AS ae_attendances_730d
+                   AS ae_attendances_730d,
+               count(*) FILTER (WHERE a.setting = 'inpatient' AND a.start_date >= pop.d180)
+                   AS emergency_admissions_180d
         FROM pop JOIN activity a
           ON a.nhs_number = pop.nhs_number AND a.start_date < pop.index_date
          AND ((a.setting = 'inpatient' AND a.admission_method = 'emergency') OR a.setting = 'ae')
@@ -285,10 +296,20 @@ def _features_sql() -> str:
         GROUP BY pop.nhs_number, pop.index_date
     ),
     acp AS (
-        SELECT DISTINCT pop.nhs_number, pop.index_date, 1 AS advance_care_plan_ever
+        -- Interventions already delivered, over the whole history.
+        SELECT pop.nhs_number, pop.index_date,
+               max(CASE WHEN o.code = 'ADVANCE_CARE_PLAN' THEN 1 ELSE 0 END)
+                   AS advance_care_plan_ever,
+               date_diff('day', max(o.observed_on) FILTER (WHERE o.code = 'FALLS_ASSESSMENT'),
+                         pop.index_date) AS days_since_falls_assessment,
+               date_diff('day', max(o.observed_on) FILTER (WHERE o.code = 'MEDICATION_REVIEW'),
+                         pop.index_date) AS days_since_medication_review,
+               date_diff('day', max(o.observed_on) FILTER (WHERE o.code = 'ADVANCE_CARE_PLAN'),
+                         pop.index_date) AS days_since_advance_care_plan
         FROM pop JOIN observations o
           ON o.nhs_number = pop.nhs_number AND o.observed_on < pop.index_date
-         AND o.code = 'ADVANCE_CARE_PLAN'
+         AND o.code IN ('ADVANCE_CARE_PLAN', 'FALLS_ASSESSMENT', 'MEDICATION_REVIEW')
+        GROUP BY pop.nhs_number, pop.index_date
     ),
     f AS (
         SELECT pop.*, act.* EXCLUDE (nhs_number, index_date),
@@ -297,7 +318,10 @@ def _features_sql() -> str:
                last_em.emergency_admissions_730d, last_em.ae_attendances_730d,
                ltc.* EXCLUDE (nhs_number, index_date), med.* EXCLUDE (nhs_number, index_date),
                obs.* EXCLUDE (nhs_number, index_date),
-               coalesce(acp.advance_care_plan_ever, 0) AS advance_care_plan_ever
+               coalesce(acp.advance_care_plan_ever, 0) AS advance_care_plan_ever,
+               acp.days_since_falls_assessment, acp.days_since_medication_review,
+               acp.days_since_advance_care_plan,
+               coalesce(last_em.emergency_admissions_180d, 0) AS emergency_admissions_180d
         FROM pop
         LEFT JOIN act USING (nhs_number, index_date)
         LEFT JOIN last_em USING (nhs_number, index_date)
@@ -319,6 +343,10 @@ def _features_sql() -> str:
                CAST(f.bmi_latest AS DOUBLE) AS bmi_latest,
                CAST(f.cfs_latest AS DOUBLE) AS cfs_latest,
                f.advance_care_plan_ever,
+               CAST(f.days_since_falls_assessment AS DOUBLE) AS days_since_falls_assessment,
+               CAST(f.days_since_medication_review AS DOUBLE) AS days_since_medication_review,
+               CAST(f.days_since_advance_care_plan AS DOUBLE) AS days_since_advance_care_plan,
+               f.emergency_admissions_180d,
                {filled},
                f.sex, f.ethnic_category
         FROM f
