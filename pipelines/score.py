@@ -1,5 +1,6 @@
 """Monthly scoring pipeline: extract -> features at the month's first day -> champion risk ->
-SHAP reasons -> one published run in the serving store."""
+SHAP reasons -> intervention cohorts -> one run staged in the serving store, then switched
+to published in one transaction."""
 
 from __future__ import annotations
 
@@ -8,14 +9,23 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from pipelines.common import Progress, open_extract, report
 from pipelines.train import registry_for
+from riskstrat.cohorts import (
+    DEFAULT_COHORTS_FILE,
+    CohortConfig,
+    build_cohorts,
+    check_columns,
+    load_cohort_config,
+    served_counts,
+)
 from riskstrat.config import Settings, get_settings
-from riskstrat.explain import explain_rows
-from riskstrat.features import build_features
+from riskstrat.explain import explain_with_contributions
+from riskstrat.features import COHORT_COLUMNS, build_features
 from riskstrat.modelling import predict_risk
 from riskstrat.registry import CHAMPION, LoadedModel
 from riskstrat.store import Store
@@ -32,6 +42,9 @@ class ScoreResult:
     n_scored: int
     n_type1_opt_outs_excluded: int
     seconds: float
+    cohort_sizes: dict[str, int]
+    replaced_runs: list[int]
+    pruned_runs: list[int]
 
 
 def parse_month(text: str) -> date:
@@ -62,17 +75,22 @@ def score_frame(
     top_raising: int = 3,
     top_lowering: int = 1,
 ) -> pd.DataFrame:
-    """Risk, rank (1 = highest), percentile and reasons for each row of ``features``."""
+    """Risk, rank (1 = highest), percentile, reasons and every reason group's size
+    (``contributions``) for each row of ``features``, highest risk first. Columns the
+    cohort criteria need are carried through."""
     X = features[model.feature_names]
     risk = predict_risk(model.booster, X, model.calibrator)
-    out = features[["nhs_number", "practice_code", "pcn_code"]].copy()
+    carried = ["nhs_number", "practice_code", "pcn_code"] + [
+        c for c in features.columns if c in COHORT_COLUMNS or c in model.feature_names
+    ]
+    out = features[list(dict.fromkeys(carried))].copy()
     out["risk"] = risk
     # Percentile: the share of the scored population at or below this risk, in percent.
     out["percentile"] = (pd.Series(risk).rank(method="max", pct=True) * 100).round(2).to_numpy()
     order = pd.Series(risk).rank(method="first", ascending=False).astype(int).to_numpy()
     out["rank"] = order
     if reasons:
-        explained = explain_rows(
+        explained, sizes = explain_with_contributions(
             model.booster,
             X,
             calibrator=model.calibrator,
@@ -80,6 +98,7 @@ def score_frame(
             top_lowering=top_lowering,
         )
         out["reasons"] = pd.Series(explained, index=out.index, dtype=object)
+        out["contributions"] = pd.Series(sizes, index=out.index, dtype=object)
     return out.sort_values("rank").reset_index(drop=True)
 
 
@@ -89,18 +108,27 @@ def run_scoring(
     month: date,
     settings: Settings | None = None,
     model_ref: str = CHAMPION,
+    cohorts_file: Path = DEFAULT_COHORTS_FILE,
     progress: Progress = None,
 ) -> ScoreResult:
-    """Score everyone registered and alive on ``month`` (a first of month) and publish it."""
+    """Score everyone registered and alive on ``month`` (a first of month), build the
+    intervention cohorts, and publish the run.
+
+    The run is staged under a status no reader sees and switched to published in one
+    transaction, replacing any earlier run of the same month. A failure marks the staged run
+    failed, with the reason, and leaves the previous run served.
+    """
     settings = settings or get_settings()
     if month.day != 1:
         raise ValueError("month must be the first day of a month")
+    config = load_cohort_config(cohorts_file)
     started_at = datetime.now(UTC)
     started = time.perf_counter()
     registry = registry_for(settings)
     store = Store(settings.serving_database_url)
     store.create_schema()
     extract_date: date | None = None
+    run_id: int | None = None
     try:
         report(progress, "load model", 0.0)
         model = registry.load(settings.model_name, model_ref)
@@ -111,6 +139,7 @@ def run_scoring(
             validation = extract.summary.as_dict()
             report(progress, "build features", 0.2)
             features = build_features(extract.con, index_dates=[month])
+        check_columns(config, [*features.columns, "risk"])
         opt_out = features["type1_opt_out"].astype(bool)
         n_opt_out = int(opt_out.sum())
         if not settings.publish_type1_opt_outs:
@@ -121,34 +150,53 @@ def run_scoring(
             raise ValueError(f"nobody is registered and alive on {month.isoformat()}")
         report(progress, f"score and explain {len(features):,} people", 0.35)
         scores = score_frame(model, features)
-        report(progress, "publish", 0.9)
-        run_id = store.publish_run(
+        report(progress, "build cohorts", 0.8)
+        cohorts = build_cohorts(scores, config)
+        summary = cohort_summary(scores, cohorts, config)
+        report(progress, "stage", 0.85)
+        run_id = store.begin_run(
             month=month,
             extract_date=extract_date,
             model_name=model.info.name,
             model_version=model.info.version,
-            scores=scores,
-            n_type1_opt_outs_excluded=n_opt_out,
             started_at=started_at,
+        )
+        store.stage_scores(run_id, scores)
+        store.stage_cohorts(run_id, cohorts)
+        report(progress, "publish", 0.97)
+        info = store.publish(
+            run_id,
+            n_type1_opt_outs_excluded=n_opt_out,
+            expected_people=len(scores),
             details={
                 "extract_validation": validation,
                 "model_metrics": {
                     k: v for k, v in model.info.metrics.items() if k.startswith("validation_")
                 },
                 "mean_risk": float(scores["risk"].mean()),
+                "cohort_config": cohort_config_record(config),
+                "cohorts": summary,
+                "seconds_to_stage": round(time.perf_counter() - started, 2),
             },
         )
-    except Exception as exc:
+        pruned = store.prune(keep_months=settings.retain_months)
+    except BaseException as exc:
+        # BaseException: Ctrl-C too. A killed process never gets here; the next run clears
+        # what it staged.
         _log.warning("scoring %s failed: %s", month.isoformat(), type(exc).__name__)
+        reason = f"{type(exc).__name__}: {exc}"
         try:
-            store.record_failed_run(
-                month=month,
-                extract_date=extract_date,
-                model_name=settings.model_name,
-                model_version="unknown",
-                started_at=started_at,
-                reason=f"{type(exc).__name__}: {exc}",
-            )
+            if run_id is not None:
+                store.fail_run(run_id, reason)
+            else:
+                store.record_failed_run(
+                    month=month,
+                    extract_date=extract_date,
+                    model_name=settings.model_name,
+                    model_version="unknown",
+                    started_at=started_at,
+                    reason=reason,
+                )
         finally:
             store.dispose()
         raise
@@ -162,4 +210,52 @@ def run_scoring(
         n_scored=len(scores),
         n_type1_opt_outs_excluded=n_opt_out,
         seconds=time.perf_counter() - started,
+        cohort_sizes={k: int(v["eligible"]) for k, v in summary.items()},
+        replaced_runs=list(info.details.get("replaced_runs", [])),
+        pruned_runs=pruned,
     )
+
+
+def cohort_summary(
+    scores: pd.DataFrame, cohorts: pd.DataFrame, config: CohortConfig
+) -> dict[str, dict[str, Any]]:
+    """Counts for the run's metadata: eligible, already served, expected admissions and
+    admissions avoided, and eligible people per PCN. Aggregates only."""
+    served = served_counts(scores, config)
+    out: dict[str, dict[str, Any]] = {}
+    for key, intervention in config.interventions.items():
+        members = cohorts[cohorts["intervention"] == key]
+        expected = float(members["risk"].sum())
+        out[key] = {
+            "title": intervention.title,
+            "eligible": len(members),
+            "served_within_lookback": served[key],
+            "expected_admissions_90d": round(expected, 2),
+            "expected_admissions_avoided": (
+                None if intervention.effect is None else round(expected * intervention.effect, 2)
+            ),
+            "by_pcn": {str(k): int(v) for k, v in members.groupby("pcn_code").size().items()},
+        }
+    return out
+
+
+def cohort_config_record(config: CohortConfig) -> dict[str, Any]:
+    """What a run records of its cohort configuration, so that lists, exports and outcomes
+    read the words and effects the run was made with, not today's file."""
+    return {
+        "version": config.version,
+        "digest": config.digest,
+        "interventions": {
+            key: {
+                "title": i.title,
+                "source": i.source,
+                "effect": i.effect,
+                "served_by": i.served_by,
+                "lookback_days": i.lookback_days,
+                "ranked_by": i.ranked_by,
+                "note": i.note,
+                "criteria": {c.key: c.text for c in i.criteria},
+            }
+            for key, i in config.interventions.items()
+        },
+    }

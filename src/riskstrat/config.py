@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_page_size: int = 500
+    retain_months: int = Field(
+        default=24,
+        ge=2,
+        description="Published monthly runs kept (for 'what changed' and outcomes); older "
+        "months are pruned after each publish.",
+    )
 
     @model_validator(mode="after")
     def _refuse_placeholders_outside_development(self) -> Settings:

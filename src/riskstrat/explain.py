@@ -306,6 +306,42 @@ def explain_rows(
     ``direction`` ("raises" or "lowers"), ``log_odds`` and ``percentage_points``. With a
     calibrator, risks and sizes are the calibrated model's.
     """
+    reasons, _ = explain_with_contributions(
+        booster,
+        X,
+        top_raising=top_raising,
+        top_lowering=top_lowering,
+        min_percentage_points=min_percentage_points,
+        contributions=contributions,
+        calibrator=calibrator,
+    )
+    return reasons
+
+
+@dataclass(frozen=True)
+class GroupedContributions:
+    """SHAP contributions summed into reason groups, for a batch of rows."""
+
+    groups: list[ReasonGroup]
+    log_odds: npt.NDArray[np.float64]  # (rows, groups), the calibrated model's log-odds
+    percentage_points: npt.NDArray[np.float64]  # (rows, groups)
+    base_log_odds: npt.NDArray[np.float64]  # (rows,), the calibrated base value
+    risk: npt.NDArray[np.float64]  # (rows,)
+
+
+def group_contributions(
+    booster: lgb.Booster,
+    X: pd.DataFrame,
+    *,
+    contributions: npt.NDArray[np.float64] | None = None,
+    calibrator: Calibrator | None = None,
+) -> GroupedContributions:
+    """Exact TreeSHAP summed into reason groups.
+
+    With Platt calibration (or none), ``base_log_odds + log_odds.sum(axis=1)`` is exactly the
+    calibrated model's log-odds for each row. A group's size in percentage points is how much
+    lower the calibrated risk would be without that group's contribution.
+    """
     names = list(booster.feature_name())
     contrib = shap_contributions(booster, X) if contributions is None else contributions
     calibrator = calibrator or Calibrator()
@@ -313,13 +349,38 @@ def explain_rows(
     raw_grouped = contrib[:, :-1] @ matrix  # (rows, groups) in the trees' log-odds
     logit = contrib.sum(axis=1)
     risk = calibrator.transform(logit)
-    # Size: how much lower the calibrated risk would be without the group's contribution.
     pp = 100.0 * (risk[:, None] - calibrator.transform(logit[:, None] - raw_grouped))
     # Platt calibration is linear in log-odds, so contributions scale exactly to the
     # calibrated model's log-odds; other calibrators report the trees' own log-odds.
-    grouped = raw_grouped * (calibrator.a if calibrator.method == "platt" else 1.0)
+    if calibrator.method == "platt":
+        grouped = raw_grouped * calibrator.a
+        base = contrib[:, -1] * calibrator.a + calibrator.b
+    else:
+        grouped, base = raw_grouped, contrib[:, -1]
+    return GroupedContributions(groups, grouped, pp, base, risk)
+
+
+def explain_with_contributions(
+    booster: lgb.Booster,
+    X: pd.DataFrame,
+    *,
+    top_raising: int = 3,
+    top_lowering: int = 1,
+    min_percentage_points: float = 0.001,
+    contributions: npt.NDArray[np.float64] | None = None,
+    calibrator: Calibrator | None = None,
+) -> tuple[list[list[dict[str, Any]]], list[dict[str, float]]]:
+    """``explain_rows``'s reasons, and every group's size in percentage points per row
+    (groups under 0.001 points left out), which is what "what changed" compares."""
+    names = list(booster.feature_name())
+    contrib = shap_contributions(booster, X) if contributions is None else contributions
+    gc = group_contributions(booster, X, contributions=contrib, calibrator=calibrator)
+    groups, grouped, pp = gc.groups, gc.log_odds, gc.percentage_points
+    keys = [g.key for g in groups]
     values = X[names].to_dict(orient="records")
     out: list[list[dict[str, Any]]] = []
+    sizes: list[dict[str, float]] = []
+    pp_rounded = np.round(pp, 3)
     for i, row_values in enumerate(values):
         order = np.argsort(-grouped[i], kind="stable")
         up = [j for j in order[:top_raising] if pp[i, j] >= min_percentage_points]
@@ -337,4 +398,7 @@ def explain_rows(
                 }
             )
         out.append(reasons)
-    return out
+        sizes.append(
+            {k: float(v) for k, v in zip(keys, pp_rounded[i], strict=True) if abs(v) >= 0.001}
+        )
+    return out, sizes

@@ -1,9 +1,12 @@
 """The serving store: the only module that talks to the serving database (SQLAlchemy).
 
-A published run is one row in ``score_runs`` plus one row per person in ``patient_scores``,
-written in a single transaction: readers see the previous run or the whole new one, never
-part of it. ``access_log`` records every patient-level read, with NHS numbers pseudonymised
-by a keyed hash.
+A monthly run is one row in ``score_runs`` plus its people in ``patient_scores`` and its
+cohorts in ``cohort_members``. It is written in two phases. Rows are staged under a run whose
+status is ``staging``, which no reader ever sees; then one short transaction switches it to
+``published`` and retires the month's previous run. Readers therefore see the previous
+complete run or the new complete one, never a mix, and a process killed at any moment leaves
+only an invisible staging run, which the next run clears away. ``access_log`` records every
+patient-level read, with NHS numbers pseudonymised by a keyed hash.
 """
 
 from __future__ import annotations
@@ -11,15 +14,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -32,14 +39,27 @@ from sqlalchemy import (
     String,
     Table,
     create_engine,
+    delete,
     event,
     func,
     insert,
+    inspect,
     select,
+    update,
 )
 from sqlalchemy.engine import make_url
 
 metadata = MetaData()
+
+#: Bumped whenever a table changes; a store made by another version is refused, not guessed at.
+SCHEMA_VERSION = 2
+
+store_meta = Table(
+    "store_meta",
+    metadata,
+    Column("key", String(50), primary_key=True),
+    Column("value", String(200), nullable=False),
+)
 
 score_runs = Table(
     "score_runs",
@@ -49,13 +69,17 @@ score_runs = Table(
     Column("extract_date", Date),  # unknown for a run that failed before reading the extract
     Column("model_name", String(200), nullable=False),
     Column("model_version", String(50), nullable=False),
-    Column("status", String(20), nullable=False),  # published | failed
+    # staging -> published -> superseded (a rerun of the month replaced it); or -> failed
+    Column("status", String(20), nullable=False),
     Column("n_scored", Integer, nullable=False),
     Column("n_type1_opt_outs_excluded", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("published_at", DateTime(timezone=True)),
     Column("duration_seconds", Float),
-    Column("details", JSON),  # counts only: rejects per table, model metrics
+    Column("host", String(200)),  # with pid: lets a later run tell an abandoned staging run
+    Column("pid", Integer),
+    Column("details", JSON),  # counts only: rejects per table, cohort sizes, model metrics
+    Index("ix_score_runs_status_month", "status", "month"),
 )
 
 patient_scores = Table(
@@ -69,9 +93,48 @@ patient_scores = Table(
     Column("percentile", Float, nullable=False),
     Column("rank", Integer, nullable=False),
     Column("reasons", JSON, nullable=False),
+    # every reason group's size in percentage points: what "what changed" compares
+    Column("contributions", JSON, nullable=False),
     Index("ix_patient_scores_run_rank", "run_id", "rank"),
     Index("ix_patient_scores_run_pcn_rank", "run_id", "pcn_code", "rank"),
     Index("ix_patient_scores_run_practice_rank", "run_id", "practice_code", "rank"),
+)
+
+cohort_members = Table(
+    "cohort_members",
+    metadata,
+    Column("run_id", Integer, ForeignKey("score_runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("intervention", String(50), primary_key=True),
+    Column("nhs_number", String(10), primary_key=True),
+    Column("practice_code", String(6), nullable=False),
+    Column("pcn_code", String(6), nullable=False),
+    Column("risk", Float, nullable=False),
+    Column("expected_benefit", Float),  # expected admissions avoided; null with no effect
+    Column("rank", Integer, nullable=False),
+    Column("criteria", JSON, nullable=False),
+    Index("ix_cohort_members_run_int_rank", "run_id", "intervention", "rank"),
+    Index("ix_cohort_members_run_int_pcn_rank", "run_id", "intervention", "pcn_code", "rank"),
+    Index(
+        "ix_cohort_members_run_int_practice_rank", "run_id", "intervention", "practice_code", "rank"
+    ),
+    Index("ix_cohort_members_run_nhs", "run_id", "nhs_number"),
+)
+
+cohort_outcomes = Table(
+    "cohort_outcomes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("score_runs.id", ondelete="CASCADE"), nullable=False),
+    Column("intervention", String(50), nullable=False),
+    Column("practice_code", String(6), nullable=False),
+    Column("pcn_code", String(6), nullable=False),
+    Column("delivered", Boolean, nullable=False),
+    Column("people", Integer, nullable=False),
+    Column("expected", Float, nullable=False),
+    Column("observed", Integer, nullable=False),
+    Column("outcome_extract_date", Date, nullable=False),
+    Column("computed_at", DateTime(timezone=True), nullable=False),
+    Index("ix_cohort_outcomes_run", "run_id"),
 )
 
 access_log = Table(
@@ -86,6 +149,14 @@ access_log = Table(
     Column("n_patients", Integer, nullable=False),
     Column("patients", JSON, nullable=False),  # keyed-hash pseudonyms, never NHS numbers
 )
+
+
+class StoreSchemaError(RuntimeError):
+    """The database holds tables from another version of riskstrat."""
+
+
+class RunInProgressError(RuntimeError):
+    """Another live process is staging a run for the same month."""
 
 
 @dataclass(frozen=True)
@@ -113,9 +184,32 @@ class PatientScore:
     percentile: float
     rank: int
     reasons: list[dict[str, Any]]
+    contributions: dict[str, float]
 
 
-SCORE_COLUMNS = ("nhs_number", "practice_code", "pcn_code", "risk", "percentile", "rank", "reasons")
+@dataclass(frozen=True)
+class CohortMember:
+    intervention: str
+    nhs_number: str
+    practice_code: str
+    pcn_code: str
+    risk: float
+    expected_benefit: float | None
+    rank: int
+    criteria: list[str]
+
+
+SCORE_COLUMNS = (
+    "nhs_number", "practice_code", "pcn_code", "risk", "percentile", "rank", "reasons",
+    "contributions",
+)  # fmt: skip
+COHORT_COLUMNS = (
+    "intervention", "nhs_number", "practice_code", "pcn_code", "risk", "expected_benefit",
+    "rank", "criteria",
+)  # fmt: skip
+OUTCOME_COLUMNS = (
+    "intervention", "practice_code", "pcn_code", "delivered", "people", "expected", "observed",
+)  # fmt: skip
 
 
 def pseudonymise(nhs_number: str, key: str) -> str:
@@ -123,61 +217,194 @@ def pseudonymise(nhs_number: str, key: str) -> str:
     return hmac.new(key.encode(), nhs_number.encode(), hashlib.sha256).hexdigest()
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
 class Store:
     """The serving database behind the API."""
+
+    #: A staging run from another machine is taken as abandoned after this long.
+    FOREIGN_STAGING_TIMEOUT_HOURS = 24
 
     def __init__(self, url: str, *, engine: Engine | None = None) -> None:
         self.url = url
         self.engine = engine or _make_engine(url)
 
     def create_schema(self) -> None:
+        """Create the tables, or check that existing ones are this version's."""
+        existing = set(inspect(self.engine).get_table_names())
+        if "score_runs" in existing:
+            version = None
+            if "store_meta" in existing:
+                with self.engine.connect() as conn:
+                    version = conn.execute(
+                        select(store_meta.c.value).where(store_meta.c.key == "schema_version")
+                    ).scalar()
+            if version != str(SCHEMA_VERSION):
+                raise StoreSchemaError(
+                    f"the serving store was made by another riskstrat version (schema "
+                    f"{version or 1}, this one needs {SCHEMA_VERSION}); point "
+                    "RISKSTRAT_DATABASE_URL at a new database, or delete the local one "
+                    "(`make clean` removes the demo's)"
+                )
         metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            if conn.execute(select(func.count()).select_from(store_meta)).scalar_one() == 0:
+                conn.execute(
+                    insert(store_meta).values(key="schema_version", value=str(SCHEMA_VERSION))
+                )
 
     def dispose(self) -> None:
         self.engine.dispose()
 
-    # ---- writing ------------------------------------------------------------------------
+    # ---- writing a run: begin, stage, publish (or fail) ---------------------------------
 
-    def publish_run(
+    def begin_run(
         self,
         *,
         month: date,
-        extract_date: date,
+        extract_date: date | None,
         model_name: str,
         model_version: str,
-        scores: pd.DataFrame,
-        n_type1_opt_outs_excluded: int,
         started_at: datetime,
-        details: dict[str, Any],
-        chunk_rows: int = 10_000,
     ) -> int:
-        """Write a run and all its scores in one transaction; returns the run id.
+        """Open a staging run for ``month``, after clearing runs abandoned by dead processes.
 
-        ``scores`` has ``SCORE_COLUMNS`` (``reasons`` as lists of dicts).
+        Raises:
+            RunInProgressError: a live process is already staging this month.
         """
-        missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
-        if missing:
-            raise ValueError(f"scores lack columns: {', '.join(missing)}")
-        now = datetime.now(UTC)
+        self.recover_abandoned()
         with self.engine.begin() as conn:
+            live = conn.execute(
+                select(score_runs.c.id, score_runs.c.pid).where(
+                    score_runs.c.status == "staging", score_runs.c.month == month
+                )
+            ).first()
+            if live is not None:
+                raise RunInProgressError(
+                    f"run {live.id} for {month.isoformat()} is still being written by process "
+                    f"{live.pid}; wait for it or stop it"
+                )
             run_id = conn.execute(
                 insert(score_runs).values(
                     month=month,
                     extract_date=extract_date,
                     model_name=model_name,
                     model_version=model_version,
-                    status="published",
-                    n_scored=len(scores),
-                    n_type1_opt_outs_excluded=n_type1_opt_outs_excluded,
+                    status="staging",
+                    n_scored=0,
+                    n_type1_opt_outs_excluded=0,
                     created_at=started_at,
-                    published_at=now,
-                    duration_seconds=(now - started_at).total_seconds(),
-                    details=details,
+                    host=socket.gethostname()[:200],
+                    pid=os.getpid(),
+                    details={},
                 )
             ).inserted_primary_key[0]  # type: ignore[index]
-            for chunk in _chunks(scores, chunk_rows):
-                conn.execute(insert(patient_scores), [{**r, "run_id": run_id} for r in chunk])
         return int(run_id)
+
+    def stage_scores(self, run_id: int, scores: pd.DataFrame, *, chunk_rows: int = 10_000) -> None:
+        """Add people to a staging run, one transaction per chunk."""
+        self._stage(run_id, patient_scores, scores, SCORE_COLUMNS, chunk_rows)
+
+    def stage_cohorts(
+        self, run_id: int, members: pd.DataFrame, *, chunk_rows: int = 10_000
+    ) -> None:
+        """Add cohort members to a staging run, one transaction per chunk."""
+        self._stage(run_id, cohort_members, members, COHORT_COLUMNS, chunk_rows)
+
+    def _stage(
+        self,
+        run_id: int,
+        table: Table,
+        frame: pd.DataFrame,
+        columns: Sequence[str],
+        chunk_rows: int,
+    ) -> None:
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{table.name} rows lack columns: {', '.join(missing)}")
+        self._require_status(run_id, "staging")
+        for chunk in _records(frame, columns, chunk_rows):
+            with self.engine.begin() as conn:
+                conn.execute(insert(table), [{**r, "run_id": run_id} for r in chunk])
+
+    def publish(
+        self,
+        run_id: int,
+        *,
+        n_type1_opt_outs_excluded: int,
+        details: dict[str, Any],
+        expected_people: int | None = None,
+    ) -> RunInfo:
+        """Switch a staging run to published in one transaction; the month's previous run is
+        retired and its rows deleted in the same transaction."""
+        with self.engine.begin() as conn:
+            run = conn.execute(select(score_runs).where(score_runs.c.id == run_id)).mappings().one()
+            if run["status"] != "staging":
+                raise RuntimeError(f"run {run_id} is {run['status']}, not staging")
+            n_scored = conn.execute(
+                select(func.count())
+                .select_from(patient_scores)
+                .where(patient_scores.c.run_id == run_id)
+            ).scalar_one()
+            if expected_people is not None and n_scored != expected_people:
+                raise RuntimeError(
+                    f"run {run_id} staged {n_scored} people, expected {expected_people}"
+                )
+            previous = [
+                r.id
+                for r in conn.execute(
+                    select(score_runs.c.id).where(
+                        score_runs.c.month == run["month"], score_runs.c.status == "published"
+                    )
+                )
+            ]
+            if previous:
+                self._delete_rows(conn, previous)
+                conn.execute(
+                    update(score_runs)
+                    .where(score_runs.c.id.in_(previous))
+                    .values(status="superseded")
+                )
+            now = datetime.now(UTC)
+            started = _utc(run["created_at"]) or now
+            conn.execute(
+                update(score_runs)
+                .where(score_runs.c.id == run_id)
+                .values(
+                    status="published",
+                    n_scored=n_scored,
+                    n_type1_opt_outs_excluded=n_type1_opt_outs_excluded,
+                    published_at=now,
+                    duration_seconds=(now - started).total_seconds(),
+                    details={**details, "replaced_runs": previous},
+                )
+            )
+        info = self.run(run_id)
+        assert info is not None
+        return info
+
+    def fail_run(self, run_id: int, reason: str) -> None:
+        """Mark a staging run failed, with why, and delete what it staged."""
+        with self.engine.begin() as conn:
+            status = conn.execute(
+                select(score_runs.c.status).where(score_runs.c.id == run_id)
+            ).scalar()
+            if status != "staging":
+                return
+            self._delete_rows(conn, [run_id])
+            conn.execute(
+                update(score_runs)
+                .where(score_runs.c.id == run_id)
+                .values(status="failed", details={"error": reason[:2000]})
+            )
 
     def record_failed_run(
         self,
@@ -189,7 +416,7 @@ class Store:
         started_at: datetime,
         reason: str,
     ) -> int:
-        """Keep a record of a run that did not publish, with why (no patient data)."""
+        """Keep a record of a run that failed before it staged anything (no patient data)."""
         with self.engine.begin() as conn:
             run_id = conn.execute(
                 insert(score_runs).values(
@@ -202,10 +429,136 @@ class Store:
                     n_type1_opt_outs_excluded=0,
                     created_at=started_at,
                     duration_seconds=(datetime.now(UTC) - started_at).total_seconds(),
+                    host=socket.gethostname()[:200],
+                    pid=os.getpid(),
                     details={"error": reason[:2000]},
                 )
             ).inserted_primary_key[0]  # type: ignore[index]
         return int(run_id)
+
+    def recover_abandoned(self) -> list[int]:
+        """Fail staging runs whose process has died (on this host) or that are stale (from
+        another host), deleting their rows. Returns their ids."""
+        host = socket.gethostname()[:200]
+        now = datetime.now(UTC)
+        with self.engine.connect() as conn:
+            staging = conn.execute(
+                select(
+                    score_runs.c.id, score_runs.c.host, score_runs.c.pid, score_runs.c.created_at
+                ).where(score_runs.c.status == "staging")
+            ).all()
+        abandoned = []
+        for run in staging:
+            if run.host == host:
+                dead = run.pid is None or (run.pid != os.getpid() and not _process_alive(run.pid))
+            else:
+                age = now - (_utc(run.created_at) or now)
+                dead = age.total_seconds() > self.FOREIGN_STAGING_TIMEOUT_HOURS * 3600
+            if dead:
+                abandoned.append(int(run.id))
+        for run_id in abandoned:
+            self.fail_run(run_id, "abandoned: the process stopped before the run was published")
+        return abandoned
+
+    def prune(self, *, keep_months: int) -> list[int]:
+        """Delete runs (and their rows) for months more than ``keep_months`` before the newest
+        published month. Returns the ids deleted; the access log is never pruned here."""
+        if keep_months < 1:
+            raise ValueError("keep_months must be at least 1")
+        latest = self.latest_run()
+        if latest is None:
+            return []
+        year, month = divmod(latest.month.year * 12 + latest.month.month - 1 - keep_months + 1, 12)
+        cutoff = date(year, month + 1, 1)
+        with self.engine.begin() as conn:
+            old = [
+                int(r.id)
+                for r in conn.execute(
+                    select(score_runs.c.id).where(
+                        score_runs.c.month < cutoff, score_runs.c.status != "staging"
+                    )
+                )
+            ]
+            if old:
+                self._delete_rows(conn, old)
+                conn.execute(delete(cohort_outcomes).where(cohort_outcomes.c.run_id.in_(old)))
+                conn.execute(delete(score_runs).where(score_runs.c.id.in_(old)))
+        return old
+
+    @staticmethod
+    def _delete_rows(conn: Any, run_ids: Sequence[int]) -> None:
+        conn.execute(delete(patient_scores).where(patient_scores.c.run_id.in_(run_ids)))
+        conn.execute(delete(cohort_members).where(cohort_members.c.run_id.in_(run_ids)))
+
+    def _require_status(self, run_id: int, expected: str) -> None:
+        with self.engine.connect() as conn:
+            status = conn.execute(
+                select(score_runs.c.status).where(score_runs.c.id == run_id)
+            ).scalar()
+        if status != expected:
+            raise RuntimeError(f"run {run_id} is {status}, not {expected}")
+
+    def publish_run(
+        self,
+        *,
+        month: date,
+        extract_date: date,
+        model_name: str,
+        model_version: str,
+        scores: pd.DataFrame,
+        n_type1_opt_outs_excluded: int,
+        started_at: datetime,
+        details: dict[str, Any],
+        cohorts: pd.DataFrame | None = None,
+        chunk_rows: int = 10_000,
+    ) -> int:
+        """Stage and publish a whole run; on any error the run is failed and nothing shows."""
+        run_id = self.begin_run(
+            month=month,
+            extract_date=extract_date,
+            model_name=model_name,
+            model_version=model_version,
+            started_at=started_at,
+        )
+        try:
+            self.stage_scores(run_id, scores, chunk_rows=chunk_rows)
+            if cohorts is not None:
+                self.stage_cohorts(run_id, cohorts, chunk_rows=chunk_rows)
+            self.publish(
+                run_id,
+                n_type1_opt_outs_excluded=n_type1_opt_outs_excluded,
+                details=details,
+                expected_people=len(scores),
+            )
+        except BaseException as exc:
+            self.fail_run(run_id, f"{type(exc).__name__}: {exc}")
+            raise
+        return run_id
+
+    def replace_outcomes(
+        self, run_id: int, outcomes: pd.DataFrame, *, outcome_extract_date: date
+    ) -> None:
+        """Store a run's outcome summary (aggregates only), replacing any earlier one."""
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "run_id": run_id,
+                "intervention": str(r["intervention"]),
+                "practice_code": str(r["practice_code"]),
+                "pcn_code": str(r["pcn_code"]),
+                "delivered": bool(r["delivered"]),
+                "people": int(r["people"]),
+                "expected": float(r["expected"]),
+                "observed": int(r["observed"]),
+                "outcome_extract_date": outcome_extract_date,
+                "computed_at": now,
+            }
+            for r in outcomes[list(OUTCOME_COLUMNS)].to_dict(orient="records")
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(delete(cohort_outcomes).where(cohort_outcomes.c.run_id == run_id))
+            if rows:
+                conn.execute(insert(cohort_outcomes), rows)
 
     def record_access(
         self,
@@ -234,13 +587,36 @@ class Store:
     # ---- reading ------------------------------------------------------------------------
 
     def latest_run(self) -> RunInfo | None:
-        """The most recently published run (by month, then publication)."""
-        query = (
+        """The published run of the latest month."""
+        return self._one_run(
             select(score_runs)
             .where(score_runs.c.status == "published")
             .order_by(score_runs.c.month.desc(), score_runs.c.id.desc())
             .limit(1)
         )
+
+    def run_for_month(self, month: date) -> RunInfo | None:
+        """The published run of ``month``, if any."""
+        return self._one_run(
+            select(score_runs)
+            .where(score_runs.c.status == "published", score_runs.c.month == month)
+            .order_by(score_runs.c.id.desc())
+            .limit(1)
+        )
+
+    def previous_run(self, month: date) -> RunInfo | None:
+        """The published run of the latest month before ``month``."""
+        return self._one_run(
+            select(score_runs)
+            .where(score_runs.c.status == "published", score_runs.c.month < month)
+            .order_by(score_runs.c.month.desc(), score_runs.c.id.desc())
+            .limit(1)
+        )
+
+    def run(self, run_id: int) -> RunInfo | None:
+        return self._one_run(select(score_runs).where(score_runs.c.id == run_id))
+
+    def _one_run(self, query: Any) -> RunInfo | None:
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
         return _run(row) if row else None
@@ -259,7 +635,7 @@ class Store:
         offset: int = 0,
         limit: int = 50,
     ) -> tuple[int, list[PatientScore]]:
-        """One page of a run's people, highest risk first, and the total that match."""
+        """One page of a run's whole ranked list, highest risk first, and the total."""
         where = [patient_scores.c.run_id == run_id]
         if pcn_code:
             where.append(patient_scores.c.pcn_code == pcn_code)
@@ -282,6 +658,102 @@ class Store:
             )
         return int(total), [_score(r) for r in rows]
 
+    def intervention_page(
+        self,
+        run_id: int,
+        intervention: str,
+        *,
+        pcn_code: str | None = None,
+        practice_code: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[int, list[tuple[CohortMember, PatientScore]]]:
+        """One page of an intervention's cohort in rank order, with each person's score and
+        reasons, and the number of people in the (filtered) cohort."""
+        m, s = cohort_members.c, patient_scores.c
+        where = [m.run_id == run_id, m.intervention == intervention]
+        if pcn_code:
+            where.append(m.pcn_code == pcn_code)
+        if practice_code:
+            where.append(m.practice_code == practice_code)
+        query = (
+            select(cohort_members, patient_scores)
+            .join(
+                patient_scores,
+                (s.run_id == m.run_id) & (s.nhs_number == m.nhs_number),
+            )
+            .where(*where)
+            .order_by(m.rank)
+            .offset(offset)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                select(func.count()).select_from(cohort_members).where(*where)
+            ).scalar_one()
+            rows = conn.execute(query).mappings().all()
+        out = []
+        for r in rows:
+            out.append((_member(r), _score(r)))
+        return int(total), out
+
+    def intervention_risks(
+        self,
+        run_id: int,
+        intervention: str,
+        *,
+        pcn_code: str | None = None,
+        practice_code: str | None = None,
+        limit: int | None = None,
+    ) -> list[float]:
+        """Risks of an intervention's cohort in rank order (for capacity summaries)."""
+        m = cohort_members.c
+        where = [m.run_id == run_id, m.intervention == intervention]
+        if pcn_code:
+            where.append(m.pcn_code == pcn_code)
+        if practice_code:
+            where.append(m.practice_code == practice_code)
+        query = select(m.risk).where(*where).order_by(m.rank)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [float(r) for r in conn.execute(query).scalars()]
+
+    def cohort_sizes(self, run_id: int) -> dict[str, int]:
+        m = cohort_members.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(m.intervention, func.count())
+                .where(m.run_id == run_id)
+                .group_by(m.intervention)
+            ).all()
+        return {str(k): int(v) for k, v in rows}
+
+    def cohort_frame(self, run_id: int, intervention: str | None = None) -> pd.DataFrame:
+        """A run's cohort members as a frame (for outcomes and exports)."""
+        m = cohort_members.c
+        query = select(cohort_members).where(m.run_id == run_id)
+        if intervention:
+            query = query.where(m.intervention == intervention)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(m.intervention, m.rank)).mappings().all()
+        frame = pd.DataFrame([dict(r) for r in rows], columns=["run_id", *COHORT_COLUMNS])
+        return frame.drop(columns=["run_id"])
+
+    def patient_memberships(self, run_id: int, nhs_number: str) -> list[CohortMember]:
+        m = cohort_members.c
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(cohort_members)
+                    .where(m.run_id == run_id, m.nhs_number == nhs_number)
+                    .order_by(m.intervention)
+                )
+                .mappings()
+                .all()
+            )
+        return [_member(r) for r in rows]
+
     def patient_score(self, run_id: int, nhs_number: str) -> PatientScore | None:
         with self.engine.connect() as conn:
             row = (
@@ -295,10 +767,36 @@ class Store:
             )
         return _score(row) if row else None
 
+    def outcomes(self, run_id: int) -> pd.DataFrame:
+        """A run's stored outcome summary (aggregates only)."""
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(cohort_outcomes)
+                    .where(cohort_outcomes.c.run_id == run_id)
+                    .order_by(cohort_outcomes.c.id)
+                )
+                .mappings()
+                .all()
+            )
+        return pd.DataFrame([dict(r) for r in rows])
+
     def access_records(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(access_log).order_by(access_log.c.id)).mappings().all()
         return [dict(r) for r in rows]
+
+    def row_counts(self, run_id: int) -> dict[str, int]:
+        """Rows a run holds in each table (tests and diagnostics)."""
+        with self.engine.connect() as conn:
+            return {
+                t.name: int(
+                    conn.execute(
+                        select(func.count()).select_from(t).where(t.c.run_id == run_id)
+                    ).scalar_one()
+                )
+                for t in (patient_scores, cohort_members)
+            }
 
     def ping(self) -> bool:
         with self.engine.connect() as conn:
@@ -325,31 +823,27 @@ def _make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def _chunks(frame: pd.DataFrame, size: int) -> Iterable[list[dict[str, Any]]]:
-    records = frame[list(SCORE_COLUMNS)]
-    for start in range(0, len(records), size):
-        part = records.iloc[start : start + size]
-        yield [
-            {
-                "nhs_number": str(nhs),
-                "practice_code": str(practice),
-                "pcn_code": str(pcn),
-                "risk": float(risk),
-                "percentile": float(percentile),
-                "rank": int(rank),
-                "reasons": reasons,
-            }
-            for nhs, practice, pcn, risk, percentile, rank, reasons in zip(
-                part["nhs_number"].tolist(),
-                part["practice_code"].tolist(),
-                part["pcn_code"].tolist(),
-                part["risk"].tolist(),
-                part["percentile"].tolist(),
-                part["rank"].tolist(),
-                part["reasons"].tolist(),
-                strict=True,
-            )
-        ]
+def _records(
+    frame: pd.DataFrame, columns: Sequence[str], size: int
+) -> Iterable[list[dict[str, Any]]]:
+    """Plain-Python row dicts, in chunks (NaN becomes None)."""
+    part_cols = list(columns)
+    for start in range(0, len(frame), size):
+        part = frame.iloc[start : start + size][part_cols]
+        lists = [_plain(part[c].tolist()) for c in part_cols]
+        yield [dict(zip(part_cols, values, strict=True)) for values in zip(*lists, strict=True)]
+
+
+def _plain(values: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for v in values:
+        if isinstance(v, float) and v != v:  # NaN
+            out.append(None)
+        elif isinstance(v, np.generic):
+            out.append(v.item())
+        else:
+            out.append(v)
+    return out
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -391,4 +885,23 @@ def _score(row: Any) -> PatientScore:
         percentile=float(row["percentile"]),
         rank=int(row["rank"]),
         reasons=list(reasons),
+        contributions=dict(_json(row["contributions"]) or {}),
+    )
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _member(row: Any) -> CohortMember:
+    benefit = row["expected_benefit"]
+    return CohortMember(
+        intervention=row["intervention"],
+        nhs_number=row["nhs_number"],
+        practice_code=row["practice_code"],
+        pcn_code=row["pcn_code"],
+        risk=float(row["risk"]),
+        expected_benefit=None if benefit is None else float(benefit),
+        rank=int(row["rank"]),
+        criteria=list(_json(row["criteria"]) or []),
     )

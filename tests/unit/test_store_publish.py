@@ -1,0 +1,232 @@
+"""Publishing a run: staged, switched in one transaction, safe under failure and kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from riskstrat.nhs_number import synthetic_nhs_numbers
+from riskstrat.store import RunInProgressError, Store, StoreSchemaError
+
+OCT, NOV = date(2026, 10, 1), date(2026, 11, 1)
+
+
+def make_run(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    risk = np.sort(rng.beta(1, 20, size=n))[::-1]
+    scores = pd.DataFrame(
+        {
+            "nhs_number": synthetic_nhs_numbers(rng, n),
+            "practice_code": rng.choice(["A81001", "B82001"], size=n),
+            "pcn_code": "U12345",
+            "risk": risk,
+            "percentile": np.linspace(100, 1, n),
+            "rank": np.arange(1, n + 1),
+            "reasons": [[{"group": "age", "text": "aged 80", "percentage_points": 1.0}]] * n,
+            "contributions": [{"age": 1.0}] * n,
+        }
+    )
+    cohorts = scores[["nhs_number", "practice_code", "pcn_code", "risk"]].head(n // 2).copy()
+    cohorts.insert(0, "intervention", "falls_review")
+    cohorts["expected_benefit"] = cohorts["risk"] * 0.35
+    cohorts["rank"] = np.arange(1, len(cohorts) + 1)
+    cohorts["criteria"] = [["aged_65_plus"]] * len(cohorts)
+    return scores, cohorts
+
+
+def publish(store: Store, month: date, scores: pd.DataFrame, cohorts: pd.DataFrame) -> int:
+    return store.publish_run(
+        month=month,
+        extract_date=NOV,
+        model_name="m",
+        model_version="1",
+        scores=scores,
+        cohorts=cohorts,
+        n_type1_opt_outs_excluded=0,
+        started_at=datetime.now(UTC),
+        details={"note": "test"},
+        chunk_rows=50,
+    )
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    s = Store(f"sqlite:///{tmp_path / 'serving.db'}")
+    s.create_schema()
+    yield s
+    s.dispose()
+
+
+def served(store: Store) -> tuple[int, int, int]:
+    """What a reader sees: the latest run's id and its rows in each table."""
+    run = store.latest_run()
+    assert run is not None
+    total, _ = store.cohort_page(run.id, limit=1)
+    return run.id, total, len(store.cohort_frame(run.id))
+
+
+def test_publish_then_read(store):
+    scores, cohorts = make_run(300, 1)
+    run_id = publish(store, NOV, scores, cohorts)
+    assert served(store) == (run_id, 300, 150)
+    run = store.latest_run()
+    assert run.status == "published" and run.n_scored == 300 and run.details["note"] == "test"
+
+
+def test_a_failure_while_staging_leaves_the_previous_run_served(store, monkeypatch):
+    first = publish(store, NOV, *make_run(200, 1))
+    scores, cohorts = make_run(400, 2)
+
+    def broken(self, run_id, members, *, chunk_rows=10_000):
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(Store, "stage_cohorts", broken)
+    with pytest.raises(OSError, match="injected"):
+        publish(store, NOV, scores, cohorts)
+    assert served(store) == (first, 200, 100)
+    failed = store.runs()[-1]
+    assert failed.status == "failed" and "disk full (injected)" in failed.details["error"]
+    assert store.row_counts(failed.id) == {"patient_scores": 0, "cohort_members": 0}
+
+
+def test_a_failure_inside_the_switch_rolls_back(store):
+    first = publish(store, NOV, *make_run(200, 1))
+    scores, _ = make_run(120, 3)
+    with pytest.raises(RuntimeError, match="expected 999"):
+        run_id = store.begin_run(
+            month=NOV, extract_date=NOV, model_name="m", model_version="2",
+            started_at=datetime.now(UTC),
+        )  # fmt: skip
+        store.stage_scores(run_id, scores)
+        store.publish(run_id, n_type1_opt_outs_excluded=0, details={}, expected_people=999)
+    assert served(store) == (first, 200, 100)  # the old run was not retired
+
+
+def test_rerunning_a_month_replaces_it_without_duplicates(store):
+    scores, cohorts = make_run(250, 4)
+    first = publish(store, NOV, scores, cohorts)
+    second = publish(store, NOV, scores, cohorts)
+    assert served(store) == (second, 250, 125)
+    runs = {r.id: r.status for r in store.runs()}
+    assert runs == {first: "superseded", second: "published"}
+    assert store.row_counts(first) == {"patient_scores": 0, "cohort_members": 0}
+    a = store.cohort_page(second, limit=1000)[1]
+    assert [(p.nhs_number, p.risk, p.rank) for p in a] == [
+        (n, r, k) for n, r, k in zip(scores.nhs_number, scores.risk, scores["rank"], strict=True)
+    ]
+
+
+def test_other_months_are_kept_and_previous_run_is_found(store):
+    oct_id = publish(store, OCT, *make_run(50, 5))
+    nov_id = publish(store, NOV, *make_run(60, 6))
+    assert store.latest_run().id == nov_id
+    assert store.previous_run(NOV).id == oct_id and store.previous_run(OCT) is None
+    assert store.run_for_month(OCT).id == oct_id
+
+
+def test_retention_prunes_old_months(store):
+    ids = {m: publish(store, date(2026, m, 1), *make_run(20, m)) for m in range(5, 12)}
+    removed = store.prune(keep_months=3)
+    assert sorted(removed) == sorted(ids[m] for m in (5, 6, 7, 8))
+    assert {r.month.month for r in store.runs()} == {9, 10, 11}
+    assert store.row_counts(ids[5]) == {"patient_scores": 0, "cohort_members": 0}
+    with pytest.raises(ValueError):
+        store.prune(keep_months=0)
+
+
+def test_a_live_staging_run_blocks_a_second_writer_for_the_month(store):
+    store.begin_run(
+        month=NOV, extract_date=NOV, model_name="m", model_version="1",
+        started_at=datetime.now(UTC),
+    )  # fmt: skip
+    with pytest.raises(RunInProgressError, match="still being written"):
+        store.begin_run(
+            month=NOV, extract_date=NOV, model_name="m", model_version="1",
+            started_at=datetime.now(UTC),
+        )  # fmt: skip
+
+
+def test_a_store_from_another_version_is_refused(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE score_runs (id INTEGER PRIMARY KEY)")
+    store = Store(f"sqlite:///{path}")
+    with pytest.raises(StoreSchemaError, match="another riskstrat version"):
+        store.create_schema()
+    store.dispose()
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from datetime import UTC, datetime, date
+    sys.path.insert(0, {tests!r})
+    from unit.test_store_publish import make_run
+    from riskstrat.store import Store
+
+    store = Store({url!r})
+    scores, cohorts = make_run(4000, 9)
+    run_id = store.begin_run(month=date(2026, 11, 1), extract_date=date(2026, 11, 1),
+                             model_name="m", model_version="2", started_at=datetime.now(UTC))
+    print("staging", flush=True)
+    store.stage_scores(run_id, scores, chunk_rows=20)
+    store.stage_cohorts(run_id, cohorts, chunk_rows=20)
+    print("switching", flush=True)
+    store.publish(run_id, n_type1_opt_outs_excluded=0, details={{}}, expected_people=4000)
+    print("published", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("kill_after_s", [0.0, 0.3, 0.8, 1.5, None])
+def test_a_killed_writer_leaves_the_previous_run_served(tmp_path, kill_after_s):
+    """SIGKILL a publishing process at several moments: readers always see one complete run,
+    and the next writer clears whatever was half-staged."""
+    url = f"sqlite:///{tmp_path / 'serving.db'}"
+    store = Store(url)
+    store.create_schema()
+    first = publish(store, NOV, *make_run(200, 1))
+    tests_dir = str(Path(__file__).resolve().parents[1])
+    script = WRITER.format(tests=tests_dir, url=url)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "staging"
+    if kill_after_s is None:
+        proc.wait(timeout=120)  # let it finish: the new run must then be served whole
+    else:
+        time.sleep(kill_after_s)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    said = proc.stdout.read().split()
+    run_id, people, members = served(store)
+    if run_id == first:
+        assert (people, members) == (200, 100)
+    else:  # the switch committed before the kill: the whole new run, nothing less
+        assert (people, members) == (4000, 2000)
+    # a new writer recovers anything the killed one left and can publish
+    recovered = store.recover_abandoned()
+    if "switching" not in said and kill_after_s is not None:
+        assert run_id == first and len(recovered) == 1  # killed while staging
+    for r in recovered:
+        run = store.run(r)
+        assert run.status == "failed" and "abandoned" in run.details["error"]
+        assert store.row_counts(r) == {"patient_scores": 0, "cohort_members": 0}
+    assert not [r for r in store.runs() if r.status == "staging"]
+    final = publish(store, NOV, *make_run(300, 2))
+    assert served(store) == (final, 300, 150)
+    store.dispose()
