@@ -55,3 +55,62 @@ def build_labels(
     frame = con.execute(sql, [list(index_dates)]).df()
     frame["index_date"] = pd.to_datetime(frame["index_date"]).dt.date
     return frame
+
+
+def outcomes_after(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    index_date: date,
+    nhs_numbers: Sequence[str],
+    delivered_codes: Sequence[str],
+    horizon_days: int = DEFAULT_HORIZON_DAYS,
+) -> pd.DataFrame:
+    """What happened to named people in the window after an index date.
+
+    For each person: ``admitted`` (1 if an emergency admission starts in
+    ``[index_date, index_date + horizon_days)``, as ``build_labels``), and for each code in
+    ``delivered_codes`` a 0/1 column ``delivered_<code>``: the intervention was recorded in
+    the same window. Registration is not required: people who left are still followed.
+    """
+    if horizon_days <= 0:
+        raise ValueError("horizon_days must be positive")
+    people = pd.DataFrame({"nhs_number": pd.Series(list(nhs_numbers), dtype=str)})
+    codes = [c for c in dict.fromkeys(delivered_codes)]
+    for code in codes:
+        if not code.replace("_", "").isalnum():
+            raise ValueError(f"not an intervention code: {code!r}")
+    delivered = ",\n".join(
+        f"max(CASE WHEN o.code = '{c}' THEN 1 ELSE 0 END) AS delivered_{c.lower()}" for c in codes
+    )
+    end = f"CAST(? + INTERVAL {int(horizon_days)} DAY AS DATE)"
+    con.register("_outcome_people", people)
+    try:
+        sql = f"""
+        WITH adm AS (
+            SELECT DISTINCT a.nhs_number FROM activity a
+            JOIN _outcome_people p USING (nhs_number)
+            WHERE a.setting = 'inpatient' AND a.admission_method = 'emergency'
+              AND a.start_date >= ? AND a.start_date < {end}
+        ),
+        obs AS (
+            SELECT o.nhs_number{", " + delivered if codes else ""}
+            FROM observations o JOIN _outcome_people p USING (nhs_number)
+            WHERE o.observed_on >= ? AND o.observed_on < {end}
+            GROUP BY o.nhs_number
+        )
+        SELECT p.nhs_number,
+               CASE WHEN adm.nhs_number IS NULL THEN 0 ELSE 1 END AS admitted
+               {
+            "".join(
+                f", coalesce(obs.delivered_{c.lower()}, 0) AS delivered_{c.lower()}" for c in codes
+            )
+        }
+        FROM _outcome_people p
+        LEFT JOIN adm USING (nhs_number)
+        LEFT JOIN obs USING (nhs_number)
+        ORDER BY p.nhs_number
+        """
+        frame = con.execute(sql, [index_date, index_date, index_date, index_date]).df()
+    finally:
+        con.unregister("_outcome_people")
+    return frame
