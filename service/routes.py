@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import io
+from datetime import date
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response, status
 
+from riskstrat.cohorts import capacity_summary, what_changed
+from riskstrat.listing import listing_frame
 from riskstrat.nhs_number import is_valid_nhs_number
 from riskstrat.registry import CHAMPION, ModelNotFoundError
-from riskstrat.store import PatientScore, RunInfo
+from riskstrat.store import PatientScore, RunInfo, Store
 from service.deps import CurrentCaller, RegistryDep, SettingsDep, StoreDep
 from service.schemas import (
+    CapacitySummary,
+    CohortIndex,
+    CohortMemberPublic,
     CohortPage,
+    Criterion,
+    EligibleIntervention,
     Health,
+    InterventionInfo,
     ModelInfo,
     PatientRiskPublic,
     PatientRiskResponse,
     Reason,
+    RiskListPage,
     RunSummary,
+    WhatChanged,
 )
 
 router = APIRouter()
@@ -28,6 +40,55 @@ PurposeHeader = Annotated[
     Header(alias="X-Purpose", max_length=200, description="Why the data is needed (audited)."),
 ]
 NO_RUN = "no scoring run has been published yet: run `riskstrat score`"
+PcnQuery = Annotated[str | None, Query(pattern=r"^U[0-9]{5}$", description="PCN ODS code")]
+PracticeQuery = Annotated[
+    str | None, Query(pattern=r"^[A-Z][0-9]{5}$", description="Practice ODS code")
+]
+MonthQuery = Annotated[
+    str | None,
+    Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM; default the latest run"),
+]
+
+
+def _run_for(store: Store, month: str | None) -> RunInfo:
+    if month is None:
+        run = store.latest_run()
+        if run is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, NO_RUN)
+        return run
+    year, mon = month.split("-")
+    run = store.run_for_month(date(int(year), int(mon), 1))
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no published run for {month}")
+    return run
+
+
+def _interventions(run: RunInfo) -> dict[str, dict[str, Any]]:
+    record: dict[str, dict[str, Any]] = run.details.get("cohort_config", {}).get(
+        "interventions", {}
+    )
+    return record
+
+
+def _intervention_info(run: RunInfo, key: str) -> InterventionInfo:
+    record = _interventions(run)[key]
+    counts = run.details.get("cohorts", {}).get(key, {})
+    return InterventionInfo(
+        key=key,
+        title=record["title"],
+        source=record["source"],
+        effect=record["effect"],
+        ranked_by=record["ranked_by"],
+        lookback_days=record["lookback_days"],
+        note=record.get("note"),
+        eligible=int(counts.get("eligible", 0)),
+        served_within_lookback=int(counts.get("served_within_lookback", 0)),
+    )
+
+
+def _criteria(run: RunInfo, key: str, keys: list[str]) -> list[Criterion]:
+    texts = _interventions(run).get(key, {}).get("criteria", {})
+    return [Criterion(key=k, text=texts.get(k, k)) for k in keys]
 
 
 @router.get("/health", response_model=Health, tags=["service"])
@@ -61,37 +122,34 @@ def _public(score: PatientScore) -> PatientRiskPublic:
     )
 
 
-@api.get("/cohorts", response_model=CohortPage, tags=["cohorts"])
-def cohort(
+@api.get("/risk-list", response_model=RiskListPage, tags=["cohorts"])
+def risk_list(
     request: Request,
     store: StoreDep,
     settings: SettingsDep,
     caller: CurrentCaller,
     purpose: PurposeHeader = None,
-    pcn: Annotated[str | None, Query(pattern=r"^U[0-9]{5}$", description="PCN ODS code")] = None,
-    practice: Annotated[
-        str | None, Query(pattern=r"^[A-Z][0-9]{5}$", description="Practice ODS code")
-    ] = None,
+    pcn: PcnQuery = None,
+    practice: PracticeQuery = None,
+    month: MonthQuery = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> CohortPage:
-    """Ranked list from the latest run for a PCN or practice, highest risk first, with reasons."""
-    run = store.latest_run()
-    if run is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, NO_RUN)
+) -> RiskListPage:
+    """Everyone scored in a run for a PCN or practice, highest risk first, with reasons."""
+    run = _run_for(store, month)
     size = min(page_size, settings.max_page_size)
     total, rows = store.cohort_page(
         run.id, pcn_code=pcn, practice_code=practice, offset=(page - 1) * size, limit=size
     )
     store.record_access(
         actor=caller.name,
-        route="GET /api/v1/cohorts",
+        route="GET /api/v1/risk-list",
         nhs_numbers=[r.nhs_number for r in rows],
         key=settings.pseudonym_key.get_secret_value(),
         request_id=getattr(request.state, "request_id", None),
         purpose=purpose,
     )
-    return CohortPage(
+    return RiskListPage(
         run=_run_summary(run),
         pcn_code=pcn,
         practice_code=practice,
@@ -99,6 +157,112 @@ def cohort(
         page=page,
         page_size=size,
         items=[_public(r) for r in rows],
+    )
+
+
+@api.get("/cohorts", response_model=CohortIndex, tags=["cohorts"])
+def cohort_index(store: StoreDep, caller: CurrentCaller, month: MonthQuery = None) -> CohortIndex:
+    """The intervention cohorts of a run, with their criteria sources and sizes; no patients."""
+    run = _run_for(store, month)
+    return CohortIndex(
+        run=_run_summary(run),
+        cohort_config_version=str(run.details.get("cohort_config", {}).get("version", "")),
+        interventions=[_intervention_info(run, k) for k in _interventions(run)],
+    )
+
+
+@api.get(
+    "/cohorts/{intervention}",
+    response_model=CohortPage,
+    tags=["cohorts"],
+    responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"}},
+)
+def cohort(
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    caller: CurrentCaller,
+    intervention: Annotated[
+        str, Path(pattern=r"^[a-z][a-z0-9_]{0,49}$", description="e.g. falls_review")
+    ],
+    purpose: PurposeHeader = None,
+    pcn: PcnQuery = None,
+    practice: PracticeQuery = None,
+    month: MonthQuery = None,
+    capacity: Annotated[
+        int | None, Query(ge=1, le=100_000, description="List only the top N; adds a summary.")
+    ] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+    format: Annotated[Literal["json", "csv"], Query(description="csv: the page as CSV")] = "json",
+) -> Any:
+    """An intervention's cohort for a PCN or practice, ranked by expected benefit, with why
+    each person is eligible, their reasons, and (with `capacity`) what the top N and the next
+    N are expected to yield."""
+    run = _run_for(store, month)
+    if intervention not in _interventions(run):
+        known = ", ".join(_interventions(run)) or "none"
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"no cohort {intervention!r} in this run; known: {known}"
+        )
+    info = _intervention_info(run, intervention)
+    size = min(page_size, settings.max_page_size)
+    offset = (page - 1) * size
+    limit = size if capacity is None else max(0, min(size, capacity - offset))
+    total, rows = store.intervention_page(
+        run.id, intervention, pcn_code=pcn, practice_code=practice, offset=offset, limit=limit
+    )
+    summary = None
+    if capacity is not None:
+        risks = store.intervention_risks(
+            run.id, intervention, pcn_code=pcn, practice_code=practice, limit=2 * capacity
+        )
+        summary = CapacitySummary(
+            **{**capacity_summary(risks, capacity=capacity, effect=info.effect), "eligible": total}
+        )
+        total = min(total, capacity)
+    store.record_access(
+        actor=caller.name,
+        route="GET /api/v1/cohorts/{intervention}",
+        nhs_numbers=[m.nhs_number for m, _ in rows],
+        key=settings.pseudonym_key.get_secret_value(),
+        request_id=getattr(request.state, "request_id", None),
+        purpose=purpose,
+    )
+    if format == "csv":
+        frame = listing_frame(rows, _interventions(run)[intervention]["criteria"])
+        buffer = io.StringIO()
+        frame.to_csv(buffer, index=False)
+        name = f"{run.month:%Y-%m}_{intervention}_{pcn or practice or 'all'}_p{page}.csv"
+        return Response(
+            buffer.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    items = [
+        CohortMemberPublic(
+            cohort_rank=m.rank,
+            nhs_number=m.nhs_number,
+            practice_code=m.practice_code,
+            pcn_code=m.pcn_code,
+            risk=m.risk,
+            percentile=s.percentile,
+            expected_admissions_avoided=m.expected_benefit,
+            eligible_because=_criteria(run, intervention, m.criteria),
+            reasons=[Reason(**r) for r in s.reasons],
+        )
+        for m, s in rows
+    ]
+    return CohortPage(
+        run=_run_summary(run),
+        intervention=info,
+        pcn_code=pcn,
+        practice_code=practice,
+        capacity_summary=summary,
+        total=total,
+        page=page,
+        page_size=size,
+        items=items,
     )
 
 
@@ -111,7 +275,8 @@ def patient_risk(
     nhs_number: Annotated[str, Path(description="10-digit NHS number")],
     purpose: PurposeHeader = None,
 ) -> PatientRiskResponse:
-    """One person's risk, percentile and reasons from the latest run."""
+    """One person's risk, percentile and reasons from the latest run, the interventions they
+    are eligible for, and what changed since the previous month."""
     if not is_valid_nhs_number(nhs_number):
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -129,7 +294,36 @@ def patient_risk(
         request_id=getattr(request.state, "request_id", None),
         purpose=purpose,
     )
-    return PatientRiskResponse(**_public(score).model_dump(), run=_run_summary(run))
+    memberships = [
+        EligibleIntervention(
+            intervention=m.intervention,
+            title=_interventions(run).get(m.intervention, {}).get("title", m.intervention),
+            cohort_rank=m.rank,
+            expected_admissions_avoided=m.expected_benefit,
+            eligible_because=_criteria(run, m.intervention, m.criteria),
+        )
+        for m in store.patient_memberships(run.id, nhs_number)
+    ]
+    changed = None
+    previous = store.previous_run(run.month)
+    before = store.patient_score(previous.id, nhs_number) if previous else None
+    if previous is not None and before is not None:
+        changed = WhatChanged(
+            previous_month=previous.month,
+            previous_model_version=previous.model_version,
+            **what_changed(
+                risk_now=score.risk,
+                contributions_now=score.contributions,
+                risk_then=before.risk,
+                contributions_then=before.contributions,
+            ),
+        )
+    return PatientRiskResponse(
+        **_public(score).model_dump(),
+        run=_run_summary(run),
+        eligible_interventions=memberships,
+        what_changed=changed,
+    )
 
 
 @api.get("/models/current", response_model=ModelInfo, tags=["models"])

@@ -48,9 +48,14 @@ class PatientRiskPublic(BaseModel):
 class PatientRiskResponse(PatientRiskPublic):
     horizon_days: int = 90
     run: RunSummary
+    eligible_interventions: list[EligibleIntervention]
+    what_changed: WhatChanged | None = Field(
+        description="Against the previous month's published run; null if the person was not "
+        "in it or there is none."
+    )
 
 
-class CohortPage(BaseModel):
+class RiskListPage(BaseModel):
     run: RunSummary
     pcn_code: str | None
     practice_code: str | None
@@ -58,6 +63,99 @@ class CohortPage(BaseModel):
     page: int
     page_size: int
     items: list[PatientRiskPublic]
+
+
+class Criterion(BaseModel):
+    key: str
+    text: str = Field(description="The published criterion, in words.")
+
+
+class InterventionInfo(BaseModel):
+    key: str
+    title: str
+    source: str = Field(description="Where the eligibility criteria come from.")
+    effect: float | None = Field(
+        description="Assumed relative reduction in emergency admissions; null if none claimed."
+    )
+    ranked_by: str
+    lookback_days: int | None = Field(
+        description="People with the intervention recorded this recently are left out; null "
+        "means ever."
+    )
+    note: str | None
+    eligible: int = Field(description="People in the cohort in this run (all PCNs).")
+    served_within_lookback: int = Field(description="People left out as already served.")
+
+
+class CohortIndex(BaseModel):
+    run: RunSummary
+    cohort_config_version: str
+    interventions: list[InterventionInfo]
+
+
+class Tranche(BaseModel):
+    first_rank: int
+    people: int
+    expected_admissions_90d: float = Field(description="Sum of the people's 90-day risks.")
+    expected_admissions_avoided: float | None = Field(
+        description="Expected admissions x the intervention's effect, if all are reached."
+    )
+
+
+class CapacitySummary(BaseModel):
+    eligible: int = Field(description="People in the cohort for this PCN or practice.")
+    capacity: int
+    listed: Tranche = Field(description="The top `capacity` people.")
+    next: Tranche = Field(description="The next `capacity`: what more capacity would add.")
+
+
+class CohortMemberPublic(BaseModel):
+    cohort_rank: int = Field(description="Position in the cohort across all PCNs, 1 first.")
+    nhs_number: str
+    practice_code: str
+    pcn_code: str
+    risk: float = Field(ge=0, le=1)
+    percentile: float
+    expected_admissions_avoided: float | None
+    eligible_because: list[Criterion]
+    reasons: list[Reason]
+
+
+class CohortPage(BaseModel):
+    run: RunSummary
+    intervention: InterventionInfo
+    pcn_code: str | None
+    practice_code: str | None
+    capacity_summary: CapacitySummary | None
+    total: int = Field(description="People in the list (up to `capacity`) across all pages.")
+    page: int
+    page_size: int
+    items: list[CohortMemberPublic]
+
+
+class EligibleIntervention(BaseModel):
+    intervention: str
+    title: str
+    cohort_rank: int
+    expected_admissions_avoided: float | None
+    eligible_because: list[Criterion]
+
+
+class ReasonChange(BaseModel):
+    group: str
+    percentage_points_then: float
+    percentage_points_now: float
+    change_percentage_points: float
+
+
+class WhatChanged(BaseModel):
+    previous_month: date
+    previous_model_version: str
+    risk_then: float
+    risk_now: float
+    change_percentage_points: float
+    direction: Literal["up", "down", "unchanged"]
+    reasons_moved: list[ReasonChange]
 
 
 class ModelInfo(BaseModel):

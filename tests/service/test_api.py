@@ -53,6 +53,7 @@ def _scores(n: int, seed: int = 3) -> pd.DataFrame:
             }
         ]
     ] * n
+    frame["contributions"] = [{"age": 1.2}] * n
     return frame
 
 
@@ -78,7 +79,7 @@ def test_health_needs_no_token(client):
 
 
 @pytest.mark.parametrize(
-    "path", ["/api/v1/cohorts", "/api/v1/patients/9998336376/risk", "/api/v1/models/current"]
+    "path", ["/api/v1/risk-list", "/api/v1/patients/9998336376/risk", "/api/v1/models/current"]
 )
 @pytest.mark.parametrize(
     "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}]
@@ -90,7 +91,7 @@ def test_every_data_route_needs_the_token(client, path, headers):
 
 
 def test_empty_store_says_no_run_yet(client):
-    response = client.get("/api/v1/cohorts", headers=AUTH)
+    response = client.get("/api/v1/risk-list", headers=AUTH)
     assert response.status_code == 404 and "riskstrat score" in response.json()["detail"]
     assert client.get("/api/v1/patients/9998336376/risk", headers=AUTH).status_code == 404
 
@@ -104,7 +105,7 @@ def test_cohort_is_ranked_and_paged(client, settings):
     scores = _scores(120)
     _publish(settings, scores)
     pcn = scores[scores.pcn_code == "U12345"].sort_values("risk", ascending=False)
-    first = client.get("/api/v1/cohorts", params={"pcn": "U12345", "page_size": 25}, headers=AUTH)
+    first = client.get("/api/v1/risk-list", params={"pcn": "U12345", "page_size": 25}, headers=AUTH)
     assert first.status_code == 200
     body = first.json()
     assert body["total"] == len(pcn) and body["page"] == 1 and body["page_size"] == 25
@@ -113,17 +114,17 @@ def test_cohort_is_ranked_and_paged(client, settings):
     assert risks == sorted(risks, reverse=True)
     assert all(i["pcn_code"] == "U12345" and i["reasons"] for i in body["items"])
     second = client.get(
-        "/api/v1/cohorts", params={"pcn": "U12345", "page_size": 25, "page": 2}, headers=AUTH
+        "/api/v1/risk-list", params={"pcn": "U12345", "page_size": 25, "page": 2}, headers=AUTH
     ).json()
     assert [i["nhs_number"] for i in second["items"]] == list(pcn.nhs_number[25:50])
-    beyond = client.get("/api/v1/cohorts", params={"pcn": "U12345", "page": 99}, headers=AUTH)
+    beyond = client.get("/api/v1/risk-list", params={"pcn": "U12345", "page": 99}, headers=AUTH)
     assert beyond.status_code == 200 and beyond.json()["items"] == []
 
 
 def test_cohort_for_a_practice(client, settings):
     scores = _scores(60)
     _publish(settings, scores)
-    body = client.get("/api/v1/cohorts", params={"practice": "B82001"}, headers=AUTH).json()
+    body = client.get("/api/v1/risk-list", params={"practice": "B82001"}, headers=AUTH).json()
     assert body["total"] == int((scores.practice_code == "B82001").sum())
     assert {i["practice_code"] for i in body["items"]} == {"B82001"}
 
@@ -134,14 +135,14 @@ def test_cohort_for_a_practice(client, settings):
 )
 def test_cohort_rejects_bad_parameters(client, settings, params):
     _publish(settings, _scores(10))
-    assert client.get("/api/v1/cohorts", params=params, headers=AUTH).status_code == 422
+    assert client.get("/api/v1/risk-list", params=params, headers=AUTH).status_code == 422
 
 
 def test_latest_run_is_served(client, settings):
     _publish(settings, _scores(10, seed=1), month=date(2026, 10, 1))
     newer = _scores(12, seed=2)
     run_id = _publish(settings, newer, month=date(2026, 11, 1))
-    body = client.get("/api/v1/cohorts", headers=AUTH).json()
+    body = client.get("/api/v1/risk-list", headers=AUTH).json()
     assert body["run"]["run_id"] == run_id and body["total"] == 12
 
 
@@ -174,14 +175,14 @@ def test_patient_level_reads_are_recorded_without_nhs_numbers(client, settings):
     _publish(settings, scores)
     person = scores.iloc[0].nhs_number
     client.get(f"/api/v1/patients/{person}/risk", headers={**AUTH, "X-Purpose": "MDT"})
-    client.get("/api/v1/cohorts", params={"page_size": 5}, headers=AUTH)
+    client.get("/api/v1/risk-list", params={"page_size": 5}, headers=AUTH)
     client.get("/api/v1/patients/9998336377/risk", headers=AUTH)  # invalid: no data, no record
     store = Store(settings.serving_database_url)
     records = store.access_records()
     store.dispose()
     assert [r["route"] for r in records] == [
         "GET /api/v1/patients/{nhs_number}/risk",
-        "GET /api/v1/cohorts",
+        "GET /api/v1/risk-list",
     ]
     key = settings.pseudonym_key.get_secret_value()
     assert records[0]["patients"] == [pseudonymise(person, key)]
