@@ -43,9 +43,9 @@ demo: $(STAMP) ## generate 20,000 people, validate, train, promote, score the la
 test: $(STAMP) ## run the test suite
 	$(BIN)/pytest
 
-bench: $(STAMP) ## generation at 100k, 300k and 909k people, then model quality at 100k (minutes)
+bench: $(STAMP) ## generation at 100k, 300k and 909k people, then training and scoring at 100k (minutes)
 	$(BIN)/riskstrat bench
-	$(BIN)/riskstrat bench --stages generate,train --patients 100000 --no-scaling --seed 2
+	$(BIN)/riskstrat bench --stages generate,train,score --patients 100000 --no-scaling --seed 2
 
 lint: $(STAMP) ## ruff, format check and mypy
 	$(BIN)/ruff check src pipelines service tests

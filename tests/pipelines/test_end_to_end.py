@@ -61,7 +61,37 @@ def world(tmp_path_factory):
     results["promote"] = runner.invoke(app, ["promote"])
     results["models"] = runner.invoke(app, ["models"])
     results["card"] = runner.invoke(app, ["card", "champion", "--out", str(root / "card")])
+    results["score_july"] = runner.invoke(
+        app, ["score", "--data", str(extract), "--month", "2026-07"]
+    )
+    results["score_october"] = runner.invoke(
+        app, ["score", "--data", str(extract), "--month", "2026-10"]
+    )
     results["score"] = runner.invoke(app, ["score", "--data", str(extract), "--month", "latest"])
+    store = Store(get_settings().serving_database_url)
+    first_november = store.latest_run()
+    snapshot = (
+        store.cohort_page(first_november.id, limit=100_000)[1],
+        store.cohort_frame(first_november.id),
+    )
+    store.dispose()
+    results["score_again"] = runner.invoke(
+        app, ["score", "--data", str(extract), "--month", "latest"]
+    )
+    results["outcomes"] = runner.invoke(
+        app,
+        ["outcomes", "--month", "2026-07", "--data", str(extract), "--by-practice",
+         "--csv", str(root / "outcomes.csv")],
+    )  # fmt: skip
+    results["outcomes_too_early"] = runner.invoke(
+        app, ["outcomes", "--month", "2026-10", "--data", str(extract)]
+    )
+    for fmt in ("csv", "xlsx"):
+        results[f"export_{fmt}"] = runner.invoke(
+            app,
+            ["export", "--month", "2026-11", "--cohort", "falls_review", "--format", fmt,
+             "--capacity", "40", "--out", str(root / f"falls.{fmt}")],
+        )  # fmt: skip
     results["predict"] = runner.invoke(
         app,
         ["predict", "--data", str(extract), "--as-of", "2026-11-01", "--out", str(root / "p.csv")],
@@ -71,6 +101,8 @@ def world(tmp_path_factory):
     )
     settings = get_settings()
     yield {
+        "first_november": first_november,
+        "snapshot": snapshot,
         "root": root,
         "extract": extract,
         "home": home,
@@ -88,7 +120,11 @@ def _text(result) -> str:
 
 
 def test_every_command_succeeded(world):
-    for name in ("generate", "validate", "train", "promote", "models", "card", "score", "predict"):
+    for name in (
+        "generate", "validate", "train", "promote", "models", "card", "score_july",
+        "score_october", "score", "score_again", "outcomes", "export_csv", "export_xlsx",
+        "predict",
+    ):  # fmt: skip
         result = world["results"][name]
         assert result.exit_code == 0, (name, result.output)
     assert "validation AUROC" in _text(world["results"]["train"])
@@ -217,12 +253,12 @@ def test_api_serves_ranked_patients_with_reasons(world):
     settings: Settings = world["settings"]
     with TestClient(create_app(settings)) as client:
         auth = {"Authorization": f"Bearer {TOKEN}"}
-        page = client.get("/api/v1/cohorts", params={"page_size": 10}, headers=auth).json()
+        page = client.get("/api/v1/risk-list", params={"page_size": 10}, headers=auth).json()
         risks = [i["risk"] for i in page["items"]]
         assert len(risks) == 10 and risks == sorted(risks, reverse=True)
         assert all(i["reasons"] and i["reasons"][0]["text"] for i in page["items"])
         pcn = page["items"][0]["pcn_code"]
-        in_pcn = client.get("/api/v1/cohorts", params={"pcn": pcn}, headers=auth).json()
+        in_pcn = client.get("/api/v1/risk-list", params={"pcn": pcn}, headers=auth).json()
         assert {i["pcn_code"] for i in in_pcn["items"]} == {pcn}
         top = page["items"][0]["nhs_number"]
         person = client.get(f"/api/v1/patients/{top}/risk", headers=auth).json()
@@ -322,3 +358,113 @@ def test_trained_model_respects_clinical_direction(world):
         efi=rows.efi + no_hf / 36,
     )
     assert (predict_risk(model.booster, hf, model.calibrator) >= base - 1e-12).all()
+
+
+def test_rerunning_a_month_is_idempotent(world):
+    """Same month, inputs and model: the new run replaces the old, with identical rows."""
+    store = Store(world["settings"].serving_database_url)
+    latest = store.latest_run()
+    first = world["first_november"]
+    assert latest.id != first.id and latest.month == first.month
+    assert latest.details["replaced_runs"] == [first.id]
+    runs = {r.id: r for r in store.runs()}
+    assert runs[first.id].status == "superseded"
+    assert [r.month for r in runs.values() if r.status == "published"].count(first.month) == 1
+    assert store.row_counts(first.id) == {"patient_scores": 0, "cohort_members": 0}
+    people, cohorts = world["snapshot"]
+    again = store.cohort_page(latest.id, limit=100_000)[1]
+    assert [(p.nhs_number, p.risk, p.rank, p.reasons) for p in again] == [
+        (p.nhs_number, p.risk, p.rank, p.reasons) for p in people
+    ]
+    pd.testing.assert_frame_equal(store.cohort_frame(latest.id), cohorts)
+    store.dispose()
+
+
+def test_cohorts_are_published_with_the_run(world):
+    store = Store(world["settings"].serving_database_url)
+    run = store.latest_run()
+    sizes = store.cohort_sizes(run.id)
+    assert set(sizes) == {"falls_review", "medication_review", "advance_care_planning"}
+    assert all(n > 0 for n in sizes.values())
+    assert {k: v["eligible"] for k, v in run.details["cohorts"].items()} == sizes
+    assert run.details["cohort_config"]["version"]
+    falls = store.cohort_frame(run.id, "falls_review")
+    assert list(falls["rank"]) == list(range(1, len(falls) + 1))
+    assert (falls["risk"].diff().dropna() <= 0).all()
+    assert falls["expected_benefit"].to_numpy() == pytest.approx(falls["risk"].to_numpy() * 0.35)
+    assert all(len(c) >= 2 for c in falls["criteria"])  # an age criterion and an indication
+    with validate_extract(world["extract"]) as extract:
+        feats = build_features(extract.con, index_dates=[EXTRACT_DATE])
+    opted_out = set(feats[feats.type1_opt_out.astype(bool)].nhs_number)
+    assert opted_out.isdisjoint(set(store.cohort_frame(run.id).nhs_number))
+    store.dispose()
+
+
+def test_outcomes_follow_up_a_past_run(world):
+    output = _text(world["results"]["outcomes"])
+    assert "Outcomes of run" in output and "falls_review" in output
+    frame = pd.read_csv(world["root"] / "outcomes.csv", dtype={"practice_code": str})
+    store = Store(world["settings"].serving_database_url)
+    july = store.run_for_month(date(2026, 7, 1))
+    members = store.cohort_frame(july.id)
+    stored = store.outcomes(july.id)
+    store.dispose()
+    # every member is counted once, as delivered or not, and expected is the sum of risks
+    assert stored["people"].sum() == len(members)
+    assert stored["expected"].sum() == pytest.approx(members["risk"].sum())
+    by = stored.groupby("intervention")["people"].sum().to_dict()
+    assert by == members.groupby("intervention").size().to_dict()
+    people = frame["delivered_people"].sum() + frame["not_delivered_people"].sum()
+    assert people == len(members)
+    too_early = world["results"]["outcomes_too_early"]
+    assert too_early.exit_code == 1 and "before the 90-day window" in _text(too_early)
+
+
+def test_exports_open_as_a_practice_team_expects(world):
+    from openpyxl import load_workbook
+
+    csv = pd.read_csv(world["root"] / "falls.csv", dtype=str, encoding="utf-8-sig")
+    assert len(csv) == 40 and list(csv["rank"].astype(int)) == sorted(csv["rank"].astype(int))
+    assert csv["nhs_number"].str.fullmatch(r"999 \d{3} \d{4}").all()
+    assert (
+        csv["reasons"].str.contains("points").all()
+        and csv["eligible_because"].str.len().gt(0).all()
+    )
+    book = load_workbook(world["root"] / "falls.xlsx")
+    sheet = book["cohort"]
+    header = [c.value for c in sheet[1]]
+    nhs = [row[header.index("nhs_number")] for row in sheet.iter_rows(min_row=2)]
+    assert len(nhs) == 40 and all(isinstance(c.value, str) and c.number_format == "@" for c in nhs)
+    assert [c.value for c in nhs] == list(csv["nhs_number"])
+    assert "not a falls risk prediction" in str([c.value for c in book["about"]["B"]]).lower()
+    store = Store(world["settings"].serving_database_url)
+    exports = [r for r in store.access_records() if r["route"].startswith("riskstrat export")]
+    store.dispose()
+    assert len(exports) == 2 and all(r["n_patients"] == 40 for r in exports)
+
+
+def test_api_serves_intervention_cohorts_and_what_changed(world):
+    settings: Settings = world["settings"]
+    with TestClient(create_app(settings)) as client:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        index = client.get("/api/v1/cohorts", headers=auth).json()
+        assert [i["key"] for i in index["interventions"]] == [
+            "falls_review", "medication_review", "advance_care_planning",
+        ]  # fmt: skip
+        body = client.get(
+            "/api/v1/cohorts/medication_review", params={"capacity": 5}, headers=auth
+        ).json()
+        assert body["total"] == 5 and len(body["items"]) == 5
+        summary = body["capacity_summary"]
+        risks = [i["risk"] for i in body["items"]]
+        assert summary["listed"]["expected_admissions_90d"] == pytest.approx(sum(risks), abs=1e-3)
+        assert summary["listed"]["expected_admissions_avoided"] == pytest.approx(
+            0.25 * sum(risks), abs=1e-3
+        )
+        assert all(i["eligible_because"] and i["reasons"] for i in body["items"])
+        person = body["items"][0]["nhs_number"]
+        detail = client.get(f"/api/v1/patients/{person}/risk", headers=auth).json()
+        assert "medication_review" in [e["intervention"] for e in detail["eligible_interventions"]]
+        changed = detail["what_changed"]
+        assert changed is not None and changed["previous_month"] == "2026-10-01"
+        assert changed["risk_now"] == pytest.approx(detail["risk"])

@@ -50,9 +50,9 @@ def test_cli_writes_json_results(tmp_path, monkeypatch):
     assert data["machine"]["cores"] == machine_info()["cores"]
 
 
-def test_train_stage_reports_the_model_targets(tmp_path):
-    [gen, train] = run_benchmarks(
-        sizes=[1500], stages=["generate", "train"], workdir=tmp_path / "w", months=30
+def test_train_and_score_stages_report_targets_and_steps(tmp_path):
+    [_generated, train, score] = run_benchmarks(
+        sizes=[1500], stages=["generate", "train", "score"], workdir=tmp_path / "w", months=30
     )
     assert train.stage == "train" and train.rows > 1500
     names = {t["name"] for t in train.detail["targets"]}
@@ -60,3 +60,10 @@ def test_train_stage_reports_the_model_targets(tmp_path):
     for target in train.detail["targets"]:
         assert target["met"] in (True, False)
     assert 0.5 < train.detail["measured"]["auroc"] <= 1.0
+    assert score.stage == "score" and 0 < score.rows <= 1500
+    steps = score.detail["step_seconds"]
+    assert {"build features", "score", "build cohorts", "stage", "publish"} <= set(steps)
+    assert score.detail["score_and_explain_rows_per_second"] > 0
+    assert set(score.detail["cohort_sizes"]) == {
+        "falls_review", "medication_review", "advance_care_planning",
+    }  # fmt: skip
