@@ -51,16 +51,6 @@ from sqlalchemy.engine import make_url
 
 metadata = MetaData()
 
-#: Bumped whenever a table changes; a store made by another version is refused, not guessed at.
-SCHEMA_VERSION = 2
-
-store_meta = Table(
-    "store_meta",
-    metadata,
-    Column("key", String(50), primary_key=True),
-    Column("value", String(200), nullable=False),
-)
-
 score_runs = Table(
     "score_runs",
     metadata,
@@ -143,11 +133,52 @@ access_log = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("actor", String(200), nullable=False),
+    Column("role", String(40)),
+    Column("organisations", JSON),  # the caller's PCN codes (or ["*"])
     Column("route", String(200), nullable=False),
     Column("request_id", String(64)),
     Column("purpose", String(200)),
     Column("n_patients", Integer, nullable=False),
-    Column("patients", JSON, nullable=False),  # keyed-hash pseudonyms, never NHS numbers
+    # keyed-hash pseudonyms by default; NHS numbers only if the deployment chooses
+    Column("patients", JSON, nullable=False),
+    Index("ix_access_log_actor_at", "actor", "at"),
+)
+
+#: One row per patient per access, so "who has looked at my record?" is an indexed lookup.
+access_patients = Table(
+    "access_patients",
+    metadata,
+    Column("access_id", Integer, ForeignKey("access_log.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("patient", String(64), primary_key=True),
+    Index("ix_access_patients_patient", "patient"),
+)  # fmt: skip
+
+#: Browser sessions of the web pages: the cookie holds a random token, this table its hash.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("role", String(40), nullable=False),
+    Column("pcns", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+api_users = Table(
+    "api_users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("role", String(40), nullable=False),
+    Column("pcns", JSON, nullable=False),  # PCN codes in scope, or ["*"] for all
+    Column("key_prefix", String(16), nullable=False, unique=True),
+    Column("key_hash", String(64), nullable=False),  # SHA-256 of the whole key
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
 )
 
 
@@ -238,28 +269,35 @@ class Store:
         self.engine = engine or _make_engine(url)
 
     def create_schema(self) -> None:
-        """Create the tables, or check that existing ones are this version's."""
+        """Create the tables, or upgrade them, with the migrations (Alembic).
+
+        Raises:
+            StoreSchemaError: the database holds riskstrat tables made before migrations.
+        """
+        import logging
+
+        from alembic import command
+        from alembic.config import Config
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
         existing = set(inspect(self.engine).get_table_names())
-        if "score_runs" in existing:
-            version = None
-            if "store_meta" in existing:
-                with self.engine.connect() as conn:
-                    version = conn.execute(
-                        select(store_meta.c.value).where(store_meta.c.key == "schema_version")
-                    ).scalar()
-            if version != str(SCHEMA_VERSION):
-                raise StoreSchemaError(
-                    f"the serving store was made by another riskstrat version (schema "
-                    f"{version or 1}, this one needs {SCHEMA_VERSION}); point "
-                    "RISKSTRAT_DATABASE_URL at a new database, or delete the local one "
-                    "(`make clean` removes the demo's)"
-                )
-        metadata.create_all(self.engine)
+        if "score_runs" in existing and "alembic_version" not in existing:
+            raise StoreSchemaError(
+                "the serving store was made by an earlier riskstrat, before migrations; "
+                "point RISKSTRAT_DATABASE_URL at a new database, or delete the local one "
+                "(`make clean` removes the demo's)"
+            )
+        config = Config()
+        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        head = ScriptDirectory.from_config(config).get_current_head()
+        with self.engine.connect() as conn:
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         with self.engine.begin() as conn:
-            if conn.execute(select(func.count()).select_from(store_meta)).scalar_one() == 0:
-                conn.execute(
-                    insert(store_meta).values(key="schema_version", value=str(SCHEMA_VERSION))
-                )
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -569,20 +607,124 @@ class Store:
         key: str,
         request_id: str | None = None,
         purpose: str | None = None,
+        role: str | None = None,
+        organisations: Sequence[str] | None = None,
+        identify_patients: bool = False,
     ) -> None:
-        """Write an access record and commit it before returning."""
+        """Write an access record and commit it before returning; raises if it cannot.
+
+        Patients are stored as keyed-hash pseudonyms, or as NHS numbers when the deployment
+        chooses (``identify_patients``).
+        """
+        patients = list(
+            dict.fromkeys(n if identify_patients else pseudonymise(n, key) for n in nhs_numbers)
+        )
         with self.engine.begin() as conn:
-            conn.execute(
+            access_id = conn.execute(
                 insert(access_log).values(
                     at=datetime.now(UTC),
-                    actor=actor,
+                    actor=actor[:200],
+                    role=role,
+                    organisations=list(organisations) if organisations is not None else None,
                     route=route,
                     request_id=request_id,
                     purpose=purpose[:200] if purpose else None,
-                    n_patients=len(nhs_numbers),
-                    patients=[pseudonymise(n, key) for n in nhs_numbers],
+                    n_patients=len(patients),
+                    patients=patients,
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+            if patients:
+                conn.execute(
+                    insert(access_patients),
+                    [{"access_id": access_id, "patient": p} for p in patients],
+                )
+
+    # ---- API users ----------------------------------------------------------------------
+
+    def add_user(
+        self,
+        *,
+        name: str,
+        role: str,
+        pcns: Sequence[str],
+        key_prefix: str,
+        key_hash: str,
+        expires_at: datetime,
+        created_by: str,
+    ) -> None:
+        with self.engine.begin() as conn:
+            taken = conn.execute(select(api_users.c.id).where(api_users.c.name == name)).first()
+            if taken is not None:
+                raise ValueError(f"a user called {name!r} already exists")
+            conn.execute(
+                insert(api_users).values(
+                    name=name,
+                    role=role,
+                    pcns=list(pcns),
+                    key_prefix=key_prefix,
+                    key_hash=key_hash,
+                    created_at=datetime.now(UTC),
+                    created_by=created_by[:200],
+                    expires_at=expires_at,
                 )
             )
+
+    def user_by_prefix(self, key_prefix: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(api_users).where(api_users.c.key_prefix == key_prefix))
+                .mappings()
+                .first()
+            )
+        return _user(row) if row else None
+
+    def users(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(api_users).order_by(api_users.c.id)).mappings().all()
+        return [_user(r) for r in rows]
+
+    def add_session(
+        self, *, token_hash: str, name: str, role: str, pcns: Sequence[str], expires_at: datetime
+    ) -> None:
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            conn.execute(delete(web_sessions).where(web_sessions.c.expires_at < now))
+            conn.execute(
+                insert(web_sessions).values(
+                    token_hash=token_hash, name=name, role=role, pcns=list(pcns),
+                    created_at=now, expires_at=expires_at,
+                )
+            )  # fmt: skip
+
+    def session(self, token_hash: str) -> dict[str, Any] | None:
+        """A live browser session, or None (unknown or expired)."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(web_sessions).where(web_sessions.c.token_hash == token_hash))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            return None
+        found = dict(row)
+        found["pcns"] = list(_json(found["pcns"]) or [])
+        expires = _utc(found["expires_at"])
+        return found if expires is not None and expires > datetime.now(UTC) else None
+
+    def end_session(self, token_hash: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(web_sessions).where(web_sessions.c.token_hash == token_hash))
+
+    def revoke_user(self, name: str) -> bool:
+        """Revoke a user's key now; False if there is no such active user."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(api_users)
+                .where(api_users.c.name == name, api_users.c.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC))
+            )
+            conn.execute(delete(web_sessions).where(web_sessions.c.name == name))
+        return bool(done.rowcount)
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -634,9 +776,13 @@ class Store:
         practice_code: str | None = None,
         offset: int = 0,
         limit: int = 50,
+        pcn_codes: Sequence[str] | None = None,
     ) -> tuple[int, list[PatientScore]]:
-        """One page of a run's whole ranked list, highest risk first, and the total."""
+        """One page of a run's whole ranked list, highest risk first, and the total.
+        ``pcn_codes`` limits it to a caller's scope."""
         where = [patient_scores.c.run_id == run_id]
+        if pcn_codes is not None:
+            where.append(patient_scores.c.pcn_code.in_(list(pcn_codes)))
         if pcn_code:
             where.append(patient_scores.c.pcn_code == pcn_code)
         if practice_code:
@@ -667,11 +813,14 @@ class Store:
         practice_code: str | None = None,
         offset: int = 0,
         limit: int = 50,
+        pcn_codes: Sequence[str] | None = None,
     ) -> tuple[int, list[tuple[CohortMember, PatientScore]]]:
         """One page of an intervention's cohort in rank order, with each person's score and
         reasons, and the number of people in the (filtered) cohort."""
         m, s = cohort_members.c, patient_scores.c
         where = [m.run_id == run_id, m.intervention == intervention]
+        if pcn_codes is not None:
+            where.append(m.pcn_code.in_(list(pcn_codes)))
         if pcn_code:
             where.append(m.pcn_code == pcn_code)
         if practice_code:
@@ -705,10 +854,13 @@ class Store:
         pcn_code: str | None = None,
         practice_code: str | None = None,
         limit: int | None = None,
+        pcn_codes: Sequence[str] | None = None,
     ) -> list[float]:
         """Risks of an intervention's cohort in rank order (for capacity summaries)."""
         m = cohort_members.c
         where = [m.run_id == run_id, m.intervention == intervention]
+        if pcn_codes is not None:
+            where.append(m.pcn_code.in_(list(pcn_codes)))
         if pcn_code:
             where.append(m.pcn_code == pcn_code)
         if practice_code:
@@ -718,6 +870,15 @@ class Store:
             query = query.limit(limit)
         with self.engine.connect() as conn:
             return [float(r) for r in conn.execute(query).scalars()]
+
+    def pcn_in_run(self, run_id: int, pcn_code: str) -> bool:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(patient_scores.c.nhs_number)
+                .where(patient_scores.c.run_id == run_id, patient_scores.c.pcn_code == pcn_code)
+                .limit(1)
+            ).first()
+        return row is not None
 
     def cohort_sizes(self, run_id: int) -> dict[str, int]:
         m = cohort_members.c
@@ -767,6 +928,19 @@ class Store:
             )
         return _score(row) if row else None
 
+    def patient_score_by_rank(self, run_id: int, rank: int) -> PatientScore | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(patient_scores).where(
+                        patient_scores.c.run_id == run_id, patient_scores.c.rank == rank
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return _score(row) if row else None
+
     def outcomes(self, run_id: int) -> pd.DataFrame:
         """A run's stored outcome summary (aggregates only)."""
         with self.engine.connect() as conn:
@@ -781,10 +955,40 @@ class Store:
             )
         return pd.DataFrame([dict(r) for r in rows])
 
-    def access_records(self) -> list[dict[str, Any]]:
+    def access_records(
+        self,
+        *,
+        actor: str | None = None,
+        patient: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Access records, oldest first, optionally for one actor, one patient (as stored:
+        pseudonym or NHS number) and a time range."""
+        query = select(access_log)
+        if actor:
+            query = query.where(access_log.c.actor == actor)
+        if patient:
+            query = query.where(
+                access_log.c.id.in_(
+                    select(access_patients.c.access_id).where(access_patients.c.patient == patient)
+                )
+            )
+        if since:
+            query = query.where(access_log.c.at >= since)
+        if until:
+            query = query.where(access_log.c.at < until)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(access_log).order_by(access_log.c.id)).mappings().all()
-        return [dict(r) for r in rows]
+            rows = conn.execute(query.order_by(access_log.c.id).limit(limit)).mappings().all()
+        out = []
+        for r in rows:
+            record = dict(r)
+            record["at"] = _utc(record["at"])
+            record["patients"] = _json(record["patients"])
+            record["organisations"] = _json(record["organisations"])
+            out.append(record)
+        return out
 
     def row_counts(self, run_id: int) -> dict[str, int]:
         """Rows a run holds in each table (tests and diagnostics)."""
@@ -887,6 +1091,14 @@ def _score(row: Any) -> PatientScore:
         reasons=list(reasons),
         contributions=dict(_json(row["contributions"]) or {}),
     )
+
+
+def _user(row: Any) -> dict[str, Any]:
+    user = dict(row)
+    user["pcns"] = list(_json(user["pcns"]) or [])
+    for k in ("created_at", "expires_at", "revoked_at"):
+        user[k] = _utc(user[k])
+    return user
 
 
 def _json(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""The MLflow registry round trip on a local SQLite store."""
+"""The MLflow registry round trip on a local SQLite store and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,13 +10,20 @@ import pytest
 
 from riskstrat.modelling import RiskModel
 from riskstrat.registry import CHALLENGER, CHAMPION, ModelNotFoundError, ModelRegistry
+from tests.postgres import postgres_url
 
 
-@pytest.fixture
-def registry(tmp_path) -> ModelRegistry:
-    return ModelRegistry(
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=tmp_path / "artifacts"
-    )
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def registry(request, tmp_path) -> ModelRegistry:
+    """MLflow's tracking and registry store on SQLite (the default) or PostgreSQL."""
+    if request.param == "sqlite":
+        yield ModelRegistry(
+            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=tmp_path / "artifacts"
+        )
+        return
+    urls = postgres_url()
+    yield ModelRegistry(tracking_uri=next(urls), artifact_root=tmp_path / "artifacts")
+    next(urls, None)
 
 
 def _model(seed: int, calibration: str = "platt") -> tuple[RiskModel, pd.DataFrame]:

@@ -17,6 +17,7 @@ import pytest
 
 from riskstrat.nhs_number import synthetic_nhs_numbers
 from riskstrat.store import RunInProgressError, Store, StoreSchemaError
+from tests.postgres import postgres_url
 
 OCT, NOV = date(2026, 10, 1), date(2026, 11, 1)
 
@@ -59,12 +60,19 @@ def publish(store: Store, month: date, scores: pd.DataFrame, cohorts: pd.DataFra
     )
 
 
-@pytest.fixture
-def store(tmp_path) -> Store:
-    s = Store(f"sqlite:///{tmp_path / 'serving.db'}")
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request, tmp_path) -> Store:
+    if request.param == "sqlite":
+        url, urls = f"sqlite:///{tmp_path / 'serving.db'}", None
+    else:
+        urls = postgres_url()
+        url = next(urls)
+    s = Store(url)
     s.create_schema()
     yield s
     s.dispose()
+    if urls is not None:
+        next(urls, None)
 
 
 def served(store: Store) -> tuple[int, int, int]:
@@ -163,7 +171,7 @@ def test_a_store_from_another_version_is_refused(tmp_path):
     with sqlite3.connect(path) as con:
         con.execute("CREATE TABLE score_runs (id INTEGER PRIMARY KEY)")
     store = Store(f"sqlite:///{path}")
-    with pytest.raises(StoreSchemaError, match="another riskstrat version"):
+    with pytest.raises(StoreSchemaError, match="earlier riskstrat, before migrations"):
         store.create_schema()
     store.dispose()
 

@@ -1,0 +1,48 @@
+"""PostgreSQL for tests: the server on this machine (127.0.0.1:5432, database ``test``).
+
+Each test gets its own schema, dropped afterwards. Where no server answers, PostgreSQL tests
+are skipped with the reason, unless ``RISKSTRAT_REQUIRE_POSTGRES=1`` (CI sets it), when they
+fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+SERVER = os.environ.get("RISKSTRAT_TEST_POSTGRES", "postgres@127.0.0.1:5432/test")
+
+
+def _connect():  # type: ignore[no-untyped-def]
+    import psycopg
+
+    user_host, dbname = SERVER.rsplit("/", 1)
+    user, hostport = user_host.split("@")
+    host, port = hostport.split(":")
+    return psycopg.connect(
+        host=host, port=int(port), user=user, dbname=dbname, connect_timeout=3, autocommit=True
+    )
+
+
+def postgres_url() -> Iterator[str]:
+    """Yield a SQLAlchemy URL whose default schema is new and empty; drop it afterwards."""
+    try:
+        con = _connect()
+    except Exception as exc:
+        reason = f"no PostgreSQL at {SERVER} ({type(exc).__name__}: {exc})"
+        if os.environ.get("RISKSTRAT_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason}, and RISKSTRAT_REQUIRE_POSTGRES=1")
+        pytest.skip(f"{reason}; set RISKSTRAT_TEST_POSTGRES=user@host:port/db to use another")
+    schema = f"rs_test_{uuid.uuid4().hex[:12]}"
+    con.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield (
+            f"postgresql+psycopg://{SERVER.split('/')[0]}/{SERVER.rsplit('/', 1)[1]}"
+            f"?options=-csearch_path%3D{schema}"
+        )
+    finally:
+        con.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        con.close()
