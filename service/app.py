@@ -9,20 +9,39 @@ from collections.abc import Awaitable, Callable
 from importlib import metadata
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 
+from riskstrat.auth import OidcConfig, OidcVerifier
 from riskstrat.config import Settings, get_settings
 from riskstrat.registry import ModelRegistry
 from riskstrat.store import Store
+from service.pages import SignInRequired, pages
 from service.routes import api, router
 
 _log = logging.getLogger("riskstrat.api")
 
 DESCRIPTION = """
 90-day emergency admission risk for the registered population, published monthly by
-`riskstrat score`. Every route except `/health` and the docs needs the bearer token that
-`riskstrat serve` prints. Patient-level reads are recorded in the access log.
+`riskstrat score`, with intervention cohorts and reasons. Every route except `/health` and
+the docs needs a bearer credential: an API key from `riskstrat users add`, or an OIDC access
+token from the configured issuer. Each route says which role may use it; a patient or PCN
+outside the caller's PCNs answers 404. Every patient-level read is recorded in the audit
+trail before the response is sent.
 """
+
+#: Sent with every response. The API serves JSON and CSV only, so the policy allows nothing
+#: to load; the docs pages get the looser policy they need.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+_STRICT_CSP = "default-src 'none'; frame-ancestors 'none'"
+_DOCS_PATHS = ("/docs", "/redoc", "/docs/oauth2-redirect")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -36,8 +55,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = ModelRegistry(
         tracking_uri=settings.tracking_uri, artifact_root=settings.artifact_root
     )
+    app.state.oidc = (
+        OidcVerifier(
+            OidcConfig(
+                issuer=settings.oidc_issuer,
+                audience=settings.oidc_audience or "",
+                jwks=settings.oidc_jwks or "",
+                role_claim=settings.oidc_role_claim,
+                org_claim=settings.oidc_org_claim,
+                name_claim=settings.oidc_name_claim,
+                role_map=tuple(settings.oidc_role_map.items()),
+            )
+        )
+        if settings.oidc_issuer
+        else None
+    )
     app.include_router(router)
     app.include_router(api)
+    app.include_router(pages)
+
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(_request: Request, _exc: SignInRequired) -> Response:
+        return RedirectResponse("/login", status_code=303)
+
+    # No CORS middleware: browsers on other origins cannot call the API (the default).
+
+    max_bytes = settings.max_request_bytes
 
     @app.middleware("http")
     async def request_log(
@@ -46,12 +89,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Logs the route template, never the path: paths can hold NHS numbers.
         request.state.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
         start = time.perf_counter()
-        response = await call_next(request)
+        length = request.headers.get("content-length")
+        if (length is not None and (not length.isdigit() or int(length) > max_bytes)) or (
+            length is None and "chunked" in request.headers.get("transfer-encoding", "")
+        ):
+            response: Response = JSONResponse(
+                {"detail": f"request bodies are limited to {max_bytes} bytes"}, status_code=413
+            )
+        else:
+            response = await call_next(request)
         route = request.scope.get("route")
         template = route.path if isinstance(route, APIRoute) else "unmatched"
         response.headers["X-Request-ID"] = request.state.request_id[:64]
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Cache-Control"] = "no-store"
+        response.headers.update(SECURITY_HEADERS)
+        if request.url.path not in _DOCS_PATHS:
+            response.headers.setdefault("Content-Security-Policy", _STRICT_CSP)
         _log.info(
             "request",
             extra={

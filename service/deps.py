@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from riskstrat.auth import AuthError, Caller, OidcVerifier, Role, caller_from_user, key_prefix
 from riskstrat.config import Settings
 from riskstrat.registry import ModelRegistry
 from riskstrat.store import Store
 
-_bearer = HTTPBearer(auto_error=False, description="The API token `riskstrat serve` prints.")
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling. One shared token for now; named users and roles come later."""
-
-    name: str
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key from `riskstrat users add`, or an OIDC access token (JWT).",
+)
 
 
 def get_settings(request: Request) -> Settings:
@@ -38,27 +34,71 @@ def get_registry(request: Request) -> ModelRegistry:
     return registry
 
 
+def get_oidc(request: Request) -> OidcVerifier | None:
+    verifier: OidcVerifier | None = request.app.state.oidc
+    return verifier
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+OidcDep = Annotated[OidcVerifier | None, Depends(get_oidc)]
+
+
+def _unauthorised(detail: str = "a valid API key or access token is required") -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail=detail,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def current_caller(
-    settings: SettingsDep,
+    request: Request,
+    store: StoreDep,
+    oidc: OidcDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    expected = settings.api_token.get_secret_value() if settings.api_token else None
-    if (
-        credentials is None
-        or expected is None
-        or not secrets.compare_digest(credentials.credentials.encode(), expected.encode())
-    ):
-        raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="a valid bearer token is required",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return Caller(name="api-token")
+    """The authenticated caller, from an API key or an OIDC JWT; 401 otherwise."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorised()
+    token = credentials.credentials
+    try:
+        prefix = key_prefix(token)
+        if prefix is not None:
+            user = store.user_by_prefix(prefix)
+            if user is None:
+                raise AuthError("unknown API key")
+            caller = caller_from_user(user, token)
+        elif oidc is not None and token.count(".") == 2:
+            caller = oidc.verify(token)
+        else:
+            raise AuthError("not an API key or a token from the configured issuer")
+    except AuthError:
+        raise _unauthorised() from None
+    request.state.caller = caller
+    return caller
 
 
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
+
+
+def require(*roles: Role) -> Callable[[Caller], Caller]:
+    """A dependency that admits only ``roles`` (403 for any other role)."""
+
+    def check(caller: CurrentCaller) -> Caller:
+        if caller.role not in roles:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"the {caller.role} role cannot use this route",
+            )
+        return caller
+
+    return check
+
+
+PcnTeam = Annotated[Caller, Depends(require("pcn_team"))]
+CareCoordinator = Annotated[Caller, Depends(require("care_coordinator"))]
+Analyst = Annotated[Caller, Depends(require("analyst"))]
+Admin = Annotated[Caller, Depends(require("admin"))]
+AnyRole = CurrentCaller

@@ -3,18 +3,43 @@
 from __future__ import annotations
 
 import io
-from datetime import date
+import json
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    status,
+)
 
+from riskstrat.auth import Caller
 from riskstrat.cohorts import capacity_summary, what_changed
+from riskstrat.explain import REASON_LABELS
 from riskstrat.listing import listing_frame
 from riskstrat.nhs_number import is_valid_nhs_number
 from riskstrat.registry import CHAMPION, ModelNotFoundError
-from riskstrat.store import PatientScore, RunInfo, Store
-from service.deps import CurrentCaller, RegistryDep, SettingsDep, StoreDep
+from riskstrat.store import PatientScore, RunInfo, Store, pseudonymise
+from service.deps import (
+    Admin,
+    Analyst,
+    CareCoordinator,
+    PcnTeam,
+    RegistryDep,
+    SettingsDep,
+    StoreDep,
+    require,
+)
+from service.fhir import NHS_NUMBER_SYSTEM, bundle, risk_assessment
 from service.schemas import (
+    AuditPage,
+    AuditRecord,
     CapacitySummary,
     CohortIndex,
     CohortMemberPublic,
@@ -24,29 +49,41 @@ from service.schemas import (
     Health,
     InterventionInfo,
     ModelInfo,
+    OutcomeRow,
     PatientRiskPublic,
     PatientRiskResponse,
     Reason,
     RiskListPage,
+    RunRecord,
     RunSummary,
     WhatChanged,
 )
 
+#: The error answers every data route can give, so the OpenAPI schema documents them.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No valid API key or access token."},
+    403: {"description": "The caller's role cannot use this route."},
+    404: {"description": "Not found, or outside the caller's PCNs (the two look the same)."},
+}
 router = APIRouter()
-api = APIRouter(prefix="/api/v1")
+api = APIRouter(prefix="/api/v1", responses=ERRORS)
 
 PurposeHeader = Annotated[
     str | None,
     Header(alias="X-Purpose", max_length=200, description="Why the data is needed (audited)."),
 ]
 NO_RUN = "no scoring run has been published yet: run `riskstrat score`"
+NHS_NUMBER_PATTERN = r"^[0-9]{10}$"
+BAD_CHECK_DIGIT = "no risk published for this patient: not a valid NHS number (Modulus 11)"
 PcnQuery = Annotated[str | None, Query(pattern=r"^U[0-9]{5}$", description="PCN ODS code")]
 PracticeQuery = Annotated[
     str | None, Query(pattern=r"^[A-Z][0-9]{5}$", description="Practice ODS code")
 ]
 MonthQuery = Annotated[
     str | None,
-    Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM; default the latest run"),
+    Query(
+        pattern=r"^(19|20)[0-9]{2}-(0[1-9]|1[0-2])$", description="YYYY-MM; default the latest run"
+    ),
 ]
 
 
@@ -83,6 +120,38 @@ def _intervention_info(run: RunInfo, key: str) -> InterventionInfo:
         note=record.get("note"),
         eligible=int(counts.get("eligible", 0)),
         served_within_lookback=int(counts.get("served_within_lookback", 0)),
+    )
+
+
+def _scope(store: Store, run: RunInfo, caller: Caller, pcn: str | None) -> list[str] | None:
+    """The PCN codes a list may show; a PCN outside the caller's scope is answered exactly
+    as one that is not in the run (404)."""
+    if pcn is not None and (not caller.sees_pcn(pcn) or not store.pcn_in_run(run.id, pcn)):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no PCN {pcn} in this run")
+    return None if caller.all_pcns else list(caller.pcns)
+
+
+def audit(
+    request: Request,
+    store: Store,
+    settings: Any,
+    caller: Caller,
+    route: str,
+    nhs_numbers: list[str],
+    purpose: str | None,
+) -> None:
+    """Record a patient-level read before the response is built. If the record cannot be
+    written this raises, and the caller gets a 500 with no data."""
+    store.record_access(
+        actor=caller.name,
+        role=caller.role,
+        organisations=list(caller.pcns),
+        route=route,
+        nhs_numbers=nhs_numbers,
+        key=settings.pseudonym_key.get_secret_value(),
+        request_id=getattr(request.state, "request_id", None),
+        purpose=purpose,
+        identify_patients=settings.audit_identify_patients,
     )
 
 
@@ -127,7 +196,7 @@ def risk_list(
     request: Request,
     store: StoreDep,
     settings: SettingsDep,
-    caller: CurrentCaller,
+    caller: PcnTeam,
     purpose: PurposeHeader = None,
     pcn: PcnQuery = None,
     practice: PracticeQuery = None,
@@ -135,20 +204,23 @@ def risk_list(
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> RiskListPage:
-    """Everyone scored in a run for a PCN or practice, highest risk first, with reasons."""
+    """Everyone scored in a run in the caller's PCNs (or one PCN or practice), highest risk
+    first, with reasons. Role: pcn_team."""
     run = _run_for(store, month)
+    scope = _scope(store, run, caller, pcn)
     size = min(page_size, settings.max_page_size)
     total, rows = store.cohort_page(
-        run.id, pcn_code=pcn, practice_code=practice, offset=(page - 1) * size, limit=size
+        run.id,
+        pcn_code=pcn,
+        practice_code=practice,
+        offset=(page - 1) * size,
+        limit=size,
+        pcn_codes=scope,
     )
-    store.record_access(
-        actor=caller.name,
-        route="GET /api/v1/risk-list",
-        nhs_numbers=[r.nhs_number for r in rows],
-        key=settings.pseudonym_key.get_secret_value(),
-        request_id=getattr(request.state, "request_id", None),
-        purpose=purpose,
-    )
+    audit(
+        request, store, settings, caller, "GET /api/v1/risk-list",
+        [r.nhs_number for r in rows], purpose,
+    )  # fmt: skip
     return RiskListPage(
         run=_run_summary(run),
         pcn_code=pcn,
@@ -161,8 +233,13 @@ def risk_list(
 
 
 @api.get("/cohorts", response_model=CohortIndex, tags=["cohorts"])
-def cohort_index(store: StoreDep, caller: CurrentCaller, month: MonthQuery = None) -> CohortIndex:
-    """The intervention cohorts of a run, with their criteria sources and sizes; no patients."""
+def cohort_index(
+    store: StoreDep,
+    caller: Annotated[Caller, Depends(require("pcn_team", "analyst"))],
+    month: MonthQuery = None,
+) -> CohortIndex:
+    """The intervention cohorts of a run, with their criteria sources and sizes; no patients.
+    Roles: pcn_team, analyst."""
     run = _run_for(store, month)
     return CohortIndex(
         run=_run_summary(run),
@@ -181,7 +258,7 @@ def cohort(
     request: Request,
     store: StoreDep,
     settings: SettingsDep,
-    caller: CurrentCaller,
+    caller: PcnTeam,
     intervention: Annotated[
         str, Path(pattern=r"^[a-z][a-z0-9_]{0,49}$", description="e.g. falls_review")
     ],
@@ -198,7 +275,7 @@ def cohort(
 ) -> Any:
     """An intervention's cohort for a PCN or practice, ranked by expected benefit, with why
     each person is eligible, their reasons, and (with `capacity`) what the top N and the next
-    N are expected to yield."""
+    N are expected to yield. Role: pcn_team, for its own PCNs."""
     run = _run_for(store, month)
     if intervention not in _interventions(run):
         known = ", ".join(_interventions(run)) or "none"
@@ -206,29 +283,37 @@ def cohort(
             status.HTTP_404_NOT_FOUND, f"no cohort {intervention!r} in this run; known: {known}"
         )
     info = _intervention_info(run, intervention)
+    scope = _scope(store, run, caller, pcn)
     size = min(page_size, settings.max_page_size)
     offset = (page - 1) * size
     limit = size if capacity is None else max(0, min(size, capacity - offset))
     total, rows = store.intervention_page(
-        run.id, intervention, pcn_code=pcn, practice_code=practice, offset=offset, limit=limit
+        run.id,
+        intervention,
+        pcn_code=pcn,
+        practice_code=practice,
+        offset=offset,
+        limit=limit,
+        pcn_codes=scope,
     )
     summary = None
     if capacity is not None:
         risks = store.intervention_risks(
-            run.id, intervention, pcn_code=pcn, practice_code=practice, limit=2 * capacity
+            run.id,
+            intervention,
+            pcn_code=pcn,
+            practice_code=practice,
+            limit=2 * capacity,
+            pcn_codes=scope,
         )
         summary = CapacitySummary(
             **{**capacity_summary(risks, capacity=capacity, effect=info.effect), "eligible": total}
         )
         total = min(total, capacity)
-    store.record_access(
-        actor=caller.name,
-        route="GET /api/v1/cohorts/{intervention}",
-        nhs_numbers=[m.nhs_number for m, _ in rows],
-        key=settings.pseudonym_key.get_secret_value(),
-        request_id=getattr(request.state, "request_id", None),
-        purpose=purpose,
-    )
+    audit(
+        request, store, settings, caller, "GET /api/v1/cohorts/{intervention}",
+        [m.nhs_number for m, _ in rows], purpose,
+    )  # fmt: skip
     if format == "csv":
         frame = listing_frame(rows, _interventions(run)[intervention]["criteria"])
         buffer = io.StringIO()
@@ -271,29 +356,25 @@ def patient_risk(
     request: Request,
     store: StoreDep,
     settings: SettingsDep,
-    caller: CurrentCaller,
-    nhs_number: Annotated[str, Path(description="10-digit NHS number")],
+    caller: CareCoordinator,
+    nhs_number: Annotated[str, Path(pattern=NHS_NUMBER_PATTERN, description="10-digit NHS number")],
     purpose: PurposeHeader = None,
 ) -> PatientRiskResponse:
     """One person's risk, percentile and reasons from the latest run, the interventions they
-    are eligible for, and what changed since the previous month."""
+    are eligible for, and what changed since the previous month. Role: care_coordinator, for
+    patients registered in its PCNs."""
     if not is_valid_nhs_number(nhs_number):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            "not a valid NHS number (10 digits with a Modulus 11 check digit)",
-        )
+        # Ten digits but a wrong check digit: no such person can exist.
+        raise HTTPException(status.HTTP_404_NOT_FOUND, BAD_CHECK_DIGIT)
     run = store.latest_run()
     score = store.patient_score(run.id, nhs_number) if run else None
-    if run is None or score is None:
+    if run is None or score is None or not caller.sees_pcn(score.pcn_code):
+        # Out of scope reads exactly like not there: nothing to tell them apart.
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no risk published for this patient")
-    store.record_access(
-        actor=caller.name,
-        route="GET /api/v1/patients/{nhs_number}/risk",
-        nhs_numbers=[nhs_number],
-        key=settings.pseudonym_key.get_secret_value(),
-        request_id=getattr(request.state, "request_id", None),
-        purpose=purpose,
-    )
+    audit(
+        request, store, settings, caller, "GET /api/v1/patients/{nhs_number}/risk",
+        [nhs_number], purpose,
+    )  # fmt: skip
     memberships = [
         EligibleIntervention(
             intervention=m.intervention,
@@ -308,15 +389,18 @@ def patient_risk(
     previous = store.previous_run(run.month)
     before = store.patient_score(previous.id, nhs_number) if previous else None
     if previous is not None and before is not None:
+        change = what_changed(
+            risk_now=score.risk,
+            contributions_now=score.contributions,
+            risk_then=before.risk,
+            contributions_then=before.contributions,
+        )
+        texts = {r["group"]: r["text"] for r in score.reasons}
+        for moved in change["reasons_moved"]:
+            moved["label"] = REASON_LABELS.get(moved["group"], moved["group"].replace("_", " "))
+            moved["text_now"] = texts.get(moved["group"])
         changed = WhatChanged(
-            previous_month=previous.month,
-            previous_model_version=previous.model_version,
-            **what_changed(
-                risk_now=score.risk,
-                contributions_now=score.contributions,
-                risk_then=before.risk,
-                contributions_then=before.contributions,
-            ),
+            previous_month=previous.month, previous_model_version=previous.model_version, **change
         )
     return PatientRiskResponse(
         **_public(score).model_dump(),
@@ -328,9 +412,10 @@ def patient_risk(
 
 @api.get("/models/current", response_model=ModelInfo, tags=["models"])
 def current_model(
-    store: StoreDep, registry: RegistryDep, settings: SettingsDep, caller: CurrentCaller
+    store: StoreDep, registry: RegistryDep, settings: SettingsDep, caller: Analyst
 ) -> ModelInfo:
-    """The champion model: version, when it was trained, and its held-out metrics."""
+    """The champion model: version, when it was trained, and its held-out metrics. Role:
+    analyst."""
     try:
         info = registry.describe(settings.model_name, CHAMPION)
     except ModelNotFoundError:
@@ -347,4 +432,140 @@ def current_model(
         validation_month=info.tags.get("riskstrat.validation_month"),
         metrics={k: v for k, v in sorted(info.metrics.items())},
         serving_version=run.model_version if run else None,
+    )
+
+
+FhirJson = "application/fhir+json"
+
+
+def _fhir_response(body: dict[str, Any]) -> Response:
+    return Response(json.dumps(body), media_type=FhirJson)
+
+
+@router.get(
+    "/fhir/RiskAssessment",
+    tags=["fhir"],
+    responses={200: {"content": {FhirJson: {}}, "description": "A searchset Bundle"}, **ERRORS},
+)
+def fhir_risk_assessment_search(
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    caller: CareCoordinator,
+    patient: Annotated[
+        str,
+        Query(
+            description="NHS number, alone or as https://fhir.nhs.uk/Id/nhs-number|<number>",
+            pattern=r"^(https://fhir\.nhs\.uk/Id/nhs-number\|)?[0-9]{10}$",
+        ),
+    ],
+    purpose: PurposeHeader = None,
+) -> Response:
+    """FHIR R4 RiskAssessment search by patient: the latest published risk, as a Bundle.
+    Role: care_coordinator, for patients registered in its PCNs."""
+    nhs_number = patient.removeprefix(f"{NHS_NUMBER_SYSTEM}|")
+    run = store.latest_run() if is_valid_nhs_number(nhs_number) else None
+    score = store.patient_score(run.id, nhs_number) if run else None
+    found = run is not None and score is not None and caller.sees_pcn(score.pcn_code)
+    resources = [risk_assessment(run, score)] if found and run and score else []
+    if resources:
+        audit(request, store, settings, caller, "GET /fhir/RiskAssessment", [nhs_number], purpose)
+    return _fhir_response(bundle(resources, str(request.base_url).rstrip("/")))
+
+
+@router.get(
+    "/fhir/RiskAssessment/{resource_id}",
+    tags=["fhir"],
+    responses={200: {"content": {FhirJson: {}}, "description": "A RiskAssessment"}, **ERRORS},
+)
+def fhir_risk_assessment_read(
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    caller: CareCoordinator,
+    resource_id: Annotated[str, Path(pattern=r"^[0-9]{1,9}-[0-9]{1,9}$")],
+    purpose: PurposeHeader = None,
+) -> Response:
+    """One FHIR R4 RiskAssessment by id. Role: care_coordinator, within its PCNs."""
+    run_id, rank = (int(x) for x in resource_id.split("-"))
+    run = store.run(run_id)
+    score = store.patient_score_by_rank(run_id, rank) if run else None
+    if run is None or score is None or not caller.sees_pcn(score.pcn_code):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such RiskAssessment")
+    audit(
+        request, store, settings, caller, "GET /fhir/RiskAssessment/{id}",
+        [score.nhs_number], purpose,
+    )  # fmt: skip
+    return _fhir_response(risk_assessment(run, score))
+
+
+@api.get("/runs", response_model=list[RunRecord], tags=["analysts"])
+def runs(store: StoreDep, caller: Analyst) -> list[RunRecord]:
+    """Every monthly run, with status, model version and cohort counts; no identifiers.
+    Role: analyst."""
+    out = []
+    for r in store.runs():
+        cohorts = r.details.get("cohorts", {}) if r.status == "published" else {}
+        out.append(
+            RunRecord(
+                run_id=r.id,
+                month=r.month,
+                status=r.status,
+                model_name=r.model_name,
+                model_version=r.model_version,
+                n_scored=r.n_scored,
+                n_type1_opt_outs_excluded=r.n_type1_opt_outs_excluded,
+                created_at=r.created_at,
+                published_at=r.published_at,
+                duration_seconds=r.duration_seconds,
+                cohorts=cohorts,
+                error=r.details.get("error"),
+            )
+        )
+    return out
+
+
+@api.get("/runs/{run_id}/outcomes", response_model=list[OutcomeRow], tags=["analysts"])
+def run_outcomes(
+    store: StoreDep, caller: Analyst, run_id: Annotated[int, Path(ge=1, le=2**31 - 1)]
+) -> list[OutcomeRow]:
+    """A run's outcome summary per cohort, practice and delivered or not (aggregates, from
+    `riskstrat outcomes`). Role: analyst."""
+    if store.run(run_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such run")
+    frame = store.outcomes(run_id)
+    return [
+        OutcomeRow(**{k: r[k] for k in OutcomeRow.model_fields})
+        for r in frame.to_dict(orient="records")
+    ]
+
+
+@api.get("/audit", response_model=AuditPage, tags=["admin"])
+def audit_trail(
+    store: StoreDep,
+    settings: SettingsDep,
+    caller: Admin,
+    user: Annotated[str | None, Query(max_length=200, description="Who read")] = None,
+    patient: Annotated[
+        str | None,
+        Query(pattern=NHS_NUMBER_PATTERN, description="NHS number: who has looked at it?"),
+    ] = None,
+    since: Annotated[datetime | None, Query(description="From (inclusive), ISO 8601")] = None,
+    until: Annotated[datetime | None, Query(description="To (exclusive), ISO 8601")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> AuditPage:
+    """The audit trail of patient-level reads, filtered by user, patient and time. Role:
+    admin."""
+    stored_patient = None
+    if patient is not None:
+        stored_patient = (
+            patient
+            if settings.audit_identify_patients
+            else pseudonymise(patient, settings.pseudonym_key.get_secret_value())
+        )
+    records = store.access_records(
+        actor=user, patient=stored_patient, since=since, until=until, limit=limit + 1
+    )
+    return AuditPage(
+        records=[AuditRecord(**r) for r in records[:limit]], truncated=len(records) > limit
     )

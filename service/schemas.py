@@ -143,6 +143,10 @@ class EligibleIntervention(BaseModel):
 
 class ReasonChange(BaseModel):
     group: str
+    label: str = Field(description="The reason group in a few words.")
+    text_now: str | None = Field(
+        description="This month's reason in words, when it is among the person's top reasons."
+    )
     percentage_points_then: float
     percentage_points_now: float
     change_percentage_points: float
@@ -169,3 +173,51 @@ class ModelInfo(BaseModel):
     serving_version: str | None = Field(
         description="Model version behind the latest published run (may lag the champion)."
     )
+
+
+class AuditRecord(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    role: str | None
+    organisations: list[str] | None
+    route: str
+    request_id: str | None
+    purpose: str | None
+    n_patients: int
+    patients: list[str] = Field(
+        description="Keyed-hash pseudonyms (or NHS numbers, if the deployment records them)."
+    )
+
+
+class AuditPage(BaseModel):
+    records: list[AuditRecord]
+    truncated: bool = Field(description="True when more records match than were returned.")
+
+
+class RunRecord(BaseModel):
+    run_id: int
+    month: date
+    status: str
+    model_name: str
+    model_version: str
+    n_scored: int
+    n_type1_opt_outs_excluded: int
+    created_at: datetime
+    published_at: datetime | None
+    duration_seconds: float | None
+    cohorts: dict[str, dict[str, object]] = Field(
+        description="Per cohort: eligible, served within the look-back, expected admissions "
+        "and admissions avoided, people per PCN. Aggregates only."
+    )
+    error: str | None
+
+
+class OutcomeRow(BaseModel):
+    intervention: str
+    practice_code: str
+    pcn_code: str
+    delivered: bool
+    people: int
+    expected: float
+    observed: int

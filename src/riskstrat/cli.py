@@ -742,29 +742,22 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Interface; default 127.0.0.1.")] = None,
     port: Annotated[int | None, typer.Option(help="Port; default 8000.")] = None,
 ) -> None:
-    """Run the API. Prints the token to use when RISKSTRAT_API_TOKEN is not set."""
+    """Run the API (credentials: `riskstrat users add`, or OIDC tokens)."""
     import uvicorn
-    from pydantic import SecretStr
 
-    from riskstrat.config import get_settings, new_api_token
+    from riskstrat.config import get_settings
     from service.app import create_app
 
     _setup()
     settings = get_settings()
-    if settings.api_token is None:
-        token = new_api_token()
-        settings = settings.model_copy(update={"api_token": SecretStr(token)})
-        shown = token
-    else:
-        shown = "$RISKSTRAT_API_TOKEN"
     bind_host, bind_port = host or settings.host, port or settings.port
     base = f"http://{bind_host}:{bind_port}"
     console.print(
         f"\n[bold]riskstrat API[/] on {base}\n"
         f"  docs:     {base}/docs\n"
         f"  health:   {base}/health\n"
-        f"  token:    {shown}\n"
-        f'  example:  curl -H "Authorization: Bearer {shown}" '
+        f"  keys:     riskstrat users add --name NAME --role pcn_team --pcn U12345\n"
+        f'  example:  curl -H "Authorization: Bearer $KEY" '
         f"'{base}/api/v1/cohorts/falls_review?capacity=5'\n",
         highlight=False,
     )
@@ -775,6 +768,164 @@ def serve(
         access_log=False,
         log_level=os.environ.get("RISKSTRAT_LOG_LEVEL", "info").lower(),
     )
+
+
+users_app = typer.Typer(help="API users: keys with one role and the PCNs they may see.")
+app.add_typer(users_app, name="users")
+
+
+def _actor() -> str:
+    import getpass
+
+    return os.environ.get("RISKSTRAT_ACTOR") or getpass.getuser()
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Option(help="Who holds the key (unique).")],
+    role: Annotated[str, typer.Option(help="pcn_team, care_coordinator, analyst or admin.")],
+    pcn: Annotated[
+        list[str] | None,
+        typer.Option(help="A PCN in scope (repeat for more); '*' for every PCN."),
+    ] = None,
+    days: Annotated[
+        int | None, typer.Option(min=1, max=730, help="Days until the key expires.")
+    ] = None,
+    key_file: Annotated[
+        Path | None,
+        typer.Option(help="Write the key to this file (mode 600) instead of printing it."),
+    ] = None,
+) -> None:
+    """Create a user and print their API key once (only its hash is stored)."""
+    from datetime import UTC, datetime, timedelta
+
+    from riskstrat.auth import ROLES, check_pcns, new_api_key
+    from riskstrat.config import get_settings
+    from riskstrat.store import Store, StoreSchemaError
+
+    _setup()
+    if role not in ROLES:
+        raise _fail(f"--role must be one of {', '.join(ROLES)}", 2)
+    try:
+        pcns = check_pcns(pcn or ([] if role in ("pcn_team", "care_coordinator") else ["*"]))
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    settings = get_settings()
+    new = new_api_key()
+    expires = datetime.now(UTC) + timedelta(days=days or settings.api_key_days)
+    store = Store(settings.serving_database_url)
+    try:
+        store.create_schema()
+        store.add_user(
+            name=name, role=role, pcns=pcns, key_prefix=new.prefix, key_hash=new.hash,
+            expires_at=expires, created_by=_actor(),
+        )  # fmt: skip
+    except (ValueError, StoreSchemaError) as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        store.dispose()
+    console.print(
+        f"added {name} ({role}, PCNs {', '.join(pcns)}), key expires {expires:%Y-%m-%d}",
+        highlight=False,
+    )
+    if key_file is not None:
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(new.key + "\n")
+        console.print(f"key written to {key_file}", highlight=False)
+    else:
+        console.print("the key is shown once; store it safely:", highlight=False)
+        out.print(new.key, highlight=False)
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users with role, PCNs, expiry and whether revoked (never keys)."""
+    from datetime import UTC, datetime
+
+    from riskstrat.config import get_settings
+    from riskstrat.store import Store
+
+    _setup()
+    store = Store(get_settings().serving_database_url)
+    store.create_schema()
+    users = store.users()
+    store.dispose()
+    table = Table(title="API users")
+    for col in ("name", "role", "PCNs", "created", "expires", "state"):
+        table.add_column(col)
+    now = datetime.now(UTC)
+    for u in users:
+        state = (
+            "revoked" if u["revoked_at"] else ("expired" if u["expires_at"] <= now else "active")
+        )
+        table.add_row(
+            u["name"], u["role"], ", ".join(u["pcns"]), f"{u['created_at']:%Y-%m-%d}",
+            f"{u['expires_at']:%Y-%m-%d}", state,
+        )  # fmt: skip
+    out.print(table)
+
+
+@users_app.command("revoke")
+def users_revoke(name: Annotated[str, typer.Argument(help="The user to revoke.")]) -> None:
+    """Revoke a user's key at once."""
+    from riskstrat.config import get_settings
+    from riskstrat.store import Store
+
+    _setup()
+    store = Store(get_settings().serving_database_url)
+    store.create_schema()
+    done = store.revoke_user(name)
+    store.dispose()
+    if not done:
+        raise _fail(f"no active user called {name!r}")
+    out.print(f"revoked {name}")
+
+
+@app.command("audit")
+def audit_report(
+    patient: Annotated[
+        str | None, typer.Option(help="NHS number: who has looked at this record?")
+    ] = None,
+    user: Annotated[str | None, typer.Option(help="What has this user looked at?")] = None,
+    since: Annotated[str | None, typer.Option(help="From this date (YYYY-MM-DD).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
+) -> None:
+    """Report the audit trail: who read which patients' data, when, by which route, and why."""
+    from datetime import UTC, datetime
+
+    from riskstrat.config import get_settings
+    from riskstrat.nhs_number import is_valid_nhs_number
+    from riskstrat.store import Store, pseudonymise
+
+    _setup()
+    settings = get_settings()
+    stored = None
+    if patient is not None:
+        if not is_valid_nhs_number(patient):
+            raise _fail("--patient must be a valid NHS number", 2)
+        stored = (
+            patient
+            if settings.audit_identify_patients
+            else pseudonymise(patient, settings.pseudonym_key.get_secret_value())
+        )
+    start = datetime.combine(_date(since, "--since"), datetime.min.time(), UTC) if since else None
+    store = Store(settings.serving_database_url)
+    store.create_schema()
+    records = store.access_records(actor=user, patient=stored, since=start, limit=limit)
+    store.dispose()
+    title = "Who has looked at this record" if patient else "Audit trail"
+    table = Table(title=f"{title} ({len(records)} reads)")
+    for col in ("when (UTC)", "who", "role", "organisations", "route", "patients", "purpose"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(
+            f"{r['at']:%Y-%m-%d %H:%M:%S}", r["actor"], r["role"] or "-",
+            ", ".join(r["organisations"] or []) or "-", r["route"], str(r["n_patients"]),
+            r["purpose"] or "-",
+        )  # fmt: skip
+    out.print(table)
 
 
 if __name__ == "__main__":

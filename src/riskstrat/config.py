@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -42,9 +41,24 @@ class Settings(BaseSettings):
         default=False,
         description="Publish type 1 opt-outs in lists (only if the deployment's IG allows it).",
     )
-    api_token: SecretStr | None = Field(
-        default=None, description="Bearer token the API accepts; `riskstrat serve` makes one."
+    oidc_issuer: str | None = Field(default=None, description="OIDC issuer (enables JWTs).")
+    oidc_audience: str | None = None
+    oidc_jwks: str | None = Field(
+        default=None, description="JWKS URL of the issuer, or a local JSON file."
     )
+    oidc_role_claim: str = "riskstrat_role"
+    oidc_org_claim: str = "riskstrat_pcns"
+    oidc_name_claim: str = "sub"
+    oidc_role_map: dict[str, str] = Field(
+        default_factory=dict,
+        description='Claim values to riskstrat roles, e.g. {"R8008": "care_coordinator"}.',
+    )
+    api_key_days: int = Field(default=90, ge=1, le=730, description="Default life of a key.")
+    audit_identify_patients: bool = Field(
+        default=False,
+        description="Record NHS numbers in the audit trail instead of keyed-hash pseudonyms.",
+    )
+    max_request_bytes: int = Field(default=16_384, ge=1024)
     pseudonym_key: SecretStr = Field(
         default=SecretStr(_DEV_PSEUDONYM_KEY),
         description="HMAC key used to pseudonymise NHS numbers in the access log.",
@@ -64,8 +78,10 @@ class Settings(BaseSettings):
         if self.environment != "development":
             if self.pseudonym_key.get_secret_value() == _DEV_PSEUDONYM_KEY:
                 raise ValueError("set RISKSTRAT_PSEUDONYM_KEY outside development")
-            if self.api_token is None:
-                raise ValueError("set RISKSTRAT_API_TOKEN outside development")
+            if self.oidc_issuer and not (self.oidc_audience and self.oidc_jwks):
+                raise ValueError(
+                    "set RISKSTRAT_OIDC_AUDIENCE and RISKSTRAT_OIDC_JWKS with the issuer"
+                )
         self.home = self.home.expanduser().resolve()
         return self
 
@@ -89,11 +105,6 @@ class Settings(BaseSettings):
     def work_dir(self) -> Path:
         """Scratch space (DuckDB spill files); safe to delete when nothing runs."""
         return self.home / "work"
-
-
-def new_api_token() -> str:
-    """A fresh random bearer token for a development server."""
-    return secrets.token_urlsafe(24)
 
 
 @lru_cache(maxsize=1)

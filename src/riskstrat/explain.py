@@ -262,6 +262,25 @@ REASON_GROUPS: tuple[ReasonGroup, ...] = (
 )  # fmt: skip
 
 
+#: Each reason group in a few words, for summaries such as "what changed".
+REASON_LABELS = {
+    "recent_emergency_admissions": "recent emergency admissions",
+    "ae_attendances": "A&E attendances",
+    "planned_care": "planned care (GP, outpatient, community)",
+    "age": "age",
+    "sex": "sex",
+    "deprivation": "area deprivation",
+    "long_term_conditions": "long-term conditions",
+    "medicines": "medicines",
+    "frailty": "frailty",
+    "falls": "falls",
+    "time_of_year": "time of year",
+    "living_situation": "living situation",
+    "other_recorded_problems": "other recorded problems",
+    "care_already_given": "care already given",
+}
+
+
 def shap_contributions(booster: lgb.Booster, X: pd.DataFrame) -> npt.NDArray[np.float64]:
     """Exact TreeSHAP values in log-odds: one column per model feature plus the base value.
 

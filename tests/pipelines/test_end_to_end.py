@@ -20,7 +20,7 @@ from service.app import create_app
 
 pytestmark = pytest.mark.slow
 EXTRACT_DATE = date(2026, 11, 1)
-TOKEN = "e2e-token"
+ROLES = ("pcn_team", "care_coordinator", "analyst", "admin")
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,6 @@ def world(tmp_path_factory):
     home = root / "home"
     mp = pytest.MonkeyPatch()
     mp.setenv("RISKSTRAT_HOME", str(home))
-    mp.setenv("RISKSTRAT_API_TOKEN", TOKEN)
     get_settings.cache_clear()
     runner = CliRunner()
     extract = root / "extract"
@@ -99,6 +98,12 @@ def world(tmp_path_factory):
     results["score_future"] = runner.invoke(
         app, ["score", "--data", str(extract), "--month", "2026-12"]
     )
+    for role in ROLES:
+        results[f"key_{role}"] = runner.invoke(
+            app,
+            ["users", "add", "--name", f"e2e-{role}", "--role", role, "--pcn", "*",
+             "--key-file", str(root / f"{role}.key")],
+        )  # fmt: skip
     settings = get_settings()
     yield {
         "first_november": first_november,
@@ -114,6 +119,11 @@ def world(tmp_path_factory):
     get_settings.cache_clear()
 
 
+def _auth(world, role: str) -> dict[str, str]:
+    key = (world["root"] / f"{role}.key").read_text().strip()
+    return {"Authorization": f"Bearer {key}"}
+
+
 def _text(result) -> str:
     """The command's output with rich's line wrapping undone."""
     return " ".join(result.output.split())
@@ -123,7 +133,7 @@ def test_every_command_succeeded(world):
     for name in (
         "generate", "validate", "train", "promote", "models", "card", "score_july",
         "score_october", "score", "score_again", "outcomes", "export_csv", "export_xlsx",
-        "predict",
+        "predict", *(f"key_{r}" for r in ROLES),
     ):  # fmt: skip
         result = world["results"][name]
         assert result.exit_code == 0, (name, result.output)
@@ -252,7 +262,7 @@ def test_scoring_a_month_the_extract_does_not_cover_fails_and_is_recorded(world)
 def test_api_serves_ranked_patients_with_reasons(world):
     settings: Settings = world["settings"]
     with TestClient(create_app(settings)) as client:
-        auth = {"Authorization": f"Bearer {TOKEN}"}
+        auth = _auth(world, "pcn_team")
         page = client.get("/api/v1/risk-list", params={"page_size": 10}, headers=auth).json()
         risks = [i["risk"] for i in page["items"]]
         assert len(risks) == 10 and risks == sorted(risks, reverse=True)
@@ -261,9 +271,11 @@ def test_api_serves_ranked_patients_with_reasons(world):
         in_pcn = client.get("/api/v1/risk-list", params={"pcn": pcn}, headers=auth).json()
         assert {i["pcn_code"] for i in in_pcn["items"]} == {pcn}
         top = page["items"][0]["nhs_number"]
-        person = client.get(f"/api/v1/patients/{top}/risk", headers=auth).json()
+        person = client.get(
+            f"/api/v1/patients/{top}/risk", headers=_auth(world, "care_coordinator")
+        ).json()
         assert person["rank"] == 1 and person["run"]["model_version"] == "1"
-        model = client.get("/api/v1/models/current", headers=auth).json()
+        model = client.get("/api/v1/models/current", headers=_auth(world, "analyst")).json()
         assert model["version"] == "1" and model["serving_version"] == "1"
         assert "validation_auroc" in model["metrics"]
 
@@ -446,7 +458,7 @@ def test_exports_open_as_a_practice_team_expects(world):
 def test_api_serves_intervention_cohorts_and_what_changed(world):
     settings: Settings = world["settings"]
     with TestClient(create_app(settings)) as client:
-        auth = {"Authorization": f"Bearer {TOKEN}"}
+        auth = _auth(world, "pcn_team")
         index = client.get("/api/v1/cohorts", headers=auth).json()
         assert [i["key"] for i in index["interventions"]] == [
             "falls_review", "medication_review", "advance_care_planning",
@@ -463,7 +475,9 @@ def test_api_serves_intervention_cohorts_and_what_changed(world):
         )
         assert all(i["eligible_because"] and i["reasons"] for i in body["items"])
         person = body["items"][0]["nhs_number"]
-        detail = client.get(f"/api/v1/patients/{person}/risk", headers=auth).json()
+        detail = client.get(
+            f"/api/v1/patients/{person}/risk", headers=_auth(world, "care_coordinator")
+        ).json()
         assert "medication_review" in [e["intervention"] for e in detail["eligible_interventions"]]
         changed = detail["what_changed"]
         assert changed is not None and changed["previous_month"] == "2026-10-01"

@@ -13,14 +13,20 @@ from riskstrat.config import Settings
 from riskstrat.nhs_number import synthetic_nhs_numbers
 from riskstrat.store import Store, pseudonymise
 from service.app import create_app
+from tests.auth_helpers import add_fixed_key, bearer, fixed_key
 
-TOKEN = "test-token-not-secret"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+TEAM = bearer(fixed_key(1))
+COORD = bearer(fixed_key(2))
+ANALYST = bearer(fixed_key(3))
+TOKEN = fixed_key(1)
 
 
 @pytest.fixture
 def settings(tmp_path) -> Settings:
-    return Settings(home=tmp_path / "home", api_token=TOKEN)
+    settings = Settings(home=tmp_path / "home")
+    for n, role in ((1, "pcn_team"), (2, "care_coordinator"), (3, "analyst")):
+        add_fixed_key(settings, role, fixed_key(n))
+    return settings
 
 
 @pytest.fixture
@@ -91,13 +97,13 @@ def test_every_data_route_needs_the_token(client, path, headers):
 
 
 def test_empty_store_says_no_run_yet(client):
-    response = client.get("/api/v1/risk-list", headers=AUTH)
+    response = client.get("/api/v1/risk-list", headers=TEAM)
     assert response.status_code == 404 and "riskstrat score" in response.json()["detail"]
-    assert client.get("/api/v1/patients/9998336376/risk", headers=AUTH).status_code == 404
+    assert client.get("/api/v1/patients/9998336376/risk", headers=COORD).status_code == 404
 
 
 def test_no_champion_model_is_404(client):
-    response = client.get("/api/v1/models/current", headers=AUTH)
+    response = client.get("/api/v1/models/current", headers=ANALYST)
     assert response.status_code == 404 and "riskstrat train" in response.json()["detail"]
 
 
@@ -105,7 +111,7 @@ def test_cohort_is_ranked_and_paged(client, settings):
     scores = _scores(120)
     _publish(settings, scores)
     pcn = scores[scores.pcn_code == "U12345"].sort_values("risk", ascending=False)
-    first = client.get("/api/v1/risk-list", params={"pcn": "U12345", "page_size": 25}, headers=AUTH)
+    first = client.get("/api/v1/risk-list", params={"pcn": "U12345", "page_size": 25}, headers=TEAM)
     assert first.status_code == 200
     body = first.json()
     assert body["total"] == len(pcn) and body["page"] == 1 and body["page_size"] == 25
@@ -114,17 +120,17 @@ def test_cohort_is_ranked_and_paged(client, settings):
     assert risks == sorted(risks, reverse=True)
     assert all(i["pcn_code"] == "U12345" and i["reasons"] for i in body["items"])
     second = client.get(
-        "/api/v1/risk-list", params={"pcn": "U12345", "page_size": 25, "page": 2}, headers=AUTH
+        "/api/v1/risk-list", params={"pcn": "U12345", "page_size": 25, "page": 2}, headers=TEAM
     ).json()
     assert [i["nhs_number"] for i in second["items"]] == list(pcn.nhs_number[25:50])
-    beyond = client.get("/api/v1/risk-list", params={"pcn": "U12345", "page": 99}, headers=AUTH)
+    beyond = client.get("/api/v1/risk-list", params={"pcn": "U12345", "page": 99}, headers=TEAM)
     assert beyond.status_code == 200 and beyond.json()["items"] == []
 
 
 def test_cohort_for_a_practice(client, settings):
     scores = _scores(60)
     _publish(settings, scores)
-    body = client.get("/api/v1/risk-list", params={"practice": "B82001"}, headers=AUTH).json()
+    body = client.get("/api/v1/risk-list", params={"practice": "B82001"}, headers=TEAM).json()
     assert body["total"] == int((scores.practice_code == "B82001").sum())
     assert {i["practice_code"] for i in body["items"]} == {"B82001"}
 
@@ -135,14 +141,14 @@ def test_cohort_for_a_practice(client, settings):
 )
 def test_cohort_rejects_bad_parameters(client, settings, params):
     _publish(settings, _scores(10))
-    assert client.get("/api/v1/risk-list", params=params, headers=AUTH).status_code == 422
+    assert client.get("/api/v1/risk-list", params=params, headers=TEAM).status_code == 422
 
 
 def test_latest_run_is_served(client, settings):
     _publish(settings, _scores(10, seed=1), month=date(2026, 10, 1))
     newer = _scores(12, seed=2)
     run_id = _publish(settings, newer, month=date(2026, 11, 1))
-    body = client.get("/api/v1/risk-list", headers=AUTH).json()
+    body = client.get("/api/v1/risk-list", headers=TEAM).json()
     assert body["run"]["run_id"] == run_id and body["total"] == 12
 
 
@@ -150,16 +156,24 @@ def test_patient_risk(client, settings):
     scores = _scores(30)
     _publish(settings, scores)
     person = scores.iloc[7]
-    body = client.get(f"/api/v1/patients/{person.nhs_number}/risk", headers=AUTH).json()
+    body = client.get(f"/api/v1/patients/{person.nhs_number}/risk", headers=COORD).json()
     assert body["risk"] == pytest.approx(person.risk)
     assert body["rank"] == person["rank"] and body["percentile"] == pytest.approx(person.percentile)
     assert body["run"]["model_version"] == "3" and body["reasons"][0]["text"] == "aged 80"
 
 
-@pytest.mark.parametrize("bad", ["123", "99983363760", "999833637X", "9998336377", "9990000000"])
-def test_invalid_nhs_number_is_422(client, settings, bad):
+@pytest.mark.parametrize("bad", ["123", "99983363760", "999833637X"])
+def test_malformed_nhs_number_is_422(client, settings, bad):
     _publish(settings, _scores(5))
-    assert client.get(f"/api/v1/patients/{bad}/risk", headers=AUTH).status_code == 422
+    assert client.get(f"/api/v1/patients/{bad}/risk", headers=COORD).status_code == 422
+
+
+@pytest.mark.parametrize("bad", ["9998336377", "9990000000"])
+def test_nhs_number_with_a_wrong_check_digit_is_404_and_says_so(client, settings, bad):
+    # Ten digits is the documented shape; a failing Modulus 11 check means no such person.
+    _publish(settings, _scores(5))
+    response = client.get(f"/api/v1/patients/{bad}/risk", headers=COORD)
+    assert response.status_code == 404 and "Modulus 11" in response.json()["detail"]
 
 
 def test_unknown_patient_is_404(client, settings):
@@ -167,16 +181,16 @@ def test_unknown_patient_is_404(client, settings):
     _publish(settings, scores)
     rng = np.random.default_rng(99)
     unknown = next(n for n in synthetic_nhs_numbers(rng, 50) if n not in set(scores.nhs_number))
-    assert client.get(f"/api/v1/patients/{unknown}/risk", headers=AUTH).status_code == 404
+    assert client.get(f"/api/v1/patients/{unknown}/risk", headers=COORD).status_code == 404
 
 
 def test_patient_level_reads_are_recorded_without_nhs_numbers(client, settings):
     scores = _scores(20)
     _publish(settings, scores)
     person = scores.iloc[0].nhs_number
-    client.get(f"/api/v1/patients/{person}/risk", headers={**AUTH, "X-Purpose": "MDT"})
-    client.get("/api/v1/risk-list", params={"page_size": 5}, headers=AUTH)
-    client.get("/api/v1/patients/9998336377/risk", headers=AUTH)  # invalid: no data, no record
+    client.get(f"/api/v1/patients/{person}/risk", headers={**COORD, "X-Purpose": "MDT"})
+    client.get("/api/v1/risk-list", params={"page_size": 5}, headers=TEAM)
+    client.get("/api/v1/patients/9998336377/risk", headers=COORD)  # invalid: no data, no record
     store = Store(settings.serving_database_url)
     records = store.access_records()
     store.dispose()

@@ -16,9 +16,10 @@ from riskstrat.config import Settings
 from riskstrat.nhs_number import synthetic_nhs_numbers
 from riskstrat.store import Store
 from service.app import create_app
+from tests.auth_helpers import add_fixed_key, bearer, fixed_key
 
-TOKEN = "test-token-not-secret"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+TEAM = bearer(fixed_key(1))
+COORD = bearer(fixed_key(2))
 OCT, NOV = date(2026, 10, 1), date(2026, 11, 1)
 
 
@@ -50,7 +51,9 @@ def _run(n: int, risk_scale: float, people: list[str]) -> tuple[pd.DataFrame, pd
 
 @pytest.fixture
 def world(tmp_path):
-    settings = Settings(home=tmp_path / "home", api_token=TOKEN)
+    settings = Settings(home=tmp_path / "home")
+    add_fixed_key(settings, "pcn_team", fixed_key(1))
+    add_fixed_key(settings, "care_coordinator", fixed_key(2))
     people = synthetic_nhs_numbers(np.random.default_rng(1), 90)
     store = Store(settings.serving_database_url)
     store.create_schema()
@@ -73,7 +76,7 @@ def world(tmp_path):
 
 def test_index_lists_interventions_without_patients(world):
     client, *_ = world
-    body = client.get("/api/v1/cohorts", headers=AUTH).json()
+    body = client.get("/api/v1/cohorts", headers=TEAM).json()
     keys = [i["key"] for i in body["interventions"]]
     assert keys == ["falls_review", "medication_review", "advance_care_planning"]
     falls = body["interventions"][0]
@@ -87,7 +90,7 @@ def test_cohort_page_for_a_pcn_with_capacity(world):
     body = client.get(
         "/api/v1/cohorts/falls_review",
         params={"pcn": "U12345", "capacity": 10, "page_size": 4, "page": 3},
-        headers=AUTH,
+        headers=TEAM,
     ).json()
     # capacity 10, pages of 4: page 3 holds people 9 and 10 of this PCN's list
     assert body["total"] == 10 and [i["nhs_number"] for i in body["items"]] == list(
@@ -109,7 +112,7 @@ def test_cohort_page_for_a_pcn_with_capacity(world):
         "a fall recorded in the last 12 months",
     ]
     beyond = client.get(
-        "/api/v1/cohorts/falls_review", params={"capacity": 10, "page": 9}, headers=AUTH
+        "/api/v1/cohorts/falls_review", params={"capacity": 10, "page": 9}, headers=TEAM
     ).json()
     assert beyond["items"] == [] and beyond["total"] == 10
 
@@ -119,7 +122,7 @@ def test_cohort_as_csv(world):
     response = client.get(
         "/api/v1/cohorts/falls_review",
         params={"practice": "B82001", "format": "csv", "page_size": 500},
-        headers=AUTH,
+        headers=TEAM,
     )
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     assert "attachment" in response.headers["content-disposition"]
@@ -132,20 +135,20 @@ def test_cohort_as_csv(world):
 
 def test_unknown_intervention_and_month(world):
     client, *_ = world
-    response = client.get("/api/v1/cohorts/hip_review", headers=AUTH)
+    response = client.get("/api/v1/cohorts/hip_review", headers=TEAM)
     assert response.status_code == 404 and "falls_review" in response.json()["detail"]
     assert client.get("/api/v1/cohorts/falls_review", params={"month": "2025-01"},
-                      headers=AUTH).status_code == 404  # fmt: skip
+                      headers=TEAM).status_code == 404  # fmt: skip
     assert client.get("/api/v1/cohorts/falls_review", params={"month": "2026-13"},
-                      headers=AUTH).status_code == 422  # fmt: skip
-    older = client.get("/api/v1/cohorts/falls_review", params={"month": "2026-10"}, headers=AUTH)
+                      headers=TEAM).status_code == 422  # fmt: skip
+    older = client.get("/api/v1/cohorts/falls_review", params={"month": "2026-10"}, headers=TEAM)
     assert older.json()["run"]["month"] == "2026-10-01"
 
 
 def test_patient_gains_interventions_and_what_changed(world):
     client, _, scores, members = world
     person = members.iloc[0].nhs_number
-    body = client.get(f"/api/v1/patients/{person}/risk", headers=AUTH).json()
+    body = client.get(f"/api/v1/patients/{person}/risk", headers=COORD).json()
     assert [e["intervention"] for e in body["eligible_interventions"]] == ["falls_review"]
     assert body["eligible_interventions"][0]["cohort_rank"] == 1
     changed = body["what_changed"]
@@ -155,18 +158,18 @@ def test_patient_gains_interventions_and_what_changed(world):
         now / 2
     )
     assert changed["reasons_moved"] == [
-        {"group": "age", "percentage_points_then": 1.5, "percentage_points_now": 3.0,
-         "change_percentage_points": 1.5}
+        {"group": "age", "label": "age", "text_now": "aged 80", "percentage_points_then": 1.5,
+         "percentage_points_now": 3.0, "change_percentage_points": 1.5}
     ]  # fmt: skip
     outside = scores[~scores.nhs_number.isin(members.nhs_number)].iloc[0].nhs_number
-    other = client.get(f"/api/v1/patients/{outside}/risk", headers=AUTH).json()
+    other = client.get(f"/api/v1/patients/{outside}/risk", headers=COORD).json()
     assert other["eligible_interventions"] == []
 
 
 def test_cohort_reads_are_audited(world):
     client, settings, *_ = world
-    client.get("/api/v1/cohorts/falls_review", params={"page_size": 7}, headers=AUTH)
-    client.get("/api/v1/cohorts", headers=AUTH)  # no patients: not a patient-level read
+    client.get("/api/v1/cohorts/falls_review", params={"page_size": 7}, headers=TEAM)
+    client.get("/api/v1/cohorts", headers=TEAM)  # no patients: not a patient-level read
     store = Store(settings.serving_database_url)
     records = store.access_records()
     store.dispose()

@@ -106,3 +106,9 @@ def test_wording_of_single_values(model_and_data):
 )
 def test_efi_bands(efi, band):
     assert efi_band(efi) == band
+
+
+def test_every_reason_group_has_a_label():
+    from riskstrat.explain import REASON_GROUPS, REASON_LABELS
+
+    assert {g.key for g in REASON_GROUPS} == set(REASON_LABELS)
