@@ -15,8 +15,9 @@ export UV_PYTHON_DOWNLOADS := never
 DEMO_PATIENTS ?= 20000
 DEMO_SEED ?= 1
 DEMO_EXTRACT := $(RISKSTRAT_HOME)/demo/extract-$(DEMO_PATIENTS)-seed$(DEMO_SEED)
+DEMO_KEYS := $(RISKSTRAT_HOME)/demo/keys
 
-.PHONY: help install demo test bench lint format serve mlflow-ui clean
+.PHONY: help install demo test browser bench lint format serve mlflow-ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,7 +31,7 @@ $(STAMP): pyproject.toml uv.lock
 
 install: $(STAMP) ## create .venv and install riskstrat from uv.lock
 
-demo: $(STAMP) ## generate 20,000 people, validate, train, promote, score the latest month, serve the API
+demo: $(STAMP) ## generate 20,000 people, validate, train, promote, score the latest month, make demo keys, serve the API
 	@if [ ! -f "$(DEMO_EXTRACT)/manifest.json" ]; then \
 	  $(BIN)/riskstrat generate --out "$(DEMO_EXTRACT)" --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --oracle; \
 	fi
@@ -38,10 +39,27 @@ demo: $(STAMP) ## generate 20,000 people, validate, train, promote, score the la
 	$(BIN)/riskstrat train --data "$(DEMO_EXTRACT)"
 	$(BIN)/riskstrat promote
 	$(BIN)/riskstrat score --data "$(DEMO_EXTRACT)" --month latest
+	@for role in pcn_team care_coordinator analyst admin; do \
+	  if [ ! -s "$(DEMO_KEYS)/$$role.key" ]; then \
+	    $(BIN)/riskstrat users add --name demo-$$role --role $$role --pcn '*' --key-file "$(DEMO_KEYS)/$$role.key" || exit 1; \
+	  fi; \
+	done
+	@echo "demo API keys, one per role, every PCN: $(DEMO_KEYS)/<role>.key"
+	@echo "try: curl -H \"Authorization: Bearer \$$(cat $(DEMO_KEYS)/pcn_team.key)\" 'http://127.0.0.1:8000/api/v1/cohorts/falls_review?capacity=5'"
 	$(BIN)/riskstrat serve
 
-test: $(STAMP) ## run the test suite
+test: $(STAMP) browser ## run the test suite
 	$(BIN)/pytest
+
+browser: ## install Debian's Chromium for the browser test, when run as root with apt
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "no /usr/bin/chromium and no root apt-get: the browser test will be skipped"; \
+	  fi; \
+	fi
 
 bench: $(STAMP) ## generation at 100k, 300k and 909k people, then training and scoring at 100k (minutes)
 	$(BIN)/riskstrat bench
