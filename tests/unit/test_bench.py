@@ -50,10 +50,11 @@ def test_cli_writes_json_results(tmp_path, monkeypatch):
     assert data["machine"]["cores"] == machine_info()["cores"]
 
 
-def test_train_and_score_stages_report_targets_and_steps(tmp_path):
-    [_generated, train, score] = run_benchmarks(
-        sizes=[1500], stages=["generate", "train", "score"], workdir=tmp_path / "w", months=30
-    )
+def test_train_score_and_api_stages_report_targets(tmp_path):
+    [_generated, train, score, api] = run_benchmarks(
+        sizes=[1500], stages=["generate", "train", "score", "api"], workdir=tmp_path / "w",
+        months=30, stage_args={"api_rate": 20, "api_seconds": 2},
+    )  # fmt: skip
     assert train.stage == "train" and train.rows > 1500
     names = {t["name"] for t in train.detail["targets"]}
     assert {"auroc_ratio_to_oracle", "oe", "calibration_slope", "train_seconds"} <= names
@@ -66,4 +67,15 @@ def test_train_and_score_stages_report_targets_and_steps(tmp_path):
     assert score.detail["score_and_explain_rows_per_second"] > 0
     assert set(score.detail["cohort_sizes"]) == {
         "falls_review", "medication_review", "advance_care_planning",
+    }  # fmt: skip
+    # the api stage: load at a fixed rate on loopback, then a restart keeps the audit trail
+    assert api.stage == "api" and api.rows == 80
+    load = {row["name"]: row for row in api.detail["load"]}
+    assert load["patient risk"]["requests"] == 40 and load["patient risk"]["errors"] == 0
+    assert load["cohort page (100 rows)"]["ok"] == 40
+    assert api.detail["audit_records_written"] == api.detail["audit_records_expected"]
+    assert api.detail["audit_records_after_restart"] == api.detail["audit_records_written"]
+    assert api.detail["served_after_restart"] is True
+    assert {t["name"] for t in api.detail["targets"]} == {
+        "patient_risk_p99_ms", "cohort_page_p99_ms", "audit_records_survive_restart",
     }  # fmt: skip

@@ -1,0 +1,125 @@
+"""An open-loop load generator for the API, on loopback only and bounded in time.
+
+Requests start at a fixed rate whatever the server's speed (open loop), so queueing shows up
+in the latencies instead of silently lowering the rate, the mistake closed-loop tools make.
+Each request's latency runs from its scheduled start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+
+@dataclass
+class LoadResult:
+    name: str
+    rate_per_second: float
+    seconds: float
+    sent: int = 0
+    ok: int = 0
+    errors: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.asarray([np.nan])
+        return {
+            "name": self.name,
+            "target_rate_per_second": self.rate_per_second,
+            "achieved_rate_per_second": round(self.sent / self.seconds, 1) if self.seconds else 0,
+            "seconds": round(self.seconds, 1),
+            "requests": self.sent,
+            "ok": self.ok,
+            "errors": self.errors,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "p50_ms": round(float(np.nanpercentile(lat, 50)), 2),
+            "p95_ms": round(float(np.nanpercentile(lat, 95)), 2),
+            "p99_ms": round(float(np.nanpercentile(lat, 99)), 2),
+            "max_ms": round(float(np.nanmax(lat)), 2),
+        }
+
+
+def check_loopback(base_url: str) -> None:
+    host = urlparse(base_url).hostname
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise ValueError(f"load tests run against loopback only, not {host!r}")
+
+
+async def _run(
+    base_url: str,
+    paths: Callable[[random.Random], str],
+    headers: dict[str, str],
+    rate: float,
+    seconds: float,
+    name: str,
+    connections: int,
+    seed: int,
+) -> LoadResult:
+    import aiohttp
+
+    result = LoadResult(name=name, rate_per_second=rate, seconds=seconds)
+    rng = random.Random(seed)  # noqa: S311 - picks test paths, not secrets
+    connector = aiohttp.TCPConnector(limit=connections)
+    timeout = aiohttp.ClientTimeout(total=10.0)
+    async with aiohttp.ClientSession(
+        base_url=base_url, headers=headers, connector=connector, timeout=timeout
+    ) as session:
+        start = time.perf_counter()
+        total = int(rate * seconds)
+        tasks = []
+
+        async def one(scheduled: float, path: str) -> None:
+            try:
+                async with session.get(path) as response:
+                    await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError):
+                status = 0
+            result.latencies_ms.append((time.perf_counter() - scheduled) * 1000)
+            result.statuses[status] = result.statuses.get(status, 0) + 1
+            if status == 200:
+                result.ok += 1
+            else:
+                result.errors += 1
+
+        for i in range(total):
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(scheduled, paths(rng))))
+            result.sent += 1
+        await asyncio.gather(*tasks)
+        result.seconds = time.perf_counter() - start
+    return result
+
+
+def run_load(
+    base_url: str,
+    *,
+    paths: Callable[[random.Random], str],
+    headers: dict[str, str],
+    rate: float = 200.0,
+    seconds: float = 60.0,
+    name: str = "load",
+    connections: int = 64,
+    seed: int = 1,
+) -> LoadResult:
+    """Send ``rate`` requests a second for ``seconds`` (at most 10 minutes) to loopback."""
+    check_loopback(base_url)
+    if not 0 < seconds <= 600 or not 0 < rate <= 5000:
+        raise ValueError("load is bounded: 0 < seconds <= 600 and 0 < rate <= 5000")
+    return asyncio.run(_run(base_url, paths, headers, rate, seconds, name, connections, seed))
+
+
+def choose(items: Sequence[str], template: str) -> Callable[[random.Random], str]:
+    """A path generator that fills ``template`` with a random item each time."""
+    return lambda rng: template.format(rng.choice(items))
