@@ -176,6 +176,7 @@ def run_scoring(
                 "mean_risk": float(scores["risk"].mean()),
                 "cohort_config": cohort_config_record(config),
                 "cohorts": summary,
+                "pcns": sorted(map(str, scores["pcn_code"].unique())),
                 "seconds_to_stage": round(time.perf_counter() - started, 2),
             },
         )

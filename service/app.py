@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from importlib import metadata
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riskstrat.auth import OidcConfig, OidcVerifier
 from riskstrat.config import Settings, get_settings
@@ -80,40 +81,64 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # No CORS middleware: browsers on other origins cannot call the API (the default).
 
-    max_bytes = settings.max_request_bytes
+    app.add_middleware(RequestMiddleware, max_bytes=settings.max_request_bytes)
+    return app
 
-    @app.middleware("http")
-    async def request_log(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        # Logs the route template, never the path: paths can hold NHS numbers.
-        request.state.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+
+class RequestMiddleware:
+    """Request ids, security headers, the body-size limit and one JSON log line per request.
+
+    Plain ASGI (no ``BaseHTTPMiddleware``): it adds no task or copy per request. It logs the
+    route template, never the path, because paths can hold NHS numbers.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         start = time.perf_counter()
-        length = request.headers.get("content-length")
-        if (length is not None and (not length.isdigit() or int(length) > max_bytes)) or (
-            length is None and "chunked" in request.headers.get("transfer-encoding", "")
-        ):
-            response: Response = JSONResponse(
-                {"detail": f"request bodies are limited to {max_bytes} bytes"}, status_code=413
+        headers = Headers(scope=scope)
+        request_id = (headers.get("x-request-id") or uuid.uuid4().hex)[:64]
+        scope.setdefault("state", {})["request_id"] = request_id
+        path = scope.get("path", "")
+        status_code = 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+                out = MutableHeaders(scope=message)
+                out["X-Request-ID"] = request_id
+                for name, value in SECURITY_HEADERS.items():
+                    out[name] = value
+                if path not in _DOCS_PATHS and "content-security-policy" not in out:
+                    out["Content-Security-Policy"] = _STRICT_CSP
+            await send(message)
+
+        length = headers.get("content-length")
+        too_big = (
+            length is not None and (not length.isdigit() or int(length) > self.max_bytes)
+        ) or (length is None and "chunked" in headers.get("transfer-encoding", ""))
+        if too_big:
+            response = JSONResponse(
+                {"detail": f"request bodies are limited to {self.max_bytes} bytes"},
+                status_code=413,
             )
+            await response(scope, receive, send_with_headers)
         else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        template = route.path if isinstance(route, APIRoute) else "unmatched"
-        response.headers["X-Request-ID"] = request.state.request_id[:64]
-        response.headers.update(SECURITY_HEADERS)
-        if request.url.path not in _DOCS_PATHS:
-            response.headers.setdefault("Content-Security-Policy", _STRICT_CSP)
+            await self.app(scope, receive, send_with_headers)
+        route = scope.get("route")
         _log.info(
             "request",
             extra={
-                "request_id": request.state.request_id[:64],
-                "method": request.method,
-                "route": template,
-                "status": response.status_code,
+                "request_id": request_id,
+                "method": scope.get("method"),
+                "route": route.path if isinstance(route, APIRoute) else "unmatched",
+                "status": status_code,
                 "ms": round((time.perf_counter() - start) * 1000, 2),
             },
         )
-        return response
-
-    return app

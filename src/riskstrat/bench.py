@@ -224,14 +224,14 @@ def _stage_score(args: dict[str, Any]) -> dict[str, Any]:
 API_TARGETS = {"patient_risk_p99_ms": 20.0, "cohort_page_p99_ms": 100.0}
 
 
-def _serve(home: Path, port: int) -> subprocess.Popen[bytes]:
-    """Start the API in its own process (one uvicorn worker) and wait for /health."""
+def _serve(home: Path, port: int, workers: int = 2) -> subprocess.Popen[bytes]:
+    """Start the API in its own process (uvicorn, one worker per core) and wait for /health."""
     import urllib.request
 
     env = {**os.environ, "RISKSTRAT_HOME": str(home), "RISKSTRAT_LOG_LEVEL": "warning"}
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
         [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log",
          "--log-level", "warning"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

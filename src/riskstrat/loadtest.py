@@ -53,6 +53,42 @@ def check_loopback(base_url: str) -> None:
         raise ValueError(f"load tests run against loopback only, not {host!r}")
 
 
+class _Connection:
+    """One keep-alive HTTP/1.1 connection: a request at a time, responses read by length.
+
+    Hand-written because the generator shares the machine with the server: a full client
+    library costs more CPU per request than the server does, and would be measured instead.
+    """
+
+    def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
+        self.host, self.port = host, port
+        self.extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str) -> int:
+        if self.writer is None or self.reader is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        request = f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n{self.extra}\r\n"
+        self.writer.write(request.encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.lower() == "content-length":
+                length = int(value.strip())
+        if length:
+            await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 async def _run(
     base_url: str,
     paths: Callable[[random.Random], str],
@@ -63,42 +99,43 @@ async def _run(
     connections: int,
     seed: int,
 ) -> LoadResult:
-    import aiohttp
-
+    url = urlparse(base_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
     result = LoadResult(name=name, rate_per_second=rate, seconds=seconds)
     rng = random.Random(seed)  # noqa: S311 - picks test paths, not secrets
-    connector = aiohttp.TCPConnector(limit=connections)
-    timeout = aiohttp.ClientTimeout(total=10.0)
-    async with aiohttp.ClientSession(
-        base_url=base_url, headers=headers, connector=connector, timeout=timeout
-    ) as session:
-        start = time.perf_counter()
-        total = int(rate * seconds)
-        tasks = []
+    idle: asyncio.Queue[_Connection] = asyncio.Queue()
+    for _ in range(connections):
+        idle.put_nowait(_Connection(host, port, headers))
+    start = time.perf_counter()
+    total = int(rate * seconds)
+    tasks = []
 
-        async def one(scheduled: float, path: str) -> None:
-            try:
-                async with session.get(path) as response:
-                    await response.read()
-                    status = response.status
-            except (aiohttp.ClientError, TimeoutError):
-                status = 0
-            result.latencies_ms.append((time.perf_counter() - scheduled) * 1000)
-            result.statuses[status] = result.statuses.get(status, 0) + 1
-            if status == 200:
-                result.ok += 1
-            else:
-                result.errors += 1
+    async def one(scheduled: float, path: str) -> None:
+        conn = await idle.get()  # waiting for a connection counts: latency is from schedule
+        try:
+            status = await asyncio.wait_for(conn.get(path), timeout=10.0)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError):
+            status = 0
+            conn.close()
+        idle.put_nowait(conn)
+        result.latencies_ms.append((time.perf_counter() - scheduled) * 1000)
+        result.statuses[status] = result.statuses.get(status, 0) + 1
+        if status == 200:
+            result.ok += 1
+        else:
+            result.errors += 1
 
-        for i in range(total):
-            scheduled = start + i / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(scheduled, paths(rng))))
-            result.sent += 1
-        await asyncio.gather(*tasks)
-        result.seconds = time.perf_counter() - start
+    for i in range(total):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled, paths(rng))))
+        result.sent += 1
+    await asyncio.gather(*tasks)
+    result.seconds = time.perf_counter() - start
+    while not idle.empty():
+        idle.get_nowait().close()
     return result
 
 

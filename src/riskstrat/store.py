@@ -38,6 +38,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -139,19 +140,19 @@ access_log = Table(
     Column("request_id", String(64)),
     Column("purpose", String(200)),
     Column("n_patients", Integer, nullable=False),
-    # keyed-hash pseudonyms by default; NHS numbers only if the deployment chooses
-    Column("patients", JSON, nullable=False),
     Index("ix_access_log_actor_at", "actor", "at"),
 )
 
-#: One row per patient per access, so "who has looked at my record?" is an indexed lookup.
+#: The patients of each access, one row each: keyed-hash pseudonyms by default, NHS numbers
+#: only if the deployment chooses. Keyed by patient first, so "who has looked at my record?"
+#: is one index range; one b-tree (no rowid on SQLite) keeps a 100-patient read cheap.
 access_patients = Table(
     "access_patients",
     metadata,
+    Column("patient", String(32), primary_key=True),
     Column("access_id", Integer, ForeignKey("access_log.id", ondelete="CASCADE"),
            primary_key=True),
-    Column("patient", String(64), primary_key=True),
-    Index("ix_access_patients_patient", "patient"),
+    sqlite_with_rowid=False,
 )  # fmt: skip
 
 #: Browser sessions of the web pages: the cookie holds a random token, this table its hash.
@@ -179,6 +180,21 @@ api_users = Table(
     Column("created_by", String(200), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
+)
+
+
+# Statements on the API's hot paths, built once: SQLAlchemy then skips rebuilding them on
+# every request (a measurable share of a request's time on 2 cores).
+_USER_BY_PREFIX = select(api_users).where(api_users.c.key_prefix == bindparam("prefix"))
+_LATEST_TWO_RUN_IDS = (
+    select(score_runs.c.id)
+    .where(score_runs.c.status == "published")
+    .order_by(score_runs.c.month.desc(), score_runs.c.id.desc())
+    .limit(2)
+)
+_PATIENT_IN_RUNS = select(patient_scores).where(
+    patient_scores.c.run_id.in_(bindparam("run_ids", expanding=True)),
+    patient_scores.c.nhs_number == bindparam("nhs_number"),
 )
 
 
@@ -244,8 +260,9 @@ OUTCOME_COLUMNS = (
 
 
 def pseudonymise(nhs_number: str, key: str) -> str:
-    """HMAC-SHA256 of an NHS number (a plain hash is reversible by enumeration)."""
-    return hmac.new(key.encode(), nhs_number.encode(), hashlib.sha256).hexdigest()
+    """HMAC-SHA256 of an NHS number, first 128 bits in hex (a plain hash is reversible by
+    enumeration; 128 bits leave no collisions among a country's NHS numbers)."""
+    return hmac.new(key.encode(), nhs_number.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def _process_alive(pid: int) -> bool:
@@ -267,6 +284,7 @@ class Store:
     def __init__(self, url: str, *, engine: Engine | None = None) -> None:
         self.url = url
         self.engine = engine or _make_engine(url)
+        self._run_cache: dict[int, RunInfo] = {}
 
     def create_schema(self) -> None:
         """Create the tables, or upgrade them, with the migrations (Alembic).
@@ -630,13 +648,12 @@ class Store:
                     request_id=request_id,
                     purpose=purpose[:200] if purpose else None,
                     n_patients=len(patients),
-                    patients=patients,
                 )
             ).inserted_primary_key[0]  # type: ignore[index]
             if patients:
                 conn.execute(
                     insert(access_patients),
-                    [{"access_id": access_id, "patient": p} for p in patients],
+                    [{"patient": p, "access_id": access_id} for p in patients],
                 )
 
     # ---- API users ----------------------------------------------------------------------
@@ -671,11 +688,7 @@ class Store:
 
     def user_by_prefix(self, key_prefix: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = (
-                conn.execute(select(api_users).where(api_users.c.key_prefix == key_prefix))
-                .mappings()
-                .first()
-            )
+            row = conn.execute(_USER_BY_PREFIX, {"prefix": key_prefix}).mappings().first()
         return _user(row) if row else None
 
     def users(self) -> list[dict[str, Any]]:
@@ -728,14 +741,38 @@ class Store:
 
     # ---- reading ------------------------------------------------------------------------
 
+    def latest_runs(self) -> tuple[RunInfo | None, RunInfo | None]:
+        """The published runs of the latest month and of the month before it, in one query
+        (a month has at most one published run)."""
+        with self.engine.connect() as conn:
+            ids = [int(i) for i in conn.execute(_LATEST_TWO_RUN_IDS).scalars()]
+        runs = [self._published(i) for i in ids]
+        return (runs[0] if runs else None, runs[1] if len(runs) > 1 else None)
+
+    def _published(self, run_id: int) -> RunInfo | None:
+        """A published run's metadata, parsed once per process: a run's row does not change
+        after it is published (its JSON details are large, and the API reads them on every
+        request). Only the id lookup goes to the database each time."""
+        cached = self._run_cache.get(run_id)
+        if cached is None:
+            cached = self.run(run_id)
+            if cached is not None and cached.status == "published":
+                self._run_cache[run_id] = cached
+        return cached
+
+    def patient_in_runs(self, run_ids: Sequence[int], nhs_number: str) -> dict[int, PatientScore]:
+        """One person's scores in several runs, by run id, in one query."""
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(_PATIENT_IN_RUNS, {"run_ids": list(run_ids), "nhs_number": nhs_number})
+                .mappings()
+                .all()
+            )
+        return {int(r["run_id"]): _score(r) for r in rows}
+
     def latest_run(self) -> RunInfo | None:
         """The published run of the latest month."""
-        return self._one_run(
-            select(score_runs)
-            .where(score_runs.c.status == "published")
-            .order_by(score_runs.c.month.desc(), score_runs.c.id.desc())
-            .limit(1)
-        )
+        return self.latest_runs()[0]
 
     def run_for_month(self, month: date) -> RunInfo | None:
         """The published run of ``month``, if any."""
@@ -826,7 +863,12 @@ class Store:
         if practice_code:
             where.append(m.practice_code == practice_code)
         query = (
-            select(cohort_members, patient_scores)
+            select(
+                cohort_members,
+                patient_scores.c.percentile,
+                patient_scores.c.reasons,
+                patient_scores.c.rank.label("overall_rank"),
+            )
             .join(
                 patient_scores,
                 (s.run_id == m.run_id) & (s.nhs_number == m.nhs_number),
@@ -843,7 +885,18 @@ class Store:
             rows = conn.execute(query).mappings().all()
         out = []
         for r in rows:
-            out.append((_member(r), _score(r)))
+            member = _member(r)
+            score = PatientScore(
+                nhs_number=member.nhs_number,
+                practice_code=member.practice_code,
+                pcn_code=member.pcn_code,
+                risk=member.risk,
+                percentile=float(r["percentile"]),
+                rank=int(r["overall_rank"]),
+                reasons=list(_json(r["reasons"])),
+                contributions={},  # not read for lists; see patient_score
+            )
+            out.append((member, score))
         return int(total), out
 
     def intervention_risks(
@@ -905,15 +958,15 @@ class Store:
         m = cohort_members.c
         with self.engine.connect() as conn:
             rows = (
+                # No ORDER BY: it would tempt SQLite into the (run, intervention, rank) index
+                # and a scan of the whole run instead of the (run, NHS number) lookup.
                 conn.execute(
-                    select(cohort_members)
-                    .where(m.run_id == run_id, m.nhs_number == nhs_number)
-                    .order_by(m.intervention)
+                    select(cohort_members).where(m.run_id == run_id, m.nhs_number == nhs_number)
                 )
                 .mappings()
                 .all()
             )
-        return [_member(r) for r in rows]
+        return sorted((_member(r) for r in rows), key=lambda member: member.intervention)
 
     def patient_score(self, run_id: int, nhs_number: str) -> PatientScore | None:
         with self.engine.connect() as conn:
@@ -981,11 +1034,20 @@ class Store:
             query = query.where(access_log.c.at < until)
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(access_log.c.id).limit(limit)).mappings().all()
+            ids = [r["id"] for r in rows]
+            patients: dict[int, list[str]] = {i: [] for i in ids}
+            for start in range(0, len(ids), 500):
+                for access_id, patient in conn.execute(
+                    select(access_patients.c.access_id, access_patients.c.patient).where(
+                        access_patients.c.access_id.in_(ids[start : start + 500])
+                    )
+                ):
+                    patients[access_id].append(patient)
         out = []
         for r in rows:
             record = dict(r)
             record["at"] = _utc(record["at"])
-            record["patients"] = _json(record["patients"])
+            record["patients"] = sorted(patients[record["id"]])
             record["organisations"] = _json(record["organisations"])
             out.append(record)
         return out
@@ -1021,6 +1083,10 @@ def _make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")  # readers keep reading while a run publishes
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=10000")
+            # In WAL mode NORMAL still makes every commit atomic and durable across process
+            # crashes and restarts; only a power cut can lose the last commits, and FULL costs
+            # an fsync per request. The production store is PostgreSQL.
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
         return engine

@@ -482,3 +482,21 @@ def test_api_serves_intervention_cohorts_and_what_changed(world):
         changed = detail["what_changed"]
         assert changed is not None and changed["previous_month"] == "2026-10-01"
         assert changed["risk_now"] == pytest.approx(detail["risk"])
+
+
+def test_model_page_shows_metrics_plots_and_card(world):
+    settings: Settings = world["settings"]
+    key = (world["root"] / "analyst.key").read_text().strip()
+    with TestClient(create_app(settings)) as client:
+        signed_in = client.post(
+            "/login", content=f"key={key}",
+            headers={"Content-Type": "application/x-www-form-urlencoded"}, follow_redirects=False,
+        )  # fmt: skip
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/model"
+        page = client.get("/model")
+        assert page.status_code == 200 and "AUROC" in page.text and "95% CI" in page.text
+        plot = client.get("/model/plots/calibration.png")
+        assert plot.status_code == 200 and plot.content[:8] == b"\x89PNG\r\n\x1a\n"
+        assert client.get("/model/plots/nonsense.png").status_code == 404
+        card = client.get("/model/card")
+        assert card.status_code == 200 and "Intended use" in card.text

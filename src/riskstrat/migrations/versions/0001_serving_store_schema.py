@@ -28,7 +28,6 @@ def upgrade() -> None:
         sa.Column("request_id", sa.String(length=64), nullable=True),
         sa.Column("purpose", sa.String(length=200), nullable=True),
         sa.Column("n_patients", sa.Integer(), nullable=False),
-        sa.Column("patients", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("access_log", schema=None) as batch_op:
@@ -83,14 +82,12 @@ def upgrade() -> None:
     )
     op.create_table(
         "access_patients",
+        sa.Column("patient", sa.String(length=32), nullable=False),
         sa.Column("access_id", sa.Integer(), nullable=False),
-        sa.Column("patient", sa.String(length=64), nullable=False),
         sa.ForeignKeyConstraint(["access_id"], ["access_log.id"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("access_id", "patient"),
+        sa.PrimaryKeyConstraint("patient", "access_id"),
+        sqlite_with_rowid=False,
     )
-    with op.batch_alter_table("access_patients", schema=None) as batch_op:
-        batch_op.create_index("ix_access_patients_patient", ["patient"], unique=False)
-
     op.create_table(
         "cohort_members",
         sa.Column("run_id", sa.Integer(), nullable=False),
@@ -182,9 +179,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_cohort_members_run_int_pcn_rank")
 
     op.drop_table("cohort_members")
-    with op.batch_alter_table("access_patients", schema=None) as batch_op:
-        batch_op.drop_index("ix_access_patients_patient")
-
     op.drop_table("access_patients")
     op.drop_table("web_sessions")
     with op.batch_alter_table("score_runs", schema=None) as batch_op:
