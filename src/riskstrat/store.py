@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,9 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     bindparam,
+    cast,
     create_engine,
     delete,
     event,
@@ -232,6 +234,21 @@ class PatientScore:
     rank: int
     reasons: list[dict[str, Any]]
     contributions: dict[str, float]
+
+
+class CohortRowRaw(NamedTuple):
+    """A cohort row with its criteria and reasons as stored JSON text (see
+    ``Store.intervention_page_raw``)."""
+
+    rank: int
+    nhs_number: str
+    practice_code: str
+    pcn_code: str
+    risk: float
+    expected_benefit: float | None
+    criteria_json: str
+    percentile: float
+    reasons_json: str
 
 
 @dataclass(frozen=True)
@@ -898,6 +915,53 @@ class Store:
             )
             out.append((member, score))
         return int(total), out
+
+    def intervention_page_raw(
+        self,
+        run_id: int,
+        intervention: str,
+        *,
+        pcn_code: str | None = None,
+        practice_code: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+        pcn_codes: Sequence[str] | None = None,
+    ) -> tuple[int, list[CohortRowRaw]]:
+        """``intervention_page`` for the API's hot path: criteria and reasons come back as the
+        JSON text stored at publication, so a page can be written without decoding and
+        re-encoding a hundred people's reasons."""
+        m, s = cohort_members.c, patient_scores.c
+        where = [m.run_id == run_id, m.intervention == intervention]
+        if pcn_codes is not None:
+            where.append(m.pcn_code.in_(list(pcn_codes)))
+        if pcn_code:
+            where.append(m.pcn_code == pcn_code)
+        if practice_code:
+            where.append(m.practice_code == practice_code)
+        query = (
+            select(
+                m.rank,
+                m.nhs_number,
+                m.practice_code,
+                m.pcn_code,
+                m.risk,
+                m.expected_benefit,
+                cast(m.criteria, Text).label("criteria"),
+                s.percentile,
+                cast(s.reasons, Text).label("reasons"),
+            )
+            .join(patient_scores, (s.run_id == m.run_id) & (s.nhs_number == m.nhs_number))
+            .where(*where)
+            .order_by(m.rank)
+            .offset(offset)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                select(func.count()).select_from(cohort_members).where(*where)
+            ).scalar_one()
+            rows = [CohortRowRaw(*r) for r in conn.execute(query).all()]
+        return int(total), rows
 
     def intervention_risks(
         self,
