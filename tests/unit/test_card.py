@@ -209,7 +209,7 @@ def example_context() -> dict[str, Any]:
             "name": "riskstrat-emergency-admission-90d",
             "version": "7",
             "created_at": "2026-11-20T09:14:00Z",
-            "run_id": "0123456789abcdef0123456789abcdef",
+            "run_id": "abcdef" * 5 + "ab",
             "spec_source": "models/emergency_admission_90d/spec.yaml",
             "horizon_days": 90,
             "algorithm": "LightGBM gradient-boosted trees (binary log-loss), 312 trees",
