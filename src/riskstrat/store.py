@@ -872,13 +872,7 @@ class Store:
         """One page of an intervention's cohort in rank order, with each person's score and
         reasons, and the number of people in the (filtered) cohort."""
         m, s = cohort_members.c, patient_scores.c
-        where = [m.run_id == run_id, m.intervention == intervention]
-        if pcn_codes is not None:
-            where.append(m.pcn_code.in_(list(pcn_codes)))
-        if pcn_code:
-            where.append(m.pcn_code == pcn_code)
-        if practice_code:
-            where.append(m.practice_code == practice_code)
+        where = _cohort_filters(run_id, intervention, pcn_code, practice_code, pcn_codes)
         query = (
             select(
                 cohort_members,
@@ -931,13 +925,7 @@ class Store:
         JSON text stored at publication, so a page can be written without decoding and
         re-encoding a hundred people's reasons."""
         m, s = cohort_members.c, patient_scores.c
-        where = [m.run_id == run_id, m.intervention == intervention]
-        if pcn_codes is not None:
-            where.append(m.pcn_code.in_(list(pcn_codes)))
-        if pcn_code:
-            where.append(m.pcn_code == pcn_code)
-        if practice_code:
-            where.append(m.practice_code == practice_code)
+        where = _cohort_filters(run_id, intervention, pcn_code, practice_code, pcn_codes)
         query = (
             select(
                 m.rank,
@@ -975,13 +963,7 @@ class Store:
     ) -> list[float]:
         """Risks of an intervention's cohort in rank order (for capacity summaries)."""
         m = cohort_members.c
-        where = [m.run_id == run_id, m.intervention == intervention]
-        if pcn_codes is not None:
-            where.append(m.pcn_code.in_(list(pcn_codes)))
-        if pcn_code:
-            where.append(m.pcn_code == pcn_code)
-        if practice_code:
-            where.append(m.practice_code == practice_code)
+        where = _cohort_filters(run_id, intervention, pcn_code, practice_code, pcn_codes)
         query = select(m.risk).where(*where).order_by(m.rank)
         if limit is not None:
             query = query.limit(limit)
@@ -1132,6 +1114,26 @@ class Store:
         with self.engine.connect() as conn:
             conn.execute(select(1))
         return True
+
+
+def _cohort_filters(
+    run_id: int,
+    intervention: str,
+    pcn_code: str | None,
+    practice_code: str | None,
+    pcn_codes: Sequence[str] | None,
+) -> list[Any]:
+    """WHERE conditions for one cohort of a run, narrowed to a PCN, a practice and a caller's
+    scope (``pcn_codes``; None means every PCN)."""
+    m = cohort_members.c
+    where = [m.run_id == run_id, m.intervention == intervention]
+    if pcn_codes is not None:
+        where.append(m.pcn_code.in_(list(pcn_codes)))
+    if pcn_code:
+        where.append(m.pcn_code == pcn_code)
+    if practice_code:
+        where.append(m.practice_code == practice_code)
+    return where
 
 
 def _make_engine(url: str) -> Engine:
