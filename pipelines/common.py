@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 from riskstrat.config import Settings
 from riskstrat.extract import Extract, validate_extract
+from riskstrat.store import RunInfo, Store
 
 #: progress(stage, fraction_done) — the CLI draws it as a bar; None means silent.
 Progress = Callable[[str, float], None] | None
@@ -31,3 +33,12 @@ def open_extract(settings: Settings, extract_dir: Path) -> Extract:
         max_reject_share=settings.max_reject_share,
         rejects_path=rejects_path_for(settings, extract_dir),
     )
+
+
+def published_run(store: Store, month: date) -> RunInfo:
+    """The published run of ``month``, or a ValueError that says there is none."""
+    store.create_schema()
+    run = store.run_for_month(month)
+    if run is None:
+        raise ValueError(f"no published run for {month.strftime('%Y-%m')}")
+    return run

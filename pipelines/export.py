@@ -13,6 +13,7 @@ from typing import Literal
 
 import pandas as pd
 
+from pipelines.common import published_run
 from riskstrat.config import Settings, get_settings
 from riskstrat.listing import listing_frame
 from riskstrat.store import Store
@@ -49,10 +50,7 @@ def run_export(
     settings = settings or get_settings()
     store = Store(settings.serving_database_url)
     try:
-        store.create_schema()
-        run = store.run_for_month(month)
-        if run is None:
-            raise ValueError(f"no published run for {month.strftime('%Y-%m')}")
+        run = published_run(store, month)
         record = run.details.get("cohort_config", {}).get("interventions", {})
         if cohort not in record:
             known = ", ".join(record) or "none"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.common import Progress, open_extract, report
+from pipelines.common import Progress, open_extract, published_run, report
 from riskstrat.cohorts import CohortConfig, Criterion, Intervention, Requirement
 from riskstrat.config import Settings, get_settings
 from riskstrat.labels import DEFAULT_HORIZON_DAYS, outcomes_after
@@ -59,10 +59,7 @@ def run_outcomes(
     settings = settings or get_settings()
     store = Store(settings.serving_database_url)
     try:
-        store.create_schema()
-        run = store.run_for_month(month)
-        if run is None:
-            raise ValueError(f"no published run for {month.strftime('%Y-%m')}")
+        run = published_run(store, month)
         config = config_from_run(run.details)
         window_end = month + timedelta(days=horizon_days)
         report(progress, "read cohorts", 0.05)
