@@ -26,6 +26,7 @@ from riskstrat.cohorts import (
 from riskstrat.config import Settings, get_settings
 from riskstrat.explain import explain_with_contributions
 from riskstrat.features import COHORT_COLUMNS, build_features
+from riskstrat.listing import cohort_items_json
 from riskstrat.modelling import predict_risk
 from riskstrat.registry import CHAMPION, LoadedModel
 from riskstrat.store import Store
@@ -153,6 +154,14 @@ def run_scoring(
         report(progress, "build cohorts", 0.8)
         cohorts = build_cohorts(scores, config)
         summary = cohort_summary(scores, cohorts, config)
+        config_record = cohort_config_record(config)
+        cohorts = cohorts.assign(
+            item_json=cohort_items_json(
+                cohorts,
+                scores,
+                {k: i["criteria"] for k, i in config_record["interventions"].items()},
+            )
+        )
         report(progress, "stage", 0.85)
         run_id = store.begin_run(
             month=month,
@@ -174,7 +183,7 @@ def run_scoring(
                     k: v for k, v in model.info.metrics.items() if k.startswith("validation_")
                 },
                 "mean_risk": float(scores["risk"].mean()),
-                "cohort_config": cohort_config_record(config),
+                "cohort_config": config_record,
                 "cohorts": summary,
                 "pcns": sorted(map(str, scores["pcn_code"].unique())),
                 "seconds_to_stage": round(time.perf_counter() - started, 2),

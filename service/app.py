@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import metadata
 
 from fastapi import FastAPI, Request, Response
@@ -48,7 +50,18 @@ _DOCS_PATHS = ("/docs", "/redoc", "/docs/oauth2-redirect")
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for the given settings (the environment's by default)."""
     settings = settings or get_settings()
-    app = FastAPI(title="riskstrat", version=metadata.version("riskstrat"), description=DESCRIPTION)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.store.dispose()  # commits any queued audit records, then closes
+
+    app = FastAPI(
+        title="riskstrat",
+        version=metadata.version("riskstrat"),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
     store = Store(settings.serving_database_url)
     store.create_schema()
     app.state.settings = settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from datetime import date, datetime
@@ -23,10 +24,17 @@ from pydantic import BaseModel
 from riskstrat.auth import Caller
 from riskstrat.cohorts import capacity_summary, what_changed
 from riskstrat.explain import REASON_LABELS
-from riskstrat.listing import listing_frame
+from riskstrat.listing import cohort_item_json, criteria_json, listing_frame
 from riskstrat.nhs_number import is_valid_nhs_number
 from riskstrat.registry import CHAMPION, ModelNotFoundError
-from riskstrat.store import PatientScore, RunInfo, Store, pseudonymise
+from riskstrat.store import (
+    AccessRecord,
+    PatientScore,
+    RunInfo,
+    Store,
+    access_record,
+    pseudonymise,
+)
 from service.deps import (
     Admin,
     Analyst,
@@ -144,6 +152,27 @@ def _scope(store: Store, run: RunInfo, caller: Caller, pcn: str | None) -> list[
     return None if caller.all_pcns else list(caller.pcns)
 
 
+def _access_record(
+    request: Request,
+    settings: Any,
+    caller: Caller,
+    route: str,
+    nhs_numbers: list[str],
+    purpose: str | None,
+) -> AccessRecord:
+    return access_record(
+        actor=caller.name,
+        role=caller.role,
+        organisations=list(caller.pcns),
+        route=route,
+        nhs_numbers=nhs_numbers,
+        key=settings.pseudonym_key.get_secret_value(),
+        request_id=getattr(request.state, "request_id", None),
+        purpose=purpose,
+        identify_patients=settings.audit_identify_patients,
+    )
+
+
 def audit(
     request: Request,
     store: Store,
@@ -155,17 +184,23 @@ def audit(
 ) -> None:
     """Record a patient-level read before the response is built. If the record cannot be
     written this raises, and the caller gets a 500 with no data."""
-    store.record_access(
-        actor=caller.name,
-        role=caller.role,
-        organisations=list(caller.pcns),
-        route=route,
-        nhs_numbers=nhs_numbers,
-        key=settings.pseudonym_key.get_secret_value(),
-        request_id=getattr(request.state, "request_id", None),
-        purpose=purpose,
-        identify_patients=settings.audit_identify_patients,
-    )
+    record = _access_record(request, settings, caller, route, nhs_numbers, purpose)
+    store.submit_access(record).result()
+
+
+async def audit_async(
+    request: Request,
+    store: Store,
+    settings: Any,
+    caller: Caller,
+    route: str,
+    nhs_numbers: list[str],
+    purpose: str | None,
+) -> None:
+    """``audit`` for async routes: the event loop serves other requests while the record
+    waits for its batch to commit; nothing is returned until it has."""
+    record = _access_record(request, settings, caller, route, nhs_numbers, purpose)
+    await asyncio.wrap_future(store.submit_access(record))
 
 
 def _criteria(run: RunInfo, key: str, keys: list[str]) -> list[Criterion]:
@@ -300,6 +335,7 @@ async def cohort(
     size = min(page_size, settings.max_page_size)
     offset = (page - 1) * size
     limit = size if capacity is None else max(0, min(size, capacity - offset))
+    items: tuple[int, list[tuple[str, str]]] | None = None
     if format == "csv":
         total, rows = store.intervention_page(
             run.id, intervention, pcn_code=pcn, practice_code=practice, offset=offset,
@@ -307,11 +343,19 @@ async def cohort(
         )  # fmt: skip
         nhs_numbers = [m.nhs_number for m, _ in rows]
     else:
-        total, raw = store.intervention_page_raw(
+        items = store.intervention_page_items(
             run.id, intervention, pcn_code=pcn, practice_code=practice, offset=offset,
             limit=limit, pcn_codes=scope,
         )  # fmt: skip
-        nhs_numbers = [r.nhs_number for r in raw]
+        if items is None:  # a run published before items were stored
+            total, raw = store.intervention_page_raw(
+                run.id, intervention, pcn_code=pcn, practice_code=practice, offset=offset,
+                limit=limit, pcn_codes=scope,
+            )  # fmt: skip
+            nhs_numbers = [r.nhs_number for r in raw]
+        else:
+            total, stored = items
+            nhs_numbers = [n for n, _ in stored]
     summary = None
     if capacity is not None:
         risks = store.intervention_risks(
@@ -326,7 +370,7 @@ async def cohort(
             **{**capacity_summary(risks, capacity=capacity, effect=info.effect), "eligible": total}
         )
         total = min(total, capacity)
-    audit(
+    await audit_async(
         request, store, settings, caller, "GET /api/v1/cohorts/{intervention}", nhs_numbers,
         purpose,
     )  # fmt: skip
@@ -341,24 +385,26 @@ async def cohort(
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
-    # Written as JSON text, with each person's criteria and reasons spliced in as they were
-    # stored at publication (already checked then). Decoding, modelling and re-encoding a
-    # hundred people's reasons cost more than the rest of the request. The OpenAPI schema
-    # is still CohortPage's, and schemathesis checks the answers against it in the tests.
-    because: dict[str, str] = {}
-    parts = []
-    for r in raw:
-        if r.criteria_json not in because:
-            because[r.criteria_json] = json.dumps(
-                [{"key": k, "text": texts.get(k, k)} for k in json.loads(r.criteria_json)]
-            )
-        parts.append(
-            f'{{"cohort_rank":{int(r.rank)},"nhs_number":{json.dumps(r.nhs_number)},'
-            f'"practice_code":{json.dumps(r.practice_code)},"pcn_code":{json.dumps(r.pcn_code)},'
-            f'"risk":{json.dumps(float(r.risk))},"percentile":{json.dumps(float(r.percentile))},'
-            f'"expected_admissions_avoided":{json.dumps(r.expected_benefit)},'
-            f'"eligible_because":{because[r.criteria_json]},"reasons":{r.reasons_json}}}'
-        )
+    # Written as JSON text: each item as stored at publication (already checked then), or
+    # for older runs built here from the stored criteria and reasons. Decoding, modelling
+    # and re-encoding a hundred people's reasons cost more than the rest of the request. The
+    # OpenAPI schema is still CohortPage's, and schemathesis checks answers against it.
+    if items is not None:
+        parts = [item for _, item in stored]
+    else:
+        because: dict[str, str] = {}
+        parts = []
+        for r in raw:
+            if r.criteria_json not in because:
+                because[r.criteria_json] = criteria_json(json.loads(r.criteria_json), texts)
+            parts.append(
+                cohort_item_json(
+                    rank=r.rank, nhs_number=r.nhs_number, practice_code=r.practice_code,
+                    pcn_code=r.pcn_code, risk=r.risk, percentile=r.percentile,
+                    expected_benefit=r.expected_benefit, because_json=because[r.criteria_json],
+                    reasons_json=r.reasons_json,
+                )
+            )  # fmt: skip
     head = json.dumps(
         {
             "run": _run_summary(run).model_dump(mode="json"),
@@ -400,7 +446,7 @@ async def patient_risk(
     if run is None or score is None or not caller.sees_pcn(score.pcn_code):
         # Out of scope reads exactly like not there: nothing to tell them apart.
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no risk published for this patient")
-    audit(
+    await audit_async(
         request, store, settings, caller, "GET /api/v1/patients/{nhs_number}/risk",
         [nhs_number], purpose,
     )  # fmt: skip

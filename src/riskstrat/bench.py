@@ -291,7 +291,7 @@ def _stage_api(args: dict[str, Any]) -> dict[str, Any]:
         port = s.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     rate, seconds = float(args.get("api_rate", 200)), float(args.get("api_seconds", 60))
-    proc = _serve(home, port)
+    proc = _serve(home, port, workers=int(args.get("api_workers", 2)))
     try:
         run_load(base, paths=choose(nhs, "/api/v1/patients/{}/risk"),
                  headers=headers["care_coordinator"], rate=min(rate, 50), seconds=3,
@@ -309,7 +309,7 @@ def _stage_api(args: dict[str, Any]) -> dict[str, Any]:
     audit_after = len(store.access_records(limit=10_000_000))
     # Every 200 was audited before it was sent (3 s of warm-up reads included).
     warm_up_ok = audit_after - audit_before - patient.ok - cohort.ok
-    proc = _serve(home, port)
+    proc = _serve(home, port, workers=int(args.get("api_workers", 2)))
     try:
         import urllib.request
 

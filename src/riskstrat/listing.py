@@ -3,6 +3,8 @@ NHS number formatted as text and the criteria and reasons in words."""
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,3 +50,93 @@ def listing_frame(
         for member, score in rows
     ]
     return pd.DataFrame(records, columns=list(LISTING_COLUMNS))
+
+
+# ---- The API's cohort page items, as JSON text -----------------------------------------
+
+
+def json_code(text: str) -> str:
+    """A JSON string. Codes and NHS numbers are plain letters and digits (the contract
+    checks them), which need no escaping; anything else goes through ``json.dumps``."""
+    return f'"{text}"' if text.isascii() and text.isalnum() else json.dumps(text)
+
+
+def json_number(value: float | None) -> str:
+    """A JSON number (``repr`` of a finite float is what ``json.dumps`` writes), or null."""
+    if value is None:
+        return "null"
+    number = float(value)
+    if math.isnan(number):
+        return "null"
+    return repr(number) if math.isfinite(number) else json.dumps(number)
+
+
+def criteria_json(keys: Sequence[str], criteria_text: Mapping[str, str]) -> str:
+    """The ``eligible_because`` list of a cohort item."""
+    return json.dumps([{"key": k, "text": criteria_text.get(k, k)} for k in keys])
+
+
+def cohort_item_json(
+    *,
+    rank: int,
+    nhs_number: str,
+    practice_code: str,
+    pcn_code: str,
+    risk: float,
+    percentile: float,
+    expected_benefit: float | None,
+    because_json: str,
+    reasons_json: str,
+) -> str:
+    """One item of the API's cohort page (``CohortItem``) as JSON text."""
+    return (
+        f'{{"cohort_rank":{int(rank)},"nhs_number":{json_code(nhs_number)},'
+        f'"practice_code":{json_code(practice_code)},"pcn_code":{json_code(pcn_code)},'
+        f'"risk":{json_number(risk)},"percentile":{json_number(percentile)},'
+        f'"expected_admissions_avoided":{json_number(expected_benefit)},'
+        f'"eligible_because":{because_json},"reasons":{reasons_json}}}'
+    )
+
+
+def cohort_items_json(
+    cohorts: pd.DataFrame,
+    scores: pd.DataFrame,
+    criteria_text: Mapping[str, Mapping[str, str]],
+) -> list[str]:
+    """Each cohort member's API item as JSON text, written once at publication so that
+    serving a page is reading stored text, not building it.
+
+    Args:
+        cohorts: cohort members (``intervention``, ``nhs_number``, ``practice_code``,
+            ``pcn_code``, ``risk``, ``expected_benefit``, ``rank``, ``criteria``).
+        scores: everyone scored (``nhs_number``, ``percentile``, ``reasons``).
+        criteria_text: per intervention, each criterion's words.
+
+    Returns:
+        One JSON object per row of ``cohorts``, in its order.
+    """
+    if cohorts.empty:
+        return []
+    people = scores.set_index("nhs_number")
+    percentile = people["percentile"].reindex(cohorts["nhs_number"]).to_numpy()
+    reasons = people["reasons"].reindex(cohorts["nhs_number"]).tolist()
+    out = []
+    because: dict[tuple[str, tuple[str, ...]], str] = {}
+    for i, (intervention, nhs, practice, pcn, risk, benefit, rank, criteria) in enumerate(
+        cohorts[
+            ["intervention", "nhs_number", "practice_code", "pcn_code", "risk",
+             "expected_benefit", "rank", "criteria"]
+        ].itertuples(index=False, name=None)
+    ):  # fmt: skip
+        key = (str(intervention), tuple(criteria))
+        if key not in because:
+            because[key] = criteria_json(key[1], criteria_text.get(key[0], {}))
+        out.append(
+            cohort_item_json(
+                rank=int(rank), nhs_number=str(nhs), practice_code=str(practice),
+                pcn_code=str(pcn), risk=float(risk), percentile=float(percentile[i]),
+                expected_benefit=None if pd.isna(benefit) else float(benefit),
+                because_json=because[key], reasons_json=json.dumps(reasons[i]),
+            )
+        )  # fmt: skip
+    return out

@@ -15,8 +15,11 @@ import hashlib
 import hmac
 import json
 import os
+import queue
 import socket
+import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -105,6 +108,9 @@ cohort_members = Table(
     Column("expected_benefit", Float),  # expected admissions avoided; null with no effect
     Column("rank", Integer, nullable=False),
     Column("criteria", JSON, nullable=False),
+    # The member's API item as JSON text, written at publication (migration 0002); null in
+    # runs published before it, which the API then builds at request time.
+    Column("item_json", Text),
     Index("ix_cohort_members_run_int_rank", "run_id", "intervention", "rank"),
     Index("ix_cohort_members_run_int_pcn_rank", "run_id", "intervention", "pcn_code", "rank"),
     Index(
@@ -282,6 +288,125 @@ def pseudonymise(nhs_number: str, key: str) -> str:
     return hmac.new(key.encode(), nhs_number.encode(), hashlib.sha256).hexdigest()[:32]
 
 
+@dataclass(frozen=True)
+class AccessRecord:
+    """One patient-level read, ready to write: patients already pseudonymised."""
+
+    at: datetime
+    actor: str
+    role: str | None
+    organisations: list[str] | None
+    route: str
+    request_id: str | None
+    purpose: str | None
+    patients: list[str]
+
+
+def access_record(
+    *,
+    actor: str,
+    route: str,
+    nhs_numbers: Sequence[str],
+    key: str,
+    request_id: str | None = None,
+    purpose: str | None = None,
+    role: str | None = None,
+    organisations: Sequence[str] | None = None,
+    identify_patients: bool = False,
+) -> AccessRecord:
+    """An access record for ``nhs_numbers``: each patient once, as a keyed-hash pseudonym
+    (or as the NHS number when the deployment chooses ``identify_patients``)."""
+    patients = list(
+        dict.fromkeys(n if identify_patients else pseudonymise(n, key) for n in nhs_numbers)
+    )
+    return AccessRecord(
+        at=datetime.now(UTC),
+        actor=actor[:200],
+        role=role,
+        organisations=list(organisations) if organisations is not None else None,
+        route=route,
+        request_id=request_id,
+        purpose=purpose[:200] if purpose else None,
+        patients=patients,
+    )
+
+
+def _insert_access(conn: Any, records: Sequence[AccessRecord]) -> None:
+    patient_rows: list[dict[str, Any]] = []
+    for r in records:
+        access_id = conn.execute(
+            insert(access_log).values(
+                at=r.at, actor=r.actor, role=r.role, organisations=r.organisations,
+                route=r.route, request_id=r.request_id, purpose=r.purpose,
+                n_patients=len(r.patients),
+            )
+        ).inserted_primary_key[0]  # fmt: skip
+        patient_rows.extend({"patient": p, "access_id": access_id} for p in r.patients)
+    if patient_rows:
+        conn.execute(insert(access_patients), patient_rows)
+
+
+class AccessWriter:
+    """One thread that commits queued access records in batches (group commit).
+
+    Each record's future completes only after the transaction holding it has committed, so
+    "committed before the response is sent" still holds for every caller. If a batch fails,
+    every record in it fails with the error and nothing of the batch is kept.
+    """
+
+    #: Most records in one transaction; a cohort page carries up to a few hundred patients.
+    MAX_BATCH = 64
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._queue: queue.SimpleQueue[tuple[AccessRecord, Future[None]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._run, name="riskstrat-audit", daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    def submit(self, record: AccessRecord) -> Future[None]:
+        future: Future[None] = Future()
+        if self._closed:
+            future.set_exception(RuntimeError("the audit writer is closed"))
+            return future
+        self._queue.put((record, future))
+        return future
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Commit what is queued, then stop the thread."""
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            try:
+                with self._engine.begin() as conn:
+                    _insert_access(conn, [record for record, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    future.set_exception(exc)
+            else:
+                for _, future in batch:
+                    future.set_result(None)
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -302,6 +427,8 @@ class Store:
         self.url = url
         self.engine = engine or _make_engine(url)
         self._run_cache: dict[int, RunInfo] = {}
+        self._writer: AccessWriter | None = None
+        self._writer_lock = threading.Lock()
 
     def create_schema(self) -> None:
         """Create the tables, or upgrade them, with the migrations (Alembic).
@@ -335,6 +462,10 @@ class Store:
             command.upgrade(config, "head")
 
     def dispose(self) -> None:
+        with self._writer_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         self.engine.dispose()
 
     # ---- writing a run: begin, stage, publish (or fail) ---------------------------------
@@ -389,8 +520,10 @@ class Store:
     def stage_cohorts(
         self, run_id: int, members: pd.DataFrame, *, chunk_rows: int = 10_000
     ) -> None:
-        """Add cohort members to a staging run, one transaction per chunk."""
-        self._stage(run_id, cohort_members, members, COHORT_COLUMNS, chunk_rows)
+        """Add cohort members to a staging run, one transaction per chunk. An ``item_json``
+        column (``listing.cohort_items_json``) is stored when the frame has one."""
+        columns = [*COHORT_COLUMNS, *(["item_json"] if "item_json" in members.columns else [])]
+        self._stage(run_id, cohort_members, members, columns, chunk_rows)
 
     def _stage(
         self,
@@ -651,27 +784,27 @@ class Store:
         Patients are stored as keyed-hash pseudonyms, or as NHS numbers when the deployment
         chooses (``identify_patients``).
         """
-        patients = list(
-            dict.fromkeys(n if identify_patients else pseudonymise(n, key) for n in nhs_numbers)
-        )
+        record = access_record(
+            actor=actor, route=route, nhs_numbers=nhs_numbers, key=key, request_id=request_id,
+            purpose=purpose, role=role, organisations=organisations,
+            identify_patients=identify_patients,
+        )  # fmt: skip
         with self.engine.begin() as conn:
-            access_id = conn.execute(
-                insert(access_log).values(
-                    at=datetime.now(UTC),
-                    actor=actor[:200],
-                    role=role,
-                    organisations=list(organisations) if organisations is not None else None,
-                    route=route,
-                    request_id=request_id,
-                    purpose=purpose[:200] if purpose else None,
-                    n_patients=len(patients),
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-            if patients:
-                conn.execute(
-                    insert(access_patients),
-                    [{"patient": p, "access_id": access_id} for p in patients],
-                )
+            _insert_access(conn, [record])
+
+    def submit_access(self, record: AccessRecord) -> Future[None]:
+        """Queue an access record for the shared writer; the future completes once the record
+        is committed, or fails with the database's error.
+
+        Concurrent requests' records are committed together, one transaction per batch, so a
+        busy service pays for one commit (and on SQLite one write lock) per batch instead of
+        one per request. A caller must wait for its future before it returns any data.
+        """
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = AccessWriter(self.engine)
+            writer = self._writer
+        return writer.submit(record)
 
     # ---- API users ----------------------------------------------------------------------
 
@@ -909,6 +1042,32 @@ class Store:
             )
             out.append((member, score))
         return int(total), out
+
+    def intervention_page_items(
+        self,
+        run_id: int,
+        intervention: str,
+        *,
+        pcn_code: str | None = None,
+        practice_code: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+        pcn_codes: Sequence[str] | None = None,
+    ) -> tuple[int, list[tuple[str, str]]] | None:
+        """A page of a cohort as the API items written at publication: the number of people
+        in the (filtered) cohort, and ``(nhs_number, item_json)`` in rank order. ``None``
+        for a run published before items were stored (use ``intervention_page_raw``)."""
+        m = cohort_members.c
+        where = _cohort_filters(run_id, intervention, pcn_code, practice_code, pcn_codes)
+        query = select(m.nhs_number, m.item_json).where(*where).order_by(m.rank)
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                select(func.count()).select_from(cohort_members).where(*where)
+            ).scalar_one()
+            rows = [(str(n), j) for n, j in conn.execute(query.offset(offset).limit(limit))]
+        if any(j is None for _, j in rows):
+            return None
+        return int(total), rows
 
     def intervention_page_raw(
         self,

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from pipelines.score import cohort_config_record
+from riskstrat import store as store_module
 from riskstrat.auth import ROLES
 from riskstrat.cli import app as cli
 from riskstrat.cohorts import load_cohort_config
@@ -225,15 +226,22 @@ def test_audit_failure_means_no_data(world, monkeypatch):
     client, scores = world["client"], world["scores"]
     person = scores[scores.pcn_code == PCNS[0]].iloc[0].nhs_number
 
-    def broken(self, **kwargs):
+    def broken(conn, records):
         raise RuntimeError("audit store unavailable (injected)")
 
-    monkeypatch.setattr(Store, "record_access", broken)
+    # The failure is injected where the shared writer commits, so every route's wait on it
+    # is what is tested.
+    monkeypatch.setattr(store_module, "_insert_access", broken)
     safe = TestClient(client.app, raise_server_exceptions=False)
     response = safe.get(
         f"/api/v1/patients/{person}/risk", headers=bearer(key_for("care_coordinator", PCNS[0]))
     )
     assert response.status_code == 500 and person not in response.text
+    response = safe.get(
+        f"/api/v1/cohorts/falls_review?pcn={PCNS[0]}&page_size=100",
+        headers=bearer(key_for("pcn_team", PCNS[0])),
+    )
+    assert response.status_code == 500 and "999" not in response.text
 
 
 def test_expired_revoked_and_malformed_keys(world, tmp_path):

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from pipelines.score import cohort_config_record
 from riskstrat.cohorts import load_cohort_config
 from riskstrat.config import Settings
+from riskstrat.listing import cohort_items_json
 from riskstrat.nhs_number import synthetic_nhs_numbers
 from riskstrat.store import Store
 from service.app import create_app
@@ -62,8 +63,11 @@ def world(tmp_path):
         "cohort_config": cohort_config_record(config),
         "cohorts": {"falls_review": {"eligible": 45, "served_within_lookback": 7}},
     }
+    texts = {k: i["criteria"] for k, i in details["cohort_config"]["interventions"].items()}
     for month, scale in ((OCT, 1.0), (NOV, 2.0)):
         scores, members = _run(90, scale, people)
+        if month == NOV:  # October stands for a run published before items were stored
+            members = members.assign(item_json=cohort_items_json(members, scores, texts))
         store.publish_run(
             month=month, extract_date=NOV, model_name="m", model_version=str(month.month),
             scores=scores, cohorts=members, n_type1_opt_outs_excluded=0,
@@ -115,6 +119,31 @@ def test_cohort_page_for_a_pcn_with_capacity(world):
         "/api/v1/cohorts/falls_review", params={"capacity": 10, "page": 9}, headers=TEAM
     ).json()
     assert beyond["items"] == [] and beyond["total"] == 10
+
+
+def test_stored_items_read_exactly_as_items_built_at_request_time(world):
+    client, settings, _, _ = world
+    params = {"pcn": "U12345", "page_size": 20, "capacity": 15}
+    stored = client.get("/api/v1/cohorts/falls_review", params=params, headers=TEAM)
+    store = Store(settings.serving_database_url)
+    try:
+        run_id = store.latest_run().id
+        with store.engine.begin() as conn:
+            stored_items = conn.exec_driver_sql(
+                "SELECT count(*) FROM cohort_members WHERE run_id = ? AND item_json IS NOT NULL",
+                (run_id,),
+            ).scalar_one()
+            conn.exec_driver_sql(
+                "UPDATE cohort_members SET item_json = NULL WHERE run_id = ?", (run_id,)
+            )
+        assert stored_items == 45  # the page above was read from stored items
+    finally:
+        store.dispose()
+    built = client.get("/api/v1/cohorts/falls_review", params=params, headers=TEAM)
+    assert stored.status_code == built.status_code == 200
+    assert len(stored.json()["items"]) == 15
+    assert stored.json() == built.json()
+    assert stored.text == built.text  # byte for byte: same numbers, same order
 
 
 def test_cohort_as_csv(world):
