@@ -10,6 +10,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,13 @@ from pipelines.evaluate import (
 from riskstrat.baselines import fit_baselines
 from riskstrat.config import Settings, get_settings
 from riskstrat.extract import read_oracle
-from riskstrat.features import KEY_COLUMNS, build_features, history_start
+from riskstrat.features import (
+    KEY_COLUMNS,
+    build_features,
+    history_start,
+    population_size,
+    sample_people,
+)
 from riskstrat.labels import build_labels
 from riskstrat.modelling import IndexPlan, RiskModel, plan_index_months
 from riskstrat.registry import (
@@ -58,13 +65,37 @@ def registry_for(settings: Settings) -> ModelRegistry:
     return ModelRegistry(tracking_uri=settings.tracking_uri, artifact_root=settings.artifact_root)
 
 
-def build_training_frame(con: Any, spec: ModelSpec, plan: IndexPlan) -> pd.DataFrame:
-    """Features and labels for every planned index month, type 1 opt-outs removed."""
-    months = list(plan.all_months)
-    features = build_features(con, index_dates=months)
-    labels = build_labels(con, index_dates=months, horizon_days=spec.horizon_days)
-    frame = features.merge(labels, on=list(KEY_COLUMNS), how="inner", validate="1:1")
+def build_training_frame(
+    con: Any, spec: ModelSpec, plan: IndexPlan, *, people: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Features and labels for every planned index month, type 1 opt-outs removed. With
+    ``people``, the months the model is fitted on (trees, early stopping, calibration) hold
+    only that sample; the held-out evaluation months always hold everyone."""
+    parts = []
+    for months, sample in ((plan.development_months, people), (plan.evaluation_months, None)):
+        if not months:
+            continue
+        features = build_features(con, index_dates=list(months), people=sample)
+        labels = build_labels(
+            con, index_dates=list(months), horizon_days=spec.horizon_days, people=sample
+        )
+        parts.append(features.merge(labels, on=list(KEY_COLUMNS), how="inner", validate="1:1"))
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     return frame.loc[~frame["type1_opt_out"].astype(bool)].reset_index(drop=True)
+
+
+def training_sample(con: Any, spec: ModelSpec, plan: IndexPlan) -> tuple[list[str] | None, float]:
+    """The people the model is fitted on: everyone, unless the training months would hold
+    more than ``training.max_train_rows`` rows; then a random sample of people sized to fit
+    (``features.sample_people``). Returns the sample (None for everyone) and its fraction."""
+    cap = spec.training.max_train_rows
+    if cap is None or not plan.train_months:
+        return None, 1.0
+    expected_rows = population_size(con, plan.train_months[-1]) * len(plan.train_months)
+    if expected_rows <= cap:
+        return None, 1.0
+    fraction = cap / expected_rows
+    return sample_people(con, fraction=fraction, seed=spec.evaluation.seed), fraction
 
 
 def _champion_predictions(
@@ -124,7 +155,13 @@ def run_training(
             evaluation_months=t.evaluation_months,
         )
         report(progress, f"build features and labels for {len(plan.all_months)} months", 0.1)
-        frame = build_training_frame(extract.con, spec, plan)
+        people, people_fraction = training_sample(extract.con, spec, plan)
+        if people is not None:
+            _log.info(
+                "training on a sample of %.1f%% of people (training.max_train_rows)",
+                100 * people_fraction,
+            )
+        frame = build_training_frame(extract.con, spec, plan, people=people)
         validation_summary = extract.summary.as_dict()
         extract_date, source = extract.extract_date, extract.summary.manifest.source
 
@@ -179,6 +216,7 @@ def run_training(
     )
     metrics = result.flat_metrics() | {
         "train_rows": float(len(train)),
+        "train_people_fraction": people_fraction,
         "train_event_rate": float(train["label"].mean()),
         "early_stopping_rows": float(len(parts["stop"])),
         "calibration_rows": float(len(parts["calibrate"])),

@@ -13,10 +13,12 @@ equivalents: ``date_sub('year', ...)`` (``floor(months_between(...) / 12)``), ``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from riskstrat.contract import (
@@ -107,13 +109,20 @@ def feature_columns() -> list[str]:
     return cols
 
 
-def build_features(con: duckdb.DuckDBPyConnection, *, index_dates: Sequence[date]) -> pd.DataFrame:
+def build_features(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    index_dates: Sequence[date],
+    people: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Features for everyone registered and alive at each index date.
 
     Args:
         con: a connection holding the validated contract tables (``Extract.con``).
         index_dates: the dates to build features at (monthly index dates are first days of
             months); features use only data dated before each.
+        people: if given, only these NHS numbers (a training sample); the filter runs in
+            the engine, so unsampled people cost nothing.
 
     Returns:
         One row per (person, index date) with ``KEY_COLUMNS``, ``CONTEXT_COLUMNS``,
@@ -122,10 +131,49 @@ def build_features(con: duckdb.DuckDBPyConnection, *, index_dates: Sequence[date
         Type 1 opt-outs are included and flagged; callers decide what to do with them.
     """
     _check_index_dates(index_dates)
-    sql = _features_sql()
-    frame = con.execute(sql, [list(index_dates)]).df()
+    with sampled_people(con, people):
+        frame = con.execute(_features_sql(sampled=people is not None), [list(index_dates)]).df()
     frame["index_date"] = pd.to_datetime(frame["index_date"]).dt.date
     return frame.reset_index(drop=True)
+
+
+def population_size(con: duckdb.DuckDBPyConnection, index_date: date) -> int:
+    """How many people are registered and alive at ``index_date`` (the rows one index
+    month contributes)."""
+    sql = f"WITH {index_sql().strip()},\n{population_sql().strip()}\nSELECT count(*) FROM pop"
+    return int(con.execute(sql, [[index_date]]).fetchall()[0][0])
+
+
+#: The table a people sample is registered as, for ``population_sql(sampled=True)``.
+SAMPLE_TABLE = "sampled_people"
+
+
+@contextmanager
+def sampled_people(con: duckdb.DuckDBPyConnection, people: Sequence[str] | None) -> Iterator[None]:
+    """Register ``people`` as ``SAMPLE_TABLE`` (one ``nhs_number`` column) for the block."""
+    if people is None:
+        yield
+        return
+    con.register(SAMPLE_TABLE, pd.DataFrame({"nhs_number": pd.Series(people, dtype=str)}))
+    try:
+        yield
+    finally:
+        con.unregister(SAMPLE_TABLE)
+
+
+def sample_people(con: duckdb.DuckDBPyConnection, *, fraction: float, seed: int) -> list[str]:
+    """A reproducible random sample of the extract's people (each kept with ``fraction``).
+
+    People, not rows, are sampled, so a person's months stay together and no one is both
+    sampled and unsampled; the same extract, fraction and seed give the same sample.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError("fraction must be in (0, 1]")
+    everyone = np.sort(
+        con.execute("SELECT nhs_number FROM patients").df()["nhs_number"].to_numpy(str)
+    )
+    keep = np.random.default_rng(seed).random(len(everyone)) < fraction
+    return [str(n) for n in everyone[keep]]
 
 
 def _check_index_dates(index_dates: Sequence[date]) -> None:
@@ -142,8 +190,14 @@ def history_start(con: duckdb.DuckDBPyConnection) -> date | None:
 _AGE_SQL = "date_sub('year', p.date_of_birth, i.index_date)"
 
 
-def population_sql() -> str:
-    """SQL for ``pop``: everyone registered and alive at each index date in ``idx``."""
+def population_sql(*, sampled: bool = False) -> str:
+    """SQL for ``pop``: everyone registered and alive at each index date in ``idx`` (with
+    ``sampled``, only the people in ``SAMPLE_TABLE``)."""
+    sample = (
+        f"\n        WHERE p.nhs_number IN (SELECT nhs_number FROM {SAMPLE_TABLE})"
+        if sampled
+        else ""
+    )
     return f"""
     pop AS (
         SELECT p.nhs_number, i.index_date, i.d90, i.d180, i.d365, i.d730, i.d24m,
@@ -154,7 +208,7 @@ def population_sql() -> str:
           ON p.registered_from <= i.index_date
          AND (p.registered_to IS NULL OR p.registered_to > i.index_date)
          AND (p.date_of_death IS NULL OR p.date_of_death >= i.index_date)
-         AND p.date_of_birth <= i.index_date
+         AND p.date_of_birth <= i.index_date{sample}
     )"""
 
 
@@ -172,7 +226,7 @@ def index_sql() -> str:
     )"""
 
 
-def _features_sql() -> str:
+def _features_sql(*, sampled: bool = False) -> str:
     act_aggs = []
     for stem, cond in _ACTIVITY_COUNTS.items():
         act_aggs.append(f"count(*) FILTER (WHERE {cond} AND a.start_date >= pop.d90) AS {stem}_90d")
@@ -247,7 +301,7 @@ def _features_sql() -> str:
     filled = ",\n".join(f"coalesce(f.{c}, 0) AS {c}" for c in zero_fill if c not in nullable)
     return f"""
     WITH {index_sql().strip()},
-    {population_sql().strip()},
+    {population_sql(sampled=sampled).strip()},
     act AS (
         SELECT pop.nhs_number, pop.index_date, {", ".join(act_aggs)}
         FROM pop JOIN activity a

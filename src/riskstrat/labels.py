@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import duckdb
 import pandas as pd
 
-from riskstrat.features import index_sql, population_sql
+from riskstrat.features import index_sql, population_sql, sampled_people
 
 DEFAULT_HORIZON_DAYS = 90
 
@@ -23,8 +23,10 @@ def build_labels(
     *,
     index_dates: Sequence[date],
     horizon_days: int = DEFAULT_HORIZON_DAYS,
+    people: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Outcome for everyone in the population at each index date.
+    """Outcome for everyone in the population at each index date (only ``people``, if
+    given: see ``features.build_features``).
 
     ``label`` is 1 when an activity row with ``setting = inpatient`` and
     ``admission_method = emergency`` starts in ``[index_date, index_date + horizon_days)``:
@@ -38,7 +40,7 @@ def build_labels(
         raise ValueError("horizon_days must be positive")
     sql = f"""
     WITH {index_sql().strip()},
-    {population_sql().strip()},
+    {population_sql(sampled=people is not None).strip()},
     outcome AS (
         SELECT DISTINCT pop.nhs_number, pop.index_date
         FROM pop JOIN activity a
@@ -52,7 +54,8 @@ def build_labels(
     FROM pop LEFT JOIN outcome USING (nhs_number, index_date)
     ORDER BY pop.index_date, pop.nhs_number
     """
-    frame = con.execute(sql, [list(index_dates)]).df()
+    with sampled_people(con, people):
+        frame = con.execute(sql, [list(index_dates)]).df()
     frame["index_date"] = pd.to_datetime(frame["index_date"]).dt.date
     return frame
 

@@ -21,6 +21,9 @@ class TrainingPlan(BaseModel):
 
     min_lookback_days: int = Field(default=365, ge=0)
     max_train_months: int = Field(default=12, ge=1)
+    #: At most about this many rows in the training months: beyond it, a random sample of
+    #: people is used for fitting (the held-out months always hold everyone). None: no cap.
+    max_train_rows: int | None = Field(default=None, ge=10_000)
     early_stopping_months: int = Field(default=1, ge=0)
     calibration_months: int = Field(default=1, ge=0)
     evaluation_months: int = Field(default=3, ge=1)

@@ -204,3 +204,32 @@ def test_label_window_complete():
     assert label_window_complete(date(2026, 8, 1), date(2026, 11, 1), 90)
     assert label_window_complete(date(2026, 8, 3), date(2026, 11, 1), 90)  # ends 10-31
     assert not label_window_complete(date(2026, 8, 4), date(2026, 11, 1), 90)
+
+
+def test_a_people_sample_keeps_exactly_their_rows(tmp_path):
+    from riskstrat.features import population_size, sample_people
+
+    dates = [date(2025, 12, 1), D]
+    root = write_extract(tmp_path / "sample", base_tables())
+    with validate_extract(root, max_reject_share=1.0) as extract:
+        everyone = _build(extract.con, index_dates=dates)
+        labels = build_labels(extract.con, index_dates=dates)
+        assert population_size(extract.con, D) == int((everyone.index_date == D).sum())
+        in_pop = sorted(everyone.nhs_number.unique())
+        chosen = [in_pop[0], P3]  # P3 may not be in the population: asking is harmless
+        some = _build(extract.con, index_dates=dates, people=chosen)
+        some_labels = build_labels(extract.con, index_dates=dates, people=chosen)
+        registered = extract.con.execute("SELECT nhs_number FROM patients").df()
+        assert sample_people(extract.con, fraction=1.0, seed=3) == sorted(registered.nhs_number)
+        assert sample_people(extract.con, fraction=0.5, seed=3) == sample_people(
+            extract.con, fraction=0.5, seed=3
+        )
+        with pytest.raises(ValueError):
+            sample_people(extract.con, fraction=0.0, seed=3)
+    assert set(some.nhs_number) == set(chosen) & set(everyone.nhs_number)
+    assert len(some) > 0
+    expected = everyone[everyone.nhs_number.isin(chosen)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(some, expected)  # same values: only whose rows, not what
+    pd.testing.assert_frame_equal(
+        some_labels, labels[labels.nhs_number.isin(chosen)].reset_index(drop=True)
+    )
