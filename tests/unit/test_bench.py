@@ -51,8 +51,9 @@ def test_cli_writes_json_results(tmp_path, monkeypatch):
 
 
 def test_train_score_and_api_stages_report_targets(tmp_path):
-    [_generated, train, score, api] = run_benchmarks(
-        sizes=[1500], stages=["generate", "train", "score", "api"], workdir=tmp_path / "w",
+    [_generated, train, features, explain, score, api] = run_benchmarks(
+        sizes=[1500], stages=["generate", "train", "features", "explain", "score", "api"],
+        workdir=tmp_path / "w",
         months=30, stage_args={"api_rate": 20, "api_seconds": 2},
     )  # fmt: skip
     assert train.stage == "train" and train.rows > 1500
@@ -61,6 +62,12 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     for target in train.detail["targets"]:
         assert target["met"] in (True, False)
     assert 0.5 < train.detail["measured"]["auroc"] <= 1.0
+    assert features.stage == "features" and 0 < features.rows <= 1500
+    assert features.detail["validate_seconds"] > 0 and features.detail["features_seconds"] > 0
+    # explanations for everyone, equal to LightGBM's own pred_contrib on its sample
+    assert explain.stage == "explain" and explain.rows == features.rows
+    assert explain.detail["max_abs_difference"] < 1e-6
+    assert explain.detail["rows_per_second"] > 0 and explain.detail["speed_up"] > 0
     assert score.stage == "score" and 0 < score.rows <= 1500
     steps = score.detail["step_seconds"]
     assert {"build features", "score", "build cohorts", "stage", "publish"} <= set(steps)
