@@ -61,9 +61,9 @@ browser: ## install Debian's Chromium for the browser test, when run as root wit
 	  fi; \
 	fi
 
-bench: $(STAMP) ## generation at 100k, 300k and 909k people, then training and scoring at 100k (minutes)
+bench: $(STAMP) ## generation at 100k, 300k and 909k people, then every other stage at 100k (minutes)
 	$(BIN)/riskstrat bench
-	$(BIN)/riskstrat bench --stages generate,train,score --patients 100000 --no-scaling --seed 2
+	$(BIN)/riskstrat bench --stages generate,train,features,explain,score,api --patients 100000 --no-scaling --seed 2
 
 lint: $(STAMP) ## ruff, format check and mypy
 	$(BIN)/ruff check src pipelines service tests
