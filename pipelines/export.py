@@ -16,7 +16,7 @@ import pandas as pd
 from pipelines.common import published_run
 from riskstrat.config import Settings, get_settings
 from riskstrat.listing import listing_frame
-from riskstrat.store import Store
+from riskstrat.store import Store, access_record
 
 ExportFormat = Literal["csv", "xlsx"]
 
@@ -65,11 +65,13 @@ def run_export(
             frame, path, fmt, about=_about(run.month, run.model_version, record[cohort])
         )
         store.record_access(
-            actor=os.environ.get("RISKSTRAT_ACTOR") or getpass.getuser(),
-            route=f"riskstrat export {cohort}",
-            nhs_numbers=[m.nhs_number for m, _ in rows],
-            key=settings.pseudonym_key.get_secret_value(),
-            purpose=f"export {fmt}",
+            access_record(
+                actor=os.environ.get("RISKSTRAT_ACTOR") or getpass.getuser(),
+                route=f"riskstrat export {cohort}",
+                nhs_numbers=[m.nhs_number for m, _ in rows],
+                key=settings.pseudonym_key.get_secret_value(),
+                purpose=f"export {fmt}",
+            )
         )
         return ExportResult(path=path, rows=len(frame), run_id=run.id)
     finally:

@@ -766,29 +766,10 @@ class Store:
             if rows:
                 conn.execute(insert(cohort_outcomes), rows)
 
-    def record_access(
-        self,
-        *,
-        actor: str,
-        route: str,
-        nhs_numbers: Sequence[str],
-        key: str,
-        request_id: str | None = None,
-        purpose: str | None = None,
-        role: str | None = None,
-        organisations: Sequence[str] | None = None,
-        identify_patients: bool = False,
-    ) -> None:
-        """Write an access record and commit it before returning; raises if it cannot.
-
-        Patients are stored as keyed-hash pseudonyms, or as NHS numbers when the deployment
-        chooses (``identify_patients``).
-        """
-        record = access_record(
-            actor=actor, route=route, nhs_numbers=nhs_numbers, key=key, request_id=request_id,
-            purpose=purpose, role=role, organisations=organisations,
-            identify_patients=identify_patients,
-        )  # fmt: skip
+    def record_access(self, record: AccessRecord) -> None:
+        """Write an access record (``access_record``) in its own transaction, committed before
+        returning; raises if it cannot. For one-off reads such as exports; the API queues
+        its records with ``submit_access``."""
         with self.engine.begin() as conn:
             _insert_access(conn, [record])
 
