@@ -328,6 +328,9 @@ def card_context(
             "source": source or "not stated",
             "train_months": [d.isoformat() for d in plan.train_months],
             "early_stopping_months": [d.isoformat() for d in plan.early_stopping_months],
+            "early_stopping_people": (
+                0.0 if plan.early_stopping_months else spec.training.early_stopping_people
+            ),
             "calibration_months": [d.isoformat() for d in plan.calibration_months],
             "evaluation_months": [d.isoformat() for d in plan.evaluation_months],
             "primary_month": plan.validation_month.isoformat(),

@@ -36,7 +36,7 @@ from riskstrat.features import (
     sample_people,
 )
 from riskstrat.labels import build_labels
-from riskstrat.modelling import IndexPlan, RiskModel, plan_index_months
+from riskstrat.modelling import IndexPlan, RiskModel, hold_out_people, plan_index_months
 from riskstrat.registry import (
     CHALLENGER,
     CHAMPION,
@@ -173,6 +173,13 @@ def run_training(
                              ("calibrate", plan.calibration_months),
                              ("evaluate", plan.evaluation_months))
     }  # fmt: skip
+    if not plan.early_stopping_months and t.early_stopping_people > 0:
+        # Early stopping on people the trees never see, in the training months themselves.
+        held = hold_out_people(
+            parts["train"]["nhs_number"], share=t.early_stopping_people, seed=spec.evaluation.seed
+        )
+        parts["stop"] = parts["train"].loc[held]
+        parts["train"] = parts["train"].loc[~held]
     for label in ("train", "evaluate"):
         if parts[label].empty or parts[label]["label"].nunique() < 2:
             raise ValueError(f"the {label} months need people with and without the outcome")

@@ -69,6 +69,7 @@ class DataInfo(TypedDict):
     source: str  # e.g. "synthetic extract (riskstrat generate, seed 1)" or the ICB's feed
     train_months: list[str]  # "YYYY-MM", oldest first
     early_stopping_months: list[str]
+    early_stopping_people: float  # share of people held out of the training months (0: none)
     calibration_months: list[str]
     evaluation_months: list[str]  # held out, later than every month above
     primary_month: str  # the held-out month the headline metrics come from

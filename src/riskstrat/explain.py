@@ -104,12 +104,15 @@ def _emergency(v: Values) -> str:
 
 
 def _ae(v: Values) -> str:
-    n = _n(v.get("ae_attendances_365d"))
-    return (
+    n, ever = _n(v.get("ae_attendances_365d")), _n(v.get("ae_attendances_ever"))
+    text = (
         f"{_plural(n, 'A&E attendance')} in the last 12 months"
         if n
-        else ("no A&E attendances in the last 12 months")
+        else "no A&E attendances in the last 12 months"
     )
+    if ever > n:
+        text += f" ({ever} in the whole record)"
+    return text
 
 
 def _planned(v: Values) -> str:
@@ -126,6 +129,13 @@ def _planned(v: Values) -> str:
 
 def _age(v: Values) -> str:
     return f"aged {_n(v.get('age_years'))}"
+
+
+def _record(v: Values) -> str:
+    days = _n(v.get("recorded_history_days"))
+    if days < 365:
+        return f"a short record here ({_plural(max(days // 30, 0), 'month')}), so little history"
+    return f"{_plural(days // 365, 'year')} of record here"
 
 
 def _sex(v: Values) -> str:
@@ -221,7 +231,10 @@ def _other(v: Values) -> str:
 class ReasonGroup:
     key: str
     features: tuple[str, ...]
+    #: Words the reason from the row's values of ``features`` only (and, if
+    #: ``uses_contributions``, those features' contributions).
     phrase: Callable[[Values, Mapping[str, float]], str]
+    uses_contributions: bool = False
 
 
 def _simple(fn: Callable[[Values], str]) -> Callable[[Values, Mapping[str, float]], str]:
@@ -230,24 +243,29 @@ def _simple(fn: Callable[[Values], str]) -> Callable[[Values, Mapping[str, float
 
 REASON_GROUPS: tuple[ReasonGroup, ...] = (
     ReasonGroup("recent_emergency_admissions",
-                ("emergency_admissions_90d", "emergency_admissions_365d",
-                 "emergency_admissions_730d", "days_since_last_emergency_admission",
-                 "emergency_bed_days_365d"),
+                ("emergency_admissions_30d", "emergency_admissions_90d",
+                 "emergency_admissions_365d", "emergency_admissions_730d",
+                 "emergency_admissions_ever", "emergency_admissions_per_year",
+                 "days_since_last_emergency_admission", "emergency_bed_days_365d"),
                 _simple(_emergency)),
     ReasonGroup("ae_attendances",
-                ("ae_attendances_90d", "ae_attendances_365d", "ae_attendances_730d",
-                 "days_since_last_ae_attendance"),
+                ("ae_attendances_30d", "ae_attendances_90d", "ae_attendances_180d",
+                 "ae_attendances_365d", "ae_attendances_730d", "ae_attendances_ever",
+                 "ae_attendances_per_year", "days_since_last_ae_attendance"),
                 _simple(_ae)),
     ReasonGroup("planned_care",
                 tuple(f"{s}_{w}d" for s in ("elective_admissions", "outpatient_attendances",
                                              "outpatient_missed", "gp_contacts", "gp_missed",
-                                             "community_contacts") for w in (90, 365)),
+                                             "community_contacts") for w in (90, 365))
+                + ("gp_contacts_30d",),
                 _simple(_planned)),
     ReasonGroup("age", ("age_years",), _simple(_age)),
+    ReasonGroup("length_of_record", ("recorded_history_days",), _simple(_record)),
     ReasonGroup("sex", ("sex_female",), _simple(_sex)),
     ReasonGroup("deprivation", ("imd_decile",), _simple(_deprivation)),
     ReasonGroup("long_term_conditions",
-                tuple(f"ltc_{c.lower()}" for c in CONDITIONS) + ("ltc_count",), _conditions),
+                tuple(f"ltc_{c.lower()}" for c in CONDITIONS) + ("ltc_count",), _conditions,
+                uses_contributions=True),
     ReasonGroup("medicines",
                 ("distinct_medicines_90d", "falls_risk_drug_classes_90d")
                 + tuple(f"{c.lower()}_90d" for c in DRUG_CLASSES),
@@ -272,6 +290,7 @@ REASON_LABELS = {
     "ae_attendances": "A&E attendances",
     "planned_care": "planned care (GP, outpatient, community)",
     "age": "age",
+    "length_of_record": "length of the record",
     "sex": "sex",
     "deprivation": "area deprivation",
     "long_term_conditions": "long-term conditions",
@@ -406,28 +425,57 @@ def explain_with_contributions(
     gc = group_contributions(booster, X, contributions=contrib, calibrator=calibrator)
     groups, grouped, pp = gc.groups, gc.log_odds, gc.percentage_points
     keys = [g.key for g in groups]
-    values = X[names].to_dict(orient="records")
+    # Row by row only where it must be: the ranking is one argsort, and each group's phrase
+    # depends only on the row's values of that group's features (and, for conditions, the
+    # order of their contributions), so a phrase is worded once per distinct combination.
+    # A million people share a few hundred thousand combinations at most.
+    index = {n: i for i, n in enumerate(names)}
+    columns = [[index[f] for f in g.features if f in index] for g in groups]
+    present = [[f for f in g.features if f in index] for g in groups]
+    values = X[names].to_numpy(dtype=np.float64, na_value=np.nan)
+    order = np.argsort(-grouped, axis=1, kind="stable")
+    up_j = order[:, :top_raising].tolist()
+    down_j = order[:, ::-1][:, :top_lowering].tolist()
+    pp_list, grouped_list = pp.tolist(), grouped.tolist()
+    pp_rounded = np.round(pp, 3)
+    size_mask = np.abs(pp_rounded) >= 0.001
+    phrases: dict[tuple[Any, ...], str] = {}
+
+    def phrase(i: int, j: int) -> str:
+        row = values[i, columns[j]]
+        uses_contrib = groups[j].uses_contributions
+        # NaN never equals itself, so missing values are keyed as None.
+        key_values = tuple(None if v != v else v for v in row.tolist())
+        if uses_contrib:
+            c = contrib[i, columns[j]]
+            key: tuple[Any, ...] = (j, key_values, tuple(np.argsort(-np.abs(c), kind="stable")))
+        else:
+            key = (j, key_values)
+        text = phrases.get(key)
+        if text is None:
+            v = dict(zip(present[j], key_values, strict=True))
+            fc = dict(zip(present[j], contrib[i, columns[j]].tolist(), strict=True))
+            text = phrases[key] = groups[j].phrase(v, fc if uses_contrib else {})
+        return text
+
     out: list[list[dict[str, Any]]] = []
     sizes: list[dict[str, float]] = []
-    pp_rounded = np.round(pp, 3)
-    for i, row_values in enumerate(values):
-        order = np.argsort(-grouped[i], kind="stable")
-        up = [j for j in order[:top_raising] if pp[i, j] >= min_percentage_points]
-        down = [j for j in order[::-1][:top_lowering] if pp[i, j] <= -min_percentage_points]
-        feature_contrib = dict(zip(names, contrib[i, :-1], strict=True))
-        reasons = []
-        for j in up + down:
-            reasons.append(
+    for i in range(len(values)):
+        row_pp, row_lo = pp_list[i], grouped_list[i]
+        chosen = [j for j in up_j[i] if row_pp[j] >= min_percentage_points]
+        chosen += [j for j in down_j[i] if row_pp[j] <= -min_percentage_points]
+        out.append(
+            [
                 {
-                    "group": groups[j].key,
-                    "text": groups[j].phrase(row_values, feature_contrib),
-                    "direction": "raises" if grouped[i, j] > 0 else "lowers",
-                    "log_odds": round(float(grouped[i, j]), 4),
-                    "percentage_points": round(float(pp[i, j]), 3),
+                    "group": keys[j],
+                    "text": phrase(i, j),
+                    "direction": "raises" if row_lo[j] > 0 else "lowers",
+                    "log_odds": round(row_lo[j], 4),
+                    "percentage_points": round(row_pp[j], 3),
                 }
-            )
-        out.append(reasons)
-        sizes.append(
-            {k: float(v) for k, v in zip(keys, pp_rounded[i], strict=True) if abs(v) >= 0.001}
+                for j in chosen
+            ]
         )
+        keep = np.flatnonzero(size_mask[i])
+        sizes.append(dict(zip([keys[j] for j in keep], pp_rounded[i, keep].tolist(), strict=True)))
     return out, sizes

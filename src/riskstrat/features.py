@@ -58,6 +58,24 @@ _ACTIVITY_COUNTS = {
 }
 _WINDOWS_DAYS = (90, 365)
 
+#: Unplanned care over the whole recorded history and in short recent windows. A person's
+#: underlying tendency to be admitted shows mostly through how often they have needed
+#: unplanned care, and a longer record measures it better; the rates per year of record
+#: make counts comparable between people with short and long records.
+UNPLANNED_HISTORY_COLUMNS = (
+    "recorded_history_days",
+    "emergency_admissions_ever",
+    "ae_attendances_ever",
+    "emergency_admissions_per_year",
+    "ae_attendances_per_year",
+    "emergency_admissions_30d",
+    "ae_attendances_30d",
+    "ae_attendances_180d",
+)
+#: Rates are per year of record, with at least this many days in the denominator so a new
+#: registrant's single visit does not read as a huge rate.
+MIN_RATE_DAYS = 30
+
 #: Deficits of the electronic frailty index that this contract can see, each as a SQL flag
 #: over the assembled feature columns. The eFI divides the count by its 36 deficits.
 EFI_DEFICITS: dict[str, str] = {
@@ -99,6 +117,7 @@ def feature_columns() -> list[str]:
         cols += [f"{stem}_{w}d" for w in _WINDOWS_DAYS]
     cols += ["days_since_last_emergency_admission", "emergency_bed_days_365d"]
     cols += ["emergency_admissions_730d", "ae_attendances_730d", "days_since_last_ae_attendance"]
+    cols += list(UNPLANNED_HISTORY_COLUMNS) + ["gp_contacts_30d"]
     cols += [f"ltc_{_lower(c)}" for c in CONDITIONS] + ["ltc_count"]
     cols += ["distinct_medicines_90d"]
     cols += [f"{_lower(c)}_90d" for c in DRUG_CLASSES] + ["falls_risk_drug_classes_90d"]
@@ -200,8 +219,9 @@ def population_sql(*, sampled: bool = False) -> str:
     )
     return f"""
     pop AS (
-        SELECT p.nhs_number, i.index_date, i.d90, i.d180, i.d365, i.d730, i.d24m,
-               p.practice_code, p.pcn_code, coalesce(p.type1_opt_out, false) AS type1_opt_out,
+        SELECT p.nhs_number, i.index_date, i.d30, i.d90, i.d180, i.d365, i.d730, i.d24m,
+               p.registered_from, p.practice_code, p.pcn_code,
+               coalesce(p.type1_opt_out, false) AS type1_opt_out,
                {_AGE_SQL} AS age_years, p.sex, p.imd_decile, p.ethnic_category
         FROM patients p
         JOIN idx i
@@ -217,6 +237,7 @@ def index_sql() -> str:
     return f"""
     idx AS (
         SELECT index_date,
+               CAST(index_date - INTERVAL 30 DAY AS DATE) AS d30,
                CAST(index_date - INTERVAL 90 DAY AS DATE) AS d90,
                CAST(index_date - INTERVAL 180 DAY AS DATE) AS d180,
                CAST(index_date - INTERVAL 365 DAY AS DATE) AS d365,
@@ -231,6 +252,10 @@ def _features_sql(*, sampled: bool = False) -> str:
     for stem, cond in _ACTIVITY_COUNTS.items():
         act_aggs.append(f"count(*) FILTER (WHERE {cond} AND a.start_date >= pop.d90) AS {stem}_90d")
         act_aggs.append(f"count(*) FILTER (WHERE {cond}) AS {stem}_365d")
+    act_aggs.append(
+        f"count(*) FILTER (WHERE {_ACTIVITY_COUNTS['gp_contacts']} "
+        "AND a.start_date >= pop.d30) AS gp_contacts_30d"
+    )
     act_aggs.append(
         "coalesce(sum(date_diff('day', a.start_date, a.end_date)) FILTER (WHERE "
         "a.setting = 'inpatient' AND a.admission_method = 'emergency' AND a.end_date IS NOT NULL "
@@ -293,6 +318,9 @@ def _features_sql(*, sampled: bool = False) -> str:
             "efi",
             "advance_care_plan_ever",
             "ltc_count",
+            "recorded_history_days",
+            "emergency_admissions_per_year",
+            "ae_attendances_per_year",
         }
     ]
     efi = " + ".join(f"({expr})" for expr in EFI_DEFICITS.values())
@@ -322,7 +350,15 @@ def _features_sql(*, sampled: bool = False) -> str:
                count(*) FILTER (WHERE a.setting = 'ae' AND a.start_date >= pop.d730)
                    AS ae_attendances_730d,
                count(*) FILTER (WHERE a.setting = 'inpatient' AND a.start_date >= pop.d180)
-                   AS emergency_admissions_180d
+                   AS emergency_admissions_180d,
+               count(*) FILTER (WHERE a.setting = 'inpatient' AND a.start_date >= pop.d30)
+                   AS emergency_admissions_30d,
+               count(*) FILTER (WHERE a.setting = 'ae' AND a.start_date >= pop.d30)
+                   AS ae_attendances_30d,
+               count(*) FILTER (WHERE a.setting = 'ae' AND a.start_date >= pop.d180)
+                   AS ae_attendances_180d,
+               count(*) FILTER (WHERE a.setting = 'inpatient') AS emergency_admissions_ever,
+               count(*) FILTER (WHERE a.setting = 'ae') AS ae_attendances_ever
         FROM pop JOIN activity a
           ON a.nhs_number = pop.nhs_number AND a.start_date < pop.index_date
          AND ((a.setting = 'inpatient' AND a.admission_method = 'emergency') OR a.setting = 'ae')
@@ -365,11 +401,18 @@ def _features_sql(*, sampled: bool = False) -> str:
          AND o.code IN ('ADVANCE_CARE_PLAN', 'FALLS_ASSESSMENT', 'MEDICATION_REVIEW')
         GROUP BY pop.nhs_number, pop.index_date
     ),
+    hist AS (
+        -- Where the extract's recorded history begins (its earliest activity).
+        SELECT min(start_date) AS history_start FROM activity
+    ),
     f AS (
         SELECT pop.*, act.* EXCLUDE (nhs_number, index_date),
                last_em.days_since_last_emergency_admission,
                last_em.days_since_last_ae_attendance,
                last_em.emergency_admissions_730d, last_em.ae_attendances_730d,
+               last_em.emergency_admissions_30d, last_em.ae_attendances_30d,
+               last_em.ae_attendances_180d, last_em.emergency_admissions_ever,
+               last_em.ae_attendances_ever,
                ltc.* EXCLUDE (nhs_number, index_date), med.* EXCLUDE (nhs_number, index_date),
                obs.* EXCLUDE (nhs_number, index_date),
                coalesce(acp.advance_care_plan_ever, 0) AS advance_care_plan_ever,
@@ -401,11 +444,20 @@ def _features_sql(*, sampled: bool = False) -> str:
                CAST(f.days_since_medication_review AS DOUBLE) AS days_since_medication_review,
                CAST(f.days_since_advance_care_plan AS DOUBLE) AS days_since_advance_care_plan,
                f.emergency_admissions_180d,
+               -- Days of record: from the later of registration and the history's start.
+               date_diff('day', greatest(f.registered_from, hist.history_start), f.index_date)
+                   AS recorded_history_days,
                {filled},
                f.sex, f.ethnic_category
-        FROM f
+        FROM f CROSS JOIN hist
     )
     SELECT g.* EXCLUDE (ethnic_category),
+           round(g.emergency_admissions_ever * 365.0
+                 / greatest(g.recorded_history_days, {MIN_RATE_DAYS}), 4)
+               AS emergency_admissions_per_year,
+           round(g.ae_attendances_ever * 365.0
+                 / greatest(g.recorded_history_days, {MIN_RATE_DAYS}), 4)
+               AS ae_attendances_per_year,
            ({ltc_count}) AS ltc_count,
            round(({efi}) / {EFI_DEFICIT_TOTAL}.0, 4) AS efi,
            CASE WHEN g.age_years < 18 THEN '0-17' WHEN g.age_years < 45 THEN '18-44'

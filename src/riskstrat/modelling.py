@@ -36,10 +36,13 @@ def month_starts(first: date, last: date) -> list[date]:
 class IndexPlan:
     """Which monthly index dates do what.
 
-    Trees are fitted on ``train_months``; ``early_stopping_months`` choose the number of trees;
-    ``calibration_months`` fit the calibrator; ``evaluation_months`` are held out for every
-    reported metric, the last of them (``validation_month``) being the primary one. No
-    evaluation month's outcome window overlaps a development month's.
+    Trees are fitted on ``train_months``; ``early_stopping_months`` choose the number of trees
+    (or, when there are none, people held out of the training months do); ``calibration_months``
+    fit the calibrator; ``evaluation_months`` are held out for every reported metric, the last
+    of them (``validation_month``) being the primary one. No stage's outcome window overlaps
+    a later stage's months: consecutive months share most of their 90-day windows, so the
+    same admission would otherwise be a label in the trees' rows and in the rows that judge
+    them.
     """
 
     train_months: tuple[date, ...]
@@ -83,11 +86,12 @@ def plan_index_months(
     """A temporal split with no overlap between development outcomes and evaluation months.
 
     The evaluation months are the latest ``evaluation_months`` index months whose whole
-    outcome window lies before the extract date. Development months (training, early
-    stopping, calibration, newest last) are those whose outcome window ends on or before
-    the first evaluation month (so no outcome they learn from reaches into it) and that have
-    ``min_lookback_days`` of history behind them. The most recent are used: calibration
-    months newest, then early-stopping months, then up to ``max_train_months`` for the trees.
+    outcome window lies before the extract date. Before them, newest first: calibration
+    months, early-stopping months, then up to ``max_train_months`` for the trees. Each
+    stage's months are the latest whose outcome windows end on or before the first month of
+    the stage after it, so no outcome one stage learns from reaches into the next (a gap of
+    about one horizon between stages). Every month has ``min_lookback_days`` of history
+    behind it.
 
     Raises:
         ValueError: the extract is too short for this plan.
@@ -96,30 +100,48 @@ def plan_index_months(
         raise ValueError("at least one evaluation month is needed")
     validation = latest_complete_month(extract_date, horizon_days)
     evaluation = [add_months(validation, -k) for k in range(evaluation_months - 1, -1, -1)]
-    last_development = latest_complete_month(evaluation[0], horizon_days)
     lookback_end = data_start + timedelta(days=min_lookback_days)
     earliest = first_of_month(lookback_end)
     if earliest < lookback_end:
         earliest = add_months(earliest, 1)
-    months = month_starts(earliest, last_development) if earliest <= last_development else []
-    held = calibration_months + early_stopping_months
-    if len(months) < held + 1:
+
+    def before(stage_start: date, count: int | None) -> list[date]:
+        """The latest ``count`` months (all if None) whose windows end by ``stage_start``."""
+        last = latest_complete_month(stage_start, horizon_days)
+        months = month_starts(earliest, last) if earliest <= last else []
+        return months if count is None else months[len(months) - count :] if count else []
+
+    calibration = before(evaluation[0], calibration_months)
+    nxt = calibration[0] if calibration else evaluation[0]
+    stopping = before(nxt, early_stopping_months)
+    nxt = stopping[0] if stopping else nxt
+    train = before(nxt, None)[-max_train_months:]
+    if len(calibration) < calibration_months or len(stopping) < early_stopping_months or not train:
         raise ValueError(
             f"the extract covers {data_start.isoformat()} to {extract_date.isoformat()}: too "
             f"short for {min_lookback_days} days of lookback, a {horizon_days}-day outcome window, "
-            f"{evaluation_months} evaluation month(s) from {evaluation[0].isoformat()} and "
-            f"{held + 1} development month(s) before them"
+            f"{evaluation_months} evaluation month(s) from {evaluation[0].isoformat()}, "
+            f"{calibration_months} calibration and {early_stopping_months} early-stopping "
+            "month(s) and a training month before them, each stage's outcomes ending before "
+            "the next stage begins"
         )
-    calibration = months[len(months) - calibration_months :] if calibration_months else []
-    rest = months[: len(months) - calibration_months]
-    stopping = rest[len(rest) - early_stopping_months :] if early_stopping_months else []
-    rest = rest[: len(rest) - early_stopping_months]
     return IndexPlan(
-        train_months=tuple(rest[-max_train_months:]),
+        train_months=tuple(train),
         early_stopping_months=tuple(stopping),
         calibration_months=tuple(calibration),
         evaluation_months=tuple(evaluation),
     )
+
+
+def hold_out_people(nhs_numbers: pd.Series, *, share: float, seed: int) -> npt.NDArray[np.bool_]:
+    """True for the rows of a reproducible random ``share`` of the people in ``nhs_numbers``.
+
+    A person's rows are all held out or all kept, and the choice depends only on the set of
+    people, the share and the seed (not on row order).
+    """
+    people = np.sort(nhs_numbers.astype(str).unique())
+    held = people[np.random.default_rng(seed).random(len(people)) < share]
+    return np.asarray(nhs_numbers.astype(str).isin(held).to_numpy(), dtype=bool)
 
 
 def latest_complete_month(extract_date: date, horizon_days: int) -> date:

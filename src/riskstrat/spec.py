@@ -24,7 +24,11 @@ class TrainingPlan(BaseModel):
     #: At most about this many rows in the training months: beyond it, a random sample of
     #: people is used for fitting (the held-out months always hold everyone). None: no cap.
     max_train_rows: int | None = Field(default=None, ge=10_000)
-    early_stopping_months: int = Field(default=1, ge=0)
+    early_stopping_months: int = Field(default=0, ge=0)
+    #: Share of people held out of the training months to choose the number of trees (used
+    #: when there are no early-stopping months): no row of theirs is fitted on, and no other
+    #: month is given up for it.
+    early_stopping_people: float = Field(default=0.15, ge=0, lt=1)
     calibration_months: int = Field(default=1, ge=0)
     evaluation_months: int = Field(default=3, ge=1)
 

@@ -231,6 +231,7 @@ def example_context() -> dict[str, Any]:
             "source": "synthetic extract (riskstrat generate, 20,000 people, seed 1)",
             "train_months": months[:10],
             "early_stopping_months": months[10:11],
+            "early_stopping_people": 0.0,
             "calibration_months": months[11:12],
             "evaluation_months": ["2025-01", "2025-02", "2025-03"],
             "primary_month": "2025-03",

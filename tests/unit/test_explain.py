@@ -112,3 +112,51 @@ def test_every_reason_group_has_a_label():
     from riskstrat.explain import REASON_GROUPS, REASON_LABELS
 
     assert {g.key for g in REASON_GROUPS} == set(REASON_LABELS)
+
+
+def _reference_reasons(booster, X, *, top_raising, top_lowering, min_pp=0.001):
+    """The definition, row by row with every value at hand: what the cached wording must
+    reproduce exactly."""
+    from riskstrat.explain import group_contributions
+
+    names = list(booster.feature_name())
+    contrib = shap_contributions(booster, X)
+    gc = group_contributions(booster, X, contributions=contrib)
+    out, sizes = [], []
+    for i, values in enumerate(X[names].to_dict(orient="records")):
+        order = np.argsort(-gc.log_odds[i], kind="stable")
+        up = [j for j in order[:top_raising] if gc.percentage_points[i, j] >= min_pp]
+        down = [j for j in order[::-1][:top_lowering] if gc.percentage_points[i, j] <= -min_pp]
+        fc = dict(zip(names, contrib[i, :-1], strict=True))
+        out.append(
+            [
+                {
+                    "group": gc.groups[j].key,
+                    "text": gc.groups[j].phrase(values, fc),
+                    "direction": "raises" if gc.log_odds[i, j] > 0 else "lowers",
+                    "log_odds": round(float(gc.log_odds[i, j]), 4),
+                    "percentage_points": round(float(gc.percentage_points[i, j]), 3),
+                }
+                for j in up + down
+            ]
+        )
+        pp = np.round(gc.percentage_points[i], 3)
+        sizes.append({g.key: float(v) for g, v in zip(gc.groups, pp) if abs(v) >= 0.001})
+    return out, sizes
+
+
+@pytest.mark.parametrize("top", [(3, 1), (5, 2), (1, 0)])
+def test_cached_wording_equals_the_row_by_row_definition(model_and_data, top):
+    from riskstrat.explain import explain_with_contributions
+
+    booster, X = model_and_data
+    sample = X.head(600).copy()
+    rng = np.random.default_rng(2)
+    # missing values and several conditions at once, so the conditions' order matters
+    sample.loc[rng.random(len(sample)) < 0.3, "imd_decile"] = np.nan
+    sample.loc[rng.random(len(sample)) < 0.5, "cfs_latest"] = np.nan
+    for c in ("ltc_copd", "ltc_heart_failure", "ltc_diabetes", "ltc_ckd"):
+        sample[c] = (rng.random(len(sample)) < 0.4).astype(float)
+    got = explain_with_contributions(booster, sample, top_raising=top[0], top_lowering=top[1])
+    assert got == _reference_reasons(booster, sample, top_raising=top[0], top_lowering=top[1])
+    assert any(len(r) for r in got[0])

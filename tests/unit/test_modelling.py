@@ -14,6 +14,7 @@ from riskstrat.modelling import (
     Calibrator,
     RiskModel,
     add_months,
+    hold_out_people,
     latest_complete_month,
     plan_index_months,
 )
@@ -29,10 +30,58 @@ def test_plan_for_a_48_month_extract():
         early_stopping_months=1,
     )
     assert plan.validation_month == date(2026, 8, 1)  # 2026-08-01 + 90 days = 2026-10-30
-    months = [*plan.train_months, *plan.early_stopping_months]
-    assert months[-1] == date(2026, 5, 1)  # its window ends 2026-07-30, before validation
-    assert len(plan.train_months) == 12 and plan.early_stopping_months == (date(2026, 5, 1),)
-    assert all(b == add_months(a, 1) for a, b in itertools.pairwise(months))
+    assert plan.early_stopping_months == (date(2026, 5, 1),)  # window ends 2026-07-30
+    # the trees' last window ends before stopping begins: 2026-01-01 + 90 days = 2026-04-01
+    # (2026-02-01 + 90 days = 2026-05-02 would reach into it)
+    assert plan.train_months[-1] == date(2026, 1, 1) and len(plan.train_months) == 12
+    assert all(b == add_months(a, 1) for a, b in itertools.pairwise(plan.train_months))
+
+
+def _stages(plan):
+    return [
+        s
+        for s in (
+            plan.train_months,
+            plan.early_stopping_months,
+            plan.calibration_months,
+            plan.evaluation_months,
+        )
+        if s
+    ]
+
+
+@pytest.mark.parametrize("stopping,calibration", [(0, 0), (1, 0), (0, 1), (1, 1), (2, 2)])
+@pytest.mark.parametrize("horizon", [30, 90, 182])
+def test_no_stage_learns_an_outcome_that_reaches_the_next_stage(stopping, calibration, horizon):
+    plan = plan_index_months(
+        data_start=date(2020, 1, 1),
+        extract_date=date(2026, 11, 1),
+        horizon_days=horizon,
+        min_lookback_days=365,
+        max_train_months=24,
+        early_stopping_months=stopping,
+        calibration_months=calibration,
+        evaluation_months=3,
+    )
+    assert len(plan.early_stopping_months) == stopping
+    assert len(plan.calibration_months) == calibration
+    for earlier, later in itertools.pairwise(_stages(plan)):
+        assert earlier[-1] + timedelta(days=horizon) <= later[0]
+        # and it is the latest month that allows it: the gap is no wider than needed
+        assert add_months(earlier[-1], 1) + timedelta(days=horizon) > later[0]
+
+
+def test_hold_out_people_keeps_each_persons_rows_together():
+    nhs = pd.Series([f"999{i % 500:07d}" for i in range(5000)])
+    held = hold_out_people(nhs, share=0.2, seed=3)
+    by_person = pd.Series(held).groupby(nhs).agg(["min", "max"])
+    assert (by_person["min"] == by_person["max"]).all()  # all of a person's rows, or none
+    assert 0.15 < by_person["min"].mean() < 0.25
+    # the same people whatever the row order
+    shuffled = nhs.sample(frac=1.0, random_state=1)
+    again = hold_out_people(shuffled.reset_index(drop=True), share=0.2, seed=3)
+    assert set(shuffled[again]) == set(nhs[held])
+    assert set(nhs[hold_out_people(nhs, share=0.2, seed=4)]) != set(nhs[held])
 
 
 @pytest.mark.parametrize("extract_date", [date(2026, 11, 1), date(2026, 3, 1), date(2025, 12, 17)])
@@ -109,7 +158,7 @@ def test_plan_with_calibration_and_several_evaluation_months():
         horizon_days=90,
         min_lookback_days=365,
         max_train_months=24,
-        early_stopping_months=1,
+        early_stopping_months=0,
         calibration_months=1,
         evaluation_months=3,
     )
@@ -117,9 +166,10 @@ def test_plan_with_calibration_and_several_evaluation_months():
     assert plan.validation_month == date(2026, 8, 1)
     # development outcomes end before the first evaluation month
     assert plan.calibration_months == (date(2026, 3, 1),)  # 2026-03-01 + 90 d = 2026-05-30
-    assert plan.early_stopping_months == (date(2026, 2, 1),)
-    assert plan.train_months[-1] == date(2026, 1, 1) and len(plan.train_months) == 24
-    assert plan.train_months[0] == date(2024, 2, 1)  # the newest 24 of those from 2023-11
+    assert plan.early_stopping_months == ()
+    # the trees' outcomes end before calibration: 2025-12-01 + 90 d = 2026-03-01
+    assert plan.train_months[-1] == date(2025, 12, 1) and len(plan.train_months) == 24
+    assert plan.train_months[0] == date(2024, 1, 1)  # the newest 24 of those from 2023-11
     for month in plan.development_months:
         assert month + timedelta(days=90) <= plan.evaluation_months[0]
     assert len(set(plan.all_months)) == len(plan.all_months)
@@ -132,14 +182,23 @@ def test_twelve_month_horizon_plan_fits_in_48_months():
         horizon_days=365,
         min_lookback_days=365,
         max_train_months=12,
-        early_stopping_months=1,
         calibration_months=1,
-        evaluation_months=3,
+        evaluation_months=1,
     )
     assert plan.validation_month == date(2025, 11, 1)
-    for month in plan.development_months:
-        assert month + timedelta(days=365) <= plan.evaluation_months[0]
-    assert len(plan.train_months) >= 6
+    assert plan.calibration_months == (date(2024, 11, 1),)
+    assert plan.train_months == (date(2023, 11, 1),)
+    # three evaluation months as well need a longer extract
+    with pytest.raises(ValueError, match="too short"):
+        plan_index_months(
+            data_start=date(2022, 11, 1),
+            extract_date=date(2026, 11, 1),
+            horizon_days=365,
+            min_lookback_days=365,
+            max_train_months=12,
+            calibration_months=1,
+            evaluation_months=3,
+        )
 
 
 def _data(seed=1, n=20000):
