@@ -425,57 +425,68 @@ def explain_with_contributions(
     gc = group_contributions(booster, X, contributions=contrib, calibrator=calibrator)
     groups, grouped, pp = gc.groups, gc.log_odds, gc.percentage_points
     keys = [g.key for g in groups]
-    # Row by row only where it must be: the ranking is one argsort, and each group's phrase
-    # depends only on the row's values of that group's features (and, for conditions, the
-    # order of their contributions), so a phrase is worded once per distinct combination.
-    # A million people share a few hundred thousand combinations at most.
-    index = {n: i for i, n in enumerate(names)}
-    columns = [[index[f] for f in g.features if f in index] for g in groups]
-    present = [[f for f in g.features if f in index] for g in groups]
+    # Each group's phrase depends only on the row's values of that group's features (and,
+    # for conditions, the order of their contributions), so it is worded once per distinct
+    # combination among the rows that show that group: a million people share far fewer.
+    n = len(X)
+    index = {name: i for i, name in enumerate(names)}
     values = X[names].to_numpy(dtype=np.float64, na_value=np.nan)
+    # Missing values as one bit pattern, so equal rows compare equal.
+    keyed = np.where(np.isnan(values), np.inf, values)
     order = np.argsort(-grouped, axis=1, kind="stable")
-    up_j = order[:, :top_raising].tolist()
-    down_j = order[:, ::-1][:, :top_lowering].tolist()
-    pp_list, grouped_list = pp.tolist(), grouped.tolist()
-    pp_rounded = np.round(pp, 3)
-    size_mask = np.abs(pp_rounded) >= 0.001
-    phrases: dict[tuple[Any, ...], str] = {}
+    rows = np.arange(n)[:, None]
+    up = order[:, :top_raising]
+    down = order[:, ::-1][:, :top_lowering]
+    chosen = np.concatenate([up, down], axis=1)
+    shown = np.concatenate(
+        [pp[rows, up] >= min_percentage_points, pp[rows, down] <= -min_percentage_points], axis=1
+    )
+    texts = np.empty(chosen.shape, dtype=object)
+    for j, group in enumerate(groups):
+        hit = shown & (chosen == j)
+        if not hit.any():
+            continue
+        r = np.flatnonzero(hit.any(axis=1))
+        cols = np.array([index[f] for f in group.features if f in index], dtype=np.intp)
+        present = [f for f in group.features if f in index]
+        key = keyed[np.ix_(r, cols)]
+        if group.uses_contributions:
+            ranks = np.argsort(np.argsort(-np.abs(contrib[np.ix_(r, cols)]), axis=1, kind="stable"))
+            key = np.concatenate([key, ranks.astype(np.float64)], axis=1)
+        _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        worded = []
+        for i in r[first]:
+            v = dict(zip(present, values[i, cols].tolist(), strict=True))
+            v = {f: (None if x != x else x) for f, x in v.items()}  # NaN as missing
+            fc = dict(zip(present, contrib[i, cols].tolist(), strict=True))
+            worded.append(group.phrase(v, fc if group.uses_contributions else {}))
+        per_row = np.asarray(worded, dtype=object)[inverse.reshape(-1)]
+        slot = np.argmax(hit[r], axis=1)
+        texts[r, slot] = per_row
 
-    def phrase(i: int, j: int) -> str:
-        row = values[i, columns[j]]
-        uses_contrib = groups[j].uses_contributions
-        # NaN never equals itself, so missing values are keyed as None.
-        key_values = tuple(None if v != v else v for v in row.tolist())
-        if uses_contrib:
-            c = contrib[i, columns[j]]
-            key: tuple[Any, ...] = (j, key_values, tuple(np.argsort(-np.abs(c), kind="stable")))
-        else:
-            key = (j, key_values)
-        text = phrases.get(key)
-        if text is None:
-            v = dict(zip(present[j], key_values, strict=True))
-            fc = dict(zip(present[j], contrib[i, columns[j]].tolist(), strict=True))
-            text = phrases[key] = groups[j].phrase(v, fc if uses_contrib else {})
-        return text
-
+    keys = [g.key for g in groups]
+    chosen_list, shown_list, text_list = chosen.tolist(), shown.tolist(), texts.tolist()
+    pp_list, lo_list = pp.tolist(), grouped.tolist()
     out: list[list[dict[str, Any]]] = []
-    sizes: list[dict[str, float]] = []
-    for i in range(len(values)):
-        row_pp, row_lo = pp_list[i], grouped_list[i]
-        chosen = [j for j in up_j[i] if row_pp[j] >= min_percentage_points]
-        chosen += [j for j in down_j[i] if row_pp[j] <= -min_percentage_points]
+    for i in range(n):
+        row_pp, row_lo = pp_list[i], lo_list[i]
         out.append(
             [
                 {
                     "group": keys[j],
-                    "text": phrase(i, j),
+                    "text": t,
                     "direction": "raises" if row_lo[j] > 0 else "lowers",
                     "log_odds": round(row_lo[j], 4),
                     "percentage_points": round(row_pp[j], 3),
                 }
-                for j in chosen
+                for j, ok, t in zip(chosen_list[i], shown_list[i], text_list[i], strict=True)
+                if ok
             ]
         )
-        keep = np.flatnonzero(size_mask[i])
-        sizes.append(dict(zip([keys[j] for j in keep], pp_rounded[i, keep].tolist(), strict=True)))
+    pp_rounded = np.round(pp, 3)
+    size_mask, sizes_list = (np.abs(pp_rounded) >= 0.001).tolist(), pp_rounded.tolist()
+    sizes = [
+        {k: v for k, v, keep in zip(keys, sizes_list[i], size_mask[i], strict=True) if keep}
+        for i in range(n)
+    ]
     return out, sizes
