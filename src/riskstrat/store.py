@@ -11,7 +11,6 @@ patient-level read, with NHS numbers pseudonymised by a keyed hash.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
@@ -285,7 +284,9 @@ OUTCOME_COLUMNS = (
 def pseudonymise(nhs_number: str, key: str) -> str:
     """HMAC-SHA256 of an NHS number, first 128 bits in hex (a plain hash is reversible by
     enumeration; 128 bits leave no collisions among a country's NHS numbers)."""
-    return hmac.new(key.encode(), nhs_number.encode(), hashlib.sha256).hexdigest()[:32]
+    # hmac.digest is OpenSSL's one-shot HMAC: the same value as hmac.new(...).hexdigest(),
+    # at a tenth of the cost (a cohort page hashes a hundred numbers per request).
+    return hmac.digest(key.encode(), nhs_number.encode(), "sha256").hex()[:32]
 
 
 @dataclass(frozen=True)
@@ -332,7 +333,7 @@ def access_record(
 
 
 def _insert_access(conn: Any, records: Sequence[AccessRecord]) -> None:
-    patient_rows: list[dict[str, Any]] = []
+    patient_rows: list[tuple[str, int]] = []
     for r in records:
         access_id = conn.execute(
             insert(access_log).values(
@@ -341,9 +342,15 @@ def _insert_access(conn: Any, records: Sequence[AccessRecord]) -> None:
                 n_patients=len(r.patients),
             )
         ).inserted_primary_key[0]  # fmt: skip
-        patient_rows.extend({"patient": p, "access_id": access_id} for p in r.patients)
+        patient_rows.extend((p, access_id) for p in r.patients)
     if patient_rows:
-        conn.execute(insert(access_patients), patient_rows)
+        # The driver's own executemany: a cohort page writes a hundred rows per read, and
+        # building a parameter dict per row cost more than SQLite's insert.
+        marks = "?, ?" if conn.dialect.paramstyle == "qmark" else "%s, %s"
+        conn.exec_driver_sql(
+            f"INSERT INTO {access_patients.name} (patient, access_id) VALUES ({marks})",
+            patient_rows,
+        )
 
 
 class AccessWriter:
@@ -1045,7 +1052,7 @@ class Store:
             total = conn.execute(
                 select(func.count()).select_from(cohort_members).where(*where)
             ).scalar_one()
-            rows = [(str(n), j) for n, j in conn.execute(query.offset(offset).limit(limit))]
+            rows = [(str(n), j) for n, j in conn.execute(query.offset(offset).limit(limit)).all()]
         if any(j is None for _, j in rows):
             return None
         return int(total), rows
