@@ -8,7 +8,7 @@ from datetime import date
 from pathlib import Path
 
 from riskstrat.config import Settings
-from riskstrat.extract import Extract, validate_extract
+from riskstrat.extract import Extract, connect, validate_extract
 from riskstrat.store import RunInfo, Store
 
 #: progress(stage, fraction_done) — the CLI draws it as a bar; None means silent.
@@ -27,12 +27,25 @@ def rejects_path_for(settings: Settings, extract_dir: Path) -> Path:
 
 
 def open_extract(settings: Settings, extract_dir: Path) -> Extract:
-    """Validate an extract with the deployment's reject limit, writing its rejects file."""
-    return validate_extract(
-        extract_dir,
-        max_reject_share=settings.max_reject_share,
-        rejects_path=rejects_path_for(settings, extract_dir),
+    """Validate an extract with the deployment's reject limit, writing its rejects file.
+
+    DuckDB gets the deployment's memory limit and threads, and spills to a folder under
+    the home beyond the limit (its own default is 80% of the machine's memory)."""
+    con = connect(
+        memory_limit=settings.duckdb_memory_limit,
+        threads=settings.duckdb_threads,
+        temp_directory=settings.home / "duckdb-tmp",
     )
+    try:
+        return validate_extract(
+            extract_dir,
+            max_reject_share=settings.max_reject_share,
+            rejects_path=rejects_path_for(settings, extract_dir),
+            con=con,
+        )
+    except BaseException:
+        con.close()
+        raise
 
 
 def published_run(store: Store, month: date) -> RunInfo:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipelines.common import Progress, open_extract, report
@@ -79,9 +80,28 @@ def build_training_frame(
         labels = build_labels(
             con, index_dates=list(months), horizon_days=spec.horizon_days, people=sample
         )
-        parts.append(features.merge(labels, on=list(KEY_COLUMNS), how="inner", validate="1:1"))
-    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    return frame.loc[~frame["type1_opt_out"].astype(bool)].reset_index(drop=True)
+        part = features.merge(labels, on=list(KEY_COLUMNS), how="inner", validate="1:1")
+        del features, labels
+        part = part.loc[~part["type1_opt_out"].astype(bool)]
+        parts.append(_compact(part, spec.feature_names))
+        del part
+    return pd.concat(parts, ignore_index=True)
+
+
+def _compact(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """Model features as 32-bit numbers: the trees read float32 anyway, and a million
+    people's held-out months are millions of rows."""
+    out: dict[str, pd.Series] = {}
+    small = np.iinfo(np.int32)
+    for name in names:
+        column = frame[name]
+        if pd.api.types.is_float_dtype(column.dtype):
+            out[name] = column.astype(np.float32)
+        elif column.dtype == np.int64 and (
+            column.empty or (column.min() >= small.min and column.max() <= small.max)
+        ):
+            out[name] = column.astype(np.int32)
+    return frame.assign(**out) if out else frame
 
 
 def training_sample(con: Any, spec: ModelSpec, plan: IndexPlan) -> tuple[list[str] | None, float]:
@@ -173,6 +193,7 @@ def run_training(
                              ("calibrate", plan.calibration_months),
                              ("evaluate", plan.evaluation_months))
     }  # fmt: skip
+    del frame  # the parts are copies
     if not plan.early_stopping_months and t.early_stopping_people > 0:
         # Early stopping on people the trees never see, in the training months themselves.
         held = hold_out_people(

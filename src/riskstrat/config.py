@@ -35,8 +35,11 @@ class Settings(BaseSettings):
     )
     model_name: str = "riskstrat-emergency-admission-90d"
     max_reject_share: float = Field(default=0.01, ge=0.0, le=1.0)
-    duckdb_memory_limit: str = "8GB"
-    duckdb_threads: int | None = None
+    duckdb_memory_limit: str = Field(
+        default="4GB",
+        description="DuckDB's memory limit for extracts; beyond it DuckDB spills to home.",
+    )
+    duckdb_threads: int | None = Field(default=None, description="DuckDB threads; None: all.")
     publish_type1_opt_outs: bool = Field(
         default=False,
         description="Publish type 1 opt-outs in lists (only if the deployment's IG allows it).",

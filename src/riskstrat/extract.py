@@ -480,6 +480,12 @@ def _load_table(
         f"AND r.row_number = p._row) ORDER BY p._row"
     )
     count = con.execute(f"SELECT count(*) FROM _raw_{name}").fetchall()[0][0]
+    # Only the clean table stays: the raw and parsed copies of a 50-million-row table would
+    # otherwise hold memory until every table is loaded. Later tables check their NHS
+    # numbers against the parsed patients, so that one stays until the end.
+    con.execute(f"DROP TABLE IF EXISTS _raw_{name}")
+    if name != "patients":
+        con.execute(f"DROP TABLE IF EXISTS _parsed_{name}")
     return int(count) + malformed
 
 

@@ -277,3 +277,26 @@ def test_duckdb_messages_lose_long_digit_runs():
         RuntimeError("Error near line 3: '9998336376,gp' bad\nmore detail 999 833 6376")
     )
     assert "9998336376" not in message and "more detail" not in message
+
+
+def test_pipelines_open_extracts_within_the_deployments_duckdb_limits(tmp_path):
+    from pipelines.common import open_extract
+    from riskstrat.config import Settings
+
+    folder = write_extract(tmp_path / "extract", base_tables())
+    settings = Settings(home=tmp_path / "home", duckdb_memory_limit="1GB", duckdb_threads=1)
+    with open_extract(settings, folder) as extract:
+        limit = extract.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        threads = extract.con.execute("SELECT current_setting('threads')").fetchall()[0][0]
+        temp = extract.con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0]
+        tables = {
+            r[0]
+            for r in extract.con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE NOT internal"
+            ).fetchall()
+        }
+    assert limit in ("1.0 GB", "953.6 MiB") and int(threads) == 1
+    assert Path(temp) == settings.home / "duckdb-tmp"
+    # only the clean tables stay loaded: no raw or parsed copies
+    assert not [t for t in tables if t.startswith(("_raw_", "_parsed_"))]
+    assert {"patients", "activity", "conditions", "medications", "observations"} <= tables
