@@ -26,7 +26,9 @@ $(STAMP): pyproject.toml uv.lock
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is needed (python3.11 not found)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --inexact --python $(BIN)/python
+	@# Compiled now, once: where PYTHONDONTWRITEBYTECODE is set, every process would
+	@# otherwise compile mlflow, numba and the rest again (seconds per command).
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --inexact --compile-bytecode --python $(BIN)/python
 	@touch $@
 
 install: $(STAMP) ## create .venv and install riskstrat from uv.lock

@@ -73,9 +73,15 @@ def build_training_frame(
     ``people``, the months the model is fitted on (trees, early stopping, calibration) hold
     only that sample; the held-out evaluation months always hold everyone."""
     parts = []
-    for months, sample in ((plan.development_months, people), (plan.evaluation_months, None)):
-        if not months:
-            continue
+    # A few months per query: DuckDB's result and its pandas copy are the peak of training
+    # memory, so each chunk is made compact before the next is built. Held-out months hold
+    # everyone (a million people is ~800,000 rows a month), so they go one at a time.
+    chunks = [
+        *((plan.development_months[i : i + 3], people)
+          for i in range(0, len(plan.development_months), 3)),
+        *(((month,), None) for month in plan.evaluation_months),
+    ]  # fmt: skip
+    for months, sample in chunks:
         features = build_features(con, index_dates=list(months), people=sample)
         labels = build_labels(
             con, index_dates=list(months), horizon_days=spec.horizon_days, people=sample
