@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -128,6 +129,25 @@ def _meets(value: float, op: str, bound: Any) -> bool:
     return float(lo) <= value <= float(hi)
 
 
+class _StepTimer:
+    """A pipeline progress callback that times each reported step until the next one."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[str, float]] = []
+
+    def __call__(self, step: str, _fraction: float) -> None:
+        # Steps that carry a count ("fit LightGBM on 1,628,650 rows") are named by their
+        # first words, so runs of different sizes line up.
+        name = re.sub(r"\s*\b(on|for)?\s*[0-9][0-9,]*.*$", "", step) or step
+        self.marks.append((name, time.perf_counter()))
+
+    def seconds(self) -> dict[str, float]:
+        return {
+            name: round(self.marks[i + 1][1] - at, 2)
+            for i, (name, at) in enumerate(self.marks[:-1])
+        }
+
+
 def _stage_train(args: dict[str, Any]) -> dict[str, Any]:
     """Train, evaluate and register on the extract the generate stage left (with its oracle)."""
     from pipelines.train import run_training
@@ -137,8 +157,9 @@ def _stage_train(args: dict[str, Any]) -> dict[str, Any]:
     if not (extract / "manifest.json").is_file():
         raise FileNotFoundError("the train stage needs the generate stage before it")
     settings = Settings(home=Path(args["workdir"]) / "home")
+    steps = _StepTimer()
     started = time.perf_counter()
-    result = run_training(extract, settings=settings)
+    result = run_training(extract, settings=settings, progress=steps)
     seconds = time.perf_counter() - started
     m, report = result.metrics, result.report
     gains = {b["key"]: b["auroc_difference"]["value"] for b in report.baselines[1:]}
@@ -171,6 +192,7 @@ def _stage_train(args: dict[str, Any]) -> dict[str, Any]:
         )
     detail = {
         "measured": measured,
+        "step_seconds": steps.seconds(),
         "baseline_gains": gains,
         "targets": targets,
         "train_rows": result.train_rows,
@@ -192,23 +214,18 @@ def _stage_score(args: dict[str, Any]) -> dict[str, Any]:
     if not (home / "mlflow.db").is_file():
         raise FileNotFoundError("the score stage needs the train stage before it")
     settings = Settings(home=home)
-    marks: list[tuple[str, float]] = []
-
-    def progress(step: str, _fraction: float) -> None:
-        marks.append((step.split(" ")[0] if step.startswith("score and") else step,
-                      time.perf_counter()))  # fmt: skip
-
+    timer = _StepTimer()
     started = time.perf_counter()
     result = run_scoring(
         extract,
         month=BENCH_EXTRACT_DATE.replace(day=1),
         settings=settings,
         model_ref="challenger",
-        progress=progress,
+        progress=timer,
     )
     seconds = time.perf_counter() - started
-    steps = {name: round(marks[i + 1][1] - at, 2) for i, (name, at) in enumerate(marks[:-1])}
-    explain_seconds = steps.get("score", 0.0)
+    steps = timer.seconds()
+    explain_seconds = steps.get("score and explain", 0.0)
     detail = {
         "people_scored": result.n_scored,
         "step_seconds": steps,

@@ -62,6 +62,10 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     for target in train.detail["targets"]:
         assert target["met"] in (True, False)
     assert 0.5 < train.detail["measured"]["auroc"] <= 1.0
+    # each training step timed, named without its row counts
+    assert {"build features and labels", "fit LightGBM", "fit baselines"} <= set(
+        train.detail["step_seconds"]
+    )
     assert features.stage == "features" and 0 < features.rows <= 1500
     assert features.detail["validate_seconds"] > 0 and features.detail["features_seconds"] > 0
     # explanations for everyone, equal to LightGBM's own pred_contrib on its sample
@@ -70,7 +74,9 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     assert explain.detail["rows_per_second"] > 0 and explain.detail["speed_up"] > 0
     assert score.stage == "score" and 0 < score.rows <= 1500
     steps = score.detail["step_seconds"]
-    assert {"build features", "score", "build cohorts", "stage", "publish"} <= set(steps)
+    assert {"build features", "score and explain", "build cohorts", "stage", "publish"} <= set(
+        steps
+    )
     assert score.detail["score_and_explain_rows_per_second"] > 0
     assert set(score.detail["cohort_sizes"]) == {
         "falls_review", "medication_review", "advance_care_planning",
