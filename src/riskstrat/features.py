@@ -338,8 +338,9 @@ def _features_sql(*, sampled: bool = False) -> str:
         GROUP BY pop.nhs_number, pop.index_date
     ),
     last_em AS (
-        -- Unplanned care over the whole history: recency and two-year counts. Only
-        -- emergency admissions and A&E rows are read, so the longer window stays cheap.
+        -- Unplanned care over the whole history: recency, counts in windows from 30 days
+        -- to two years, and counts over the whole record. Only emergency admissions and
+        -- A&E rows are read, so the long windows stay cheap.
         SELECT pop.nhs_number, pop.index_date,
                date_diff('day', max(a.start_date) FILTER (WHERE a.setting = 'inpatient'),
                          pop.index_date) AS days_since_last_emergency_admission,
