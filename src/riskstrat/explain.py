@@ -464,7 +464,6 @@ def explain_with_contributions(
         slot = np.argmax(hit[r], axis=1)
         texts[r, slot] = per_row
 
-    keys = [g.key for g in groups]
     chosen_list, shown_list, text_list = chosen.tolist(), shown.tolist(), texts.tolist()
     pp_list, lo_list = pp.tolist(), grouped.tolist()
     out: list[list[dict[str, Any]]] = []
