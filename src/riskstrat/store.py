@@ -46,10 +46,12 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    false,
     func,
     insert,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -147,12 +149,26 @@ access_log = Table(
     Column("request_id", String(64)),
     Column("purpose", String(200)),
     Column("n_patients", Integer, nullable=False),
+    # The read's patients, space-separated: keyed-hash pseudonyms by default, NHS numbers only
+    # if the deployment chooses. Written with the record, in the same commit, so the record is
+    # whole from the start. (Null for records made before revision 0003: theirs are only in
+    # access_patients.)
+    Column("patients", Text),
+    # True until the patients are also in access_patients (see ``Store.index_access``).
+    Column("patients_pending", Boolean, nullable=False, server_default=false()),
     Index("ix_access_log_actor_at", "actor", "at"),
+    Index(
+        "ix_access_log_pending",
+        "id",
+        sqlite_where=text("patients_pending"),
+        postgresql_where=text("patients_pending"),
+    ),
 )
 
-#: The patients of each access, one row each: keyed-hash pseudonyms by default, NHS numbers
-#: only if the deployment chooses. Keyed by patient first, so "who has looked at my record?"
-#: is one index range; one b-tree (no rowid on SQLite) keeps a 100-patient read cheap.
+#: The patients of each access, one row each, keyed by patient first, so "who has looked at my
+#: record?" is one index range. An index of ``access_log.patients``, filled in bulk after the
+#: fact: a cohort page's hundred patients land at a hundred random places in this b-tree, and
+#: writing them with every read cost a busy service more than the rest of the request.
 access_patients = Table(
     "access_patients",
     metadata,
@@ -333,24 +349,39 @@ def access_record(
 
 
 def _insert_access(conn: Any, records: Sequence[AccessRecord]) -> None:
-    patient_rows: list[tuple[str, int]] = []
-    for r in records:
-        access_id = conn.execute(
-            insert(access_log).values(
-                at=r.at, actor=r.actor, role=r.role, organisations=r.organisations,
-                route=r.route, request_id=r.request_id, purpose=r.purpose,
-                n_patients=len(r.patients),
-            )
-        ).inserted_primary_key[0]  # fmt: skip
-        patient_rows.extend((p, access_id) for p in r.patients)
-    if patient_rows:
-        # The driver's own executemany: a cohort page writes a hundred rows per read, and
-        # building a parameter dict per row cost more than SQLite's insert.
+    # One row per read, its patients with it: appended at the end of the table, so a commit
+    # touches a page or two whatever the number of patients. They reach the per-patient
+    # index (access_patients) later, in bulk and in order (``Store.index_access``).
+    conn.execute(
+        insert(access_log),
+        [
+            {
+                "at": r.at, "actor": r.actor, "role": r.role, "organisations": r.organisations,
+                "route": r.route, "request_id": r.request_id, "purpose": r.purpose,
+                "n_patients": len(r.patients), "patients": " ".join(r.patients),
+                "patients_pending": bool(r.patients),
+            }
+            for r in records
+        ],
+    )  # fmt: skip
+
+
+def _index_access_rows(conn: Any, rows: Sequence[Any]) -> None:
+    """Copy pending records' patients into access_patients, in key order; a record indexed
+    twice (two catch-ups at once) is harmless."""
+    pairs = sorted((p, int(r.id)) for r in rows for p in (r.patients or "").split())
+    if pairs:
         marks = "?, ?" if conn.dialect.paramstyle == "qmark" else "%s, %s"
         conn.exec_driver_sql(
-            f"INSERT INTO {access_patients.name} (patient, access_id) VALUES ({marks})",
-            patient_rows,
+            f"INSERT INTO {access_patients.name} (patient, access_id) VALUES ({marks}) "
+            "ON CONFLICT DO NOTHING",
+            pairs,
         )
+    conn.execute(
+        update(access_log)
+        .where(access_log.c.id.in_([int(r.id) for r in rows]))
+        .values(patients_pending=False)
+    )
 
 
 class AccessWriter:
@@ -1208,6 +1239,28 @@ class Store:
             )
         return pd.DataFrame([dict(r) for r in rows])
 
+    def index_access(self, *, records_per_transaction: int = 200) -> int:
+        """Copy the patients of records not yet indexed into access_patients; returns how
+        many records it indexed.
+
+        Runs before every query of the trail, so answers always cover every committed
+        record. Small transactions keep the write lock short while the API is serving.
+        """
+        done = 0
+        pending = (
+            select(access_log.c.id, access_log.c.patients)
+            .where(text("patients_pending"))
+            .order_by(access_log.c.id)
+            .limit(records_per_transaction)
+        )
+        while True:
+            with self.engine.begin() as conn:
+                rows = conn.execute(pending).all()
+                if not rows:
+                    return done
+                _index_access_rows(conn, rows)
+            done += len(rows)
+
     def access_records(
         self,
         *,
@@ -1219,7 +1272,8 @@ class Store:
     ) -> list[dict[str, Any]]:
         """Access records, oldest first, optionally for one actor, one patient (as stored:
         pseudonym or NHS number) and a time range."""
-        query = select(access_log)
+        self.index_access()
+        query = select(*[c for c in access_log.c if c.name not in ("patients", "patients_pending")])
         if actor:
             query = query.where(access_log.c.actor == actor)
         if patient:

@@ -1,28 +1,44 @@
 """The shared audit writer: records of concurrent reads are committed together, each caller's
 future completes only once its own record is committed, and a failed batch fails everyone
-in it and keeps nothing."""
+in it and keeps nothing. Each record carries its patients; the per-patient index is filled
+after the fact, and every query of the trail sees every committed record."""
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import func, select
 
 from riskstrat import store as store_module
 from riskstrat.nhs_number import synthetic_nhs_numbers
-from riskstrat.store import Store, access_record, pseudonymise
+from riskstrat.store import Store, access_log, access_patients, access_record, pseudonymise
+from tests.postgres import postgres_url
 
 KEY = "test-pseudonym-key"
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 'serving.db'}")
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        url, urls = f"sqlite:///{tmp_path / 'serving.db'}", None
+    else:
+        urls = postgres_url()
+        url = next(urls)
+    s = Store(url)
     s.create_schema()
     yield s
     s.dispose()
+    if urls is not None:
+        next(urls, None)
+
+
+def _indexed_rows(store: Store) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(access_patients)).scalar_one())
 
 
 def _record(actor: str, nhs: list[str]):
@@ -106,3 +122,90 @@ def test_dispose_commits_what_is_queued(store):
         assert [r["actor"] for r in fresh.access_records()] == ["last"]
     finally:
         fresh.dispose()
+
+
+def test_a_read_commits_its_patients_with_its_record_and_queries_see_them(store):
+    people = synthetic_nhs_numbers(np.random.default_rng(9), 300)
+    store.submit_access(_record("first", people[:100])).result(timeout=10)
+    # Committed whole: the record holds its hundred patients; none is indexed yet.
+    with store.engine.connect() as conn:
+        row = conn.execute(select(access_log.c.patients, access_log.c.patients_pending)).one()
+    assert sorted(row.patients.split()) == sorted(pseudonymise(n, KEY) for n in people[:100])
+    assert row.patients_pending
+    assert _indexed_rows(store) == 0
+    # A query indexes what is pending first, so it misses nothing committed.
+    assert [r["actor"] for r in store.access_records(patient=pseudonymise(people[7], KEY))] == [
+        "first"
+    ]
+    assert _indexed_rows(store) == 100
+    store.submit_access(_record("second", people[50:300])).result(timeout=10)
+    both = pseudonymise(people[60], KEY)
+    assert [r["actor"] for r in store.access_records(patient=both)] == ["first", "second"]
+    assert store.access_records(patient=pseudonymise(people[299], KEY))[0]["patients"] == sorted(
+        pseudonymise(n, KEY) for n in people[50:300]
+    )
+    assert _indexed_rows(store) == 350
+    assert store.index_access() == 0  # nothing left pending
+
+
+def test_indexing_in_small_transactions_and_twice_over_loses_and_repeats_nothing(store):
+    people = synthetic_nhs_numbers(np.random.default_rng(10), 50)
+    for i in range(10):
+        store.record_access(_record(f"u{i}", people[i * 5 : i * 5 + 5]))
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(access_log.c.id, access_log.c.patients)).all()
+    with store.engine.begin() as conn:  # as if a second catch-up had raced this one
+        store_module._index_access_rows(conn, rows[:4])
+    assert store.index_access(records_per_transaction=3) == 6
+    assert _indexed_rows(store) == 50
+    for i, n in enumerate(people):
+        assert [r["actor"] for r in store.access_records(patient=pseudonymise(n, KEY))] == [
+            f"u{i // 5}"
+        ]
+
+
+def test_a_store_upgraded_from_revision_0002_keeps_its_trail(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = Store(url)
+    config = Config()
+    config.set_main_option(
+        "script_location", str(Path(store_module.__file__).parent / "migrations")
+    )
+    with old.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0002")
+    people = synthetic_nhs_numbers(np.random.default_rng(11), 4)
+    earlier = [pseudonymise(n, KEY) for n in people[:2]]
+    with old.engine.begin() as conn:  # a record as revision 0002 wrote it
+        conn.exec_driver_sql(
+            "INSERT INTO access_log (id, at, actor, route, n_patients) "
+            "VALUES (1, '2026-11-30 09:00:00', 'before', 'GET /old', 2)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO access_patients (patient, access_id) VALUES (?, 1), (?, 1)", tuple(earlier)
+        )
+    old.dispose()
+    store = Store(url)
+    try:
+        store.create_schema()
+        store.record_access(_record("after", people[1:]))
+        assert [r["actor"] for r in store.access_records(patient=earlier[1])] == ["before", "after"]
+        assert store.access_records(patient=earlier[0])[0]["patients"] == sorted(earlier)
+        assert [r["actor"] for r in store.access_records(patient=pseudonymise(people[3], KEY))] == [
+            "after"
+        ]
+        # Downgrading would drop the column that holds pending patients: refused until indexed.
+        store.record_access(_record("pending", people[3:]))
+        with store.engine.begin() as conn, pytest.raises(RuntimeError, match="1 access records"):
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0002")
+        store.index_access()
+        with store.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0002")
+        assert _indexed_rows(store) == 2 + 3 + 1
+    finally:
+        store.dispose()
