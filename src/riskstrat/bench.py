@@ -506,12 +506,17 @@ def run_benchmarks(
     on_result: Callable[[StageResult], None] | None = None,
     stage_args: dict[str, Any] | None = None,
 ) -> list[StageResult]:
-    """Every stage at every size, smallest first; work files are removed unless ``keep``."""
+    """Every stage at every size, smallest first; work files are removed unless ``keep``.
+
+    A run that generates starts from an empty work folder; one that does not reuses what a
+    kept earlier run left there (to rerun, say, only the API stage on last run's store).
+    """
     results = []
     for n in sorted(sizes):
         size_dir = workdir / f"n{n}"
-        shutil.rmtree(size_dir, ignore_errors=True)
-        size_dir.mkdir(parents=True)
+        if "generate" in stages:
+            shutil.rmtree(size_dir, ignore_errors=True)
+        size_dir.mkdir(parents=True, exist_ok=True)
         try:
             for stage in stages:
                 result = run_stage(

@@ -679,7 +679,12 @@ def bench(
     results_dir: Annotated[
         Path, typer.Option(help="Where the JSON results go (git-ignored).")
     ] = Path("bench-results"),
-    keep: Annotated[bool, typer.Option(help="Keep the generated files.")] = False,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            help="Keep the generated files; a later run without the generate stage reuses them."
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the generated population.")] = 1,
 ) -> None:
     """Time each stage in its own process at one or more sizes, with peak memory."""

@@ -54,7 +54,7 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     [_generated, train, features, explain, score, api] = run_benchmarks(
         sizes=[1500], stages=["generate", "train", "features", "explain", "score", "api"],
         workdir=tmp_path / "w",
-        months=30, stage_args={"api_rate": 20, "api_seconds": 2},
+        months=30, stage_args={"api_rate": 20, "api_seconds": 2}, keep=True,
     )  # fmt: skip
     assert train.stage == "train" and train.rows > 1500
     names = {t["name"] for t in train.detail["targets"]}
@@ -92,3 +92,12 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     assert {t["name"] for t in api.detail["targets"]} == {
         "patient_risk_p99_ms", "cohort_page_p99_ms", "audit_records_survive_restart",
     }  # fmt: skip
+
+    # A run without the generate stage reuses the kept store: the API stage alone, again.
+    [again] = run_benchmarks(
+        sizes=[1500], stages=["api"], workdir=tmp_path / "w",
+        stage_args={"api_rate": 20, "api_seconds": 2},
+    )  # fmt: skip
+    assert again.detail["people"] == api.detail["people"]
+    assert again.detail["audit_records_written"] == again.detail["audit_records_expected"] > 0
+    assert not (tmp_path / "w" / "n1500").exists()  # not kept this time
