@@ -361,6 +361,7 @@ def _stage_api(args: dict[str, Any]) -> dict[str, Any]:
     _, people = store.cohort_page(run.id, limit=10_000_000)
     nhs = [p.nhs_number for p in people]
     pcns = sorted({p.pcn_code for p in people})
+    del people  # the load generator shares this process: keep its heap small
     headers = {}
     for role in ("care_coordinator", "pcn_team"):
         key = new_api_key()
