@@ -1302,12 +1302,13 @@ class Store:
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
         """Access records, oldest first, optionally for one actor, one patient (as stored:
-        pseudonym or NHS number) and a time range."""
-        self.index_access()
-        query = select(*[c for c in access_log.c if c.name not in ("patients", "patients_pending")])
+        pseudonym or NHS number) and a time range. A patient query first brings the
+        per-patient index up to date (``index_access``)."""
+        query = select(*[c for c in access_log.c if c.name != "patients_pending"])
         if actor:
             query = query.where(access_log.c.actor == actor)
         if patient:
+            self.index_access()  # the per-patient index must cover every committed record
             query = query.where(
                 access_log.c.id.in_(
                     select(access_patients.c.access_id).where(access_patients.c.patient == patient)
@@ -1319,20 +1320,24 @@ class Store:
             query = query.where(access_log.c.at < until)
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(access_log.c.id).limit(limit)).mappings().all()
-            ids = [r["id"] for r in rows]
-            patients: dict[int, list[str]] = {i: [] for i in ids}
-            for start in range(0, len(ids), 500):
-                for access_id, patient in conn.execute(
+            # Records from before revision 0003 hold their patients only in access_patients.
+            legacy = [r["id"] for r in rows if r["patients"] is None and r["n_patients"]]
+            patients: dict[int, list[str]] = {i: [] for i in legacy}
+            for start in range(0, len(legacy), 500):
+                for access_id, one in conn.execute(
                     select(access_patients.c.access_id, access_patients.c.patient).where(
-                        access_patients.c.access_id.in_(ids[start : start + 500])
+                        access_patients.c.access_id.in_(legacy[start : start + 500])
                     )
                 ):
-                    patients[access_id].append(patient)
+                    patients[access_id].append(one)
         out = []
         for r in rows:
             record = dict(r)
             record["at"] = _utc(record["at"])
-            record["patients"] = sorted(patients[record["id"]])
+            stored = record["patients"]
+            record["patients"] = sorted(
+                stored.split() if stored is not None else patients.get(record["id"], [])
+            )
             record["organisations"] = _json(record["organisations"])
             out.append(record)
         return out

@@ -134,6 +134,10 @@ def test_a_read_commits_its_patients_with_its_record_and_queries_see_them(store)
     assert sorted(row.patients.split()) == sorted(pseudonymise(n, KEY) for n in people[:100])
     assert row.patients_pending
     assert _indexed_rows(store) == 0
+    # Listing the trail reads the patients from the record; only a patient query needs the
+    # per-patient index.
+    [listed] = store.access_records()
+    assert listed["patients"] == sorted(row.patients.split()) and _indexed_rows(store) == 0
     # A query indexes what is pending first, so it misses nothing committed.
     assert [r["actor"] for r in store.access_records(patient=pseudonymise(people[7], KEY))] == [
         "first"

@@ -16,7 +16,7 @@ from riskstrat.loadtest import choose, run_load
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the generator expects
 
-    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+    def do_GET(self) -> None:  # the standard library names it so
         body = b"missing" if self.path.startswith("/missing") else b'{"ok": true}'
         self.send_response(404 if self.path.startswith("/missing") else 200)
         self.send_header("Content-Length", str(len(body)))
