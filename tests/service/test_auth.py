@@ -215,11 +215,16 @@ def test_audit_trail_answers_who_looked_at_a_record(world, monkeypatch):
         monkeypatch.setenv("RISKSTRAT_DATABASE_URL", settings.database_url)
     get_settings.cache_clear()
     try:
+        client.get(f"/api/v1/patients/{person}/risk", headers=coord)  # not yet indexed
+        indexed = CliRunner().invoke(cli, ["audit", "--index"])
+        again = CliRunner().invoke(cli, ["audit", "--index"])
         result = CliRunner().invoke(cli, ["audit", "--patient", person])
     finally:
         get_settings.cache_clear()
+    assert indexed.exit_code == 0 and "reads newly indexed by patient: 1" in indexed.output
+    assert "reads newly indexed by patient: 0" in again.output
     assert result.exit_code == 0, result.output
-    assert "(2 reads)" in result.output and "MDT review" in result.output
+    assert "(3 reads)" in result.output and "MDT review" in result.output
 
 
 def test_audit_failure_means_no_data(world, monkeypatch):
