@@ -367,15 +367,23 @@ def _insert_access(conn: Any, records: Sequence[AccessRecord]) -> None:
     # One row per read, its patients with it: appended at the end of the table, so a commit
     # touches a page or two whatever the number of patients. They reach the per-patient
     # index (access_patients) later, in bulk and in order (``Store.index_access``).
-    conn.execute(
-        insert(access_log),
+    # The driver's own executemany, as plain tuples: this runs once per batch on the
+    # writer thread, which shares the interpreter with the requests it is holding up.
+    names = (
+        "at", "actor", "role", "organisations", "route", "request_id", "purpose",
+        "n_patients", "patients", "patients_pending",
+    )  # fmt: skip
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    conn.exec_driver_sql(
+        f"INSERT INTO {access_log.name} ({', '.join(names)}) "
+        f"VALUES ({', '.join([mark] * len(names))})",
         [
-            {
-                "at": r.at, "actor": r.actor, "role": r.role, "organisations": r.organisations,
-                "route": r.route, "request_id": r.request_id, "purpose": r.purpose,
-                "n_patients": len(r.patients), "patients": " ".join(r.patients),
-                "patients_pending": bool(r.patients),
-            }
+            (
+                _db_time(r.at, conn), r.actor, r.role,
+                None if r.organisations is None else json.dumps(r.organisations),
+                r.route, r.request_id, r.purpose, len(r.patients), " ".join(r.patients),
+                bool(r.patients),
+            )
             for r in records
         ],
     )  # fmt: skip
@@ -1429,6 +1437,14 @@ def _plain(values: list[Any]) -> list[Any]:
         else:
             out.append(v)
     return out
+
+
+def _db_time(value: datetime, conn: Any) -> Any:
+    """A UTC time for the driver's own executemany: on SQLite, the text SQLAlchemy's DateTime
+    writes there (so comparisons and reading back agree); elsewhere the datetime itself."""
+    if conn.dialect.name == "sqlite":
+        return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -225,3 +225,23 @@ def test_pseudonyms_are_the_keyed_hmac_and_stay_the_same_across_versions():
     assert pseudonymise(people[0], KEY) != pseudonymise(people[0], "another-deployment-key")
     # A trail written by an earlier version must stay searchable: the value is pinned.
     assert pseudonymise("9990000018", KEY) == "3eb4570168967ff04cfda4b4ae09e1eb"
+
+
+def test_a_record_reads_back_as_written_and_filters_by_time(store):
+    from datetime import timedelta
+
+    people = synthetic_nhs_numbers(np.random.default_rng(13), 2)
+    record = access_record(
+        actor="who", route="GET /x", nhs_numbers=people, key=KEY, role="analyst",
+        organisations=["U12345"], purpose="MDT", request_id="req-1",
+    )  # fmt: skip
+    store.record_access(record)
+    [back] = store.access_records()
+    assert back["at"] == record.at and back["at"].utcoffset() == timedelta(0)
+    assert (back["actor"], back["role"], back["route"]) == ("who", "analyst", "GET /x")
+    assert back["organisations"] == ["U12345"] and back["n_patients"] == 2
+    assert (back["purpose"], back["request_id"]) == ("MDT", "req-1")
+    second = timedelta(seconds=1)
+    assert len(store.access_records(since=record.at - second, until=record.at + second)) == 1
+    assert store.access_records(since=record.at + second) == []
+    assert store.access_records(until=record.at) == []
