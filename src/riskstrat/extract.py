@@ -299,7 +299,7 @@ def validate_extract(
                 summary=summary,
             )
         for name in TABLE_ORDER:
-            db.execute(f"DROP TABLE IF EXISTS _raw_{name}")
+            _drop_raw(db, name)
             db.execute(f"DROP TABLE IF EXISTS _parsed_{name}")
         return Extract(con=db, summary=summary)
     except BaseException:
@@ -458,20 +458,22 @@ def _load_table(
     known = [c.name for c in table.columns if c.name in present]
     if fmt == "csv":
         malformed = _read_csv(con, name, path, list(present), known)
+        _parse_table(con, table, fmt, present, manifest)
     else:
+        # A view, not a copy: the parse below reads the file once, straight into the parsed
+        # table, and a 50-million-row raw copy never has to fit in DuckDB's memory limit.
         cols = ", ".join(_ident(c) for c in known)
         try:
             con.execute(
-                f"CREATE OR REPLACE TEMP TABLE _raw_{name} AS SELECT file_row_number + 1 AS _row, "
-                f"{cols} FROM read_parquet(?, file_row_number = true)",
-                [str(path)],
+                f"CREATE OR REPLACE TEMP VIEW _raw_{name} AS SELECT file_row_number + 1 AS _row, "
+                f"{cols} FROM read_parquet('{_sql_path(path)}', file_row_number = true)"
             )
+            _parse_table(con, table, fmt, present, manifest)
         except duckdb.Error as exc:
             raise ExtractError(
                 f"cannot be read as Parquet ({_redact(exc)})", file=str(path)
             ) from None
         malformed = 0
-    _parse_table(con, table, fmt, present, manifest)
     _record_rejects(con, table)
     clean_cols = ", ".join(_ident(c.name) for c in table.columns)
     con.execute(
@@ -479,14 +481,25 @@ def _load_table(
         f"WHERE NOT EXISTS (SELECT 1 FROM _rejects r WHERE r.table_name = '{name}' "
         f"AND r.row_number = p._row) ORDER BY p._row"
     )
-    count = con.execute(f"SELECT count(*) FROM _raw_{name}").fetchall()[0][0]
+    count = con.execute(f"SELECT count(*) FROM _parsed_{name}").fetchall()[0][0]
     # Only the clean table stays: the raw and parsed copies of a 50-million-row table would
     # otherwise hold memory until every table is loaded. Later tables check their NHS
     # numbers against the parsed patients, so that one stays until the end.
-    con.execute(f"DROP TABLE IF EXISTS _raw_{name}")
+    _drop_raw(con, name)
     if name != "patients":
         con.execute(f"DROP TABLE IF EXISTS _parsed_{name}")
     return int(count) + malformed
+
+
+def _drop_raw(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop ``_raw_<name>``: a table for CSV, a view over the file for Parquet."""
+    kinds = con.execute(
+        "SELECT 'VIEW' FROM duckdb_views() WHERE view_name = ? AND temporary "
+        "UNION ALL SELECT 'TABLE' FROM duckdb_tables() WHERE table_name = ? AND temporary",
+        [f"_raw_{name}", f"_raw_{name}"],
+    ).fetchall()
+    for (kind,) in kinds:
+        con.execute(f"DROP {kind} IF EXISTS _raw_{name}")
 
 
 def _read_csv(

@@ -279,11 +279,12 @@ def test_duckdb_messages_lose_long_digit_runs():
     assert "9998336376" not in message and "more detail" not in message
 
 
-def test_pipelines_open_extracts_within_the_deployments_duckdb_limits(tmp_path):
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_pipelines_open_extracts_within_the_deployments_duckdb_limits(tmp_path, fmt):
     from pipelines.common import open_extract
     from riskstrat.config import Settings
 
-    folder = write_extract(tmp_path / "extract", base_tables())
+    folder = write_extract(tmp_path / "extract", base_tables(), fmt=fmt)
     settings = Settings(home=tmp_path / "home", duckdb_memory_limit="1GB", duckdb_threads=1)
     with open_extract(settings, folder) as extract:
         limit = extract.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
@@ -292,7 +293,8 @@ def test_pipelines_open_extracts_within_the_deployments_duckdb_limits(tmp_path):
         tables = {
             r[0]
             for r in extract.con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE NOT internal"
+                "SELECT table_name FROM duckdb_tables() WHERE NOT internal "
+                "UNION ALL SELECT view_name FROM duckdb_views() WHERE NOT internal"
             ).fetchall()
         }
     assert limit in ("1.0 GB", "953.6 MiB") and int(threads) == 1
