@@ -44,6 +44,34 @@ class StageResult:
         return {**asdict(self), "rows_per_second": self.rows_per_second}
 
 
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time counters (Linux ``/proc/stat``: user, nice, system, idle,
+    iowait, irq, softirq, steal), or None where there are none."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if first[0] != "cpu" or len(first) < 9:
+        return None
+    return [int(v) for v in first[1:9]]
+
+
+def cpu_shares(before: list[int] | None, after: list[int] | None) -> dict[str, float | None]:
+    """Shares of the time between two ``cpu_times`` readings that the machine was busy and
+    that the hypervisor took (steal); None where they could not be read."""
+    if before is None or after is None:
+        return {"machine_busy_share": None, "cpu_steal_share": None}
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(delta)
+    if total <= 0:
+        return {"machine_busy_share": None, "cpu_steal_share": None}
+    idle = delta[3] + delta[4]
+    return {
+        "machine_busy_share": round((total - idle - delta[7]) / total, 3),
+        "cpu_steal_share": round(delta[7] / total, 3),
+    }
+
+
 def machine_info() -> dict[str, Any]:
     """What the figures were measured on."""
     cpu = platform.processor() or "unknown"
@@ -382,14 +410,17 @@ def _stage_api(args: dict[str, Any]) -> dict[str, Any]:
         run_load(base, paths=choose(nhs, "/api/v1/patients/{}/risk"),
                  headers=headers["care_coordinator"], rate=min(rate, 50), seconds=3,
                  name="warm-up")  # fmt: skip
+        before = cpu_times()
         patient = run_load(
             base, paths=choose(nhs, "/api/v1/patients/{}/risk"),
             headers=headers["care_coordinator"], rate=rate, seconds=seconds, name="patient risk",
         )  # fmt: skip
+        middle = cpu_times()
         cohort = run_load(
             base, paths=choose(pcns, "/api/v1/cohorts/falls_review?pcn={}&page_size=100"),
             headers=headers["pcn_team"], rate=rate, seconds=seconds, name="cohort page (100 rows)",
         )  # fmt: skip
+        after = cpu_times()
     finally:
         _stop(proc)
     audit_after = len(store.access_records(limit=10_000_000))
@@ -411,7 +442,12 @@ def _stage_api(args: dict[str, Any]) -> dict[str, Any]:
     served_after_restart = served_after_restart and audit_restarted == kept + 1
     audit_restarted = kept
     store.dispose()
-    summaries = [patient.summary(), cohort.summary()]
+    # The machine's share of time busy and stolen by the hypervisor during each load: on a
+    # shared virtual machine, steal moves the tail latencies from run to run.
+    summaries = [
+        {**patient.summary(), **cpu_shares(before, middle)},
+        {**cohort.summary(), **cpu_shares(middle, after)},
+    ]
     detail = {
         "people": len(nhs),
         "load": summaries,

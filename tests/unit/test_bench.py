@@ -86,6 +86,8 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     load = {row["name"]: row for row in api.detail["load"]}
     assert load["patient risk"]["requests"] == 40 and load["patient risk"]["errors"] == 0
     assert load["cohort page (100 rows)"]["ok"] == 40
+    for row in load.values():  # how busy the machine was, and how much the hypervisor took
+        assert 0 < row["machine_busy_share"] <= 1 and 0 <= row["cpu_steal_share"] < 1
     assert api.detail["audit_records_written"] == api.detail["audit_records_expected"]
     assert api.detail["audit_records_after_restart"] == api.detail["audit_records_written"]
     assert api.detail["served_after_restart"] is True
@@ -101,3 +103,15 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     assert again.detail["people"] == api.detail["people"]
     assert again.detail["audit_records_written"] == again.detail["audit_records_expected"] > 0
     assert not (tmp_path / "w" / "n1500").exists()  # not kept this time
+
+
+def test_cpu_shares_are_the_busy_and_stolen_parts_of_the_interval():
+    from riskstrat.bench import cpu_shares, cpu_times
+
+    # user, nice, system, idle, iowait, irq, softirq, steal
+    before = [100, 0, 50, 800, 10, 0, 0, 40]
+    after = [160, 0, 70, 900, 10, 0, 0, 60]  # 200 ticks: 80 busy, 100 idle, 20 stolen
+    assert cpu_shares(before, after) == {"machine_busy_share": 0.4, "cpu_steal_share": 0.1}
+    assert cpu_shares(None, after) == {"machine_busy_share": None, "cpu_steal_share": None}
+    now = cpu_times()
+    assert now is None or (len(now) == 8 and all(v >= 0 for v in now))
