@@ -10,8 +10,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from riskstrat.store import Store
 
 SERVER = os.environ.get("RISKSTRAT_TEST_POSTGRES", "postgres@127.0.0.1:5432/test")
 
@@ -46,3 +51,20 @@ def postgres_url() -> Iterator[str]:
     finally:
         con.execute(f'DROP SCHEMA "{schema}" CASCADE')
         con.close()
+
+
+def serving_store(kind: str, folder: Path) -> Iterator[Store]:
+    """A new serving store with its schema, on SQLite in ``folder`` or on PostgreSQL (a new
+    schema, dropped afterwards); for fixtures parametrised over both."""
+    from riskstrat.store import Store
+
+    urls = postgres_url() if kind == "postgresql" else None
+    url = next(urls) if urls is not None else f"sqlite:///{folder / 'serving.db'}"
+    store = Store(url)
+    store.create_schema()
+    try:
+        yield store
+    finally:
+        store.dispose()
+        if urls is not None:
+            next(urls, None)

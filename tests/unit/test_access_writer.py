@@ -17,24 +17,14 @@ from sqlalchemy import func, select
 from riskstrat import store as store_module
 from riskstrat.nhs_number import synthetic_nhs_numbers
 from riskstrat.store import Store, access_log, access_patients, access_record, pseudonymise
-from tests.postgres import postgres_url
+from tests.postgres import serving_store
 
 KEY = "test-pseudonym-key"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store(request, tmp_path):
-    if request.param == "sqlite":
-        url, urls = f"sqlite:///{tmp_path / 'serving.db'}", None
-    else:
-        urls = postgres_url()
-        url = next(urls)
-    s = Store(url)
-    s.create_schema()
-    yield s
-    s.dispose()
-    if urls is not None:
-        next(urls, None)
+    yield from serving_store(request.param, tmp_path)
 
 
 def _indexed_rows(store: Store) -> int:

@@ -17,7 +17,7 @@ import pytest
 
 from riskstrat.nhs_number import synthetic_nhs_numbers
 from riskstrat.store import RunInProgressError, Store, StoreSchemaError
-from tests.postgres import postgres_url
+from tests.postgres import serving_store
 
 OCT, NOV = date(2026, 10, 1), date(2026, 11, 1)
 
@@ -62,17 +62,7 @@ def publish(store: Store, month: date, scores: pd.DataFrame, cohorts: pd.DataFra
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store(request, tmp_path) -> Store:
-    if request.param == "sqlite":
-        url, urls = f"sqlite:///{tmp_path / 'serving.db'}", None
-    else:
-        urls = postgres_url()
-        url = next(urls)
-    s = Store(url)
-    s.create_schema()
-    yield s
-    s.dispose()
-    if urls is not None:
-        next(urls, None)
+    yield from serving_store(request.param, tmp_path)
 
 
 def served(store: Store) -> tuple[int, int, int]:
