@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import duckdb
 import pandas as pd
 
-from riskstrat.features import index_sql, population_sql, sampled_people
+from riskstrat.features import PeopleSample, index_sql, population_sql, sampled_people
 
 DEFAULT_HORIZON_DAYS = 90
 
@@ -23,7 +23,7 @@ def build_labels(
     *,
     index_dates: Sequence[date],
     horizon_days: int = DEFAULT_HORIZON_DAYS,
-    people: Sequence[str] | None = None,
+    people: Sequence[str] | PeopleSample | None = None,
 ) -> pd.DataFrame:
     """Outcome for everyone in the population at each index date (only ``people``, if
     given: see ``features.build_features``).

@@ -60,6 +60,21 @@ def test_features_at_a_later_date_see_later_events(tmp_path):
     assert p1.efi == pytest.approx(round(3 / 36, 4))
 
 
+@pytest.mark.parametrize("values", [("31.0", "27.5"), ("27.5", "31.0")])
+def test_two_readings_on_the_latest_day_give_the_higher_whatever_their_order(tmp_path, values):
+    later = date(2026, 10, 1)
+    tables = base_tables()
+    tables["observations"] += [
+        {"nhs_number": P1, "observed_on": "2026-07-01", "code": "BMI", "value": v} for v in values
+    ] + [
+        {"nhs_number": P1, "observed_on": "2026-07-01", "code": "CFS", "value": v}
+        for v in ("5", "4")
+    ]
+    feats, _ = build(tmp_path, tables, [later])
+    p1 = row(feats, P1, later)
+    assert p1.bmi_latest == 31.0 and p1.cfs_latest == 5  # not 24.5/6 from May
+
+
 EVENTS_ON_OR_AFTER = [
     ("activity", {"nhs_number": P1, "setting": "inpatient", "admission_method": "emergency",
                   "start_date": "{d}", "end_date": "", "primary_diagnosis": "", "attended": ""}),
@@ -233,3 +248,43 @@ def test_a_people_sample_keeps_exactly_their_rows(tmp_path):
     pd.testing.assert_frame_equal(
         some_labels, labels[labels.nhs_number.isin(chosen)].reset_index(drop=True)
     )
+
+
+def test_a_sample_with_its_own_event_tables_gives_the_same_rows(tmp_path):
+    """Training builds its sampled months from copies of the event tables cut down to the
+    sample (``people_sample``); every feature and label must equal those built from the
+    whole extract, and the copies must be gone afterwards."""
+    from riskstrat.features import people_sample, sample_people
+    from riskstrat.synth import generate_extract
+
+    out = generate_extract(
+        tmp_path / "gen", n_patients=600, seed=5, months=30, extract_date=date(2026, 6, 1),
+        fmt="parquet",
+    )  # fmt: skip
+    dates = [date(2025, 9, 1), date(2026, 1, 1), date(2026, 2, 1)]
+    with validate_extract(out.out_dir, max_reject_share=1.0) as extract:
+        con = extract.con
+        temp_tables = "SELECT table_name FROM duckdb_tables() WHERE temporary ORDER BY 1"
+        before = con.execute(temp_tables).fetchall()
+        chosen = sample_people(con, fraction=0.3, seed=7)
+        by_list = _build(con, index_dates=dates, people=chosen)
+        labels_by_list = build_labels(con, index_dates=dates, people=chosen)
+        with people_sample(con, chosen) as sample:
+            assert sample.size == len(set(chosen))
+            copied = con.execute(f"SELECT count(*) FROM {sample.tables['medications']}")
+            assert (
+                0
+                < copied.fetchall()[0][0]
+                < con.execute("SELECT count(*) FROM medications").fetchall()[0][0]
+            )
+            by_copies = _build(con, index_dates=dates, people=sample)
+            labels_by_copies = build_labels(con, index_dates=dates, people=sample)
+        left = con.execute(temp_tables).fetchall()
+        everyone = _build(con, index_dates=dates)
+    assert left == before
+    assert len(by_copies) > 100 and by_copies.nhs_number.nunique() < everyone.nhs_number.nunique()
+    pd.testing.assert_frame_equal(by_copies, by_list)
+    pd.testing.assert_frame_equal(labels_by_copies, labels_by_list)
+    # The history's start (recorded_history_days) still comes from the whole extract.
+    expected = everyone[everyone.nhs_number.isin(chosen)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(by_copies, expected)
