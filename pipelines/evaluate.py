@@ -6,9 +6,13 @@ Everything here is computed on the evaluation months only; nothing here fits tre
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import multiprocessing
+import os
+from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +138,36 @@ def evaluation_plan(spec: ModelSpec) -> EvaluationPlan:
     )
 
 
+#: Held-out rows from which ``evaluate_version`` spreads its bootstraps over processes.
+PARALLEL_FROM_ROWS = 200_000
+
+
+def evaluation_workers(rows: int) -> int:
+    """Processes for evaluating ``rows`` held-out rows: one below ``PARALLEL_FROM_ROWS``
+    (starting a process costs more than it saves), else one per core this process may use."""
+    if rows < PARALLEL_FROM_ROWS:
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def run_jobs(jobs: Mapping[str, Callable[[], Any]], workers: int) -> dict[str, Any]:
+    """Run independent, picklable jobs and return their results by name.
+
+    With ``workers`` > 1 they run in that many fresh (spawned, not forked) processes: the
+    bootstraps are single-threaded NumPy, so on two cores two of them run in half the time.
+    Every job seeds its own generator, so the results equal a serial run's exactly.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        return {name: job() for name, job in jobs.items()}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+        futures = {name: pool.submit(job) for name, job in jobs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
 def evaluate_version(
     *,
     spec: ModelSpec,
@@ -143,41 +177,23 @@ def evaluate_version(
     evaluation_rows: pd.DataFrame,
     oracle: pd.DataFrame | None,
     champion: ChampionPredictions | None,
+    workers: int | None = None,
 ) -> EvaluationReport:
     """Measure a fitted model on the evaluation months (``evaluation_rows`` has features,
-    ``label``, ``index_date`` and the group columns)."""
+    ``label``, ``index_date`` and the group columns).
+
+    The bootstrapped measurements are independent jobs; ``workers`` processes run them
+    (default ``evaluation_workers`` of the primary month's rows). Every prediction is made
+    here first, so the jobs only count."""
     eplan = evaluation_plan(spec)
     names = model.feature_names_
     primary_rows = evaluation_rows.loc[evaluation_rows["index_date"] == plan.validation_month]
     y = primary_rows["label"].to_numpy()
     risk = model.predict_proba(primary_rows[names])
-    primary = evaluate_predictions(y, risk, plan=eplan)
 
     risks = {MODEL_LABEL: risk}
     for name, baseline in baselines.items():
         risks[BASELINE_LABELS[name]] = baseline.predict_proba(primary_rows)
-    compared = compare_predictions(y, risks, reference=MODEL_LABEL, plan=eplan)
-    label_to_key = {BASELINE_LABELS[k]: k for k in baselines} | {MODEL_LABEL: "model"}
-    # "name" is what the card shows; "key" names the metrics
-    baseline_rows = [{**row, "key": label_to_key[row["name"]]} for row in compared]
-
-    stability = []
-    light = replace(eplan, bootstrap_samples=min(eplan.bootstrap_samples, 100))
-    for month in plan.evaluation_months:
-        rows = evaluation_rows.loc[evaluation_rows["index_date"] == month]
-        month_eval = evaluate_predictions(
-            rows["label"].to_numpy(), model.predict_proba(rows[names]), plan=light
-        )
-        stability.append(
-            {
-                "month": month.isoformat(),
-                "rows": month_eval["rows"],
-                "events": month_eval["events"],
-                "auroc": month_eval["auroc"],
-                "oe": month_eval["calibration"]["oe"],
-                "brier": month_eval["brier"],
-            }
-        )
 
     fplan = FairnessPlan(
         attributes=tuple(spec.fairness.attributes),
@@ -188,8 +204,53 @@ def evaluate_version(
         ci_level=eplan.ci_level,
         seed=eplan.seed,
     )
-    audit_frame = primary_rows[["label", *spec.fairness.attributes]].assign(risk=risk)
-    audit = fairness_audit(audit_frame, plan=fplan)
+    groups = primary_rows[["label", *spec.fairness.attributes]]
+    light = replace(eplan, bootstrap_samples=min(eplan.bootstrap_samples, 100))
+    # Largest first, so the last job to start is a short one.
+    jobs: dict[str, Callable[[], Any]] = {
+        "primary": partial(evaluate_predictions, y, risk, plan=eplan),
+        "baselines": partial(compare_predictions, y, risks, reference=MODEL_LABEL, plan=eplan),
+        "fairness": partial(fairness_audit, groups.assign(risk=risk), plan=fplan),
+    }
+    if champion is not None:
+        jobs["champion"] = partial(
+            compare_predictions,
+            y,
+            {"challenger": risk, "champion": champion.risk},
+            reference="challenger",
+            plan=eplan,
+        )
+        jobs["champion fairness"] = partial(
+            fairness_audit, groups.assign(risk=champion.risk), plan=fplan
+        )
+    for month in plan.evaluation_months:
+        rows = evaluation_rows.loc[evaluation_rows["index_date"] == month]
+        jobs[f"month {month.isoformat()}"] = partial(
+            evaluate_predictions,
+            rows["label"].to_numpy(),
+            model.predict_proba(rows[names]),
+            plan=light,
+        )
+    done = run_jobs(jobs, evaluation_workers(len(primary_rows)) if workers is None else workers)
+
+    primary = done["primary"]
+    label_to_key = {BASELINE_LABELS[k]: k for k in baselines} | {MODEL_LABEL: "model"}
+    # "name" is what the card shows; "key" names the metrics
+    baseline_rows = [{**row, "key": label_to_key[row["name"]]} for row in done["baselines"]]
+    stability = []
+    for month in plan.evaluation_months:
+        month_eval = done[f"month {month.isoformat()}"]
+        stability.append(
+            {
+                "month": month.isoformat(),
+                "rows": month_eval["rows"],
+                "events": month_eval["events"],
+                "auroc": month_eval["auroc"],
+                "oe": month_eval["calibration"]["oe"],
+                "brier": month_eval["brier"],
+            }
+        )
+    audit = done["fairness"]
     gates = calibration_gate_results(
         primary,
         oe_range=spec.gates.calibration.oe_range,
@@ -211,9 +272,7 @@ def evaluate_version(
     if oracle is not None:
         report.oracle = _oracle_section(primary_rows, risk, oracle, eplan)
     if champion is not None:
-        pair = compare_predictions(
-            y, {"challenger": risk, "champion": champion.risk}, reference="challenger", plan=eplan
-        )
+        pair = done["champion"]
         report.champion_comparison = {
             "champion_version": champion.version,
             "challenger_auroc": pair[0]["auroc"],
@@ -221,11 +280,7 @@ def evaluate_version(
             "difference": pair[1]["auroc_difference"],  # challenger - champion
             "tolerance": spec.promotion.max_auroc_drop,
         }
-        champion_audit = fairness_audit(
-            primary_rows[["label", *spec.fairness.attributes]].assign(risk=champion.risk),
-            plan=fplan,
-        )
-        report.fairness_comparison = compare_audits(audit, champion_audit)
+        report.fairness_comparison = compare_audits(audit, done["champion fairness"])
     return report
 
 
