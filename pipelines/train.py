@@ -11,6 +11,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from riskstrat.features import (
     KEY_COLUMNS,
     build_features,
     history_start,
+    people_sample,
     population_size,
     sample_people,
 )
@@ -72,31 +74,49 @@ def build_training_frame(
     """Features and labels for every planned index month, type 1 opt-outs removed. With
     ``people``, the months the model is fitted on (trees, early stopping, calibration) hold
     only that sample; the held-out evaluation months always hold everyone."""
+    return pd.concat(training_parts(con, spec, plan, people=people), ignore_index=True)
+
+
+def training_parts(
+    con: Any, spec: ModelSpec, plan: IndexPlan, *, people: Sequence[str] | None = None
+) -> list[pd.DataFrame]:
+    """``build_training_frame`` in pieces, a few months each, to concatenate once DuckDB
+    has been closed: at a million people, DuckDB's tables and the whole frame side by side
+    were the peak of training's memory."""
     parts = []
     # A few months per query: DuckDB's result and its pandas copy are the peak of training
     # memory, so each chunk is made compact before the next is built. Held-out months hold
     # everyone (a million people is ~800,000 rows a month), so they go one at a time.
     chunks = [
-        *((plan.development_months[i : i + 3], people)
+        *((plan.development_months[i : i + 3], True)
           for i in range(0, len(plan.development_months), 3)),
-        *(((month,), None) for month in plan.evaluation_months),
+        *(((month,), False) for month in plan.evaluation_months),
     ]  # fmt: skip
-    for months, sample in chunks:
-        features = build_features(con, index_dates=list(months), people=sample)
-        labels = build_labels(
-            con, index_dates=list(months), horizon_days=spec.horizon_days, people=sample
-        )
-        part = features.merge(labels, on=list(KEY_COLUMNS), how="inner", validate="1:1")
-        del features, labels
-        part = part.loc[~part["type1_opt_out"].astype(bool)]
-        parts.append(_compact(part, spec.feature_names))
-        del part
-    return pd.concat(parts, ignore_index=True)
+    with ExitStack() as stack:
+        # The sampled months read the sample's own copies of the event tables, made once.
+        sample = stack.enter_context(people_sample(con, people)) if people is not None else None
+        for months, sampled in chunks:
+            who = sample if sampled else None
+            part = build_features(con, index_dates=list(months), people=who)
+            labels = build_labels(
+                con, index_dates=list(months), horizon_days=spec.horizon_days, people=who
+            )
+            # Both come sorted by index date and NHS number over the same population.
+            for key in KEY_COLUMNS:
+                if not np.array_equal(part[key].to_numpy(), labels[key].to_numpy()):
+                    raise RuntimeError(f"features and labels disagree on {key}")
+            part["label"] = labels["label"].to_numpy()
+            del labels
+            part = part.loc[~part["type1_opt_out"].astype(bool)]
+            parts.append(_compact(part, spec.feature_names))
+            del part
+    return parts
 
 
 def _compact(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
-    """Model features as 32-bit numbers: the trees read float32 anyway, and a million
-    people's held-out months are millions of rows."""
+    """Model features as 32-bit numbers (the trees read float32 anyway), and each text or
+    date column holding one object per distinct value instead of one per row: a million
+    people's held-out months are millions of rows, and a Python string costs 50-60 bytes."""
     out: dict[str, pd.Series] = {}
     small = np.iinfo(np.int32)
     for name in names:
@@ -107,6 +127,16 @@ def _compact(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
             column.empty or (column.min() >= small.min and column.max() <= small.max)
         ):
             out[name] = column.astype(np.int32)
+    for name in frame.columns:
+        if frame[name].dtype == object and name not in out:
+            values = frame[name].to_numpy()
+            codes, uniques = pd.factorize(values)
+            if len(uniques) == 0:
+                continue
+            shared = np.asarray(uniques, dtype=object)[codes]
+            missing = codes < 0
+            shared[missing] = values[missing]  # None stays None, NaN stays NaN
+            out[name] = pd.Series(shared, index=frame.index, dtype=object)
     return frame.assign(**out) if out else frame
 
 
@@ -187,9 +217,11 @@ def run_training(
                 "training on a sample of %.1f%% of people (training.max_train_rows)",
                 100 * people_fraction,
             )
-        frame = build_training_frame(extract.con, spec, plan, people=people)
+        pieces = training_parts(extract.con, spec, plan, people=people)
         validation_summary = extract.summary.as_dict()
         extract_date, source = extract.extract_date, extract.summary.manifest.source
+    frame = pd.concat(pieces, ignore_index=True)  # DuckDB's memory is released by now
+    del pieces
 
     names = spec.feature_names
     parts = {

@@ -280,16 +280,11 @@ def test_api_serves_ranked_patients_with_reasons(world):
         assert "validation_auroc" in model["metrics"]
 
 
-def test_gates_block_a_deliberately_miscalibrated_version(world):
-    """A copy of the champion whose risks are about three times too high fails its
-    calibration gate; registered, it cannot be promoted, and the champion stays."""
-    from dataclasses import replace
-
-    from pipelines.evaluate import evaluate_version
-    from pipelines.promote import PromotionRefused, run_promotion
+def _held_out(world):
+    """The spec, its index plan, the champion and the training frame of the world's extract."""
     from pipelines.train import build_training_frame, registry_for
     from riskstrat.features import history_start
-    from riskstrat.modelling import RiskModel, plan_index_months
+    from riskstrat.modelling import plan_index_months
     from riskstrat.spec import default_spec_dir, load_spec
 
     settings = world["settings"]
@@ -309,6 +304,19 @@ def test_gates_block_a_deliberately_miscalibrated_version(world):
             evaluation_months=t.evaluation_months,
         )
         frame = build_training_frame(extract.con, spec, plan)
+    return spec, plan, registry, champion, frame
+
+
+def test_gates_block_a_deliberately_miscalibrated_version(world):
+    """A copy of the champion whose risks are about three times too high fails its
+    calibration gate; registered, it cannot be promoted, and the champion stays."""
+    from dataclasses import replace
+
+    from pipelines.evaluate import evaluate_version
+    from pipelines.promote import PromotionRefused, run_promotion
+    from riskstrat.modelling import RiskModel
+
+    spec, plan, registry, champion, frame = _held_out(world)
     bad = RiskModel.from_fitted(
         champion.booster, replace(champion.calibrator, b=champion.calibrator.b + 1.2)
     )
@@ -344,6 +352,84 @@ def test_gates_block_a_deliberately_miscalibrated_version(world):
     assert refused.tags["riskstrat.promotion.decision"] == "refused"
     assert refused.tags["riskstrat.promotion.by"] == "tester"
     assert registry.describe(spec.name, "champion").version == champion.info.version
+
+
+def test_evaluation_in_several_processes_equals_one(world):
+    """A million people's evaluation runs its bootstraps in one process per core; the
+    report must be exactly what one process gives, champion comparison included."""
+    import json
+    import os
+    from dataclasses import asdict, replace
+
+    from pipelines.evaluate import ChampionPredictions, evaluate_version, run_jobs
+    from riskstrat.baselines import fit_baselines
+    from riskstrat.modelling import RiskModel
+
+    spec, plan, _registry, champion, frame = _held_out(world)
+    model = RiskModel.from_fitted(champion.booster, champion.calibrator)
+    other = RiskModel.from_fitted(
+        champion.booster, replace(champion.calibrator, b=champion.calibrator.b + 0.3)
+    )
+    names = model.feature_names_
+    rows = frame.loc[frame["index_date"].isin(plan.evaluation_months)]
+    primary = rows.loc[rows["index_date"] == plan.validation_month]
+    train = frame.loc[frame["index_date"].isin(plan.train_months)]
+    baselines = fit_baselines(spec.evaluation.baselines, train[names], train["label"], seed=1)
+    previous = ChampionPredictions("1", other.predict_proba(primary[names]))
+    reports = []
+    for workers in (1, 2):
+        reports.append(
+            evaluate_version(
+                spec=spec,
+                plan=plan,
+                model=model,
+                baselines=baselines,
+                evaluation_rows=rows,
+                oracle=None,
+                champion=previous,
+                workers=workers,
+            )
+        )
+    one, two = (json.dumps(asdict(r), sort_keys=True, default=str) for r in reports)
+    assert one == two
+    assert reports[0].champion_comparison is not None and len(reports[0].baselines) >= 3
+    pids = run_jobs({"a": os.getpid, "b": os.getpid}, workers=2)
+    assert os.getpid() not in pids.values()  # the jobs really ran elsewhere
+
+
+def test_the_training_frame_is_compacted_without_changing_a_value():
+    from datetime import date
+
+    import numpy as np
+
+    from pipelines.train import _compact
+
+    frame = pd.DataFrame(
+        {
+            # Two equal strings made apart, as a database driver makes them (literals would
+            # be one object already).
+            "nhs_number": pd.Series(
+                ["999" + str(18).zfill(7), "9990000026", "999" + "0000018", None], dtype=object
+            ),
+            "index_date": [date(2026, 1, 1)] * 3 + [date(2026, 2, 1)],
+            "sex": pd.Series(["F", None, "F", float("nan")], dtype=object),
+            "age_years": np.array([70, 81, 70, 64], dtype=np.int64),
+            "bmi_latest": [21.5, np.nan, 30.25, 18.0],
+            "empty": pd.Series([None] * 4, dtype=object),
+        }
+    )
+    small = _compact(frame, ["age_years", "bmi_latest"])
+    assert small["age_years"].dtype == np.int32 and small["bmi_latest"].dtype == np.float32
+    assert small["age_years"].tolist() == [70, 81, 70, 64]
+    assert np.allclose(small["bmi_latest"], frame["bmi_latest"], equal_nan=True)
+    for name in ("nhs_number", "index_date", "empty"):
+        assert small[name].dtype == object
+        assert small[name].tolist() == frame[name].tolist()
+    assert small["sex"].iloc[1] is None and np.isnan(small["sex"].iloc[3])
+    # One object per distinct value, not one per row.
+    assert frame["nhs_number"].iloc[0] is not frame["nhs_number"].iloc[2]
+    assert small["nhs_number"].iloc[0] is small["nhs_number"].iloc[2]
+    assert small["index_date"].iloc[0] is small["index_date"].iloc[1]
 
 
 def test_trained_model_respects_clinical_direction(world):
