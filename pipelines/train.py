@@ -107,8 +107,8 @@ def training_parts(
                     raise RuntimeError(f"features and labels disagree on {key}")
             part["label"] = labels["label"].to_numpy()
             del labels
-            part = part.loc[~part["type1_opt_out"].astype(bool)]
-            parts.append(_compact(part, spec.feature_names))
+            part = _compact(part, spec.feature_names)  # before the copy that drops opt-outs
+            parts.append(part.loc[~part["type1_opt_out"].astype(bool)])
             del part
     return parts
 
