@@ -148,11 +148,11 @@ def evaluation_workers() -> int:
 def run_jobs(jobs: Mapping[str, Callable[[], Any]], workers: int) -> dict[str, Any]:
     """Run independent jobs on ``workers`` threads and return their results by name.
 
-    The bootstraps spend most of their time inside NumPy, which releases the GIL, so two
-    threads on two cores finish in about 70% of the time of one. (Processes did better, but
-    a spawned process imports the caller's main script again, which runs an unguarded
-    script's training a second time.) Every job seeds its own generator, so the results
-    equal a serial run's exactly.
+    The bootstraps spend most of their time inside NumPy, which releases the GIL: two
+    threads on two cores took about 70% of the time of one, measured here. (Processes are
+    not used: a spawned process imports the caller's main script again, which runs an
+    unguarded script's training a second time.) Every job seeds its own generator, so the
+    results equal a serial run's exactly.
     """
     if workers <= 1 or len(jobs) <= 1:
         return {name: job() for name, job in jobs.items()}

@@ -194,7 +194,7 @@ def people_sample(con: duckdb.DuckDBPyConnection, people: Sequence[str]) -> Iter
     Training builds two dozen sampled months. Filtering only the population, every query
     still probed every event row of the extract against the sample, nine in ten of them for
     nothing; at a million people that was most of training's feature time. The copies are
-    temporary tables, in the same order as their sources, dropped at the end of the block.
+    temporary tables, dropped at the end of the block.
     """
     con.execute(f"CREATE OR REPLACE TEMP TABLE {SAMPLE_TABLE} (nhs_number VARCHAR PRIMARY KEY)")
     tables: dict[str, str] = {}
