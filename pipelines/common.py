@@ -8,7 +8,7 @@ from datetime import date
 from pathlib import Path
 
 from riskstrat.config import Settings
-from riskstrat.extract import Extract, connect, validate_extract
+from riskstrat.extract import Extract, connect, remove_database, scratch_database, validate_extract
 from riskstrat.store import RunInfo, Store
 
 #: progress(stage, fraction_done) — the CLI draws it as a bar; None means silent.
@@ -30,14 +30,19 @@ def open_extract(settings: Settings, extract_dir: Path) -> Extract:
     """Validate an extract with the deployment's reject limit, writing its rejects file.
 
     DuckDB gets the deployment's memory limit and threads, and spills to a folder under
-    the home beyond the limit (its own default is 80% of the machine's memory)."""
+    the home beyond the limit (its own default is 80% of the machine's memory). The
+    validated tables are kept in a scratch database file in that folder, deleted when the
+    extract is closed, so that they do not fill the memory limit (``scratch_database``)."""
+    scratch = settings.home / "duckdb-tmp"
+    database = scratch_database(scratch)
     con = connect(
         memory_limit=settings.duckdb_memory_limit,
         threads=settings.duckdb_threads,
-        temp_directory=settings.home / "duckdb-tmp",
+        temp_directory=scratch,
+        database=database,
     )
     try:
-        return validate_extract(
+        extract = validate_extract(
             extract_dir,
             max_reject_share=settings.max_reject_share,
             rejects_path=rejects_path_for(settings, extract_dir),
@@ -45,7 +50,10 @@ def open_extract(settings: Settings, extract_dir: Path) -> Extract:
         )
     except BaseException:
         con.close()
+        remove_database(database)
         raise
+    extract.database = database
+    return extract
 
 
 def published_run(store: Store, month: date) -> RunInfo:

@@ -1,8 +1,9 @@
 """Read and validate an extract through DuckDB.
 
 The only module that reads extract files. ``validate_extract`` checks the folder against the
-data contract (``riskstrat.contract``) and returns an ``Extract``: an in-memory DuckDB
-database holding the clean, typed tables under their contract names. Rows that break a rule
+data contract (``riskstrat.contract``) and returns an ``Extract``: a DuckDB database holding
+the clean, typed tables under their contract names (in memory, or in a scratch file that
+closing the extract deletes, see ``scratch_database``). Rows that break a rule
 are left out and listed in a rejects file (table, row number, column, rule); the source
 files are only ever read.
 
@@ -17,6 +18,7 @@ import json
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -122,6 +124,8 @@ class Extract:
 
     con: duckdb.DuckDBPyConnection
     summary: ValidationSummary
+    #: The scratch database file the tables are kept in, deleted on close (None: in memory).
+    database: Path | None = None
 
     @property
     def extract_date(self) -> date:
@@ -129,6 +133,8 @@ class Extract:
 
     def close(self) -> None:
         self.con.close()
+        if self.database is not None:
+            remove_database(self.database)
 
     def __enter__(self) -> Extract:
         return self
@@ -206,14 +212,56 @@ def locate_files(extract_dir: Path) -> dict[str, tuple[Path, FileFormat]]:
     return found
 
 
+#: Scratch databases are named ``extract-<pid>-<random>.duckdb``; the pid tells a file left
+#: by a process that was killed (and so never deleted it) from one still in use.
+_SCRATCH = re.compile(r"extract-([0-9]+)-[0-9a-f]{32}\.duckdb(\.wal)?")
+
+
+def scratch_database(directory: Path) -> Path:
+    """A new, unused path for an extract's scratch database in ``directory``.
+
+    Kept in a file rather than in memory, the validated tables (about 2 GB at a million
+    people) are blocks that DuckDB reads back when a query needs them and drops from memory
+    when it does not, instead of taking its memory limit from the queries and making them
+    spill. The file holds personal data like DuckDB's spill files beside it, so
+    ``Extract.close`` deletes it, and files left by killed processes are deleted here.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.iterdir():
+        match = _SCRATCH.fullmatch(stale.name)
+        if match and not _process_alive(int(match.group(1))):
+            stale.unlink(missing_ok=True)
+    return directory / f"extract-{os.getpid()}-{uuid.uuid4().hex}.duckdb"
+
+
+def remove_database(path: Path) -> None:
+    """Delete a scratch database and its write-ahead log."""
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + ".wal").unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def connect(
     *,
     memory_limit: str | None = None,
     threads: int | None = None,
     temp_directory: Path | None = None,
+    database: Path | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the settings riskstrat relies on."""
-    con = duckdb.connect(":memory:")
+    """A DuckDB connection with the settings riskstrat relies on: in memory, or in the
+    ``database`` file (which must not exist yet; see ``scratch_database``)."""
+    if database is not None and database.exists():
+        raise FileExistsError(f"{database} exists; a scratch database must be new")
+    con = duckdb.connect(":memory:" if database is None else str(database))
     con.execute("SET preserve_insertion_order = true")
     if memory_limit:
         con.execute(f"SET memory_limit = '{memory_limit}'")
@@ -301,6 +349,8 @@ def validate_extract(
         for name in TABLE_ORDER:
             _drop_raw(db, name)
             db.execute(f"DROP TABLE IF EXISTS _parsed_{name}")
+        # A file database's tables move from its write-ahead log into compressed blocks.
+        db.execute("CHECKPOINT")
         return Extract(con=db, summary=summary)
     except BaseException:
         if own_con:

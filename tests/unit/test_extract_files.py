@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import duckdb
@@ -302,3 +303,54 @@ def test_pipelines_open_extracts_within_the_deployments_duckdb_limits(tmp_path, 
     # only the clean tables stay loaded: no raw or parsed copies
     assert not [t for t in tables if t.startswith(("_raw_", "_parsed_"))]
     assert {"patients", "activity", "conditions", "medications", "observations"} <= tables
+
+
+def test_pipelines_keep_the_validated_tables_in_a_scratch_file_deleted_on_close(tmp_path):
+    from pipelines.common import open_extract
+    from riskstrat.config import Settings
+
+    folder = write_extract(tmp_path / "extract", base_tables())
+    settings = Settings(home=tmp_path / "home")
+    scratch = settings.home / "duckdb-tmp"
+    with open_extract(settings, folder) as extract:
+        assert extract.database is not None and extract.database.parent == scratch
+        assert extract.database.is_file()
+        path = extract.con.execute(
+            "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+        ).fetchall()[0][0]
+        assert Path(path) == extract.database
+        people = extract.con.execute("SELECT count(*) FROM patients").fetchall()[0][0]
+    assert people == len(base_tables()["patients"])
+    assert not list(scratch.glob("extract-*"))
+
+
+def test_a_failed_validation_leaves_no_scratch_file(tmp_path):
+    from pipelines.common import open_extract
+    from riskstrat.config import Settings
+
+    folder = write_extract(tmp_path / "extract", drop_columns={"patients": ["date_of_birth"]})
+    settings = Settings(home=tmp_path / "home")
+    with pytest.raises(ExtractError, match="date_of_birth"):
+        open_extract(settings, folder)
+    assert not list((settings.home / "duckdb-tmp").glob("extract-*"))
+
+
+def test_scratch_files_of_killed_processes_are_deleted_and_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from riskstrat.extract import scratch_database
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    left = tmp_path / f"extract-{int(dead.stdout)}-{'a' * 32}.duckdb"
+    left_wal = tmp_path / (left.name + ".wal")
+    mine = tmp_path / f"extract-{os.getpid()}-{'b' * 32}.duckdb"
+    other = tmp_path / "notes.txt"
+    for f in (left, left_wal, mine, other):
+        f.write_text("x")
+    new = scratch_database(tmp_path)
+    assert not left.exists() and not left_wal.exists()
+    assert mine.exists() and other.exists()
+    assert new.parent == tmp_path and not new.exists() and str(os.getpid()) in new.name
+    assert new != scratch_database(tmp_path)
