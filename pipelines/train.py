@@ -10,9 +10,10 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,72 @@ def _compact(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     return frame.assign(**out) if out else frame
 
 
+def training_plan(con: Any, spec: ModelSpec, extract_date: date) -> IndexPlan:
+    """Which index months the spec trains, stops, calibrates and evaluates on, given where
+    the extract's history begins."""
+    start = history_start(con)
+    if start is None:
+        raise ValueError("the extract has no activity rows, so no history to learn from")
+    t = spec.training
+    return plan_index_months(
+        data_start=start,
+        extract_date=extract_date,
+        horizon_days=spec.horizon_days,
+        min_lookback_days=t.min_lookback_days,
+        max_train_months=t.max_train_months,
+        early_stopping_months=t.early_stopping_months,
+        calibration_months=t.calibration_months,
+        evaluation_months=t.evaluation_months,
+    )
+
+
+def split_by_plan(frame: pd.DataFrame, spec: ModelSpec, plan: IndexPlan) -> dict[str, pd.DataFrame]:
+    """The frame's rows for each part of the plan (``train``, ``stop``, ``calibrate``,
+    ``evaluate``), as copies. Without early-stopping months, a share of the training months'
+    people (``training.early_stopping_people``) is held out to stop on instead."""
+    parts = {
+        name: frame.loc[frame["index_date"].isin(months)]
+        for name, months in (("train", plan.train_months),
+                             ("stop", plan.early_stopping_months),
+                             ("calibrate", plan.calibration_months),
+                             ("evaluate", plan.evaluation_months))
+    }  # fmt: skip
+    t = spec.training
+    if not plan.early_stopping_months and t.early_stopping_people > 0:
+        # Early stopping on people the trees never see, in the training months themselves.
+        held = hold_out_people(
+            parts["train"]["nhs_number"], share=t.early_stopping_people, seed=spec.evaluation.seed
+        )
+        parts["stop"] = parts["train"].loc[held]
+        parts["train"] = parts["train"].loc[~held]
+    for label in ("train", "evaluate"):
+        if parts[label].empty or parts[label]["label"].nunique() < 2:
+            raise ValueError(f"the {label} months need people with and without the outcome")
+    return parts
+
+
+def fit_model(spec: ModelSpec, parts: Mapping[str, pd.DataFrame]) -> RiskModel:
+    """The spec's LightGBM model fitted on ``parts`` (from ``split_by_plan``): trees on
+    ``train``, their number chosen on ``stop``, the calibrator fitted on ``calibrate``."""
+    names = spec.feature_names
+    train = parts["train"]
+    return RiskModel(
+        params=spec.lightgbm.params,
+        num_boost_round=spec.lightgbm.num_boost_round,
+        early_stopping_rounds=spec.lightgbm.early_stopping_rounds,
+        monotone_increasing=spec.monotone.increasing,
+        monotone_decreasing=spec.monotone.decreasing,
+        calibration=spec.calibration.method,
+    ).fit(
+        train[names],
+        train["label"],
+        X_stop=parts["stop"][names],
+        y_stop=parts["stop"]["label"],
+        X_calibrate=parts["calibrate"][names],
+        y_calibrate=parts["calibrate"]["label"],
+    )
+
+
 def training_sample(con: Any, spec: ModelSpec, plan: IndexPlan) -> tuple[list[str] | None, float]:
     """The people the model is fitted on: everyone, unless the training months would hold
     more than ``training.max_train_rows`` rows; then a random sample of people sized to fit
@@ -196,20 +263,7 @@ def run_training(
     started = time.perf_counter()
     report(progress, "validate extract", 0.0)
     with open_extract(settings, data_dir) as extract:
-        start = history_start(extract.con)
-        if start is None:
-            raise ValueError("the extract has no activity rows, so no history to learn from")
-        t = spec.training
-        plan = plan_index_months(
-            data_start=start,
-            extract_date=extract.extract_date,
-            horizon_days=spec.horizon_days,
-            min_lookback_days=t.min_lookback_days,
-            max_train_months=t.max_train_months,
-            early_stopping_months=t.early_stopping_months,
-            calibration_months=t.calibration_months,
-            evaluation_months=t.evaluation_months,
-        )
+        plan = training_plan(extract.con, spec, extract.extract_date)
         report(progress, f"build features and labels for {len(plan.all_months)} months", 0.1)
         people, people_fraction = training_sample(extract.con, spec, plan)
         if people is not None:
@@ -224,42 +278,12 @@ def run_training(
     del pieces
 
     names = spec.feature_names
-    parts = {
-        name: frame.loc[frame["index_date"].isin(months)]
-        for name, months in (("train", plan.train_months),
-                             ("stop", plan.early_stopping_months),
-                             ("calibrate", plan.calibration_months),
-                             ("evaluate", plan.evaluation_months))
-    }  # fmt: skip
+    parts = split_by_plan(frame, spec, plan)
     del frame  # the parts are copies
-    if not plan.early_stopping_months and t.early_stopping_people > 0:
-        # Early stopping on people the trees never see, in the training months themselves.
-        held = hold_out_people(
-            parts["train"]["nhs_number"], share=t.early_stopping_people, seed=spec.evaluation.seed
-        )
-        parts["stop"] = parts["train"].loc[held]
-        parts["train"] = parts["train"].loc[~held]
-    for label in ("train", "evaluate"):
-        if parts[label].empty or parts[label]["label"].nunique() < 2:
-            raise ValueError(f"the {label} months need people with and without the outcome")
     train = parts["train"]
 
     report(progress, f"fit LightGBM on {len(train):,} rows", 0.25)
-    model = RiskModel(
-        params=spec.lightgbm.params,
-        num_boost_round=spec.lightgbm.num_boost_round,
-        early_stopping_rounds=spec.lightgbm.early_stopping_rounds,
-        monotone_increasing=spec.monotone.increasing,
-        monotone_decreasing=spec.monotone.decreasing,
-        calibration=spec.calibration.method,
-    ).fit(
-        train[names],
-        train["label"],
-        X_stop=parts["stop"][names],
-        y_stop=parts["stop"]["label"],
-        X_calibrate=parts["calibrate"][names],
-        y_calibrate=parts["calibrate"]["label"],
-    )
+    model = fit_model(spec, parts)
     report(progress, "fit baselines", 0.5)
     baselines = fit_baselines(
         spec.evaluation.baselines, train[names], train["label"], seed=spec.evaluation.seed

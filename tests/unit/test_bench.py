@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from riskstrat.bench import growth, machine_info, run_benchmarks
@@ -115,3 +116,35 @@ def test_cpu_shares_are_the_busy_and_stolen_parts_of_the_interval():
     assert cpu_shares(None, after) == {"machine_busy_share": None, "cpu_steal_share": None}
     now = cpu_times()
     assert now is None or (len(now) == 8 and all(v >= 0 for v in now))
+
+
+def test_sampling_stage_compares_the_training_sample_with_everyone(tmp_path):
+    import shutil
+
+    from riskstrat.spec import default_spec_dir
+
+    # The default cap (2 million rows) samples no one at this size; a copy of the spec with
+    # a low cap makes the train stage, and so the sampling stage, fit on a sample.
+    spec_dir = tmp_path / "spec"
+    shutil.copytree(default_spec_dir(), spec_dir)
+    spec_file = spec_dir / "spec.yaml"
+    text = spec_file.read_text()
+    assert "max_train_rows: 2000000" in text
+    spec_file.write_text(text.replace("max_train_rows: 2000000", "max_train_rows: 10000"))
+
+    [_generated, train, sampling] = run_benchmarks(
+        sizes=[1500], stages=["generate", "train", "sampling"], workdir=tmp_path / "w",
+        months=30, stage_args={"spec_dir": str(spec_dir)},
+    )  # fmt: skip
+    detail = sampling.detail
+    assert 0 < detail["sample_fraction"] < 1 and detail["max_train_rows"] == 10_000
+    sample, everyone = detail["fits"]
+    assert (sample["people"], everyone["people"]) == ("sample", "everyone")
+    assert 0 < sample["train_rows"] < everyone["train_rows"] == sampling.rows
+    # the sample fit is the train stage's own model: same rows, same trees, same AUROC
+    assert sample["train_rows"] == train.rows
+    assert sample["auroc"] == pytest.approx(train.detail["measured"]["auroc"], abs=1e-12)
+    assert 0.5 < everyone["auroc"] <= 1.0
+    assert detail["auroc_loss_from_sampling"] == pytest.approx(everyone["auroc"] - sample["auroc"])
+    [target] = detail["targets"]
+    assert target["met"] == (detail["auroc_loss_from_sampling"] <= 0.005)
