@@ -10,7 +10,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date
@@ -84,7 +84,13 @@ def training_parts(
     """``build_training_frame`` in pieces, a few months each, to concatenate once DuckDB
     has been closed: at a million people, DuckDB's tables and the whole frame side by side
     were the peak of training's memory."""
-    parts = []
+    return list(iter_training_parts(con, spec, plan, people=people))
+
+
+def iter_training_parts(
+    con: Any, spec: ModelSpec, plan: IndexPlan, *, people: Sequence[str] | None = None
+) -> Iterator[pd.DataFrame]:
+    """``training_parts`` one piece at a time, for a caller that keeps less of each."""
     # A few months per query: DuckDB's result and its pandas copy are the peak of training
     # memory, so each chunk is made compact before the next is built. Held-out months hold
     # everyone (a million people is ~800,000 rows a month), so they go one at a time.
@@ -109,9 +115,8 @@ def training_parts(
             part["label"] = labels["label"].to_numpy()
             del labels
             part = _compact(part, spec.feature_names)  # before the copy that drops opt-outs
-            parts.append(part.loc[~part["type1_opt_out"].astype(bool)])
+            yield part.loc[~part["type1_opt_out"].astype(bool)]
             del part
-    return parts
 
 
 def _compact(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
@@ -164,21 +169,25 @@ def split_by_plan(frame: pd.DataFrame, spec: ModelSpec, plan: IndexPlan) -> dict
     """The frame's rows for each part of the plan (``train``, ``stop``, ``calibrate``,
     ``evaluate``), as copies. Without early-stopping months, a share of the training months'
     people (``training.early_stopping_people``) is held out to stop on instead."""
-    parts = {
-        name: frame.loc[frame["index_date"].isin(months)]
+    t = spec.training
+    masks = {
+        name: frame["index_date"].isin(months).to_numpy()
         for name, months in (("train", plan.train_months),
                              ("stop", plan.early_stopping_months),
                              ("calibrate", plan.calibration_months),
                              ("evaluate", plan.evaluation_months))
     }  # fmt: skip
-    t = spec.training
     if not plan.early_stopping_months and t.early_stopping_people > 0:
         # Early stopping on people the trees never see, in the training months themselves.
-        held = hold_out_people(
-            parts["train"]["nhs_number"], share=t.early_stopping_people, seed=spec.evaluation.seed
+        # Each part is one copy out of the frame, never a copy of a copy.
+        held = np.zeros(len(frame), dtype=bool)
+        held[masks["train"]] = hold_out_people(
+            frame["nhs_number"].loc[masks["train"]],
+            share=t.early_stopping_people,
+            seed=spec.evaluation.seed,
         )
-        parts["stop"] = parts["train"].loc[held]
-        parts["train"] = parts["train"].loc[~held]
+        masks["stop"], masks["train"] = held, masks["train"] & ~held
+    parts = {name: frame.loc[mask] for name, mask in masks.items()}
     for label in ("train", "evaluate"):
         if parts[label].empty or parts[label]["label"].nunique() < 2:
             raise ValueError(f"the {label} months need people with and without the outcome")

@@ -249,14 +249,15 @@ def _stage_sampling(args: dict[str, Any]) -> dict[str, Any]:
     """
     import dataclasses
 
+    import numpy as np
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
     from pipelines.common import open_extract
     from pipelines.train import (
         fit_model,
+        iter_training_parts,
         split_by_plan,
-        training_parts,
         training_plan,
         training_sample,
     )
@@ -270,16 +271,36 @@ def _stage_sampling(args: dict[str, Any]) -> dict[str, Any]:
     spec = load_spec(Path(args["spec_dir"]) if args.get("spec_dir") else default_spec_dir())
     names = spec.feature_names
     started = time.perf_counter()
+    # Everyone's rows are several times the train stage's, so they are kept lean: the
+    # features as one float32 matrix, NHS numbers as codes into one list of categories.
+    features, keys = [], []
     with open_extract(settings, extract) as opened:
         plan = training_plan(opened.con, spec, opened.extract_date)
         # Only the primary held-out month is judged on.
         plan = dataclasses.replace(plan, evaluation_months=(plan.validation_month,))
         sample, fraction = training_sample(opened.con, spec, plan)
-        pieces = training_parts(opened.con, spec, plan)
-        for i, piece in enumerate(pieces):
-            pieces[i] = piece[[*names, "nhs_number", "index_date", "label"]]
-    frame = pd.concat(pieces, ignore_index=True)
-    del pieces
+        people = pd.CategoricalDtype(
+            opened.con.execute("SELECT nhs_number FROM patients ORDER BY 1").df()["nhs_number"]
+        )
+        for piece in iter_training_parts(opened.con, spec, plan):
+            features.append(piece[names].to_numpy(dtype=np.float32, na_value=np.nan))
+            keys.append(
+                pd.DataFrame(
+                    {
+                        "nhs_number": piece["nhs_number"].astype(people),
+                        "index_date": piece["index_date"],
+                        "label": piece["label"].astype(np.int8),
+                    }
+                )
+            )
+            del piece
+    matrix = np.concatenate(features)
+    del features
+    frame = pd.DataFrame(matrix, columns=names, copy=False)
+    del matrix
+    for name, column in pd.concat(keys, ignore_index=True).items():
+        frame[name] = column.array
+    del keys
     features_seconds = time.perf_counter() - started
 
     def fit_and_judge(parts: dict[str, pd.DataFrame], people: str) -> dict[str, Any]:

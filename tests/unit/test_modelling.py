@@ -280,3 +280,44 @@ def test_early_stopping_keeps_only_the_chosen_trees():
         params={"learning_rate": 0.3, "seed": 1}, num_boost_round=500, early_stopping_rounds=10
     ).fit(X[:10000], y[:10000], X_stop=X[10000:15000], y_stop=y[10000:15000])
     assert model.booster_.num_trees() == model.best_iteration_ < 500
+
+
+def test_split_by_plan_gives_each_row_one_part_and_holds_out_whole_people():
+    from pipelines.train import split_by_plan
+    from riskstrat.modelling import IndexPlan
+    from riskstrat.spec import default_spec_dir, load_spec
+
+    spec = load_spec(default_spec_dir())
+    months = [date(2024, m, 1) for m in range(1, 13)]
+    plan = IndexPlan(
+        train_months=tuple(months[:8]), early_stopping_months=(),
+        calibration_months=(months[9],), evaluation_months=(months[11],),
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    people = [f"999{i:07d}" for i in range(400)]
+    rows = [(p, m) for m in months for p in people if rng.random() < 0.9]
+    frame = pd.DataFrame(rows, columns=["nhs_number", "index_date"])
+    frame["label"] = rng.integers(0, 2, len(frame))
+    frame.index = frame.index * 7 + 3  # labels that are not positions
+    parts = split_by_plan(frame, spec, plan)
+
+    train_months = frame["index_date"].isin(plan.train_months)
+    assert sorted([*parts["train"].index, *parts["stop"].index]) == sorted(
+        frame.index[train_months]
+    )
+    assert set(parts["train"]["nhs_number"]).isdisjoint(parts["stop"]["nhs_number"])
+    share = parts["stop"]["nhs_number"].nunique() / frame["nhs_number"].nunique()
+    assert share == pytest.approx(spec.training.early_stopping_people, abs=0.06)
+    assert set(parts["calibrate"]["index_date"]) == {months[9]}
+    assert set(parts["evaluate"]["index_date"]) == {months[11]}
+    for part in parts.values():  # copies in the frame's order, with its rows' values
+        assert part.index.is_monotonic_increasing
+        pd.testing.assert_frame_equal(part, frame.loc[part.index])
+    # with early-stopping months, those months stop and every training month's row trains
+    plan_months = IndexPlan(
+        train_months=tuple(months[:8]), early_stopping_months=(months[8],),
+        calibration_months=(months[9],), evaluation_months=(months[11],),
+    )  # fmt: skip
+    by_months = split_by_plan(frame, spec, plan_months)
+    assert list(by_months["train"].index) == list(frame.index[train_months])
+    assert set(by_months["stop"]["index_date"]) == {months[8]}
