@@ -63,9 +63,8 @@ browser: ## install Debian's Chromium for the browser test, when run as root wit
 	  fi; \
 	fi
 
-bench: $(STAMP) ## generation at 100k, 300k and 909k people, then every other stage at 100k (minutes)
+bench: $(STAMP) ## every stage at 100k, 300k and 909k people, with growth (about 30 minutes)
 	$(BIN)/riskstrat bench
-	$(BIN)/riskstrat bench --stages generate,train,features,explain,score,api --patients 100000 --no-scaling --seed 2
 
 lint: $(STAMP) ## ruff, format check and mypy
 	$(BIN)/ruff check src pipelines service tests

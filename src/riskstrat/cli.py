@@ -673,7 +673,13 @@ def bench(
     scaling: Annotated[
         bool, typer.Option(help="Also run at 100,000 and 300,000 people to show growth.")
     ] = True,
-    stages: Annotated[str, typer.Option(help="Comma-separated stages to run.")] = "generate",
+    stages: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated stages to run (also: sampling, which needs about 17 GB at "
+            "909,091 people)."
+        ),
+    ] = "generate,train,features,explain,score,api",
     months: Annotated[int, typer.Option(min=13, max=240)] = 48,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "parquet",
     results_dir: Annotated[

@@ -33,6 +33,8 @@ def test_cli_writes_json_results(tmp_path, monkeypatch):
             app,
             [
                 "bench",
+                "--stages",
+                "generate",
                 "--patients",
                 "300",
                 "--no-scaling",
