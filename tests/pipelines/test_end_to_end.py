@@ -282,9 +282,7 @@ def test_api_serves_ranked_patients_with_reasons(world):
 
 def _held_out(world):
     """The spec, its index plan, the champion and the training frame of the world's extract."""
-    from pipelines.train import build_training_frame, registry_for
-    from riskstrat.features import history_start
-    from riskstrat.modelling import plan_index_months
+    from pipelines.train import build_training_frame, registry_for, training_plan
     from riskstrat.spec import default_spec_dir, load_spec
 
     settings = world["settings"]
@@ -292,17 +290,7 @@ def _held_out(world):
     registry = registry_for(settings)
     champion = registry.load(spec.name, "champion")
     with validate_extract(world["extract"]) as extract:
-        t = spec.training
-        plan = plan_index_months(
-            data_start=history_start(extract.con),
-            extract_date=extract.extract_date,
-            horizon_days=spec.horizon_days,
-            min_lookback_days=t.min_lookback_days,
-            max_train_months=t.max_train_months,
-            early_stopping_months=t.early_stopping_months,
-            calibration_months=t.calibration_months,
-            evaluation_months=t.evaluation_months,
-        )
+        plan = training_plan(extract.con, spec, extract.extract_date)
         frame = build_training_frame(extract.con, spec, plan)
     return spec, plan, registry, champion, frame
 
