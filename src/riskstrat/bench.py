@@ -393,18 +393,35 @@ def _stage_features(args: dict[str, Any]) -> dict[str, Any]:
 
     extract = Path(args["workdir"]) / "extract"
     settings = Settings(home=Path(args["workdir"]) / "home")
+    month = BENCH_EXTRACT_DATE.replace(day=1)
     started = time.perf_counter()
     with open_extract(settings, extract) as opened:
         validated = time.perf_counter()
-        features = build_features(opened.con, index_dates=[BENCH_EXTRACT_DATE.replace(day=1)])
-    seconds = time.perf_counter() - started
+        features = build_features(opened.con, index_dates=[month])
+        runs = [time.perf_counter() - validated]
+        while sum(runs) < REPEAT_BELOW_SECONDS and len(runs) < 5:
+            again = time.perf_counter()
+            build_features(opened.con, index_dates=[month])
+            runs.append(time.perf_counter() - again)
+    validate_seconds = validated - started
     detail = {
-        "validate_seconds": round(validated - started, 2),
-        "features_seconds": round(seconds - (validated - started), 2),
+        "validate_seconds": round(validate_seconds, 2),
+        "features_seconds": round(min(runs), 2),
+        "features_runs": len(runs),
         "people": len(features),
         "columns": features.shape[1],
     }
-    return {"seconds": seconds, "rows": len(features), "detail": detail}
+    return {"seconds": validate_seconds + min(runs), "rows": len(features), "detail": detail}
+
+
+#: A step measured in less than this many seconds is run again (at most 5 times in all)
+#: and its fastest run kept: a single sub-second timing at 100,000 people is mostly noise,
+#: and it is the base that the growth exponents are computed from.
+REPEAT_BELOW_SECONDS = 5.0
+
+
+def _explained_trees(booster: Any) -> int:
+    return int(booster.best_iteration if booster.best_iteration > 0 else booster.num_trees())
 
 
 def _stage_explain(args: dict[str, Any]) -> dict[str, Any]:
@@ -431,9 +448,12 @@ def _stage_explain(args: dict[str, Any]) -> dict[str, Any]:
     explainer = TreeShapExplainer(booster, num_iteration=booster.best_iteration or None)
     built = time.perf_counter()
     explainer.shap_values(X[:100])  # compiled once per machine (numba's cache); not timed
-    run_started = time.perf_counter()
-    values = explainer.shap_values(X)
-    fast_seconds = time.perf_counter() - run_started
+    runs: list[float] = []
+    while not runs or (sum(runs) < REPEAT_BELOW_SECONDS and len(runs) < 5):
+        run_started = time.perf_counter()
+        values = explainer.shap_values(X)
+        runs.append(time.perf_counter() - run_started)
+    fast_seconds = min(runs)
     sample = X[: min(len(X), int(args.get("pred_contrib_rows", 2000)))]
     ref_started = time.perf_counter()
     reference = booster.predict(
@@ -443,9 +463,11 @@ def _stage_explain(args: dict[str, Any]) -> dict[str, Any]:
     fast_rate = len(X) / fast_seconds
     ref_rate = len(sample) / ref_seconds
     detail = {
-        "trees": booster.best_iteration if booster.best_iteration > 0 else booster.num_trees(),
+        "trees": _explained_trees(booster),
         "table_build_seconds": round(built - started, 2),
         "rows_per_second": round(fast_rate),
+        "runs": len(runs),
+        "row_trees_per_second": round(fast_rate * _explained_trees(booster)),
         "pred_contrib_rows_per_second": round(ref_rate),
         "speed_up": round(fast_rate / ref_rate, 1),
         "max_abs_difference": float(np.abs(values[: len(sample)] - reference).max()),

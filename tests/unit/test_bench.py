@@ -71,6 +71,12 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     )
     assert features.stage == "features" and 0 < features.rows <= 1500
     assert features.detail["validate_seconds"] > 0 and features.detail["features_seconds"] > 0
+    # sub-second steps are timed again and the fastest run kept
+    assert 1 <= features.detail["features_runs"] <= 5 and 1 <= explain.detail["runs"] <= 5
+    assert features.detail["features_runs"] > 1 or features.detail["features_seconds"] >= 5
+    assert explain.detail["row_trees_per_second"] == pytest.approx(
+        explain.detail["rows_per_second"] * explain.detail["trees"], rel=1e-3
+    )
     # explanations for everyone, equal to LightGBM's own pred_contrib on its sample
     assert explain.stage == "explain" and explain.rows == features.rows
     assert explain.detail["max_abs_difference"] < 1e-6
