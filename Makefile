@@ -63,7 +63,7 @@ browser: ## install Debian's Chromium for the browser test, when run as root wit
 	  fi; \
 	fi
 
-bench: $(STAMP) ## every stage at 100k, 300k and 909k people, with growth (about 30 minutes)
+bench: $(STAMP) ## every stage at 100k, 300k and 909k people, with growth (about 20 minutes)
 	$(BIN)/riskstrat bench
 
 lint: $(STAMP) ## ruff, format check and mypy
