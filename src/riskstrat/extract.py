@@ -347,8 +347,8 @@ def validate_extract(
                 summary=summary,
             )
         for name in TABLE_ORDER:
-            _drop_raw(db, name)
-            db.execute(f"DROP TABLE IF EXISTS _parsed_{name}")
+            for prefix in ("_raw_", "_parsed_", "_bad_", "_clean_"):
+                _drop_relation(db, prefix + name)
         # A file database's tables move from its write-ahead log into compressed blocks.
         db.execute("CHECKPOINT")
         return Extract(con=db, summary=summary)
@@ -509,9 +509,11 @@ def _load_table(
     if fmt == "csv":
         malformed = _read_csv(con, name, path, list(present), known)
         _parse_table(con, table, fmt, present, manifest)
+        _split_rows(con, table)
     else:
-        # A view, not a copy: the parse below reads the file once, straight into the parsed
-        # table, and a 50-million-row raw copy never has to fit in DuckDB's memory limit.
+        # A view, not a copy: a 50-million-row raw copy never has to fit in DuckDB's memory
+        # limit. (The file is read twice, for the rejects and for the clean rows, which
+        # costs less than writing a parsed copy out and reading it back.)
         cols = ", ".join(_ident(c) for c in known)
         try:
             con.execute(
@@ -519,40 +521,54 @@ def _load_table(
                 f"{cols} FROM read_parquet('{_sql_path(path)}', file_row_number = true)"
             )
             _parse_table(con, table, fmt, present, manifest)
+            _split_rows(con, table)
         except duckdb.Error as exc:
             raise ExtractError(
                 f"cannot be read as Parquet ({_redact(exc)})", file=str(path)
             ) from None
         malformed = 0
-    _record_rejects(con, table)
-    clean_cols = ", ".join(_ident(c.name) for c in table.columns)
-    # A clean row is one that breaks no check: the same predicates as the rejects, so no
-    # join back to them. (Malformed CSV records never reach the parsed table.) Rows are not
-    # put back in file order: nothing downstream depends on the order of a table, and
-    # sorting 50 million prescriptions took longer than checking them.
-    con.execute(
-        f"CREATE OR REPLACE TABLE {name} AS SELECT {clean_cols} FROM _parsed_{name} p "
-        "WHERE NOT _bad"
-    )
-    count = con.execute(f"SELECT count(*) FROM _parsed_{name}").fetchall()[0][0]
+    # The rows read, counted where they are cheapest to count (a Parquet file's metadata).
+    count = con.execute(f"SELECT count(*) FROM _raw_{name}").fetchall()[0][0]
     # Only the clean table stays: the raw and parsed copies of a 50-million-row table would
     # otherwise hold memory until every table is loaded. Later tables check their NHS
     # numbers against the parsed patients, so that one stays until the end.
-    _drop_raw(con, name)
+    _drop_relation(con, f"_raw_{name}")
+    _drop_relation(con, f"_bad_{name}")
+    _drop_relation(con, f"_clean_{name}")
     if name != "patients":
-        con.execute(f"DROP TABLE IF EXISTS _parsed_{name}")
+        _drop_relation(con, f"_parsed_{name}")
     return int(count) + malformed
 
 
-def _drop_raw(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    """Drop ``_raw_<name>``: a table for CSV, a view over the file for Parquet."""
+def _split_rows(con: duckdb.DuckDBPyConnection, table: Table) -> None:
+    """Record the rejects of ``_parsed_<table>`` and create the clean table from the rest.
+
+    The rows that break a check (usually few) are kept in ``_bad_<table>``, so the checks
+    run once; the clean table is every other row, told apart by row number, so building it
+    does not evaluate the checks again. Rows are not put back in file order: nothing
+    downstream depends on the order of a table, and sorting 50 million prescriptions took
+    longer than checking them.
+    """
+    name = table.name
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _bad_{name} AS SELECT * FROM _parsed_{name} WHERE _bad"
+    )
+    _record_rejects(con, table)
+    bad = con.execute(f"SELECT count(*) FROM _bad_{name}").fetchall()[0][0]
+    clean_cols = ", ".join(_ident(c.name) for c in table.columns)
+    where = f" WHERE _row NOT IN (SELECT _row FROM _bad_{name})" if bad else ""
+    con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT {clean_cols} FROM _clean_{name}{where}")
+
+
+def _drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop the temporary table or view ``name`` if there is one."""
     kinds = con.execute(
         "SELECT 'VIEW' FROM duckdb_views() WHERE view_name = ? AND temporary "
         "UNION ALL SELECT 'TABLE' FROM duckdb_tables() WHERE table_name = ? AND temporary",
-        [f"_raw_{name}", f"_raw_{name}"],
+        [name, name],
     ).fetchall()
     for (kind,) in kinds:
-        con.execute(f"DROP {kind} IF EXISTS _raw_{name}")
+        con.execute(f"DROP {kind} IF EXISTS {name}")
 
 
 def _read_csv(
@@ -646,11 +662,25 @@ def _parse_table(
             f"ON pk.nhs_number = {nhs}"
             f" LEFT JOIN patients pc ON pc.nhs_number = {nhs}"
         )
-    # ``_bad``: the row breaks at least one check. Computed once here, so finding the
-    # rejects and keeping the clean rows are both plain filters.
+    # ``_bad``: the row breaks at least one check. A view for the event tables, read once
+    # for its bad rows (``_split_rows``): cheaper than writing tens of millions of
+    # raw-and-parsed rows out and reading them back. Patients are a table, as every later
+    # table joins them.
+    kind = "TABLE" if name == "patients" else "VIEW"
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _parsed_{name} AS SELECT *, ({_any_violation(table)}) "
+        f"CREATE OR REPLACE TEMP {kind} _parsed_{name} AS SELECT *, ({_any_violation(table)}) "
         f"AS _bad FROM (SELECT {', '.join(select)} FROM _raw_{name} r{joins})"
+    )
+    # The same rows' typed values by a shorter road, right for the rows that break no check
+    # (and only those): the clean table is built from it without the checks and joins.
+    clean = ", ".join(
+        f"{_clean_expr(col, f'r.{_ident(col.name)}', present[col.name])} AS {_ident(col.name)}"
+        if col.name in present
+        else f"CAST(NULL AS {_duck_type(col)}) AS {_ident(col.name)}"
+        for col in table.columns
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW _clean_{name} AS SELECT r._row, {clean} FROM _raw_{name} r"
     )
 
 
@@ -703,6 +733,18 @@ def _parsed_expr(col: Column, raw: str, source_type: str) -> str:
     if col.pattern:
         return f"CASE WHEN regexp_full_match({value}, '{col.pattern}') THEN {value} END"
     return value
+
+
+def _clean_expr(col: Column, raw: str, source_type: str) -> str:
+    """``_parsed_expr`` for a value in a row that breaks no check, without the tests that
+    the checks have already passed: a code, an NHS number or a patterned string that
+    passed is the value itself, and text that passed its date or number pattern casts."""
+    value = f"NULLIF({raw}, '')" if source_type == "VARCHAR" else raw
+    if col.kind in ("date", "integer", "number") and source_type == "VARCHAR":
+        return f"TRY_CAST({value} AS {_duck_type(col)})"
+    if col.kind == "boolean":
+        return _parsed_expr(col, raw, source_type)
+    return f"CAST({value} AS {_duck_type(col)})"
 
 
 def _duck_type(col: Column) -> str:
@@ -771,7 +813,7 @@ def _record_rejects(con: duckdb.DuckDBPyConnection, table: Table) -> None:
     con.execute(
         f"INSERT INTO _rejects SELECT '{table.name}', _row, split_part(v, '|', 1), "
         f"split_part(v, '|', 2) FROM (SELECT _row, unnest(list_filter([{cases}], "
-        f"lambda x: x IS NOT NULL)) AS v FROM _parsed_{table.name} WHERE _bad)"
+        f"lambda x: x IS NOT NULL)) AS v FROM _bad_{table.name})"
     )
 
 
