@@ -9,6 +9,7 @@ table and written as JSON under a git-ignored folder, with a description of the 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -420,6 +421,10 @@ def _stage_features(args: dict[str, Any]) -> dict[str, Any]:
 REPEAT_BELOW_SECONDS = 5.0
 
 
+#: The explain stage also times its model on the rows a population of this size would have.
+SAME_MODEL_BASE_PATIENTS = 100_000
+
+
 def _explained_trees(booster: Any) -> int:
     return int(booster.best_iteration if booster.best_iteration > 0 else booster.num_trees())
 
@@ -454,6 +459,24 @@ def _stage_explain(args: dict[str, Any]) -> dict[str, Any]:
         values = explainer.shap_values(X)
         runs.append(time.perf_counter() - run_started)
     fast_seconds = min(runs)
+    # The same model on the rows a 100,000-person population would have: how the cost
+    # grows with rows alone, apart from the bigger model a bigger population trains.
+    base_patients = int(args.get("same_model_base_patients", SAME_MODEL_BASE_PATIENTS))
+    base_rows = round(len(X) * base_patients / int(args["patients"]))
+    same_model: dict[str, Any] = {}
+    if 0 < base_rows < len(X):
+        base_runs: list[float] = []
+        while not base_runs or (sum(base_runs) < REPEAT_BELOW_SECONDS and len(base_runs) < 5):
+            run_started = time.perf_counter()
+            explainer.shap_values(X[:base_rows])
+            base_runs.append(time.perf_counter() - run_started)
+        same_model = {
+            "same_model_base_rows": base_rows,
+            "same_model_base_seconds": round(min(base_runs), 3),
+            "same_model_growth_exponent": round(
+                math.log(fast_seconds / min(base_runs)) / math.log(len(X) / base_rows), 3
+            ),
+        }
     sample = X[: min(len(X), int(args.get("pred_contrib_rows", 2000)))]
     ref_started = time.perf_counter()
     reference = booster.predict(
@@ -471,6 +494,7 @@ def _stage_explain(args: dict[str, Any]) -> dict[str, Any]:
         "pred_contrib_rows_per_second": round(ref_rate),
         "speed_up": round(fast_rate / ref_rate, 1),
         "max_abs_difference": float(np.abs(values[: len(sample)] - reference).max()),
+        **same_model,
     }
     return {"seconds": fast_seconds, "rows": len(X), "detail": detail}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from typer.testing import CliRunner
@@ -57,7 +58,8 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     [_generated, train, features, explain, score, api] = run_benchmarks(
         sizes=[1500], stages=["generate", "train", "features", "explain", "score", "api"],
         workdir=tmp_path / "w",
-        months=30, stage_args={"api_rate": 20, "api_seconds": 2}, keep=True,
+        months=30, keep=True,
+        stage_args={"api_rate": 20, "api_seconds": 2, "same_model_base_patients": 500},
     )  # fmt: skip
     assert train.stage == "train" and train.rows > 1500
     names = {t["name"] for t in train.detail["targets"]}
@@ -81,6 +83,10 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     assert explain.stage == "explain" and explain.rows == features.rows
     assert explain.detail["max_abs_difference"] < 1e-6
     assert explain.detail["rows_per_second"] > 0 and explain.detail["speed_up"] > 0
+    # the same model also timed on the rows a 500-person population would have had
+    assert explain.detail["same_model_base_rows"] == round(explain.rows * 500 / 1500)
+    assert explain.detail["same_model_base_seconds"] > 0
+    assert math.isfinite(explain.detail["same_model_growth_exponent"])
     assert score.stage == "score" and 0 < score.rows <= 1500
     steps = score.detail["step_seconds"]
     assert {"build features", "score and explain", "build cohorts", "stage", "publish"} <= set(
