@@ -86,6 +86,7 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     # the same model also timed on the rows a 500-person population would have had
     assert explain.detail["same_model_base_rows"] == round(explain.rows * 500 / 1500)
     assert explain.detail["same_model_base_seconds"] > 0
+    assert explain.detail["same_model_all_seconds"] > 0 and explain.detail["same_model_runs"] == 3
     assert math.isfinite(explain.detail["same_model_growth_exponent"])
     assert score.stage == "score" and 0 < score.rows <= 1500
     steps = score.detail["step_seconds"]
