@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from riskstrat.store import CohortMember, PatientScore
+from riskstrat.store import CohortMember, PatientScore, json_text
 
 LISTING_COLUMNS = (
     "rank", "nhs_number", "practice_code", "pcn_code", "risk_percent",
@@ -136,7 +136,7 @@ def cohort_items_json(
                 rank=int(rank), nhs_number=str(nhs), practice_code=str(practice),
                 pcn_code=str(pcn), risk=float(risk), percentile=float(percentile[i]),
                 expected_benefit=None if pd.isna(benefit) else float(benefit),
-                because_json=because[key], reasons_json=json.dumps(reasons[i]),
+                because_json=because[key], reasons_json=json_text(reasons[i]),
             )
         )  # fmt: skip
     return out

@@ -160,3 +160,18 @@ def test_cached_wording_equals_the_row_by_row_definition(model_and_data, top):
     got = explain_with_contributions(booster, sample, top_raising=top[0], top_lowering=top[1])
     assert got == _reference_reasons(booster, sample, top_raising=top[0], top_lowering=top[1])
     assert any(len(r) for r in got[0])
+
+
+def test_distinct_rows_number_each_row_by_its_first_equal_row():
+    from riskstrat.explain import _distinct_rows
+
+    rng = np.random.default_rng(7)
+    key = rng.integers(0, 3, size=(5000, 3)).astype(np.float64)
+    key[::7, 1] = np.inf  # missing values are keyed as inf
+    first, inverse = _distinct_rows(key)
+    # every row maps to a distinct row equal to it, which is that row's first occurrence
+    np.testing.assert_array_equal(key[first[inverse]], key)
+    for k, i in enumerate(first):
+        equal = np.flatnonzero((key == key[i]).all(axis=1))
+        assert equal[0] == i and (inverse[equal] == k).all()
+    assert len(first) == len(np.unique(key, axis=0)) and (np.diff(first) > 0).all()
