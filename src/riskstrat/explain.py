@@ -479,24 +479,35 @@ def explain_with_contributions(
         slot = np.argmax(hit[r], axis=1)
         texts[r, slot] = per_row
 
-    chosen_list, shown_list, text_list = chosen.tolist(), shown.tolist(), texts.tolist()
-    pp_list, lo_list = pp.tolist(), grouped.tolist()
-    out: list[list[dict[str, Any]]] = []
-    for i in range(n):
-        row_pp, row_lo = pp_list[i], lo_list[i]
-        out.append(
-            [
-                {
-                    "group": keys[j],
-                    "text": t,
-                    "direction": "raises" if row_lo[j] > 0 else "lowers",
-                    "log_odds": round(row_lo[j], 4),
-                    "percentage_points": round(row_pp[j], 3),
-                }
-                for j, ok, t in zip(chosen_list[i], shown_list[i], text_list[i], strict=True)
-                if ok
-            ]
-        )
+    # Only the chosen groups' sizes become Python objects, rounded as arrays (as the sizes
+    # below are): a million rows of every group's sizes as lists took seconds.
+    chosen_lo, chosen_pp = grouped[rows, chosen], pp[rows, chosen]
+    key_list = np.asarray(keys, dtype=object)[chosen].tolist()
+    shown_list, text_list = shown.tolist(), texts.tolist()
+    raises_list = (chosen_lo > 0).tolist()
+    lo_list, pp_list = np.round(chosen_lo, 4).tolist(), np.round(chosen_pp, 3).tolist()
+    out: list[list[dict[str, Any]]] = [
+        [
+            {
+                "group": g,
+                "text": t,
+                "direction": "raises" if positive else "lowers",
+                "log_odds": lo,
+                "percentage_points": p,
+            }
+            for g, ok, t, positive, lo, p in zip(
+                key_list[i],
+                shown_list[i],
+                text_list[i],
+                raises_list[i],
+                lo_list[i],
+                pp_list[i],
+                strict=True,
+            )
+            if ok
+        ]
+        for i in range(n)
+    ]
     pp_rounded = np.round(pp, 3)
     size_mask, sizes_list = (np.abs(pp_rounded) >= 0.001).tolist(), pp_rounded.tolist()
     sizes = [

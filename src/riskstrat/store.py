@@ -1421,10 +1421,12 @@ def _tuples(
         part = frame.iloc[start : start + size][part_cols]
         lists = []
         for c, as_json in zip(part_cols, encode, strict=True):
-            values = _plain(part[c].tolist())
-            lists.append(
-                [None if v is None else json_text(v) for v in values] if as_json else values
-            )
+            if as_json:
+                # orjson writes numpy numbers and NaN (as null) itself, however deep.
+                values = part[c].tolist()
+                lists.append([None if v is None else json_text(v) for v in values])
+            else:
+                lists.append(_column_values(part[c]))
         yield list(zip(*lists, strict=True))
 
 
@@ -1432,6 +1434,20 @@ def json_text(value: Any) -> str:
     """JSON text for a stored column: compact, UTF-8, any NaN inside written as null (valid
     JSON, which PostgreSQL's JSON type requires); read back by any JSON parser."""
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _column_values(column: pd.Series) -> list[Any]:
+    """A column as plain Python values: numbers by array operations (NaN as None), anything
+    else value by value (``_plain``)."""
+    kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else "O"
+    if kind == "f":
+        array = column.to_numpy()
+        values = array.astype(object)
+        values[np.isnan(array)] = None
+        return list(values.tolist())
+    if kind in "iub":
+        return list(column.tolist())
+    return _plain(column.tolist())
 
 
 def _plain(values: list[Any]) -> list[Any]:
