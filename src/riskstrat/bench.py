@@ -382,6 +382,9 @@ def _stage_score(args: dict[str, Any]) -> dict[str, Any]:
             round(result.n_scored / explain_seconds) if explain_seconds else None
         ),
         "cohort_sizes": result.cohort_sizes,
+        # A rerun on a kept store replaces the month's earlier run: its rows are deleted in
+        # the publish transaction, which then takes far longer than a first publish.
+        "replaced_runs": result.replaced_runs,
     }
     return {"seconds": seconds, "rows": result.n_scored, "detail": detail}
 

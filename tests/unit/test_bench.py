@@ -94,6 +94,7 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
         steps
     )
     assert score.detail["score_and_explain_rows_per_second"] > 0
+    assert score.detail["replaced_runs"] == []  # a first publish of the month
     assert set(score.detail["cohort_sizes"]) == {
         "falls_review", "medication_review", "advance_care_planning",
     }  # fmt: skip
