@@ -480,8 +480,8 @@ def _stage_explain(args: dict[str, Any]) -> dict[str, Any]:
         base_seconds, all_seconds = min(timed[base_rows]), min(timed[len(X)])
         same_model = {
             "same_model_base_rows": base_rows,
-            "same_model_base_seconds": round(base_seconds, 3),
-            "same_model_all_seconds": round(all_seconds, 3),
+            "same_model_base_seconds": round(base_seconds, 6),
+            "same_model_all_seconds": round(all_seconds, 6),
             "same_model_runs": SAME_MODEL_RUNS,
             "same_model_growth_exponent": round(
                 math.log(all_seconds / base_seconds) / math.log(len(X) / base_rows), 3
