@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from riskstrat.nhs_number import synthetic_nhs_numbers
-from riskstrat.store import RunInProgressError, Store, StoreSchemaError
+from riskstrat.store import RunInProgressError, Store, StoreSchemaError, json_text
 from tests.postgres import serving_store
 
 OCT, NOV = date(2026, 10, 1), date(2026, 11, 1)
@@ -228,3 +228,9 @@ def test_a_killed_writer_leaves_the_previous_run_served(tmp_path, kill_after_s):
     final = publish(store, NOV, *make_run(300, 2))
     assert served(store) == (final, 300, 150)
     store.dispose()
+
+
+def test_stored_json_is_valid_json_for_numpy_values_nan_and_number_keys():
+    # PostgreSQL's JSON type refuses NaN; numpy numbers and integer keys reach it from frames.
+    text = json_text({"a": float("nan"), "b": np.float64(1.5), "c": np.int64(3), 4: [np.nan]})
+    assert text == '{"a":null,"b":1.5,"c":3,"4":[null]}'
