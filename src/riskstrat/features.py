@@ -9,7 +9,8 @@ conditions, ``FILTER`` aggregates, interval arithmetic). DuckDB-only pieces, wit
 equivalents: ``date_sub('year', ...)`` (``floor(months_between(...) / 12)``), ``date_diff``
 (``datediff``), ``arg_max`` (``max_by``; its ``(date, value)`` key is ``struct(...)``),
 ``SELECT * EXCLUDE`` (explicit columns) and
-``unnest`` of the index-date list parameter (a join to an index-date table).
+``unnest`` of the index-date list parameter (a join to an index-date table). Parameters
+are DuckDB's ``$name`` (Spark SQL: ``:name`` markers).
 """
 
 from __future__ import annotations
@@ -130,11 +131,32 @@ def feature_columns() -> list[str]:
     return cols
 
 
+#: People per features query. Each query's joins and aggregates keep a hash table entry
+#: per person and index date, and past about 100,000 entries they outgrow the CPU caches
+#: and cost more per row: one month of 757,974 people took 6.2-12.4 s as one query and
+#: 5.5-7.1 s in ranges of 100,000 registered people (2 cores, 2026-12-02), each range
+#: costing the CPU what the whole 100,000-person population does. Bigger populations are
+#: therefore split into ranges of NHS numbers, one query each, which also makes the cost
+#: grow with the number of people rather than faster.
+CHUNK_PEOPLE = 100_000
+#: Ranges are used only if the event tables are stored in NHS-number order, as extracts
+#: sorted by patient load: then each range's query reads only its own row groups (DuckDB
+#: skips the others by their minimum and maximum). Otherwise every range would read every
+#: row. This bounds the rows that all the ranges would read together, as a multiple of the
+#: rows the tables hold, judged from the row groups' own minimum and maximum.
+MAX_RANGE_READ_FACTOR = 1.5
+
+#: One range: everyone (None, None), or NHS numbers from the first (inclusive) to the
+#: second (exclusive), either end open when None.
+NhsRange = tuple[str | None, str | None]
+
+
 def build_features(
     con: duckdb.DuckDBPyConnection,
     *,
     index_dates: Sequence[date],
     people: Sequence[str] | PeopleSample | None = None,
+    chunk_people: int = CHUNK_PEOPLE,
 ) -> pd.DataFrame:
     """Features for everyone registered and alive at each index date.
 
@@ -146,6 +168,8 @@ def build_features(
             the engine. A ``PeopleSample`` (from ``people_sample``) also brings its own
             copies of the event tables, so many calls on one sample stop reading the
             unsampled people's events each time.
+        chunk_people: how many people one query may cover before they are split into
+            NHS-number ranges (``person_ranges``); the result is the same either way.
 
     Returns:
         One row per (person, index date) with ``KEY_COLUMNS``, ``CONTEXT_COLUMNS``,
@@ -155,12 +179,98 @@ def build_features(
     """
     _check_index_dates(index_dates)
     tables = people.tables if isinstance(people, PeopleSample) else None
+    sampled = people is not None
     with sampled_people(con, people):
-        frame = con.execute(
-            _features_sql(sampled=people is not None, tables=tables), [list(index_dates)]
-        ).df()
+        ranges = person_ranges(con, sampled=sampled, tables=tables, chunk_people=chunk_people)
+        parts = [
+            con.execute(
+                _features_sql(
+                    sampled=sampled, tables=tables, lower=lo is not None, upper=hi is not None
+                ),
+                {"index_dates": list(index_dates)}
+                | ({"range_lo": lo} if lo is not None else {})
+                | ({"range_hi": hi} if hi is not None else {}),
+            ).df()
+            for lo, hi in ranges
+        ]
+    frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    del parts
+    if len(ranges) > 1 and len(set(index_dates)) > 1:
+        # Each range comes sorted by index date then NHS number, and the ranges are in NHS
+        # number order, so a stable sort on the date alone restores the documented order.
+        frame = frame.sort_values("index_date", kind="stable")
     frame["index_date"] = pd.to_datetime(frame["index_date"]).dt.date
     return frame.reset_index(drop=True)
+
+
+def person_ranges(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    sampled: bool = False,
+    tables: Mapping[str, str] | None = None,
+    chunk_people: int = CHUNK_PEOPLE,
+) -> list[NhsRange]:
+    """The NHS-number ranges ``build_features`` queries one at a time.
+
+    One range, ``[(None, None)]``, unless there are more than ``chunk_people`` registered
+    patients (or people in the sample) and the event tables are stored in NHS-number order
+    (see ``MAX_RANGE_READ_FACTOR``); then as few ranges of equal size as keep each to at
+    most ``chunk_people`` of them, in order.
+    The boundaries are NHS numbers: they stay in memory and go to DuckDB only as query
+    parameters.
+    """
+    everyone: list[NhsRange] = [(None, None)]
+    source = SAMPLE_TABLE if sampled else "patients"
+    count = con.execute(f"SELECT count(DISTINCT nhs_number) FROM {source}").fetchall()[0][0]
+    if count <= chunk_people:
+        return everyone
+    # Ranges of equal size, none bigger than chunk_people.
+    per_range = -(-count // -(-count // max(1, chunk_people)))
+    rows = con.execute(
+        f"""
+        SELECT nhs_number FROM (
+            SELECT nhs_number, row_number() OVER (ORDER BY nhs_number) AS r
+            FROM (SELECT DISTINCT nhs_number FROM {source})
+        ) WHERE r > 1 AND (r - 1) % {per_range} = 0
+        ORDER BY nhs_number
+        """
+    ).fetchall()
+    splits: list[str | None] = [str(row[0]) for row in rows]
+    ranges = list(zip([None, *splits], [*splits, None], strict=True))
+    event_tables = ({name: name for name in EVENT_TABLES} | dict(tables or {})).values()
+    factor = _range_read_factor(con, list(event_tables), ranges)
+    if factor is None or factor > MAX_RANGE_READ_FACTOR:
+        return everyone
+    return ranges
+
+
+def _range_read_factor(
+    con: duckdb.DuckDBPyConnection, tables: Sequence[str], ranges: Sequence[NhsRange]
+) -> float | None:
+    """Rows the ranges' queries would read from ``tables`` together, over the rows they
+    hold; None where a table's row-group statistics are not available (a view, say)."""
+    held = read = 0
+    for table in tables:
+        try:
+            groups = con.execute(
+                f"""
+                SELECT row_group_id, sum("count"),
+                       min(CAST(stats.min AS VARCHAR)), max(CAST(stats.max AS VARCHAR))
+                FROM pragma_storage_info('{table}')
+                WHERE column_name = 'nhs_number' AND column_path = '[0]'
+                GROUP BY row_group_id
+                """
+            ).fetchall()
+        except duckdb.Error:
+            return None
+        for _, count, low, high in groups:
+            if low is None or high is None:
+                return None
+            held += int(count)
+            read += int(count) * sum(
+                1 for lo, hi in ranges if (lo is None or high >= lo) and (hi is None or low < hi)
+            )
+    return read / held if held else 1.0
 
 
 def population_size(con: duckdb.DuckDBPyConnection, index_date: date) -> int:
@@ -264,14 +374,16 @@ def history_start(con: duckdb.DuckDBPyConnection) -> date | None:
 _AGE_SQL = "date_sub('year', p.date_of_birth, i.index_date)"
 
 
-def population_sql(*, sampled: bool = False) -> str:
+def population_sql(*, sampled: bool = False, lower: bool = False, upper: bool = False) -> str:
     """SQL for ``pop``: everyone registered and alive at each index date in ``idx`` (with
-    ``sampled``, only the people in ``SAMPLE_TABLE``)."""
+    ``sampled``, only the people in ``SAMPLE_TABLE``; with ``lower`` and ``upper``, only
+    NHS numbers from ``$range_lo`` and below ``$range_hi``)."""
     sample = (
         f"\n        WHERE p.nhs_number IN (SELECT nhs_number FROM {SAMPLE_TABLE})"
         if sampled
         else ""
     )
+    sample += _range_sql("p", lower=lower, upper=upper)
     return f"""
     pop AS (
         SELECT p.nhs_number, i.index_date, i.d30, i.d90, i.d180, i.d365, i.d730, i.d24m,
@@ -287,8 +399,9 @@ def population_sql(*, sampled: bool = False) -> str:
     )"""
 
 
-def index_sql() -> str:
-    """SQL for ``idx`` from a list parameter of index dates."""
+def index_sql(parameter: str = "?") -> str:
+    """SQL for ``idx`` from a list parameter of index dates (``parameter``: its
+    placeholder)."""
     return f"""
     idx AS (
         SELECT index_date,
@@ -298,14 +411,31 @@ def index_sql() -> str:
                CAST(index_date - INTERVAL 365 DAY AS DATE) AS d365,
                CAST(index_date - INTERVAL 730 DAY AS DATE) AS d730,
                CAST(index_date - INTERVAL {STATE_CURRENT_MONTHS} MONTH AS DATE) AS d24m
-        FROM (SELECT DISTINCT CAST(unnest(?) AS DATE) AS index_date)
+        FROM (SELECT DISTINCT CAST(unnest({parameter}) AS DATE) AS index_date)
     )"""
 
 
-def _features_sql(*, sampled: bool = False, tables: Mapping[str, str] | None = None) -> str:
-    """The features query; ``tables`` names copies to read events from (``people_sample``).
-    The history's start is always read from the whole activity table."""
+def _range_sql(alias: str, *, lower: bool, upper: bool) -> str:
+    """Conditions keeping ``alias``'s rows in one ``person_ranges`` range (its bounds are the
+    parameters ``$range_lo`` and ``$range_hi``). Written on every table, not only on the
+    population, so that DuckDB skips the other ranges' row groups (Spark: its partitions)."""
+    sql = f" AND {alias}.nhs_number >= $range_lo" if lower else ""
+    return sql + (f" AND {alias}.nhs_number < $range_hi" if upper else "")
+
+
+def _features_sql(
+    *,
+    sampled: bool = False,
+    tables: Mapping[str, str] | None = None,
+    lower: bool = False,
+    upper: bool = False,
+) -> str:
+    """The features query, with the index dates as the parameter ``$index_dates``;
+    ``tables`` names copies to read events from (``people_sample``); ``lower`` and
+    ``upper`` keep one NHS-number range (``person_ranges``). The history's start is always
+    read from the whole activity table."""
     t = {name: name for name in EVENT_TABLES} | dict(tables or {})
+    r = {alias: _range_sql(alias, lower=lower, upper=upper) for alias in "acmo"}
     act_aggs = []
     for stem, cond in _ACTIVITY_COUNTS.items():
         act_aggs.append(f"count(*) FILTER (WHERE {cond} AND a.start_date >= pop.d90) AS {stem}_90d")
@@ -390,12 +520,12 @@ def _features_sql(*, sampled: bool = False, tables: Mapping[str, str] | None = N
     nullable = {"bmi_latest", "cfs_latest"}
     filled = ",\n".join(f"coalesce(f.{c}, 0) AS {c}" for c in zero_fill if c not in nullable)
     return f"""
-    WITH {index_sql().strip()},
-    {population_sql(sampled=sampled).strip()},
+    WITH {index_sql("$index_dates").strip()},
+    {population_sql(sampled=sampled, lower=lower, upper=upper).strip()},
     act AS (
         SELECT pop.nhs_number, pop.index_date, {", ".join(act_aggs)}
         FROM pop JOIN {t["activity"]} a
-          ON a.nhs_number = pop.nhs_number
+          ON a.nhs_number = pop.nhs_number{r["a"]}
          AND a.start_date < pop.index_date AND a.start_date >= pop.d365
         GROUP BY pop.nhs_number, pop.index_date
     ),
@@ -423,20 +553,20 @@ def _features_sql(*, sampled: bool = False, tables: Mapping[str, str] | None = N
                count(*) FILTER (WHERE a.setting = 'inpatient') AS emergency_admissions_ever,
                count(*) FILTER (WHERE a.setting = 'ae') AS ae_attendances_ever
         FROM pop JOIN {t["activity"]} a
-          ON a.nhs_number = pop.nhs_number AND a.start_date < pop.index_date
+          ON a.nhs_number = pop.nhs_number{r["a"]} AND a.start_date < pop.index_date
          AND ((a.setting = 'inpatient' AND a.admission_method = 'emergency') OR a.setting = 'ae')
         GROUP BY pop.nhs_number, pop.index_date
     ),
     ltc AS (
         SELECT pop.nhs_number, pop.index_date, {", ".join(ltc_aggs)}
         FROM pop JOIN {t["conditions"]} c
-          ON c.nhs_number = pop.nhs_number AND c.diagnosed_on < pop.index_date
+          ON c.nhs_number = pop.nhs_number{r["c"]} AND c.diagnosed_on < pop.index_date
         GROUP BY pop.nhs_number, pop.index_date
     ),
     med AS (
         SELECT pop.nhs_number, pop.index_date, {", ".join(med_aggs)}
         FROM pop JOIN {t["medications"]} m
-          ON m.nhs_number = pop.nhs_number
+          ON m.nhs_number = pop.nhs_number{r["m"]}
          AND m.issued_on < pop.index_date
          AND m.issued_on >= CAST(pop.index_date - INTERVAL {MEDICINE_CURRENT_DAYS} DAY AS DATE)
         GROUP BY pop.nhs_number, pop.index_date
@@ -444,7 +574,7 @@ def _features_sql(*, sampled: bool = False, tables: Mapping[str, str] | None = N
     obs AS (
         SELECT pop.nhs_number, pop.index_date, {", ".join(obs_aggs)}
         FROM pop JOIN {t["observations"]} o
-          ON o.nhs_number = pop.nhs_number
+          ON o.nhs_number = pop.nhs_number{r["o"]}
          AND o.observed_on < pop.index_date AND o.observed_on >= pop.d24m
         GROUP BY pop.nhs_number, pop.index_date
     ),
@@ -460,7 +590,7 @@ def _features_sql(*, sampled: bool = False, tables: Mapping[str, str] | None = N
                date_diff('day', max(o.observed_on) FILTER (WHERE o.code = 'ADVANCE_CARE_PLAN'),
                          pop.index_date) AS days_since_advance_care_plan
         FROM pop JOIN {t["observations"]} o
-          ON o.nhs_number = pop.nhs_number AND o.observed_on < pop.index_date
+          ON o.nhs_number = pop.nhs_number{r["o"]} AND o.observed_on < pop.index_date
          AND o.code IN ('ADVANCE_CARE_PLAN', 'FALLS_ASSESSMENT', 'MEDICATION_REVIEW')
         GROUP BY pop.nhs_number, pop.index_date
     ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from itertools import pairwise
 
 import pandas as pd
 import pytest
@@ -288,3 +289,73 @@ def test_a_sample_with_its_own_event_tables_gives_the_same_rows(tmp_path):
     # The history's start (recorded_history_days) still comes from the whole extract.
     expected = everyone[everyone.nhs_number.isin(chosen)].reset_index(drop=True)
     pd.testing.assert_frame_equal(by_copies, expected)
+
+
+def _generated_in_small_row_groups(tmp_path, n_patients=1500):
+    """A generated extract (its tables in NHS-number order, as the generator writes them)
+    validated into a database file of 2,048-row row groups (as pipelines validate into a
+    scratch file), so that a small population spans many row groups as a large one does."""
+    from riskstrat.extract import connect
+    from riskstrat.synth import generate_extract
+
+    out = generate_extract(
+        tmp_path / "gen", n_patients=n_patients, seed=3, months=30,
+        extract_date=date(2026, 6, 1), fmt="parquet",
+    )  # fmt: skip
+    con = connect()
+    path = str(tmp_path / "small_groups.duckdb").replace("'", "''")
+    con.execute(f"ATTACH '{path}' AS small_groups (ROW_GROUP_SIZE 2048)")
+    con.execute("USE small_groups")
+    return validate_extract(out.out_dir, max_reject_share=1.0, con=con)
+
+
+def test_ranges_of_people_give_exactly_the_features_of_one_query(tmp_path):
+    """Big populations are built in NHS-number ranges, one query each (``person_ranges``);
+    every value and the row order must be those of one query over everyone, for one index
+    month, for several, and for a sample of people."""
+    from riskstrat.features import person_ranges, sample_people, sampled_people
+
+    one_month = [date(2026, 1, 1)]
+    months = [date(2025, 9, 1), date(2026, 1, 1), date(2026, 2, 1)]
+    with _generated_in_small_row_groups(tmp_path) as extract:
+        con = extract.con
+        ranges = person_ranges(con, chunk_people=400)
+        assert len(ranges) == 4  # 1,500 people: 4 ranges of 375
+        assert ranges[0][0] is None and ranges[-1][1] is None
+        assert all(hi == lo for (_, hi), (lo, _) in pairwise(ranges))
+        bounds = [lo for lo, _ in ranges[1:]]
+        ranks = con.execute(
+            "SELECT count(*) FROM patients p JOIN unnest(?) b(nhs) ON p.nhs_number < b.nhs "
+            "GROUP BY b.nhs ORDER BY b.nhs",
+            [bounds],
+        ).fetchall()
+        assert [r[0] for r in ranks] == [375, 750, 1125]
+        for dates in (one_month, months):
+            whole = _build(con, index_dates=dates, chunk_people=10**9)
+            ranged = _build(con, index_dates=dates, chunk_people=400)
+            assert len(whole) > 1000
+            pd.testing.assert_frame_equal(ranged, whole)
+        chosen = sample_people(con, fraction=0.5, seed=2)
+        with sampled_people(con, chosen):
+            assert len(person_ranges(con, sampled=True, chunk_people=200)) == -(-len(chosen) // 200)
+        whole = _build(con, index_dates=months, people=chosen, chunk_people=10**9)
+        ranged = _build(con, index_dates=months, people=chosen, chunk_people=200)
+        assert 0 < whole.nhs_number.nunique() < 1500
+        pd.testing.assert_frame_equal(ranged, whole)
+
+
+def test_ranges_are_not_used_when_events_are_not_stored_in_nhs_number_order(tmp_path):
+    """In an extract not sorted by patient, every range's query would read every row, so
+    the features are built in one query; the same for tables without row-group statistics."""
+    from riskstrat.features import _range_read_factor, person_ranges
+
+    with _generated_in_small_row_groups(tmp_path) as extract:
+        con = extract.con
+        assert len(person_ranges(con, chunk_people=400)) == 4
+        con.execute(
+            "CREATE OR REPLACE TABLE medications AS "
+            "SELECT * FROM medications ORDER BY hash(nhs_number, issued_on, medicine)"
+        )
+        assert person_ranges(con, chunk_people=400) == [(None, None)]
+        con.execute("CREATE TEMP VIEW medication_view AS SELECT * FROM medications")
+        assert _range_read_factor(con, ["medication_view"], [(None, "9990000500")]) is None
