@@ -565,6 +565,8 @@ def fhir_risk_assessment_read(
     """One FHIR R4 RiskAssessment by id. Role: care_coordinator, within its PCNs."""
     run_id, rank = (int(x) for x in resource_id.split("-"))
     run = store.run(run_id)
+    if run is not None and run.status != "published":
+        run = None  # a run being staged, or one retired whose rows are still being deleted
     score = store.patient_score_by_rank(run_id, rank) if run else None
     if run is None or score is None or not caller.sees_pcn(score.pcn_code):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such RiskAssessment")

@@ -431,3 +431,20 @@ def test_users_cli_adds_lists_and_revokes(tmp_path, monkeypatch):
         assert runner.invoke(cli, ["users", "revoke", "jo"]).exit_code == 1
     finally:
         get_settings.cache_clear()
+
+
+def test_fhir_read_serves_published_runs_only(world):
+    """A RiskAssessment id names a run and a rank; a run still being staged (or one
+    retired whose rows are being deleted) is not served, whatever its rows."""
+    settings, scores, client = world["settings"], world["scores"], world["client"]
+    store = Store(settings.serving_database_url)
+    staging = store.begin_run(
+        month=MONTH, extract_date=MONTH, model_name="m", model_version="2",
+        started_at=datetime.now(UTC),
+    )  # fmt: skip
+    store.stage_scores(staging, scores)
+    store.dispose()
+    headers = bearer(key_for("care_coordinator", scores.iloc[0].pcn_code))
+    published = client.get(f"/fhir/RiskAssessment/{world['run_id']}-1", headers=headers)
+    assert published.status_code == 200
+    assert client.get(f"/fhir/RiskAssessment/{staging}-1", headers=headers).status_code == 404

@@ -234,3 +234,83 @@ def test_stored_json_is_valid_json_for_numpy_values_nan_and_number_keys():
     # PostgreSQL's JSON type refuses NaN; numpy numbers and integer keys reach it from frames.
     text = json_text({"a": float("nan"), "b": np.float64(1.5), "c": np.int64(3), 4: [np.nan]})
     assert text == '{"a":null,"b":1.5,"c":3,"4":[null]}'
+
+
+def _transactions(store: Store):
+    """Record each committed transaction's statements as (verb, table, rows)."""
+    from sqlalchemy import event
+
+    done: list[list[tuple[str, str, int]]] = []
+    current: list[tuple[str, str, int]] = []
+
+    def executed(conn, cursor, statement, parameters, context, executemany):
+        words = statement.split()
+        verb = words[0].upper()
+        table = ""
+        if verb == "DELETE":
+            table = words[2]
+        elif verb == "UPDATE":
+            table = words[1]
+        if verb in ("DELETE", "UPDATE"):
+            current.append((verb, table, cursor.rowcount))
+
+    def committed(conn):
+        if current:
+            done.append(list(current))
+            current.clear()
+
+    event.listen(store.engine, "after_cursor_execute", executed)
+    event.listen(store.engine, "commit", committed)
+    return done
+
+
+def test_a_replaced_run_is_switched_first_then_deleted_a_chunk_per_transaction(store):
+    """Re-scoring a month must not hold the serving database's write lock for the whole
+    old run: the switch deletes nothing, and each later transaction deletes at most one
+    chunk of people's rows (on SQLite, the API's audit writes wait for each one)."""
+    scores, cohorts = make_run(250, 4)
+    first = publish(store, NOV, scores, cohorts)
+    store.PURGE_CHUNK_PEOPLE = 60
+    transactions = _transactions(store)
+    second = publish(store, NOV, scores, cohorts)
+    assert served(store) == (second, 250, 125)
+    assert store.row_counts(first) == {"patient_scores": 0, "cohort_members": 0}
+    [switch] = [t for t in transactions if ("UPDATE", "score_runs") in {(v, n) for v, n, _ in t}]
+    assert not any(verb == "DELETE" for verb, _, _ in switch)
+    deletes = [t for t in transactions if any(verb == "DELETE" for verb, _, _ in t)]
+    for t in deletes:
+        assert len(t) == 1, "one chunk per transaction"
+        assert t[0][2] <= 60
+    score_chunks = [t[0][2] for t in deletes if t[0][1] == "patient_scores" and t[0][2] > 0]
+    member_chunks = [t[0][2] for t in deletes if t[0][1] == "cohort_members" and t[0][2] > 0]
+    assert sum(score_chunks) == 250 and len(score_chunks) == 5  # 60, 60, 60, 60, 10
+    assert sum(member_chunks) == 125 and len(member_chunks) == 3
+
+
+def test_rows_a_stopped_purge_left_are_deleted_before_the_next_run(store, monkeypatch, caplog):
+    """If deleting a replaced run's rows fails after the switch, the new run is still
+    published and served; the next run to begin deletes what was left."""
+    scores, cohorts = make_run(200, 6)
+    first = publish(store, NOV, scores, cohorts)
+
+    def stops(run_ids, **kwargs):
+        raise OSError("disk unplugged (injected)")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "purge_rows", stops)
+        second = publish(store, NOV, scores, cohorts)
+    assert served(store) == (second, 200, 100)
+    assert store.row_counts(first) == {"patient_scores": 200, "cohort_members": 100}
+    assert "deleting the rows of the runs it replaced failed (OSError)" in caplog.text
+    assert not any(n in caplog.text for n in scores.nhs_number)
+    assert store.run(first).status == "superseded"
+    publish(store, OCT, *make_run(30, 7))  # the next run begins: leftovers go first
+    assert store.row_counts(first) == {"patient_scores": 0, "cohort_members": 0}
+    assert served(store)[0] == second and store.row_counts(second)["patient_scores"] == 200
+
+
+def test_only_retired_and_failed_runs_can_be_purged(store):
+    run_id = publish(store, NOV, *make_run(20, 8))
+    with pytest.raises(RuntimeError, match="is published"):
+        store.purge_rows([run_id])
+    assert store.row_counts(run_id)["patient_scores"] == 20
