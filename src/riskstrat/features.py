@@ -193,7 +193,7 @@ def build_features(
             ).df()
             for lo, hi in ranges
         ]
-    frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    frame = parts[0] if len(parts) == 1 else _concat_columns(parts)
     del parts
     if len(ranges) > 1 and len(set(index_dates)) > 1:
         # Each range comes sorted by index date then NHS number, and the ranges are in NHS
@@ -201,6 +201,22 @@ def build_features(
         frame = frame.sort_values("index_date", kind="stable")
     frame["index_date"] = pd.to_datetime(frame["index_date"]).dt.date
     return frame.reset_index(drop=True)
+
+
+def _concat_columns(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Frames with the same columns and dtypes, one after another, copied once.
+
+    ``pd.concat`` first consolidates each DuckDB result's one-block-per-column layout into
+    two-dimensional blocks, a second copy of every value; for 757,974 people that took 1.0 s
+    against 0.5 s column by column."""
+    columns: dict[str, object] = {}
+    for name in parts[0].columns:
+        arrays = [part[name].array for part in parts]
+        if isinstance(arrays[0], pd.arrays.NumpyExtensionArray):
+            columns[name] = np.concatenate([array.to_numpy() for array in arrays])
+        else:
+            columns[name] = type(arrays[0])._concat_same_type(arrays)  # ExtensionArray API
+    return pd.DataFrame(columns, copy=False)
 
 
 def person_ranges(

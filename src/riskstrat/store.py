@@ -6,8 +6,9 @@ status is ``staging``, which no reader ever sees; then one short transaction swi
 ``published`` and retires the month's previous run. Readers therefore see the previous
 complete run or the new complete one, never a mix, and a process killed at any moment leaves
 only an invisible staging run, which the next run clears away. A retired run's rows are
-deleted after the switch, a chunk of people per transaction, so the switch stays short. ``access_log`` records every
-patient-level read, with NHS numbers pseudonymised by a keyed hash.
+deleted after the switch, a chunk of people per transaction, so the switch stays short.
+``access_log`` records every patient-level read, with NHS numbers pseudonymised by a keyed
+hash.
 """
 
 from __future__ import annotations
