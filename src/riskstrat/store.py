@@ -850,10 +850,7 @@ class Store:
         conn.execute(delete(cohort_members).where(cohort_members.c.run_id.in_(run_ids)))
 
     def _require_status(self, run_id: int, expected: str) -> None:
-        with self.engine.connect() as conn:
-            status = conn.execute(
-                select(score_runs.c.status).where(score_runs.c.id == run_id)
-            ).scalar()
+        status = self.run_status(run_id)
         if status != expected:
             raise RuntimeError(f"run {run_id} is {status}, not {expected}")
 
