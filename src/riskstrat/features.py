@@ -253,11 +253,15 @@ def person_ranges(
     ).fetchall()
     splits: list[str | None] = [str(row[0]) for row in rows]
     ranges = list(zip([None, *splits], [*splits, None], strict=True))
-    event_tables = ({name: name for name in EVENT_TABLES} | dict(tables or {})).values()
-    factor = _range_read_factor(con, list(event_tables), ranges)
+    factor = _range_read_factor(con, list(_event_tables(tables).values()), ranges)
     if factor is None or factor > MAX_RANGE_READ_FACTOR:
         return everyone
     return ranges
+
+
+def _event_tables(tables: Mapping[str, str] | None) -> dict[str, str]:
+    """Where each event table is read from: itself, or a ``people_sample`` copy."""
+    return {name: name for name in EVENT_TABLES} | dict(tables or {})
 
 
 def _range_read_factor(
@@ -450,7 +454,7 @@ def _features_sql(
     ``tables`` names copies to read events from (``people_sample``); ``lower`` and
     ``upper`` keep one NHS-number range (``person_ranges``). The history's start is always
     read from the whole activity table."""
-    t = {name: name for name in EVENT_TABLES} | dict(tables or {})
+    t = _event_tables(tables)
     r = {alias: _range_sql(alias, lower=lower, upper=upper) for alias in "acmo"}
     act_aggs = []
     for stem, cond in _ACTIVITY_COUNTS.items():
