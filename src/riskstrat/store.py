@@ -821,7 +821,11 @@ class Store:
 
     def prune(self, *, keep_months: int) -> list[int]:
         """Delete runs (and their rows) for months more than ``keep_months`` before the newest
-        published month. Returns the ids deleted; the access log is never pruned here."""
+        published month. Returns the ids deleted; the access log is never pruned here.
+
+        One short transaction retires the old runs, so no reader sees them; their rows then
+        go a chunk per transaction (``purge_rows``), and the runs' own records last. A prune
+        that stops part way is finished by the next one."""
         if keep_months < 1:
             raise ValueError("keep_months must be at least 1")
         latest = self.latest_run()
@@ -839,15 +843,17 @@ class Store:
                 )
             ]
             if old:
-                self._delete_rows(conn, old)
+                conn.execute(
+                    update(score_runs)
+                    .where(score_runs.c.id.in_(old), score_runs.c.status == "published")
+                    .values(status="superseded")
+                )
+        if old:
+            self.purge_rows(old)
+            with self.engine.begin() as conn:
                 conn.execute(delete(cohort_outcomes).where(cohort_outcomes.c.run_id.in_(old)))
                 conn.execute(delete(score_runs).where(score_runs.c.id.in_(old)))
         return old
-
-    @staticmethod
-    def _delete_rows(conn: Any, run_ids: Sequence[int]) -> None:
-        conn.execute(delete(patient_scores).where(patient_scores.c.run_id.in_(run_ids)))
-        conn.execute(delete(cohort_members).where(cohort_members.c.run_id.in_(run_ids)))
 
     def _require_status(self, run_id: int, expected: str) -> None:
         status = self.run_status(run_id)

@@ -134,8 +134,17 @@ def test_other_months_are_kept_and_previous_run_is_found(store):
 
 def test_retention_prunes_old_months(store):
     ids = {m: publish(store, date(2026, m, 1), *make_run(20, m)) for m in range(5, 12)}
+    store.PURGE_CHUNK_PEOPLE = 15
+    transactions = _transactions(store)
     removed = store.prune(keep_months=3)
     assert sorted(removed) == sorted(ids[m] for m in (5, 6, 7, 8))
+    # The old runs are retired in one transaction that deletes nothing; their rows then go
+    # at most one chunk of people per transaction (two per run and table here: 15 + 5).
+    [retire] = [t for t in transactions if ("UPDATE", "score_runs") in {(v, n) for v, n, _ in t}]
+    assert not any(verb == "DELETE" for verb, _, _ in retire)
+    chunks = [t for t in transactions if len(t) == 1 and t[0][1] == "patient_scores"]
+    assert all(rows <= 15 for _, _, rows in (t[0] for t in chunks))
+    assert sum(t[0][2] for t in chunks) == 4 * 20
     assert {r.month.month for r in store.runs()} == {9, 10, 11}
     assert store.row_counts(ids[5]) == {"patient_scores": 0, "cohort_members": 0}
     with pytest.raises(ValueError):
@@ -314,3 +323,23 @@ def test_only_retired_and_failed_runs_can_be_purged(store):
     with pytest.raises(RuntimeError, match="is published"):
         store.purge_rows([run_id])
     assert store.row_counts(run_id)["patient_scores"] == 20
+
+
+def test_a_prune_that_stops_part_way_is_finished_by_the_next(store, monkeypatch):
+    ids = {m: publish(store, date(2026, m, 1), *make_run(20, m)) for m in range(8, 12)}
+
+    def stops(run_ids, **kwargs):
+        raise OSError("disk unplugged (injected)")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "purge_rows", stops)
+        with pytest.raises(OSError):
+            store.prune(keep_months=2)
+    # retired, so no reader sees the old months, but not yet deleted
+    assert (
+        store.run(ids[8]).status == "superseded" and store.run_for_month(date(2026, 8, 1)) is None
+    )
+    assert store.row_counts(ids[8])["patient_scores"] == 20
+    assert sorted(store.prune(keep_months=2)) == [ids[8], ids[9]]
+    assert store.run(ids[8]) is None and store.row_counts(ids[8])["patient_scores"] == 0
+    assert {r.month.month for r in store.runs()} == {10, 11}
