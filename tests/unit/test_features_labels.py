@@ -344,6 +344,80 @@ def test_ranges_of_people_give_exactly_the_features_of_one_query(tmp_path):
         pd.testing.assert_frame_equal(ranged, whole)
 
 
+def test_a_sample_listing_people_twice_counts_them_once(tmp_path):
+    """A sample may name a person more than once; the ranges count people, not names."""
+    from riskstrat.features import person_ranges, sample_people, sampled_people
+
+    with _generated_in_small_row_groups(tmp_path) as extract:
+        con = extract.con
+        chosen = sample_people(con, fraction=0.5, seed=2)
+        with sampled_people(con, chosen):
+            once = person_ranges(con, sampled=True, chunk_people=200)
+        with sampled_people(con, chosen + chosen[::-1]):
+            assert person_ranges(con, sampled=True, chunk_people=200) == once
+            assert person_ranges(con, sampled=True, chunk_people=len(chosen)) == [(None, None)]
+            assert len(person_ranges(con, sampled=True, chunk_people=len(chosen) - 1)) == 2
+
+
+def test_stacked_ranges_are_copied_once_and_let_go_before_the_next_query():
+    """``_stack_frames`` joins the ranges' frames as ``pd.concat`` would (widening a column
+    whose dtype differs between them), but takes the next frame only after the last one has
+    been released, so that its memory is reused."""
+    import gc
+    import weakref
+
+    import numpy as np
+
+    from riskstrat.features import _stack_frames
+
+    frames = [
+        pd.DataFrame(
+            {
+                "nhs_number": pd.Series(["9990000018", "9990000026"], dtype=str),
+                "count": np.array([1, 2], dtype=np.int32),
+                "days": np.array([3, 4], dtype=np.int32),
+                "flag": [True, False],
+            }
+        ),
+        pd.DataFrame(
+            {
+                "nhs_number": pd.Series(["9990000034"], dtype=str),
+                "count": np.array([3], dtype=np.int32),
+                "days": np.array([np.nan]),  # missing in this range only: float64
+                "flag": [True],
+            }
+        ),
+        pd.DataFrame(
+            {
+                "nhs_number": pd.Series(["9990000042", "9990000050"], dtype=str),
+                "count": np.array([4, 5], dtype=np.int32),
+                "days": np.array([6, 7], dtype=np.int32),
+                "flag": [False, False],
+            }
+        ),
+    ]
+    expected = pd.concat(frames, ignore_index=True)
+    released: list[bool] = []
+
+    def produced():
+        previous = None
+        for frame in frames:
+            if previous is not None:
+                gc.collect()
+                released.append(previous() is None)
+            copy = frame.copy(deep=True)
+            previous = weakref.ref(copy)
+            yield copy
+            del copy
+
+    stacked = _stack_frames(produced(), capacity=10)
+    pd.testing.assert_frame_equal(stacked, expected)
+    assert stacked["count"].dtype == np.int32 and stacked["days"].dtype == np.float64
+    assert released == [True, True]
+    with pytest.raises(ValueError, match="more than the 4 rows"):
+        _stack_frames(iter(frame.copy() for frame in frames), capacity=4)
+
+
 def test_ranges_are_not_used_when_events_are_not_stored_in_nhs_number_order(tmp_path):
     """In an extract not sorted by patient, every range's query would read every row, so
     the features are built in one query; the same for tables without row-group statistics."""
