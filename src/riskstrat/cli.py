@@ -694,7 +694,7 @@ def bench(
     seed: Annotated[int, typer.Option(help="Seed of the generated population.")] = 1,
 ) -> None:
     """Time each stage in its own process at one or more sizes, with peak memory."""
-    from riskstrat.bench import STAGES, growth, run_benchmarks, write_results
+    from riskstrat.bench import STAGES, growth, run_benchmarks, step_growth, write_results
     from riskstrat.config import get_settings
     from riskstrat.nhs_number import SYNTHETIC_NHS_CAPACITY
 
@@ -737,6 +737,8 @@ def bench(
     out.print(table)
     for stage, exponent in growth(results).items():
         out.print(f"{stage}: time grows as N^{exponent:.2f} from {sizes[0]:,} to {sizes[-1]:,}")
+    for step, exponent in step_growth(results).items():
+        out.print(f"{step}: grows as N^{exponent:.2f} from {sizes[0]:,} to {sizes[-1]:,}")
     for r in results:
         for target in r.detail.get("targets", []):
             mark = {True: "[green]met[/]", False: "[red]not met[/]", None: "n/a"}[target["met"]]

@@ -287,13 +287,14 @@ def person_ranges(
     if con.execute(f"SELECT count(*) FROM {source}").fetchall()[0][0] <= chunk_people:
         return everyone
     # Ranges of equal size, none bigger than chunk_people: the NHS numbers that start the
-    # second range onwards, found in the same pass that counts the distinct people.
+    # second range onwards, found in the same pass that counts the distinct people. (`/`
+    # divides as floats, in Spark SQL too; exact for any count of people below 2^52.)
     chunk = max(1, chunk_people)
     rows = con.execute(
         f"""
         SELECT nhs_number FROM (
             SELECT nhs_number, r,
-                   CAST(ceil(n / ceil(n / {chunk})) AS BIGINT) AS per_range  -- `/` divides as floats: exact here
+                   CAST(ceil(n / ceil(n / {chunk})) AS BIGINT) AS per_range
             FROM (
                 SELECT nhs_number, row_number() OVER (ORDER BY nhs_number) AS r,
                        count(*) OVER () AS n

@@ -8,7 +8,7 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from riskstrat.bench import growth, machine_info, run_benchmarks
+from riskstrat.bench import StageResult, growth, machine_info, run_benchmarks, step_growth
 from riskstrat.cli import app
 from riskstrat.config import get_settings
 
@@ -24,6 +24,23 @@ def test_generate_stage_reports_time_rows_and_memory(tmp_path):
         assert r.detail["oracle_dates"]  # the oracle is part of generation
     assert "generate" in growth(results)
     assert not (tmp_path / "w" / "n200").exists()  # work files removed
+
+
+def test_growth_of_a_step_inside_a_stage_is_its_own_exponent():
+    """``step_growth``: one month's features by wall and CPU time, from the smallest to the
+    largest size, whatever order the results come in; a size missing a figure gives none."""
+
+    def features(patients, seconds, cpu):
+        detail = {"features_seconds": seconds, "features_cpu_seconds": cpu}
+        return StageResult("features", patients, seconds + 10, patients, 100.0, detail)
+
+    results = [features(1000, 8.0, 4.0), features(100, 1.0, 0.5), features(300, 3.0, 2.0)]
+    exponents = step_growth(results)
+    assert exponents["features.features_seconds"] == pytest.approx(math.log(8) / math.log(10))
+    assert exponents["features.features_cpu_seconds"] == pytest.approx(math.log(8) / math.log(10))
+    results[1].detail.pop("features_cpu_seconds")
+    assert set(step_growth(results)) == {"features.features_seconds"}
+    assert step_growth(results[:1]) == {}
 
 
 def test_cli_writes_json_results(tmp_path, monkeypatch):
@@ -52,6 +69,7 @@ def test_cli_writes_json_results(tmp_path, monkeypatch):
     data = json.loads(path.read_text())
     assert data["results"][0]["stage"] == "generate" and data["results"][0]["patients"] == 300
     assert data["machine"]["cores"] == machine_info()["cores"]
+    assert data["step_growth_exponent"] == {}  # one size: nothing to grow from
 
 
 def test_train_score_and_api_stages_report_targets(tmp_path):
@@ -73,6 +91,8 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     )
     assert features.stage == "features" and 0 < features.rows <= 1500
     assert features.detail["validate_seconds"] > 0 and features.detail["features_seconds"] > 0
+    # the process's CPU time (DuckDB's threads too) is measured for the same runs
+    assert features.detail["features_cpu_seconds"] > 0
     # every size's steps are timed at least three times (more while under 5 s in all) and
     # the fastest run kept
     assert 3 <= features.detail["features_runs"] <= 5 and 3 <= explain.detail["runs"] <= 5
