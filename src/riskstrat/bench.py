@@ -22,7 +22,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from riskstrat.config import Settings
 
 STAGES = ("generate", "train", "features", "explain", "score", "api", "sampling")
 BENCH_EXTRACT_DATE = date(2026, 11, 1)
@@ -422,6 +427,12 @@ def _stage_features(args: dict[str, Any]) -> dict[str, Any]:
             runs.append(time.perf_counter() - again)
             cpu_runs.append(process_cpu_seconds() - cpu)
         ranges = len(person_ranges(opened.con))
+        base_patients = int(args.get("same_extract_base_patients", SAME_MODEL_BASE_PATIENTS))
+        same_extract = (
+            _same_extract_growth(opened.con, settings, base_patients, month)
+            if 0 < base_patients < int(args["patients"])
+            else {}
+        )
     validate_seconds = validated - started
     detail = {
         "validate_seconds": round(validate_seconds, 2),
@@ -431,8 +442,78 @@ def _stage_features(args: dict[str, Any]) -> dict[str, Any]:
         "features_ranges": ranges,
         "people": len(features),
         "columns": features.shape[1],
+        **same_extract,
     }
     return {"seconds": validate_seconds + min(runs), "rows": len(features), "detail": detail}
+
+
+def _same_extract_growth(
+    con: duckdb.DuckDBPyConnection, settings: Settings, base_patients: int, month: date
+) -> dict[str, Any]:
+    """One month's features for the first ``base_patients`` people of the extract (by NHS
+    number, with all their events, copied into a database of their own) and for everyone,
+    timed in turn in this process, so that both sizes meet the machine in the same state:
+    how the step's cost grows with people, apart from the minutes between one size's
+    process and the next (this machine's speed drifts by a third within an hour). The copy
+    is a scratch database like the extract's, deleted before this returns."""
+    import duckdb
+
+    from riskstrat.extract import remove_database, scratch_database
+    from riskstrat.features import EVENT_TABLES, build_features
+
+    patients = int(con.execute("SELECT count(*) FROM patients").fetchall()[0][0])
+    first_left_out = con.execute(
+        "SELECT nhs_number FROM patients ORDER BY nhs_number LIMIT 1 OFFSET ?", [base_patients]
+    ).fetchall()
+    if not first_left_out:
+        return {}
+    cut = first_left_out[0][0]
+    path = scratch_database(settings.home / "duckdb-tmp")
+    quoted = str(path).replace("'", "''")
+    try:
+        con.execute(f"ATTACH '{quoted}' AS base_extract")
+        try:
+            for table in ("patients", *EVENT_TABLES):
+                con.execute(
+                    f"CREATE TABLE base_extract.{table} AS "
+                    f"SELECT * FROM {table} WHERE nhs_number < ?",
+                    [cut],
+                )
+        finally:
+            con.execute("DETACH base_extract")
+        base = duckdb.connect(str(path))
+        try:
+            for setting in (
+                "preserve_insertion_order",
+                "memory_limit",
+                "threads",
+                "temp_directory",
+            ):
+                (value,) = con.execute(f"SELECT current_setting('{setting}')").fetchall()[0]
+                base.execute(f"SET {setting} = '{value}'")
+            timed: dict[str, list[tuple[float, float]]] = {"base": [], "all": []}
+            for _ in range(SAME_MODEL_RUNS):
+                for name, connection in (("base", base), ("all", con)):
+                    wall, cpu = time.perf_counter(), process_cpu_seconds()
+                    build_features(connection, index_dates=[month])
+                    timed[name].append((time.perf_counter() - wall, process_cpu_seconds() - cpu))
+        finally:
+            base.close()
+    finally:
+        remove_database(path)
+    ratio = math.log(patients / base_patients)
+    figures: dict[str, Any] = {
+        "same_extract_base_patients": base_patients,
+        "same_extract_runs": SAME_MODEL_RUNS,
+    }
+    for index, measure in enumerate(("seconds", "cpu_seconds")):
+        low = min(run[index] for run in timed["base"])
+        high = min(run[index] for run in timed["all"])
+        figures[f"same_extract_base_{measure}"] = round(low, 3)
+        figures[f"same_extract_all_{measure}"] = round(high, 3)
+        key = "same_extract_growth_exponent" if index == 0 else "same_extract_cpu_growth_exponent"
+        figures[key] = round(math.log(high / low) / ratio, 3)
+    return figures
 
 
 #: A step measured in less than this many seconds is run again (at most 5 times in all)

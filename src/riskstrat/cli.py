@@ -739,6 +739,20 @@ def bench(
         out.print(f"{stage}: time grows as N^{exponent:.2f} from {sizes[0]:,} to {sizes[-1]:,}")
     for step, exponent in step_growth(results).items():
         out.print(f"{step}: grows as N^{exponent:.2f} from {sizes[0]:,} to {sizes[-1]:,}")
+    for r in results:  # each size against its own first people, timed in turn in one process
+        d = r.detail
+        if "same_extract_growth_exponent" in d:
+            out.print(
+                f"{r.stage} at {r.patients:,}: one month against the first "
+                f"{d['same_extract_base_patients']:,} people in the same process: "
+                f"N^{d['same_extract_growth_exponent']:.2f} "
+                f"(CPU N^{d['same_extract_cpu_growth_exponent']:.2f})"
+            )
+        if "same_model_growth_exponent" in d:
+            out.print(
+                f"{r.stage} at {r.patients:,}: the same model on {d['same_model_base_rows']:,} "
+                f"rows and on all: N^{d['same_model_growth_exponent']:.2f}"
+            )
     for r in results:
         for target in r.detail.get("targets", []):
             mark = {True: "[green]met[/]", False: "[red]not met[/]", None: "n/a"}[target["met"]]

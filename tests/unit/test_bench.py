@@ -77,7 +77,10 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
         sizes=[1500], stages=["generate", "train", "features", "explain", "score", "api"],
         workdir=tmp_path / "w",
         months=30, keep=True,
-        stage_args={"api_rate": 20, "api_seconds": 2, "same_model_base_patients": 500},
+        stage_args={
+            "api_rate": 20, "api_seconds": 2,
+            "same_model_base_patients": 500, "same_extract_base_patients": 500,
+        },
     )  # fmt: skip
     assert train.stage == "train" and train.rows > 1500
     names = {t["name"] for t in train.detail["targets"]}
@@ -97,6 +100,24 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     # the fastest run kept
     assert 3 <= features.detail["features_runs"] <= 5 and 3 <= explain.detail["runs"] <= 5
     assert features.detail["features_ranges"] == 1  # 1,500 people: one query
+    # the first 500 people's own extract and everyone's, timed in turn in one process; the
+    # copy is deleted (it holds what the extract holds)
+    assert features.detail["same_extract_base_patients"] == 500
+    assert features.detail["same_extract_runs"] == 3
+    for measure in ("seconds", "cpu_seconds"):
+        base = features.detail[f"same_extract_base_{measure}"]
+        everyone = features.detail[f"same_extract_all_{measure}"]
+        assert base > 0 and everyone > 0
+    assert features.detail["same_extract_growth_exponent"] == pytest.approx(
+        math.log(
+            features.detail["same_extract_all_seconds"]
+            / features.detail["same_extract_base_seconds"]
+        )
+        / math.log(3),
+        abs=0.01,
+    )
+    assert math.isfinite(features.detail["same_extract_cpu_growth_exponent"])
+    assert not any((tmp_path / "w").rglob("extract-*.duckdb"))
     assert explain.detail["row_trees_per_second"] == pytest.approx(
         explain.detail["rows_per_second"] * explain.detail["trees"], rel=1e-3
     )
