@@ -46,6 +46,9 @@ class ScoreResult:
     cohort_sizes: dict[str, int]
     replaced_runs: list[int]
     pruned_runs: list[int]
+    #: Why retention pruning after the publish failed (the exception's type), or None. The
+    #: month is published either way; the next run's pruning finishes what was left.
+    prune_error: str | None = None
 
 
 def parse_month(text: str) -> date:
@@ -189,7 +192,7 @@ def run_scoring(
                 "seconds_to_stage": round(time.perf_counter() - started, 2),
             },
         )
-        pruned = store.prune(keep_months=settings.retain_months)
+        pruned, prune_error = prune_after_publish(store, keep_months=settings.retain_months)
     except BaseException as exc:
         # BaseException: Ctrl-C too. A killed process never gets here; the next run clears
         # what it staged.
@@ -223,7 +226,26 @@ def run_scoring(
         cohort_sizes={k: int(v["eligible"]) for k, v in summary.items()},
         replaced_runs=list(info.details.get("replaced_runs", [])),
         pruned_runs=pruned,
+        prune_error=prune_error,
     )
+
+
+def prune_after_publish(store: Store, *, keep_months: int) -> tuple[list[int], str | None]:
+    """Retention pruning once a month is published: the runs deleted, and why it failed (the
+    exception's type) or None.
+
+    The scoring has succeeded by then, so a failure here must not report it failed: the
+    pruning retires the old months first, in one short transaction, and a prune that stops
+    part way is finished by the next one (``Store.prune``). It is logged, by its type only:
+    a database error's text can quote the rows it was deleting."""
+    try:
+        return store.prune(keep_months=keep_months), None
+    except Exception as exc:
+        _log.warning(
+            "retention pruning after publishing failed (%s); the next run finishes it",
+            type(exc).__name__,
+        )
+        return [], type(exc).__name__
 
 
 def cohort_summary(

@@ -551,6 +551,11 @@ def score(
     )
     if result.pruned_runs:
         out.print(f"retention: removed {len(result.pruned_runs)} old run(s)")
+    if result.prune_error:
+        out.print(
+            f"[yellow]warning:[/] removing months older than the retention window failed "
+            f"({result.prune_error}); the month is published, and the next run removes them"
+        )
 
 
 def _month(text: str) -> date:

@@ -93,3 +93,25 @@ def test_score_without_a_model_exits_1(tmp_path):
     root = write_extract(tmp_path / "x")
     result = runner.invoke(app, ["score", "--data", str(root), "--month", "2026-10"])
     assert result.exit_code == 1 and "no version 'champion'" in result.output
+
+
+def test_score_whose_pruning_failed_says_so_and_exits_0(tmp_path, monkeypatch):
+    """The month was published; only the retention pruning after it failed."""
+    from datetime import date
+
+    import pipelines.score
+    from pipelines.score import ScoreResult
+
+    root = write_extract(tmp_path / "x")
+    published = ScoreResult(
+        run_id=7, month=date(2026, 10, 1), model_name="emergency_admission_90d",
+        model_version="3", n_scored=120, n_type1_opt_outs_excluded=2, seconds=1.5,
+        cohort_sizes={"falls_review": 4}, replaced_runs=[], pruned_runs=[],
+        prune_error="OperationalError",
+    )  # fmt: skip
+    monkeypatch.setattr(pipelines.score, "run_scoring", lambda *a, **k: published)
+    result = runner.invoke(app, ["score", "--data", str(root), "--month", "2026-10"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # as wrapped to the terminal's width
+    assert "published run 7" in said
+    assert "(OperationalError); the month is published, and the next run removes them" in said

@@ -318,6 +318,28 @@ def test_rows_a_stopped_purge_left_are_deleted_before_the_next_run(store, monkey
     assert served(store)[0] == second and store.row_counts(second)["patient_scores"] == 200
 
 
+def test_a_failed_prune_after_publishing_does_not_fail_the_scoring(store, monkeypatch, caplog):
+    """Scoring prunes the months leaving the retention window once its month is published.
+    If that fails, the month stays published, scoring reports the failure by its type (never
+    its text, which can quote rows) instead of failing, and the next prune finishes it."""
+    from pipelines.score import prune_after_publish
+
+    ids = {m: publish(store, date(2026, m, 1), *make_run(20, m)) for m in range(8, 12)}
+
+    def stops(run_ids, **kwargs):
+        raise OSError("could not delete the rows of 9990000018 (injected)")
+
+    with monkeypatch.context() as patched, caplog.at_level("WARNING", logger="pipelines.score"):
+        patched.setattr(store, "purge_rows", stops)
+        assert prune_after_publish(store, keep_months=2) == ([], "OSError")
+    assert "OSError" in caplog.text and "999" not in caplog.text
+    assert store.latest_run().id == ids[11] and store.run(ids[11]).status == "published"
+    assert store.run(ids[8]).status == "superseded"
+    pruned, error = prune_after_publish(store, keep_months=2)
+    assert sorted(pruned) == [ids[8], ids[9]] and error is None
+    assert {r.month.month for r in store.runs()} == {10, 11}
+
+
 def test_only_retired_and_failed_runs_can_be_purged(store):
     run_id = publish(store, NOV, *make_run(20, 8))
     with pytest.raises(RuntimeError, match="is published"):
