@@ -490,7 +490,8 @@ def _same_extract_growth(
                 "temp_directory",
             ):
                 (value,) = con.execute(f"SELECT current_setting('{setting}')").fetchall()[0]
-                base.execute(f"SET {setting} = '{value}'")
+                quoted_value = str(value).replace("'", "''")
+                base.execute(f"SET {setting} = '{quoted_value}'")
             timed: dict[str, list[tuple[float, float]]] = {"base": [], "all": []}
             for _ in range(SAME_MODEL_RUNS):
                 for name, connection in (("base", base), ("all", con)):
