@@ -510,10 +510,10 @@ def _same_extract_growth(
     for index, measure in enumerate(("seconds", "cpu_seconds")):
         low = min(run[index] for run in timed["base"])
         high = min(run[index] for run in timed["all"])
-        figures[f"same_extract_base_{measure}"] = round(low, 3)
-        figures[f"same_extract_all_{measure}"] = round(high, 3)
+        figures[f"same_extract_base_{measure}"] = round(low, 6)
+        figures[f"same_extract_all_{measure}"] = round(high, 6)
         key = "same_extract_growth_exponent" if index == 0 else "same_extract_cpu_growth_exponent"
-        figures[key] = round(math.log(high / low) / ratio, 3)
+        figures[key] = round(math.log(high / low) / ratio, 3) if low > 0 and high > 0 else None
     return figures
 
 

@@ -747,11 +747,14 @@ def bench(
     for r in results:  # each size against its own first people, timed in turn in one process
         d = r.detail
         if "same_extract_growth_exponent" in d:
+            wall, cpu = (
+                "n/a" if v is None else f"N^{v:.2f}"
+                for v in (d["same_extract_growth_exponent"], d["same_extract_cpu_growth_exponent"])
+            )
             out.print(
                 f"{r.stage} at {r.patients:,}: one month against the first "
-                f"{d['same_extract_base_patients']:,} people in the same process: "
-                f"N^{d['same_extract_growth_exponent']:.2f} "
-                f"(CPU N^{d['same_extract_cpu_growth_exponent']:.2f})"
+                f"{d['same_extract_base_patients']:,} people in the same process: {wall} "
+                f"(CPU {cpu})"
             )
         if "same_model_growth_exponent" in d:
             out.print(

@@ -72,6 +72,42 @@ def test_cli_writes_json_results(tmp_path, monkeypatch):
     assert data["step_growth_exponent"] == {}  # one size: nothing to grow from
 
 
+def test_cli_prints_growth_within_one_process(tmp_path, monkeypatch):
+    """The same-extract and same-model exponents are printed, and a missing one says n/a."""
+    import riskstrat.bench
+
+    def results(**kwargs):
+        features = StageResult(
+            "features", 300_000, 10.0, 250_000, 900.0,
+            {
+                "features_seconds": 2.5, "features_cpu_seconds": 4.0,
+                "same_extract_base_patients": 100_000, "same_extract_growth_exponent": 1.011,
+                "same_extract_cpu_growth_exponent": None,
+            },
+        )  # fmt: skip
+        explain = StageResult(
+            "explain", 300_000, 0.8, 250_000, 900.0,
+            {"same_model_base_rows": 83_000, "same_model_growth_exponent": 0.998},
+        )  # fmt: skip
+        return [features, explain]
+
+    monkeypatch.setattr(riskstrat.bench, "run_benchmarks", results)
+    monkeypatch.setenv("RISKSTRAT_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["bench", "--patients", "300000", "--no-scaling", "--stages", "features,explain",
+             "--results-dir", str(tmp_path / "r")],
+        )  # fmt: skip
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "first 100,000 people in the same process: N^1.01 (CPU n/a)" in said
+    assert "the same model on 83,000 rows and on all: N^1.00" in said
+
+
 def test_train_score_and_api_stages_report_targets(tmp_path):
     [_generated, train, features, explain, score, api] = run_benchmarks(
         sizes=[1500], stages=["generate", "train", "features", "explain", "score", "api"],
