@@ -363,8 +363,7 @@ def test_a_column_missing_values_in_some_ranges_only_has_one_query_s_type(tmp_pa
     """Ranges of one person each: "days since the last emergency admission" is missing for
     people never admitted, so some ranges have no missing value there and others nothing
     else. The ranged result must still be one query's, float64 throughout, and every
-    feature must come out a number (a sum of BIGINTs is a 128-bit integer in DuckDB, which
-    Arrow hands over as Python decimals unless the query casts it)."""
+    feature must come out a number."""
     import numpy as np
 
     from riskstrat.features import person_ranges, sampled_people
@@ -388,6 +387,65 @@ def test_a_column_missing_values_in_some_ranges_only_has_one_query_s_type(tmp_pa
     assert list(ranged["index_date"]) == [months[0]] * 6 + [months[1]] * 6
     for name in feature_columns():
         assert pd.api.types.is_numeric_dtype(ranged[name].dtype), name
+
+
+def test_stacked_ranges_are_copied_once_and_let_go_before_the_next_query():
+    """``_stack_frames`` joins the ranges' frames as ``pd.concat`` would (widening a column
+    whose dtype differs between them), but takes the next frame only after the last one has
+    been released, so that its memory is reused."""
+    import gc
+    import weakref
+
+    import numpy as np
+
+    from riskstrat.features import _stack_frames
+
+    frames = [
+        pd.DataFrame(
+            {
+                "nhs_number": pd.Series(["9990000018", "9990000026"], dtype=str),
+                "count": np.array([1, 2], dtype=np.int32),
+                "days": np.array([3, 4], dtype=np.int32),
+                "flag": [True, False],
+            }
+        ),
+        pd.DataFrame(
+            {
+                "nhs_number": pd.Series(["9990000034"], dtype=str),
+                "count": np.array([3], dtype=np.int32),
+                "days": np.array([np.nan]),  # missing in this range only: float64
+                "flag": [True],
+            }
+        ),
+        pd.DataFrame(
+            {
+                "nhs_number": pd.Series(["9990000042", "9990000050"], dtype=str),
+                "count": np.array([4, 5], dtype=np.int32),
+                "days": np.array([6, 7], dtype=np.int32),
+                "flag": [False, False],
+            }
+        ),
+    ]
+    expected = pd.concat(frames, ignore_index=True)
+    released: list[bool] = []
+
+    def produced():
+        previous = None
+        for frame in frames:
+            if previous is not None:
+                gc.collect()
+                released.append(previous() is None)
+            copy = frame.copy(deep=True)
+            previous = weakref.ref(copy)
+            yield copy
+            del copy
+
+    stacked = _stack_frames(produced(), capacity=10)
+    pd.testing.assert_frame_equal(stacked, expected)
+    assert stacked["count"].dtype == np.int32 and stacked["days"].dtype == np.float64
+    assert released == [True, True]
+    with pytest.raises(ValueError, match="more than the 4 rows"):
+        _stack_frames(iter(frame.copy() for frame in frames), capacity=4)
 
 
 def test_ranges_are_not_used_when_events_are_not_stored_in_nhs_number_order(tmp_path):
