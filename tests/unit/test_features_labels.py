@@ -361,9 +361,9 @@ def test_a_sample_listing_people_twice_counts_them_once(tmp_path):
 
 def test_a_column_missing_values_in_some_ranges_only_has_one_query_s_type(tmp_path):
     """Ranges of one person each: "days since the last emergency admission" is missing for
-    people never admitted, so some ranges have no missing value there and others nothing
-    else. The ranged result must still be one query's, float64 throughout, and every
-    feature must come out a number."""
+    people never admitted, so some ranges hold a value there and others only a missing one.
+    The ranged result must still be one query's, float64 throughout, and every feature
+    must come out a number."""
     import numpy as np
 
     from riskstrat.features import person_ranges, sampled_people
