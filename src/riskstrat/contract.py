@@ -1,8 +1,9 @@
-"""The input data contract (version 1) as data: tables, columns, vocabularies and rules.
+"""The input data contract (version 2) as data: tables, columns, vocabularies and rules.
 
 This module is the single place that says what an extract may contain. ``riskstrat.extract``
-turns it into DuckDB SQL; the synthetic generator writes to it; tests walk it so that every
-rule has a failing example. The prose version lives in ``shared/spec/data-contract.md``.
+turns it into DuckDB SQL; the synthetic generator and the OMOP importer write to it; tests
+walk it so that every rule has a failing example. The prose version is
+``docs/data-contract.md``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-CONTRACT_VERSION = 1
+#: The version writers put in a manifest. Readers accept every supported version: version 2
+#: added the manifest's identifier_kind (NHS numbers or pseudonyms), row_counts and
+#: provenance; a version 1 extract reads exactly as before.
+CONTRACT_VERSION = 2
+SUPPORTED_CONTRACT_VERSIONS = (1, 2)
+
+IdentifierKind = Literal["nhs_number", "pseudonym"]
+IDENTIFIER_KINDS: tuple[IdentifierKind, ...] = ("nhs_number", "pseudonym")
+#: A pseudonym (e.g. an OMOP person_id): 1-64 letters, digits, '.', '_' or '-', starting with
+#: a letter or digit; never checked as an NHS number.
+PSEUDONYM_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 
 ColumnKind = Literal["nhs_number", "date", "string", "code", "boolean", "integer", "number"]
 
@@ -250,6 +261,9 @@ GENERIC_RULES: dict[str, str] = {
     "required": "a required value is missing",
     "invalid_nhs_number_format": "NHS number is not exactly 10 digits",
     "nhs_number_check_digit": "NHS number fails the Modulus 11 check digit",
+    "invalid_pseudonym_format": (
+        "pseudonym is not 1-64 letters, digits, '.', '_' or '-' starting with a letter or digit"
+    ),
     "duplicate_nhs_number": "NHS number appears on more than one patients row",
     "unknown_patient": "NHS number is not in the patients table",
     "patient_rejected": "the patient's own row in patients was rejected",

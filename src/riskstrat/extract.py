@@ -13,7 +13,6 @@ Parquet it is the file's first row.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -29,13 +28,20 @@ import duckdb
 import pandas as pd
 
 from riskstrat.contract import (
-    CONTRACT_VERSION,
     GENERIC_RULES,
+    IDENTIFIER_KINDS,
+    PSEUDONYM_PATTERN,
+    SUPPORTED_CONTRACT_VERSIONS,
     TABLE_ORDER,
     TABLES,
     Column,
+    IdentifierKind,
     Table,
 )
+from riskstrat.data.errors import ExtractError
+from riskstrat.data.files import CsvScan, check_plain_file, scan_csv
+
+__all__ = ["Extract", "ExtractError", "Manifest", "TooManyRejectsError", "validate_extract"]
 
 FileFormat = Literal["csv", "parquet"]
 REJECTS_COLUMNS = ("table", "row_number", "column", "rule", "message")
@@ -44,20 +50,6 @@ _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # Anything that looks like an NHS number (or other long digit run) is removed from messages
 # that come from DuckDB, because its CSV errors quote the offending line.
 _DIGIT_RUN = re.compile(r"\d[\d \-]{7,}\d")
-
-
-class ExtractError(Exception):
-    """An extract that cannot be used at all. Names the file and, where it applies, the column."""
-
-    def __init__(self, message: str, *, file: str | None = None, column: str | None = None):
-        where = ", ".join(
-            part
-            for part in (f"file {file}" if file else "", f"column {column}" if column else "")
-            if part
-        )
-        super().__init__(f"{where}: {message}" if where else message)
-        self.file = file
-        self.column = column
 
 
 class TooManyRejectsError(ExtractError):
@@ -73,6 +65,12 @@ class Manifest:
     contract_version: int
     extract_date: date
     source: str | None
+    #: What the identifier column holds: NHS numbers, or pseudonyms (contract version 2).
+    identifier_kind: IdentifierKind = "nhs_number"
+    #: Data rows per table as the writer counted them, checked when present (version 2).
+    row_counts: dict[str, int] = field(default_factory=dict)
+    #: Where the extract came from (free JSON, e.g. an OMOP import's codelist versions).
+    provenance: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -150,8 +148,9 @@ def read_manifest(extract_dir: Path) -> Manifest:
         ExtractError: the manifest is missing, not JSON, or breaks the contract.
     """
     path = extract_dir / "manifest.json"
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ExtractError("manifest is missing", file=str(path))
+    check_plain_file(extract_dir, path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -163,9 +162,9 @@ def read_manifest(extract_dir: Path) -> Manifest:
     version = data.get("contract_version")
     if version is None:
         raise ExtractError("contract_version is missing", file=str(path), column="contract_version")
-    if isinstance(version, bool) or version != CONTRACT_VERSION:
+    if isinstance(version, bool) or version not in SUPPORTED_CONTRACT_VERSIONS:
         raise ExtractError(
-            f"contract_version must be {CONTRACT_VERSION}",
+            "contract_version must be " + " or ".join(str(v) for v in SUPPORTED_CONTRACT_VERSIONS),
             file=str(path),
             column="contract_version",
         )
@@ -187,28 +186,68 @@ def read_manifest(extract_dir: Path) -> Manifest:
     source = data.get("source")
     if source is not None and not isinstance(source, str):
         raise ExtractError("source must be text", file=str(path), column="source")
-    return Manifest(contract_version=CONTRACT_VERSION, extract_date=extract_date, source=source)
+    if version == 1:
+        for key in _VERSION_2_KEYS:
+            if key in data:
+                raise ExtractError(f"{key} needs contract_version 2", file=str(path), column=key)
+    kind = data.get("identifier_kind", "nhs_number")
+    if kind not in IDENTIFIER_KINDS:
+        raise ExtractError(
+            "identifier_kind must be " + " or ".join(IDENTIFIER_KINDS),
+            file=str(path),
+            column="identifier_kind",
+        )
+    counts = data.get("row_counts", {})
+    if not isinstance(counts, dict) or any(
+        t not in TABLES or isinstance(n, bool) or not isinstance(n, int) or n < 0
+        for t, n in counts.items()
+    ):
+        raise ExtractError(
+            "row_counts must map contract table names to whole numbers of rows",
+            file=str(path),
+            column="row_counts",
+        )
+    provenance = data.get("provenance", {})
+    if not isinstance(provenance, dict):
+        raise ExtractError("provenance must be a JSON object", file=str(path), column="provenance")
+    return Manifest(
+        contract_version=int(version),
+        extract_date=extract_date,
+        source=source,
+        identifier_kind=kind,
+        row_counts={str(t): int(n) for t, n in counts.items()},
+        provenance=provenance,
+    )
+
+
+_VERSION_2_KEYS = ("identifier_kind", "row_counts", "provenance")
 
 
 def locate_files(extract_dir: Path) -> dict[str, tuple[Path, FileFormat]]:
-    """Find each contract table's file (``name.csv`` or ``name.parquet``)."""
+    """Find each contract table's file (``name.csv`` or ``name.parquet``).
+
+    Raises:
+        ExtractError: a table with no file or with both, or a file that is not a plain file
+            inside the folder (a link leading out of it, a FIFO, a device, a folder).
+    """
     found: dict[str, tuple[Path, FileFormat]] = {}
     for name in TABLE_ORDER:
         csv_path, pq_path = extract_dir / f"{name}.csv", extract_dir / f"{name}.parquet"
-        if csv_path.is_file() and pq_path.is_file():
+        has_csv, has_pq = os.path.lexists(csv_path), os.path.lexists(pq_path)
+        if has_csv and has_pq:
             raise ExtractError(
                 f"both {csv_path.name} and {pq_path.name} exist; keep exactly one",
                 file=str(csv_path),
             )
-        if csv_path.is_file():
-            found[name] = (csv_path, "csv")
-        elif pq_path.is_file():
-            found[name] = (pq_path, "parquet")
-        else:
+        if not (has_csv or has_pq):
             raise ExtractError(
                 f"table {name} is missing (expected {name}.csv or {name}.parquet)",
                 file=str(csv_path),
             )
+        fmt: FileFormat = "csv" if has_csv else "parquet"
+        path = csv_path if has_csv else pq_path
+        check_plain_file(extract_dir, path)
+        found[name] = (path, fmt)
     return found
 
 
@@ -304,9 +343,13 @@ def validate_extract(
     manifest = read_manifest(root)
     files = locate_files(root)
     warnings: list[str] = []
-    headers = {}
+    headers: dict[str, dict[str, str]] = {}
+    scans: dict[str, CsvScan] = {}
     for name, (path, fmt) in files.items():
-        headers[name] = _check_columns(TABLES[name], path, fmt, warnings)
+        scan = scan_csv(path) if fmt == "csv" else None
+        if scan is not None:
+            scans[name] = scan
+        headers[name] = _check_columns(TABLES[name], path, fmt, warnings, scan)
 
     own_con = con is None
     db = con if con is not None else connect()
@@ -319,7 +362,10 @@ def validate_extract(
         _create_check_digit_macro(db)
         for name in TABLE_ORDER:
             path, fmt = files[name]
-            rows_read[name] = _load_table(db, TABLES[name], path, fmt, headers[name], manifest)
+            rows_read[name] = _load_table(
+                db, TABLES[name], path, fmt, headers[name], manifest, scans.get(name)
+            )
+            _check_row_count(manifest, name, path, rows_read[name])
         rule_counts, rows_rejected = _count_rejects(db)
         summary = ValidationSummary(
             extract_dir=root,
@@ -394,12 +440,27 @@ def read_oracle(path: Path) -> pd.DataFrame:
 # Columns and file reading
 
 
+def _check_row_count(manifest: Manifest, table: str, path: Path, rows: int) -> None:
+    """Where the manifest says how many rows a table has, the file must hold exactly those."""
+    expected = manifest.row_counts.get(table)
+    if expected is not None and expected != rows:
+        raise ExtractError(
+            f"the manifest's row_counts says {expected:,} rows but the file holds {rows:,} "
+            "(a file cut short, or replaced after the manifest was written)",
+            file=str(path),
+        )
+
+
 def _check_columns(
-    table: Table, path: Path, fmt: FileFormat, warnings: list[str]
+    table: Table,
+    path: Path,
+    fmt: FileFormat,
+    warnings: list[str],
+    scan: CsvScan | None = None,
 ) -> dict[str, str]:
     """Return {column: source type} for the file, after checking the contract's columns."""
-    if fmt == "csv":
-        present = {c: "VARCHAR" for c in _csv_header(path)}
+    if scan is not None:
+        present = {c: "VARCHAR" for c in scan.header}
     else:
         present = _parquet_schema(path)
     missing = [c for c in table.required_columns if c not in present]
@@ -428,19 +489,6 @@ def _check_columns(
                     )
                 present[col.name] = "NULL"
     return present
-
-
-def _csv_header(path: Path) -> list[str]:
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            header = next(csv.reader(fh), None)
-    except UnicodeDecodeError:
-        raise ExtractError("header row is not UTF-8 text", file=str(path)) from None
-    except (OSError, csv.Error) as exc:
-        raise ExtractError(f"cannot be read ({type(exc).__name__})", file=str(path)) from None
-    if not header or all(not h for h in header):
-        raise ExtractError("has no header row", file=str(path))
-    return header
 
 
 def _parquet_schema(path: Path) -> dict[str, str]:
@@ -502,14 +550,16 @@ def _load_table(
     fmt: FileFormat,
     present: dict[str, str],
     manifest: Manifest,
+    scan: CsvScan | None = None,
 ) -> int:
     """Load one file, record its rejects and create the clean table. Returns rows read."""
     name = table.name
     known = [c.name for c in table.columns if c.name in present]
     if fmt == "csv":
-        malformed = _read_csv(con, name, path, list(present), known)
+        assert scan is not None
+        malformed = _read_csv(con, name, path, list(present), known, scan)
         _parse_table(con, table, fmt, present, manifest)
-        _split_rows(con, table)
+        _split_rows(con, table, manifest.identifier_kind)
     else:
         # A view, not a copy: a 50-million-row raw copy never has to fit in DuckDB's memory
         # limit. (The file is read twice, for the rejects and for the clean rows, which
@@ -521,7 +571,7 @@ def _load_table(
                 f"{cols} FROM read_parquet('{_sql_path(path)}', file_row_number = true)"
             )
             _parse_table(con, table, fmt, present, manifest)
-            _split_rows(con, table)
+            _split_rows(con, table, manifest.identifier_kind)
         except duckdb.Error as exc:
             raise ExtractError(
                 f"cannot be read as Parquet ({_redact(exc)})", file=str(path)
@@ -540,7 +590,7 @@ def _load_table(
     return int(count) + malformed
 
 
-def _split_rows(con: duckdb.DuckDBPyConnection, table: Table) -> None:
+def _split_rows(con: duckdb.DuckDBPyConnection, table: Table, kind: IdentifierKind) -> None:
     """Record the rejects of ``_parsed_<table>`` and create the clean table from the rest.
 
     The rows that break a check (usually few) are kept in ``_bad_<table>``, so the checks
@@ -553,7 +603,7 @@ def _split_rows(con: duckdb.DuckDBPyConnection, table: Table) -> None:
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _bad_{name} AS SELECT * FROM _parsed_{name} WHERE _bad"
     )
-    _record_rejects(con, table)
+    _record_rejects(con, table, kind)
     bad = con.execute(f"SELECT count(*) FROM _bad_{name}").fetchall()[0][0]
     clean_cols = ", ".join(_ident(c.name) for c in table.columns)
     where = f" WHERE _row NOT IN (SELECT _row FROM _bad_{name})" if bad else ""
@@ -571,10 +621,27 @@ def _drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
         con.execute(f"DROP {kind} IF EXISTS {name}")
 
 
+#: DuckDB's CSV errors that a row-level reject cannot describe: the file's structure is broken
+#: and later rows may be lost with it. (``scan_csv`` finds these first; this is the backstop.)
+_FATAL_CSV_ERRORS = (
+    "UNQUOTED VALUE",
+    "INVALID ENCODING",
+    "INVALID STATE",
+    "LINE SIZE OVER MAXIMUM",
+)
+
+
 def _read_csv(
-    con: duckdb.DuckDBPyConnection, name: str, path: Path, header: list[str], known: list[str]
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    path: Path,
+    header: list[str],
+    known: list[str],
+    scan: CsvScan,
 ) -> int:
-    """Read a CSV as text with DuckDB; malformed rows become rejects. Returns their count."""
+    """Read a CSV as text with DuckDB; rows with the wrong number of fields become rejects.
+    Returns their count, after checking that every record of the file was either read or
+    rejected (``scan`` counted them)."""
     columns = "{" + ", ".join(f"'{_quote(c)}': 'VARCHAR'" for c in header) + "}"
     select = ", ".join(f"NULLIF({_ident(c)}, '') AS {_ident(c)}" for c in known)
     try:
@@ -587,6 +654,16 @@ def _read_csv(
         )
     except duckdb.Error as exc:
         raise ExtractError(f"cannot be read as CSV ({_redact(exc)})", file=str(path)) from None
+    fatal = con.execute(
+        f"SELECT min(line), any_value(error_type) FROM _csv_errors_{name} "
+        "WHERE error_type IN (SELECT unnest(?))",
+        [list(_FATAL_CSV_ERRORS)],
+    ).fetchall()[0]
+    if fatal[0] is not None:
+        raise ExtractError(
+            f"cannot be read as CSV ({str(fatal[1]).lower()})", file=str(path), line=int(fatal[0])
+        )
+    _reconcile(con, name, path, scan)
     # DuckDB reports a bad record by its record number counting the header as 1.
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _csv_bad_{name} AS "
@@ -618,6 +695,25 @@ def _read_csv(
     return malformed
 
 
+def _reconcile(con: duckdb.DuckDBPyConnection, name: str, path: Path, scan: CsvScan) -> None:
+    """Every record the scan found must have been read or rejected by DuckDB; blank lines,
+    which it skips, are counted only when the totals differ."""
+    read = con.execute(
+        f"SELECT (SELECT count(*) FROM _csv_{name}) + "
+        f"(SELECT count(DISTINCT line) FROM _csv_errors_{name})"
+    ).fetchall()[0][0]
+    if read == scan.rows:
+        return
+    counted = scan_csv(path, count_blank=True)
+    if read == counted.rows:
+        return
+    raise ExtractError(
+        f"the CSV reader returned {read:,} rows but the file holds {counted.rows:,}; "
+        "nothing was loaded (check the file's line endings and quoting)",
+        file=str(path),
+    )
+
+
 # --------------------------------------------------------------------------------------
 # Parsing and rules
 
@@ -636,7 +732,7 @@ def _parse_table(
         raw = f"r.{_ident(col.name)}" if col.name in present else "CAST(NULL AS VARCHAR)"
         source_type = present.get(col.name, "VARCHAR")
         select.append(f"{_raw_expr(raw, source_type)} AS {_ident('_raw_' + col.name)}")
-        parsed = _parsed_expr(col, raw, source_type)
+        parsed = _parsed_expr(col, raw, source_type, manifest.identifier_kind)
         if name != "patients" and col.name == "nhs_number" and col.name in present:
             # A number equal to an accepted patient's has passed the same checks there; only
             # the rest (unknown, malformed) are checked digit by digit, which for tens of
@@ -667,8 +763,9 @@ def _parse_table(
     # raw-and-parsed rows out and reading them back. Patients are a table, as every later
     # table joins them.
     kind = "TABLE" if name == "patients" else "VIEW"
+    violation = _any_violation(table, manifest.identifier_kind)
     con.execute(
-        f"CREATE OR REPLACE TEMP {kind} _parsed_{name} AS SELECT *, ({_any_violation(table)}) "
+        f"CREATE OR REPLACE TEMP {kind} _parsed_{name} AS SELECT *, ({violation}) "
         f"AS _bad FROM (SELECT {', '.join(select)} FROM _raw_{name} r{joins})"
     )
     # The same rows' typed values by a shorter road, right for the rows that break no check
@@ -691,7 +788,9 @@ def _raw_expr(raw: str, source_type: str) -> str:
     return raw
 
 
-def _parsed_expr(col: Column, raw: str, source_type: str) -> str:
+def _parsed_expr(
+    col: Column, raw: str, source_type: str, identifier_kind: IdentifierKind = "nhs_number"
+) -> str:
     """SQL turning the source value into the contract type; NULL when it does not parse."""
     text = source_type == "VARCHAR"
     if source_type == "NULL":
@@ -725,6 +824,8 @@ def _parsed_expr(col: Column, raw: str, source_type: str) -> str:
     if col.kind == "code":
         codes = ", ".join(f"'{c}'" for c in col.codes or ())
         return f"CASE WHEN {value} IN ({codes}) THEN {value} END"
+    if col.kind == "nhs_number" and identifier_kind == "pseudonym":
+        return f"CASE WHEN regexp_full_match({value}, '{PSEUDONYM_PATTERN}') THEN {value} END"
     if col.kind == "nhs_number":
         return (
             f"CASE WHEN regexp_full_match({value}, '[0-9]{{10}}') AND nhs_check_digit_ok({value}) "
@@ -753,12 +854,24 @@ def _duck_type(col: Column) -> str:
     )
 
 
-def _generic_checks(table: Table) -> Iterator[tuple[str, str, str]]:
+def _generic_checks(
+    table: Table, identifier_kind: IdentifierKind
+) -> Iterator[tuple[str, str, str]]:
     """(column, rule, SQL predicate) for the rules every column gets from its kind."""
     for col in table.columns:
         raw, parsed = _ident("_raw_" + col.name), _ident(col.name)
         if col.required:
             yield col.name, "required", f"{raw} IS NULL"
+        if col.kind == "nhs_number" and identifier_kind == "pseudonym":
+            # A pseudonym has a shape but no check digit: nothing to read digit by digit.
+            yield (
+                col.name,
+                "invalid_pseudonym_format",
+                f"{raw} IS NOT NULL "
+                f"AND NOT regexp_full_match(CAST({raw} AS VARCHAR), '{PSEUDONYM_PATTERN}')",
+            )
+            yield col.name, "duplicate_nhs_number", "_nhs_count > 1"
+            continue
         if col.kind == "nhs_number":
             # In event tables, a number equal to an accepted patient's passed these checks
             # there; only the others are read digit by digit.
@@ -792,23 +905,29 @@ def _generic_checks(table: Table) -> Iterator[tuple[str, str, str]]:
         yield "nhs_number", "patient_rejected", "_patient_known AND NOT _patient_clean"
 
 
-def _checks(table: Table) -> list[tuple[str, str, str]]:
+def _checks(table: Table, identifier_kind: IdentifierKind) -> list[tuple[str, str, str]]:
     """Every (column, rule, violation predicate) a row of ``table`` is checked against."""
-    return list(_generic_checks(table)) + [(r.column, r.rule, r.violation) for r in table.rules]
+    return list(_generic_checks(table, identifier_kind)) + [
+        (r.column, r.rule, r.violation) for r in table.rules
+    ]
 
 
-def _any_violation(table: Table) -> str:
+def _any_violation(table: Table, identifier_kind: IdentifierKind) -> str:
     """SQL true for a row that breaks at least one check (never NULL)."""
-    return " OR ".join(f"coalesce(({pred}), false)" for _, _, pred in _checks(table))
+    return " OR ".join(
+        f"coalesce(({pred}), false)" for _, _, pred in _checks(table, identifier_kind)
+    )
 
 
-def _record_rejects(con: duckdb.DuckDBPyConnection, table: Table) -> None:
+def _record_rejects(
+    con: duckdb.DuckDBPyConnection, table: Table, identifier_kind: IdentifierKind
+) -> None:
     """Every (row, column, rule) that is broken goes to _rejects. Only the rows marked
     ``_bad`` build the list of what they break (building a list for each of 50 million
     clean rows cost more than the checks)."""
     cases = ", ".join(
         f"CASE WHEN coalesce(({pred}), false) THEN '{col}|{rule}' END"
-        for col, rule, pred in _checks(table)
+        for col, rule, pred in _checks(table, identifier_kind)
     )
     con.execute(
         f"INSERT INTO _rejects SELECT '{table.name}', _row, split_part(v, '|', 1), "

@@ -39,13 +39,48 @@ def _rejects(path: Path) -> list[dict[str, str]]:
         ("{not json", None, "not valid JSON"),
         ("[1, 2]", None, "JSON object"),
         ({"extract_date": "2026-11-01"}, "contract_version", "contract_version is missing"),
-        ({"contract_version": 2, "extract_date": "2026-11-01"}, "contract_version", "must be 1"),
-        ({"contract_version": True, "extract_date": "2026-11-01"}, "contract_version", "must be 1"),
+        (
+            {"contract_version": 3, "extract_date": "2026-11-01"},
+            "contract_version",
+            "must be 1 or 2",
+        ),
+        ({"contract_version": True, "extract_date": "2026-11-01"}, "contract_version", "1 or 2"),
         ({"contract_version": 1}, "extract_date", "extract_date is missing"),
         ({"contract_version": 1, "extract_date": "2026-11-1"}, "extract_date", "ISO 8601"),
         ({"contract_version": 1, "extract_date": "2026-02-30"}, "extract_date", "calendar date"),
         ({"contract_version": 1, "extract_date": 20261101}, "extract_date", "ISO 8601"),
         ({"contract_version": 1, "extract_date": "2026-11-01", "source": 5}, "source", "text"),
+        # version 2's keys: what the identifier is, row counts, provenance
+        (
+            {"contract_version": 1, "extract_date": "2026-11-01", "identifier_kind": "pseudonym"},
+            "identifier_kind",
+            "needs contract_version 2",
+        ),
+        (
+            {"contract_version": 2, "extract_date": "2026-11-01", "identifier_kind": "person_id"},
+            "identifier_kind",
+            "nhs_number or pseudonym",
+        ),
+        (
+            {"contract_version": 2, "extract_date": "2026-11-01", "row_counts": {"patients": -1}},
+            "row_counts",
+            "whole numbers",
+        ),
+        (
+            {"contract_version": 2, "extract_date": "2026-11-01", "row_counts": {"people": 3}},
+            "row_counts",
+            "contract table names",
+        ),
+        (
+            {"contract_version": 2, "extract_date": "2026-11-01", "row_counts": [3]},
+            "row_counts",
+            "whole numbers",
+        ),
+        (
+            {"contract_version": 2, "extract_date": "2026-11-01", "provenance": "omop"},
+            "provenance",
+            "JSON object",
+        ),
     ],
 )
 def test_bad_manifest_stops_and_names_the_field(tmp_path, manifest, column, words):

@@ -13,7 +13,9 @@ from riskstrat.extract import validate_extract
 from tests.extracts import (
     BAD_CHECK,
     CHECK_TEN,
+    P1,
     P2,
+    P3,
     P_UNKNOWN,
     base_tables,
     write_extract,
@@ -179,6 +181,7 @@ def test_every_contract_rule_has_a_case():
     missing = all_rule_ids() - covered
     assert not missing, f"rules without a test case: {sorted(missing)}"
     generic = {c[5] for c in CASES} | {"patient_rejected", "malformed_row"}
+    generic |= {"invalid_pseudonym_format"}  # test_a_pseudonymous_extract_checks_shape_not_digits
     assert set(GENERIC_RULES) <= generic, set(GENERIC_RULES) - generic
     # every required column of every table has a 'required' case
     required = {(t.name, c) for t in TABLES.values() for c in t.required_columns}
@@ -293,3 +296,35 @@ def test_a_person_born_on_the_extract_date_is_accepted(tmp_path):
     extract, rejects = _run(tmp_path, tables)
     assert rejects == []
     extract.close()
+
+
+def test_a_pseudonymous_extract_checks_shape_not_digits(tmp_path):
+    """identifier_kind pseudonym (contract version 2): any 1-64 character pseudonym of letters,
+    digits, '.', '_' and '-' is accepted (no Modulus 11 check); other shapes and repeats are
+    rejected; event rows follow their patient."""
+    pseudonyms = {P1: "1042", P2: "person-7.b_9", P3: "9990000000"}
+    tables = base_tables()
+    for rows in tables.values():
+        for row in rows:
+            row["nhs_number"] = pseudonyms.get(row["nhs_number"], row["nhs_number"])
+    bad = dict(tables["patients"][0], nhs_number="has space")
+    long = dict(tables["patients"][0], nhs_number="x" * 65)
+    dup = dict(tables["patients"][1])
+    tables["patients"] += [bad, long, dup]
+    root = write_extract(
+        tmp_path / "x",
+        tables,
+        manifest={"contract_version": 2, "extract_date": "2026-11-01",
+                  "identifier_kind": "pseudonym"},
+    )  # fmt: skip
+    with validate_extract(root, max_reject_share=1.0, rejects_path=tmp_path / "r.csv") as ex:
+        kept = {r[0] for r in ex.con.execute("SELECT nhs_number FROM patients").fetchall()}
+        events = ex.con.execute("SELECT count(*) FROM activity").fetchone()[0]
+        assert ex.summary.manifest.identifier_kind == "pseudonym"
+    # "9990000000" fails Modulus 11 but is a fine pseudonym; person-7.b_9 is repeated
+    assert kept == {"1042", "9990000000"}
+    rules = {(r["row_number"], r["rule"]) for r in _rejects(tmp_path / "r.csv")}
+    assert {("4", "invalid_pseudonym_format"), ("5", "invalid_pseudonym_format"),
+            ("2", "duplicate_nhs_number"), ("6", "duplicate_nhs_number")} <= rules  # fmt: skip
+    assert not any(r == "nhs_number_check_digit" for _, r in rules)
+    assert events == len(base_tables()["activity"]) - 1  # P2's row follows its rejected patient

@@ -236,10 +236,16 @@ def test_files_and_columns_csv(csv_extract: Path) -> None:
     names = sorted(p.name for p in csv_extract.iterdir())
     assert names == sorted(["manifest.json", *(f"{t}.csv" for t in contract.TABLE_ORDER)])
     manifest = json.loads((csv_extract / "manifest.json").read_text())
+    rows = {
+        t: len((csv_extract / f"{t}.csv").read_text().splitlines()) - 1
+        for t in contract.TABLE_ORDER
+    }
     assert manifest == {
-        "contract_version": 1,
+        "contract_version": 2,
         "extract_date": "2025-04-01",
         "source": f"riskstrat synthetic generator, seed {SEED}, {N} patients",
+        "identifier_kind": "nhs_number",
+        "row_counts": rows,
     }
     for t in contract.TABLE_ORDER:
         header = (csv_extract / f"{t}.csv").read_text().splitlines()[0]

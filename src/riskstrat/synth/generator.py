@@ -1676,17 +1676,19 @@ class _TableSink:
 
 
 class _ExtractWriter:
-    """Writes manifest.json and appends each block's five tables to their files."""
+    """Appends each block's five tables to their files; ``finish`` writes manifest.json with
+    the rows written, so a file cut short later is caught by validation."""
 
     def __init__(self, folder: Path, *, fmt: Format, extract_date: dt.date, source: str) -> None:
         if fmt not in ("csv", "parquet"):
             raise ValueError(f"fmt must be 'csv' or 'parquet', not {fmt!r}")
-        manifest = {
+        self.folder = folder
+        self.manifest: dict[str, object] = {
             "contract_version": CONTRACT_VERSION,
             "extract_date": extract_date.isoformat(),
             "source": source,
+            "identifier_kind": "nhs_number",
         }
-        (folder / "manifest.json").write_text(json.dumps(manifest) + "\n", encoding="utf-8")
         self.sinks: dict[str, _TableSink] = {}
         try:
             for name in TABLE_ORDER:
@@ -1711,6 +1713,13 @@ class _ExtractWriter:
         for sink in self.sinks.values():
             sink.close()
 
+    def finish(self) -> None:
+        """Close the files and write the manifest (only once every block is written)."""
+        self.close()
+        manifest = {**self.manifest, "row_counts": self.rows}
+        text = json.dumps(manifest) + "\n"
+        (self.folder / "manifest.json").write_text(text, encoding="utf-8")
+
 
 def write_tables(
     tables: dict[str, pd.DataFrame],
@@ -1728,6 +1737,7 @@ def write_tables(
     writer = _ExtractWriter(folder, fmt=fmt, extract_date=extract_date, source=source)
     try:
         writer.write_block(tables, None if progress is None else (lambda f: progress("write", f)))
+        writer.finish()
     finally:
         writer.close()
     return writer.rows
@@ -1884,6 +1894,7 @@ def generate_extract(
 
                 writer.write_block(sim.tables, report_write)
                 del sim
+            writer.finish()
         finally:
             writer.close()
         if target is not None:
