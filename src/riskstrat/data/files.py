@@ -24,6 +24,7 @@ import csv
 import io
 import os
 import stat
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,9 +89,10 @@ class CsvScan:
 class _Scanner:
     """State carried from chunk to chunk."""
 
-    def __init__(self, path: Path, *, count_blank: bool) -> None:
+    def __init__(self, path: Path, *, count_blank: bool, quoting: bool = True) -> None:
         self.path = path
         self.count_blank = count_blank
+        self.quoting = quoting
         self.offset = 0  # bytes before the current chunk
         self.lines = 0  # line breaks before the current chunk
         self.inside = False  # inside a quoted field at the start of the chunk
@@ -116,7 +118,7 @@ class _Scanner:
                 raise self.fail(
                     data, start + exc.start, "is not UTF-8 text (save the file as UTF-8)"
                 ) from None
-        if not self.inside and data.find(b'"') < 0:
+        if not self.quoting or (not self.inside and data.find(b'"') < 0):
             self._plain(data)
         else:
             self._quoted(data, start=start, first=first)
@@ -220,16 +222,24 @@ class _Scanner:
         self.blank += int(np.count_nonzero((gap == 1) | ((gap == 2) & cr)))
 
 
-def scan_csv(path: Path, *, count_blank: bool = False, chunk_bytes: int = CHUNK_BYTES) -> CsvScan:
+def scan_csv(
+    path: Path,
+    *,
+    count_blank: bool = False,
+    delimiter: str = ",",
+    chunk_bytes: int = CHUNK_BYTES,
+) -> CsvScan:
     """Scan a CSV file's structure (see the module docstring). Blank lines, which readers
-    skip, are counted only with ``count_blank`` (otherwise they count as rows).
+    skip, are counted only with ``count_blank`` (otherwise they count as rows). A file with
+    another ``delimiter`` (tab-separated vocabulary files) is read without quoting: its quotes
+    are text.
 
     Raises:
         ExtractError: a NUL byte, text that is not UTF-8, a quote RFC 4180 does not allow, a
             quoted field never closed, no header row, a header naming a column twice, or a
             last row cut off mid-way; each with the file and line.
     """
-    scanner = _Scanner(path, count_blank=count_blank)
+    scanner = _Scanner(path, count_blank=count_blank, quoting=delimiter == ",")
     size = 0
     try:
         with path.open("rb") as fh:
@@ -253,11 +263,11 @@ def scan_csv(path: Path, *, count_blank: bool = False, chunk_bytes: int = CHUNK_
             file=str(path),
             line=scanner.last_open_line,
         )
-    header = _header(path)
+    header = _header(path, delimiter)
     records = scanner.separators - scanner.blank + (1 if tail.strip(b"\r\n") else 0)
     last_fields: int | None = None
     if tail.strip(b"\r\n"):
-        last_fields = _fields(tail)
+        last_fields = _fields(tail, delimiter)
         if records > 1 and last_fields != len(header):
             raise ExtractError(
                 f"ends in the middle of a row: the last row has {last_fields} of "
@@ -281,19 +291,25 @@ def _tail(fh: io.BufferedReader, start: int, size: int) -> bytes:
     return fh.read()
 
 
-def _fields(record: bytes) -> int:
-    row = next(csv.reader(io.StringIO(record.decode("utf-8-sig"), newline="")), [])
+def _reader(text: Iterable[str], delimiter: str) -> Iterator[list[str]]:
+    if delimiter == ",":
+        return csv.reader(text)
+    return csv.reader(text, delimiter=delimiter, quoting=csv.QUOTE_NONE)
+
+
+def _fields(record: bytes, delimiter: str = ",") -> int:
+    row = next(_reader(io.StringIO(record.decode("utf-8-sig"), newline=""), delimiter), [])
     return len(row)
 
 
-def _header(path: Path) -> list[str]:
+def _header(path: Path, delimiter: str = ",") -> list[str]:
     """The header row's column names.
 
     Raises:
         ExtractError: no header row, or a header naming a column twice.
     """
     with path.open(encoding="utf-8-sig", newline="") as fh:
-        header = next(csv.reader(fh), None)
+        header = next(_reader(fh, delimiter), None)
     if not header or all(not h for h in header):
         raise ExtractError("has no header row", file=str(path), line=1)
     seen: set[str] = set()

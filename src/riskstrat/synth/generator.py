@@ -88,6 +88,7 @@ from riskstrat.synth.hazards import (
     inhospital_death_probability,
     latent_frailty,
 )
+from riskstrat.synth.omop import OmopLayout, OmopWriter
 from riskstrat.synth.population import (
     DAYS_PER_YEAR,
     NEVER,
@@ -106,7 +107,7 @@ from riskstrat.synth.state import (
 )
 
 ProgressCallback = Callable[[str, float], None]
-Format = Literal["csv", "parquet"]
+Format = Literal["csv", "parquet", "omop"]
 _T = TypeVar("_T")
 
 #: People simulated and written together. A constant, never derived from the machine, so that
@@ -1786,6 +1787,7 @@ def generate_extract(
     oracle: bool = False,
     oracle_dates: Sequence[dt.date] | None = None,
     oracle_path: Path | None = None,
+    omop_layout: OmopLayout = "duckdb",
 ) -> GenerationSummary:
     """Simulate a population and write it as a contract extract in ``out_dir``, atomically.
 
@@ -1808,7 +1810,11 @@ def generate_extract(
         seed: random seed; the same arguments give byte-identical files.
         months: months of history before the extract date's month.
         extract_date: the manifest's extract date (first day not covered).
-        fmt: ``"csv"`` or ``"parquet"``.
+        fmt: ``"csv"`` or ``"parquet"`` (a contract extract), or ``"omop"``: the same
+            population as an OMOP CDM 5.4 with its site map, IMD lookup and linkage files
+            (see :mod:`riskstrat.synth.omop`); ``rows`` then counts the CDM's tables.
+        omop_layout: with ``"omop"``, ``"duckdb"`` (``cdm.duckdb``) or ``"csv"`` (a ``cdm``
+            folder of upper-case CSV files, as OHDSI's Eunomia ships).
         overwrite: replace a non-empty ``out_dir`` (only once the new extract is complete) and
             an existing oracle file.
         progress: optional ``callback(stage, fraction_done)`` for a progress bar.
@@ -1836,8 +1842,8 @@ def generate_extract(
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    if fmt not in ("csv", "parquet"):
-        raise ValueError(f"fmt must be 'csv' or 'parquet', not {fmt!r}")
+    if fmt not in ("csv", "parquet", "omop"):
+        raise ValueError(f"fmt must be 'csv', 'parquet' or 'omop', not {fmt!r}")
     _check_arguments(n_patients, months, extract_date)
     want_oracle = oracle or oracle_dates is not None or oracle_path is not None
     dates: tuple[dt.date, ...] = ()
@@ -1860,12 +1866,21 @@ def generate_extract(
     tmp_oracle: Path | None = None
     tmp.mkdir()
     try:
-        writer = _ExtractWriter(
-            tmp,
-            fmt=fmt,
-            extract_date=extract_date,
-            source=f"riskstrat synthetic generator, seed {seed}, {n_patients} patients",
-        )
+        source = f"riskstrat synthetic generator, seed {seed}, {n_patients} patients"
+        writer: _ExtractWriter | OmopWriter
+        if fmt == "omop":
+            pr = plan.practices
+            writer = OmopWriter(
+                tmp,
+                layout=omop_layout,
+                extract_date=extract_date,
+                source=source,
+                practices=pd.DataFrame({"practice_code": pr.practice_code,
+                                        "pcn_code": pr.pcn_code}),
+                lsoas=pd.DataFrame({"lsoa_code": pr.lsoa_code, "imd_decile": pr.lsoa_decile}),
+            )  # fmt: skip
+        else:
+            writer = _ExtractWriter(tmp, fmt=fmt, extract_date=extract_date, source=source)
         risks: list[pd.DataFrame] = []
         history_start = history_start_for(extract_date, months)
         try:
@@ -1894,7 +1909,10 @@ def generate_extract(
 
                 writer.write_block(sim.tables, report_write)
                 del sim
-            writer.finish()
+            if isinstance(writer, OmopWriter):
+                writer.finish([str(n) for n in plan.nhs])
+            else:
+                writer.finish()
         finally:
             writer.close()
         if target is not None:

@@ -233,7 +233,11 @@ def draw_people(
     decile = practices.lsoa_decile[lsoa]
     deprivation = ((5.5 - decile) / 4.5).astype(np.float64)
     lsoa_recorded = rng.random(n) >= 0.03
-    imd_recorded = np.where(lsoa_recorded & (rng.random(n) >= 0.005), decile, 0)
+    # The IMD decile is looked up from the LSOA, as in a real extract, so it is recorded
+    # exactly when the LSOA is (an OMOP source can say no more). The draw that once left it
+    # out for 0.5% more is still made, so every later draw is unchanged.
+    rng.random(n)
+    imd_recorded = np.where(lsoa_recorded, decile, 0)
 
     # Ethnicity: census-like, more diverse in younger people and in diverse practices.
     age_factor = np.select([age_now < 40, age_now < 65], [1.3, 0.9], 0.45)
