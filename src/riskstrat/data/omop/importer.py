@@ -148,6 +148,7 @@ def import_omop(
         mapping.build_activity(con, d)
         drugs = map_drugs(con, lists)
         mapping.build_events(con, d, hospital_records=hospital_records)
+        mapping.summarise(con)
         report_progress("write", 0.0)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()

@@ -89,7 +89,8 @@ def match_events(con: duckdb.DuckDBPyConnection) -> None:
             f"{day} AS event_date, CAST({number} AS DOUBLE) AS record_value, "
             f"visit_occurrence_id FROM cdm_{table}"
         )
-    con.execute("CREATE OR REPLACE TEMP VIEW ev AS " + " UNION ALL ".join(parts))
+    # Kept once, narrow: every matching route below reads it.
+    con.execute("CREATE OR REPLACE TEMP TABLE ev AS " + " UNION ALL ".join(parts))
     icd = ", ".join(f"'{t}'" for t in _ICD10_VALUE_TABLES)
     lengths = [
         int(n) for (n,) in con.execute("SELECT DISTINCT len FROM cl_value WHERE prefix").fetchall()
@@ -124,7 +125,8 @@ def match_events(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def build_activity(con: duckdb.DuckDBPyConnection, extract_date: date) -> None:
-    """``visit_map`` (every visit, its setting or none) and ``cand_activity``; needs
+    """``visit_map`` (every visit, its setting or none) and ``cand_activity``, as views (a
+    copy of tens of millions of visits cost more than reading them again); needs
     ``kept_person`` for dates of birth."""
     d = _date(extract_date)
     hes = " ".join(
@@ -133,7 +135,7 @@ def build_activity(con: duckdb.DuckDBPyConnection, extract_date: date) -> None:
     )
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE visit_map AS
+        CREATE OR REPLACE TEMP VIEW visit_map AS
         WITH er_day AS (
             SELECT DISTINCT person_id, day FROM (
                 SELECT person_id, coalesce(visit_end_date, visit_start_date) AS day
@@ -189,7 +191,7 @@ def build_activity(con: duckdb.DuckDBPyConnection, extract_date: date) -> None:
     icd = ICD10_PATTERN.replace("'", "''")
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE cand_activity AS
+        CREATE OR REPLACE TEMP VIEW cand_activity AS
         WITH dx AS (
             SELECT visit_occurrence_id,
                    arg_min(upper(trim(condition_source_value)), condition_occurrence_id) AS dx
@@ -208,7 +210,8 @@ def build_activity(con: duckdb.DuckDBPyConnection, extract_date: date) -> None:
              AND v.setting IN ('outpatient', 'gp')
             WHERE m.list_table = 'activity' AND m.visit_occurrence_id IS NULL
         )
-        SELECT v.visit_occurrence_id, v.person_id, v.setting, v.admission_method,
+        SELECT v.visit_occurrence_id, v.person_id, v.visit_concept_id, v.setting,
+               v.admission_method,
                v.method_rule, v.start_date, v.end_date,
                CASE WHEN regexp_full_match(dx.dx, '{icd}') THEN dx.dx END AS primary_diagnosis,
                dx.dx IS NOT NULL AND NOT regexp_full_match(dx.dx, '{icd}') AS dx_not_icd10,
@@ -377,6 +380,27 @@ def build_patients(
     )
 
 
+def summarise(con: duckdb.DuckDBPyConnection) -> None:
+    """``sum_activity`` and ``sum_medications``: the big candidate views counted once by
+    everything the report needs, so the report never reads them again."""
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE sum_activity AS
+        SELECT drop_reason, setting, admission_method, method_rule, dx_not_icd10,
+               attended IS NOT DISTINCT FROM false AS not_attended, visit_concept_id,
+               count(*) AS n
+        FROM cand_activity GROUP BY ALL
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE sum_medications AS
+        SELECT drop_reason, drug_class, drug_concept_id, count(*) AS n
+        FROM cand_medications GROUP BY ALL
+        """
+    )
+
+
 def build_events(
     con: duckdb.DuckDBPyConnection, extract_date: date, *, hospital_records: HospitalRecords
 ) -> None:
@@ -390,9 +414,14 @@ def build_events(
         if hospital_records == "exclude"
         else ""
     )
+    hospital_visits = ", ".join(
+        str(c)
+        for c in (C.INPATIENT_VISIT, C.EMERGENCY_ROOM_AND_INPATIENT_VISIT,
+                  C.EMERGENCY_ROOM_VISIT, C.OUTPATIENT_VISIT)
+    )  # fmt: skip
     hospital_join = (
-        "LEFT JOIN (SELECT visit_occurrence_id FROM visit_map WHERE setting IN "
-        "('inpatient', 'ae', 'outpatient')) h ON h.visit_occurrence_id = m.visit_occurrence_id"
+        "LEFT JOIN (SELECT visit_occurrence_id FROM cdm_visit_occurrence WHERE visit_concept_id "
+        f"IN ({hospital_visits})) h ON h.visit_occurrence_id = m.visit_occurrence_id"
     )
     con.execute(
         f"""
@@ -411,7 +440,7 @@ def build_events(
     )
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE cand_medications AS
+        CREATE OR REPLACE TEMP VIEW cand_medications AS
         SELECT e.drug_exposure_id, e.person_id, e.drug_exposure_start_date AS issued_on,
                dm.medicine, dm.drug_class,
                CASE WHEN coalesce(e.drug_concept_id, 0) = 0 THEN e.drug_source_concept_id
@@ -456,32 +485,36 @@ def build_events(
 
 
 #: The contract tables' SELECTs over the kept candidate rows, in the contract's column order.
+#: The small tables are sorted by person_id (integers sort much faster than pseudonym text);
+#: activity and medications, tens of millions of rows, keep the order the CDM holds them in
+#: (DuckDB keeps insertion order through these joins), which is by person in every CDM seen so
+#: far: sorting 50 million prescriptions cost more than the rest of the import.
 OUTPUT_SQL = {
     "patients": """
         SELECT nhs_number, date_of_birth, sex, ethnic_category, lsoa_code,
                CAST(imd_decile AS INTEGER) AS imd_decile, practice_code, pcn_code,
                registered_from, registered_to, date_of_death, type1_opt_out
         FROM cand_patients WHERE drop_reason IS NULL
-        ORDER BY nhs_number""",
+        ORDER BY person_id""",
     "activity": """
-        SELECT CAST(a.person_id AS VARCHAR) AS nhs_number, a.setting, a.admission_method,
-               a.start_date, a.end_date, a.primary_diagnosis, a.attended
-        FROM cand_activity a WHERE a.drop_reason IS NULL
-        ORDER BY 1, a.start_date, a.setting, a.visit_occurrence_id""",
+        SELECT CAST(person_id AS VARCHAR) AS nhs_number, setting, admission_method,
+               start_date, end_date, primary_diagnosis, attended
+        FROM cand_activity WHERE drop_reason IS NULL
+""",
     "conditions": """
         SELECT CAST(person_id AS VARCHAR) AS nhs_number, condition,
                min(event_date) AS diagnosed_on
         FROM cand_conditions WHERE drop_reason IS NULL
         GROUP BY person_id, condition
-        ORDER BY 1, 3, 2""",
+        ORDER BY person_id, diagnosed_on, condition""",
     "medications": """
         SELECT CAST(person_id AS VARCHAR) AS nhs_number, issued_on, medicine, drug_class
         FROM cand_medications WHERE drop_reason IS NULL
-        ORDER BY 1, 2, 3""",
+""",
     "observations": """
         SELECT CAST(person_id AS VARCHAR) AS nhs_number, event_date AS observed_on, code, value
         FROM cand_observations WHERE drop_reason IS NULL
-        ORDER BY 1, 2, 3""",
+        ORDER BY person_id, event_date, code, src, rid""",
 }
 
 

@@ -36,12 +36,23 @@ def _one(con: duckdb.DuckDBPyConnection, sql: str) -> int:
     return int(_rows(con, sql)[0][0] or 0)
 
 
+#: Where each contract table's candidates are counted: the big ones from their summaries
+#: (``mapping.summarise``), the others row by row.
+_COUNTS = {
+    "patients": "SELECT drop_reason, 1 AS n FROM cand_patients",
+    "activity": "SELECT drop_reason, n FROM sum_activity",
+    "conditions": "SELECT drop_reason, 1 AS n FROM cand_conditions",
+    "medications": "SELECT drop_reason, n FROM sum_medications",
+    "observations": "SELECT drop_reason, 1 AS n FROM cand_observations",
+}
+
+
 def _reasons(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, int]:
     return {
         str(r): int(n)
         for r, n in _rows(
             con,
-            f"SELECT drop_reason, count(*) FROM {table} WHERE drop_reason IS NOT NULL "
+            f"SELECT drop_reason, sum(n) FROM ({_COUNTS[table]}) WHERE drop_reason IS NOT NULL "
             "GROUP BY 1 ORDER BY 2 DESC, 1",
         )
     }
@@ -72,7 +83,7 @@ def source_tables(con: duckdb.DuckDBPyConnection, present: dict[str, list[str]])
     persons = _one(con, "SELECT count(*) FROM cdm_person")
     kept = _one(con, "SELECT count(*) FROM cand_patients WHERE drop_reason IS NULL")
     out["person"] = {"rows_read": persons, "mapped": kept, "unmapped": persons - kept,
-                     "unmapped_by_reason": _reasons(con, "cand_patients")}  # fmt: skip
+                     "unmapped_by_reason": _reasons(con, "patients")}  # fmt: skip
     periods = _one(con, "SELECT count(*) FROM cdm_observation_period")
     used = _one(con, "SELECT count(*) FROM kept_person")
     out["observation_period"] = {
@@ -95,15 +106,15 @@ def source_tables(con: duckdb.DuckDBPyConnection, present: dict[str, list[str]])
     )
     out["death"] = {"rows_read": deaths, "mapped": used_deaths, "unmapped": deaths - used_deaths,
                     "after_extract_date": after}  # fmt: skip
-    visits = _one(con, "SELECT count(*) FROM visit_map")
-    mapped_visits = _one(con, "SELECT count(*) FROM visit_map WHERE setting IS NOT NULL")
+    visits = _one(con, "SELECT sum(n) FROM sum_activity")
+    mapped_visits = _one(con, "SELECT sum(n) FROM sum_activity WHERE setting IS NOT NULL")
     out["visit_occurrence"] = {
         "rows_read": visits,
         "mapped": mapped_visits,
         "unmapped": visits - mapped_visits,
         "top_unmapped_concepts": _top_concepts(
             con,
-            "SELECT visit_concept_id, count(*) FROM visit_map WHERE setting IS NULL GROUP BY 1",
+            "SELECT visit_concept_id, sum(n) FROM sum_activity WHERE setting IS NULL GROUP BY 1",
         ),
     }
     for table in EVENT_TABLES:
@@ -112,8 +123,9 @@ def source_tables(con: duckdb.DuckDBPyConnection, present: dict[str, list[str]])
         if table == "condition_occurrence":
             used_sql += (
                 " UNION SELECT c.condition_occurrence_id FROM cdm_condition_occurrence c "
-                "JOIN cand_activity a ON a.visit_occurrence_id = c.visit_occurrence_id "
-                "WHERE a.primary_diagnosis IS NOT NULL AND c.condition_status_concept_id = 32902"
+                "WHERE c.visit_occurrence_id IS NOT NULL "
+                "AND (c.condition_status_concept_id = 32902 "
+                "OR c.condition_type_concept_id = 44786627)"
             )
         mapped = _one(con, f"SELECT count(*) FROM ({used_sql})")
         out[table] = {
@@ -126,11 +138,10 @@ def source_tables(con: duckdb.DuckDBPyConnection, present: dict[str, list[str]])
                 f"WHERE {_EVENT_ID[table]} NOT IN ({used_sql}) GROUP BY 1",
             ),
         }
-    drugs = _one(con, "SELECT count(*) FROM cand_medications")
+    drugs = _one(con, "SELECT sum(n) FROM sum_medications")
     unmapped_drugs = _one(
         con,
-        "SELECT count(*) FROM cand_medications WHERE drop_reason = "
-        "'no ingredient found for the drug'",
+        "SELECT sum(n) FROM sum_medications WHERE drop_reason = 'no ingredient found for the drug'",
     )
     out["drug_exposure"] = {
         "rows_read": drugs,
@@ -138,7 +149,7 @@ def source_tables(con: duckdb.DuckDBPyConnection, present: dict[str, list[str]])
         "unmapped": unmapped_drugs,
         "top_unmapped_concepts": _top_concepts(
             con,
-            "SELECT drug_concept_id, count(*) FROM cand_medications "
+            "SELECT drug_concept_id, sum(n) FROM sum_medications "
             "WHERE drop_reason = 'no ingredient found for the drug' GROUP BY 1",
         ),
     }
@@ -153,10 +164,9 @@ def contract_tables(con: duckdb.DuckDBPyConnection, written: dict[str, int]) -> 
     """For each contract table: candidate rows, dropped by reason, rows written."""
     out: dict[str, Any] = {}
     for table in ("patients", "activity", "conditions", "medications", "observations"):
-        cand = f"cand_{table}"
         out[table] = {
-            "candidates": _one(con, f"SELECT count(*) FROM {cand}"),
-            "dropped": _reasons(con, cand),
+            "candidates": _one(con, f"SELECT sum(n) FROM ({_COUNTS[table]})"),
+            "dropped": _reasons(con, table),
             "written": written[table],
         }
     out["conditions"]["note"] = (
@@ -178,7 +188,7 @@ def persons(con: duckdb.DuckDBPyConnection, *, sites: str, imd: bool) -> dict[st
     return {
         "read": _one(con, "SELECT count(*) FROM cdm_person"),
         "kept": _one(con, f"SELECT count(*) {kept}"),
-        "dropped": _reasons(con, "cand_patients"),
+        "dropped": _reasons(con, "patients"),
         "date_of_birth_from": counts("dob_rule"),
         "sex": counts("sex"),
         "ethnicity_from": counts("ethnicity_rule"),
@@ -192,66 +202,68 @@ def persons(con: duckdb.DuckDBPyConnection, *, sites: str, imd: bool) -> dict[st
 
 
 def activity_rules(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    kept = "FROM cand_activity WHERE drop_reason IS NULL"
+    kept = "FROM sum_activity WHERE drop_reason IS NULL"
     return {
         "settings": {
             str(k): int(n)
-            for k, n in _rows(con, f"SELECT setting, count(*) {kept} GROUP BY 1 ORDER BY 1")
+            for k, n in _rows(con, f"SELECT setting, sum(n) {kept} GROUP BY 1 ORDER BY 1")
         },
         "admission_method_from": {
             f"{m} ({r})": int(n)
             for m, r, n in _rows(
                 con,
-                f"SELECT admission_method, method_rule, count(*) {kept} "
+                f"SELECT admission_method, method_rule, sum(n) {kept} "
                 "AND setting = 'inpatient' GROUP BY 1, 2 ORDER BY 3 DESC",
             )
         },
-        "primary_diagnosis_not_icd10": _one(con, f"SELECT count(*) {kept} AND dx_not_icd10"),
-        "did_not_attend": _one(con, f"SELECT count(*) {kept} AND attended = false"),
+        "primary_diagnosis_not_icd10": _one(con, f"SELECT sum(n) {kept} AND dx_not_icd10"),
+        "did_not_attend": _one(con, f"SELECT sum(n) {kept} AND not_attended"),
     }
 
 
 def codes(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    """For every contract code: records kept, and the concepts that matched, most first."""
+    """For every contract code: records kept, and the concepts that matched, most first (one
+    grouped query per table, not one per code)."""
     out: dict[str, Any] = {}
     sources = {
-        "conditions": ("cand_conditions", "condition"),
-        "observations": ("cand_observations", "code"),
+        "conditions": "SELECT condition, concept_id FROM cand_conditions",
+        "observations": "SELECT code, concept_id FROM cand_observations",
+        "medications": "SELECT drug_class, drug_concept_id, n FROM sum_medications",
     }
-    for table, (cand, column) in sources.items():
-        for code, n in _rows(
+    for table, select in sources.items():
+        if "sum_" not in select:
+            select = select.replace(" FROM", ", 1 AS n FROM")
+        rows = _rows(
             con,
-            f"SELECT {column}, count(*) FROM {cand} WHERE drop_reason IS NULL "
-            "GROUP BY 1 ORDER BY 1",
-        ):
-            out[f"{table}/{code}"] = {
-                "records": int(n),
-                "concepts": _top_concepts(
-                    con,
-                    f"SELECT concept_id, count(*) FROM {cand} WHERE drop_reason IS NULL "
-                    f"AND {column} = '{code}' GROUP BY 1",
-                ),
-            }
-    for cls, n in _rows(
-        con,
-        "SELECT drug_class, count(*) FROM cand_medications WHERE drop_reason IS NULL "
-        "GROUP BY 1 ORDER BY 1",
-    ):
-        out[f"medications/{cls}"] = {
-            "records": int(n),
-            "concepts": _top_concepts(
-                con,
-                "SELECT drug_concept_id, count(*) FROM cand_medications WHERE drop_reason IS NULL "
-                f"AND drug_class = '{cls}' GROUP BY 1",
-            ),
-        }
+            f"""
+            SELECT t.code, t.concept_id, t.n, c.concept_name, c.vocabulary_id, c.concept_code
+            FROM (SELECT code, concept_id, sum(n) AS n
+                  FROM ({select} WHERE drop_reason IS NULL) s(code, concept_id, n)
+                  GROUP BY 1, 2) t
+            LEFT JOIN cdm_concept c ON c.concept_id = t.concept_id
+            ORDER BY t.code, t.n DESC, t.concept_id
+            """,
+        )
+        for code, cid, n, name, vocab, concept_code in rows:
+            entry = out.setdefault(f"{table}/{code}", {"records": 0, "concepts": []})
+            entry["records"] += int(n)
+            if len(entry["concepts"]) < TOP_N:
+                entry["concepts"].append(
+                    {
+                        "concept_id": int(cid) if cid is not None else None,
+                        "concept_name": name if cid not in (None, 0) else "no matching concept",
+                        "vocabulary_id": vocab,
+                        "concept_code": concept_code,
+                        "rows": int(n),
+                    }
+                )
     for table, code, n in _rows(
         con,
         "SELECT list_table, list_code, count(*) FROM ev_match "
         "WHERE list_table IN ('ethnicity', 'patients', 'activity') GROUP BY 1, 2 ORDER BY 1, 2",
     ):
         out[f"{table}/{code}"] = {"records": int(n)}
-    return out
+    return dict(sorted(out.items()))
 
 
 # --------------------------------------------------------------------------------------
