@@ -24,6 +24,7 @@ from riskstrat.cohorts import (
     served_counts,
 )
 from riskstrat.config import Settings, get_settings
+from riskstrat.contract import IdentifierKind
 from riskstrat.explain import explain_with_contributions
 from riskstrat.features import COHORT_COLUMNS, build_features
 from riskstrat.listing import cohort_items_json
@@ -49,6 +50,8 @@ class ScoreResult:
     #: Why retention pruning after the publish failed (the exception's type), or None. The
     #: month is published either way; the next run's pruning finishes what was left.
     prune_error: str | None = None
+    #: What the run's people are identified by: NHS numbers, or pseudonyms (from the extract).
+    identifier_kind: IdentifierKind = "nhs_number"
 
 
 def parse_month(text: str) -> date:
@@ -141,6 +144,9 @@ def run_scoring(
             check_as_of(month, extract.extract_date)
             extract_date = extract.extract_date
             validation = extract.summary.as_dict()
+            # NHS numbers or pseudonyms (contract version 2): recorded with the run, so every
+            # surface that serves it says which, and no pseudonym is checked as an NHS number.
+            identifier_kind = extract.summary.manifest.identifier_kind
             report(progress, "build features", 0.2)
             features = build_features(extract.con, index_dates=[month])
         check_columns(config, [*features.columns, "risk"])
@@ -163,6 +169,7 @@ def run_scoring(
                 cohorts,
                 scores,
                 {k: i["criteria"] for k, i in config_record["interventions"].items()},
+                identifier_kind=identifier_kind,
             )
         )
         report(progress, "stage", 0.85)
@@ -180,6 +187,7 @@ def run_scoring(
             run_id,
             n_type1_opt_outs_excluded=n_opt_out,
             expected_people=len(scores),
+            identifier_kind=identifier_kind,
             details={
                 "extract_validation": validation,
                 "model_metrics": {
@@ -227,6 +235,7 @@ def run_scoring(
         replaced_runs=list(info.details.get("replaced_runs", [])),
         pruned_runs=pruned,
         prune_error=prune_error,
+        identifier_kind=info.identifier_kind,
     )
 
 

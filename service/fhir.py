@@ -6,9 +6,14 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from riskstrat.contract import IdentifierKind
 from riskstrat.store import PatientScore, RunInfo
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
+#: The identifier system of a pseudonymous run's people. Local to this service: a pseudonym
+#: (an OMOP person_id, say) means nothing outside the extract it came with, and must never
+#: be labelled with the NHS number system, whatever its digits.
+PSEUDONYM_SYSTEM = "urn:riskstrat:pseudonym"
 SNOMED = "http://snomed.info/sct"
 #: SNOMED CT 183452005 "Emergency hospital admission (procedure)".
 EMERGENCY_ADMISSION = {
@@ -23,8 +28,17 @@ def risk_assessment_id(run: RunInfo, score: PatientScore) -> str:
     return f"{run.id}-{score.rank}"
 
 
+def subject_identifier(identifier: str, identifier_kind: IdentifierKind) -> dict[str, Any]:
+    """The FHIR Identifier of a person: an NHS number in the NHS number system, or a
+    pseudonym in the local pseudonym system, typed as such."""
+    if identifier_kind == "pseudonym":
+        return {"type": {"text": "pseudonym"}, "system": PSEUDONYM_SYSTEM, "value": identifier}
+    return {"system": NHS_NUMBER_SYSTEM, "value": identifier}
+
+
 def risk_assessment(run: RunInfo, score: PatientScore, *, horizon_days: int = 90) -> dict[str, Any]:
-    """The FHIR R4 RiskAssessment for one published score."""
+    """The FHIR R4 RiskAssessment for one published score (its subject identified as the run
+    identifies its people: by NHS number or by pseudonym)."""
     start: date = run.month
     end = start + timedelta(days=horizon_days)
     occurrence = (run.published_at or datetime.combine(start, time(), UTC)).astimezone(UTC)
@@ -36,9 +50,7 @@ def risk_assessment(run: RunInfo, score: PatientScore, *, horizon_days: int = 90
         "resourceType": "RiskAssessment",
         "id": risk_assessment_id(run, score),
         "status": "final",
-        "subject": {
-            "identifier": {"system": NHS_NUMBER_SYSTEM, "value": score.nhs_number},
-        },
+        "subject": {"identifier": subject_identifier(score.nhs_number, run.identifier_kind)},
         "occurrenceDateTime": occurrence.isoformat(timespec="seconds"),
         "method": {
             "coding": [

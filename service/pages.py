@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import secrets
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -22,8 +23,15 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from riskstrat.auth import AuthError, Caller, caller_from_user, key_prefix
 from riskstrat.cohorts import capacity_summary, what_changed
+from riskstrat.contract import PSEUDONYM_PATTERN
 from riskstrat.explain import REASON_LABELS
-from riskstrat.listing import format_nhs_number, listing_frame, reasons_text
+from riskstrat.listing import (
+    IDENTIFIER_COLUMNS,
+    IDENTIFIER_LABELS,
+    display_identifier,
+    listing_frame,
+    reasons_text,
+)
 from riskstrat.nhs_number import is_valid_nhs_number
 from riskstrat.registry import CHAMPION, ModelNotFoundError
 from service.deps import RegistryDep, SettingsDep, StoreDep
@@ -170,7 +178,10 @@ def _cohort_rows(
     )
     info = _intervention_info(run, key)
     summary = {**capacity_summary(risks, capacity=capacity, effect=info.effect), "eligible": total}
-    audit(request, store, settings, caller, route, [m.nhs_number for m, _ in rows], None)
+    audit(
+        request, store, settings, caller, route, [m.nhs_number for m, _ in rows], None,
+        identifier_kind=run.identifier_kind,
+    )  # fmt: skip
     practices = sorted(
         {m.practice_code for m, _ in store.intervention_page(
             run.id, key, offset=0, limit=100_000, pcn_codes=scope)[1]}
@@ -197,10 +208,11 @@ def cohort_page(
         request, store, settings, caller, intervention, practice, capacity, "GET /cohorts (page)"
     )
     criteria = data["interventions"][data["key"]]["criteria"]
+    kind = data["run"].identifier_kind
     rows = [
         {
             "rank": m.rank, "nhs_number": m.nhs_number,
-            "nhs_display": format_nhs_number(m.nhs_number),
+            "nhs_display": display_identifier(m.nhs_number, kind),
             "practice_code": m.practice_code, "risk": m.risk, "benefit": m.expected_benefit,
             "because": "; ".join(criteria.get(k, k) for k in m.criteria),
             "reasons": reasons_text(s.reasons),
@@ -214,6 +226,7 @@ def cohort_page(
         "cohorts.html", title=data["info"].title, caller=caller, run=data["run"],
         interventions=data["interventions"], info=data["info"], practices=data["practices"],
         practice=practice, capacity=capacity, summary=data["summary"], rows=rows, query=query,
+        identifier_label=IDENTIFIER_LABELS[kind],
     )  # fmt: skip
 
 
@@ -234,7 +247,10 @@ def cohort_download(
         request, store, settings, caller, intervention, practice, capacity,
         f"GET /cohorts/download ({format})",
     )  # fmt: skip
-    frame = listing_frame(data["rows"], data["interventions"][data["key"]]["criteria"])
+    kind = data["run"].identifier_kind
+    frame = listing_frame(
+        data["rows"], data["interventions"][data["key"]]["criteria"], identifier_kind=kind
+    )
     name = f"{data['run'].month:%Y-%m}_{data['key']}_{practice or 'my-pcns'}.{format}"
     headers = {"Content-Disposition": f'attachment; filename="{name}"'}
     if format == "csv":
@@ -249,7 +265,7 @@ def cohort_download(
     with pd.ExcelWriter(buffer, engine="openpyxl") as writer:
         frame.to_excel(writer, sheet_name="cohort", index=False)
         sheet = writer.sheets["cohort"]
-        col = list(frame.columns).index("nhs_number") + 1
+        col = list(frame.columns).index(IDENTIFIER_COLUMNS[kind]) + 1
         for (cell,) in sheet.iter_rows(min_row=2, min_col=col, max_col=col):
             cell.number_format = "@"
     return Response(
@@ -271,15 +287,22 @@ def patient_page(
         return _html("login.html", 403, title="Not for your role", caller=caller,
                      error="Patient pages are for care coordinators and PCN teams.")  # fmt: skip
     run = store.latest_run()
-    score = (
-        store.patient_score(run.id, nhs_number)
-        if run is not None and nhs_number.isdigit() and is_valid_nhs_number(nhs_number)
-        else None
+    kind = run.identifier_kind if run is not None else "nhs_number"
+    # A run of NHS numbers is looked up by valid NHS numbers only; a pseudonymous run by
+    # pseudonyms, never checked as NHS numbers.
+    well_formed = (
+        nhs_number.isdigit() and is_valid_nhs_number(nhs_number)
+        if kind == "nhs_number"
+        else re.fullmatch(PSEUDONYM_PATTERN, nhs_number) is not None
     )
+    score = store.patient_score(run.id, nhs_number) if run is not None and well_formed else None
     if run is None or score is None or not caller.sees_pcn(score.pcn_code):
         return _html("login.html", 404, title="Not found", caller=caller,
                      error="No risk is published for this patient.")  # fmt: skip
-    audit(request, store, settings, caller, "GET /patients/{nhs_number} (page)", [nhs_number], None)
+    audit(
+        request, store, settings, caller, "GET /patients/{nhs_number} (page)", [nhs_number], None,
+        identifier_kind=kind,
+    )  # fmt: skip
     interventions = _interventions(run)
     memberships = [
         {
@@ -294,6 +317,8 @@ def patient_page(
     ]  # fmt: skip
     changed = None
     previous = store.previous_run(run.month)
+    if previous is not None and previous.identifier_kind != kind:
+        previous = None  # the same text names different people: nothing to compare with
     before = store.patient_score(previous.id, nhs_number) if previous else None
     if previous is not None and before is not None:
         changed = what_changed(
@@ -308,7 +333,8 @@ def patient_page(
     biggest = max([abs(float(r["percentage_points"])) for r in score.reasons] or [1.0])
     return _html(
         "patient.html", title="Patient", caller=caller, run=run, score=score,
-        nhs_display=format_nhs_number(nhs_number), memberships=memberships, changed=changed,
+        nhs_display=display_identifier(nhs_number, kind), memberships=memberships,
+        changed=changed, identifier_label=IDENTIFIER_LABELS[kind],
         bar_scale=200.0 / max(biggest, 1e-9),
     )  # fmt: skip
 

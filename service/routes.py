@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -19,10 +20,12 @@ from fastapi import (
     Response,
     status,
 )
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
 from riskstrat.auth import Caller
 from riskstrat.cohorts import capacity_summary, what_changed
+from riskstrat.contract import PSEUDONYM_PATTERN, IdentifierKind
 from riskstrat.explain import REASON_LABELS
 from riskstrat.listing import cohort_item_json, criteria_json, listing_frame
 from riskstrat.nhs_number import is_valid_nhs_number
@@ -45,7 +48,7 @@ from service.deps import (
     StoreDep,
     require,
 )
-from service.fhir import NHS_NUMBER_SYSTEM, bundle, risk_assessment
+from service.fhir import NHS_NUMBER_SYSTEM, PSEUDONYM_SYSTEM, bundle, risk_assessment
 from service.schemas import (
     AuditPage,
     AuditRecord,
@@ -82,6 +85,15 @@ PurposeHeader = Annotated[
 ]
 NO_RUN = "no scoring run has been published yet: run `riskstrat score`"
 NHS_NUMBER_PATTERN = r"^[0-9]{10}$"
+#: What a patient parameter may look like before the run is known: a pseudonym's shape, of
+#: which ten digits are one case. A run of NHS numbers then asks for ten digits (422 as
+#: before) and the Modulus 11 check; a pseudonymous run takes any pseudonym and never checks
+#: one as an NHS number.
+IDENTIFIER_PATTERN = f"^{PSEUDONYM_PATTERN}$"
+FHIR_NHS_PATTERN = r"^(https://fhir\.nhs\.uk/Id/nhs-number\|)?[0-9]{10}$"
+FHIR_PATIENT_PATTERN = (
+    r"^((https://fhir\.nhs\.uk/Id/nhs-number|urn:riskstrat:pseudonym)\|)?" + PSEUDONYM_PATTERN + "$"
+)
 BAD_CHECK_DIGIT = "no risk published for this patient: not a valid NHS number (Modulus 11)"
 PcnQuery = Annotated[str | None, Query(pattern=r"^U[0-9]{5}$", description="PCN ODS code")]
 PracticeQuery = Annotated[
@@ -106,6 +118,28 @@ def _run_for(store: Store, month: str | None) -> RunInfo:
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no published run for {month}")
     return run
+
+
+def _served_kind(run: RunInfo | None) -> IdentifierKind:
+    """What the served run identifies people by (NHS numbers when none is published)."""
+    return run.identifier_kind if run is not None else "nhs_number"
+
+
+def _require_shape(value: str, pattern: str, loc: tuple[str, str]) -> None:
+    """A 422 exactly like FastAPI's own for a parameter that breaks ``pattern``: what a run of
+    NHS numbers answers for anything but ten digits, as it did when the pattern was declared."""
+    if re.fullmatch(pattern, value) is None:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "string_pattern_mismatch",
+                    "loc": loc,
+                    "msg": f"String should match pattern '{pattern}'",
+                    "input": value,
+                    "ctx": {"pattern": pattern},
+                }
+            ]
+        )
 
 
 def _interventions(run: RunInfo) -> dict[str, dict[str, Any]]:
@@ -159,6 +193,7 @@ def _access_record(
     route: str,
     nhs_numbers: list[str],
     purpose: str | None,
+    identifier_kind: IdentifierKind,
 ) -> AccessRecord:
     return access_record(
         actor=caller.name,
@@ -170,6 +205,7 @@ def _access_record(
         request_id=getattr(request.state, "request_id", None),
         purpose=purpose,
         identify_patients=settings.audit_identify_patients,
+        identifier_kind=identifier_kind,
     )
 
 
@@ -181,10 +217,13 @@ def audit(
     route: str,
     nhs_numbers: list[str],
     purpose: str | None,
+    *,
+    identifier_kind: IdentifierKind,
 ) -> None:
     """Record a patient-level read before the response is built. If the record cannot be
-    written this raises, and the caller gets a 500 with no data."""
-    record = _access_record(request, settings, caller, route, nhs_numbers, purpose)
+    written this raises, and the caller gets a 500 with no data. ``identifier_kind`` is
+    what the served run identifies people by, recorded with the read."""
+    record = _access_record(request, settings, caller, route, nhs_numbers, purpose, identifier_kind)
     store.submit_access(record).result()
 
 
@@ -196,10 +235,12 @@ async def audit_async(
     route: str,
     nhs_numbers: list[str],
     purpose: str | None,
+    *,
+    identifier_kind: IdentifierKind,
 ) -> None:
     """``audit`` for async routes: the event loop serves other requests while the record
     waits for its batch to commit; nothing is returned until it has."""
-    record = _access_record(request, settings, caller, route, nhs_numbers, purpose)
+    record = _access_record(request, settings, caller, route, nhs_numbers, purpose, identifier_kind)
     await asyncio.wrap_future(store.submit_access(record))
 
 
@@ -224,12 +265,14 @@ def _run_summary(run: RunInfo) -> RunSummary:
         model_version=run.model_version,
         n_scored=run.n_scored,
         published_at=run.published_at,
+        identifier_kind=run.identifier_kind,
     )
 
 
-def _public(score: PatientScore) -> PatientRiskPublic:
+def _public(score: PatientScore, identifier_kind: IdentifierKind) -> PatientRiskPublic:
     return PatientRiskPublic(
         nhs_number=score.nhs_number,
+        identifier_kind=identifier_kind,
         practice_code=score.practice_code,
         pcn_code=score.pcn_code,
         risk=score.risk,
@@ -267,7 +310,7 @@ def risk_list(
     )
     audit(
         request, store, settings, caller, "GET /api/v1/risk-list",
-        [r.nhs_number for r in rows], purpose,
+        [r.nhs_number for r in rows], purpose, identifier_kind=run.identifier_kind,
     )  # fmt: skip
     return RiskListPage(
         run=_run_summary(run),
@@ -276,7 +319,7 @@ def risk_list(
         total=total,
         page=page,
         page_size=size,
-        items=[_public(r) for r in rows],
+        items=[_public(r, run.identifier_kind) for r in rows],
     )
 
 
@@ -370,13 +413,14 @@ async def cohort(
             **{**capacity_summary(risks, capacity=capacity, effect=info.effect), "eligible": total}
         )
         total = min(total, capacity)
+    kind = run.identifier_kind
     await audit_async(
         request, store, settings, caller, "GET /api/v1/cohorts/{intervention}", nhs_numbers,
-        purpose,
+        purpose, identifier_kind=kind,
     )  # fmt: skip
     texts = _interventions(run)[intervention]["criteria"]
     if format == "csv":
-        frame = listing_frame(rows, texts)
+        frame = listing_frame(rows, texts, identifier_kind=kind)
         buffer = io.StringIO()
         frame.to_csv(buffer, index=False)
         name = f"{run.month:%Y-%m}_{intervention}_{pcn or practice or 'all'}_p{page}.csv"
@@ -391,6 +435,11 @@ async def cohort(
     # OpenAPI schema is still CohortPage's, and schemathesis checks answers against it.
     if items is not None:
         parts = [item for _, item in stored]
+        if parts and '"identifier_kind":' not in parts[0]:
+            # Items stored before they said what the identifier is (runs of NHS numbers, all
+            # written by one version): the field goes in after the identifier.
+            field = f',"identifier_kind":"{kind}","practice_code":'
+            parts = [p.replace(',"practice_code":', field, 1) for p in parts]
     else:
         because: dict[str, str] = {}
         parts = []
@@ -402,7 +451,7 @@ async def cohort(
                     rank=r.rank, nhs_number=r.nhs_number, practice_code=r.practice_code,
                     pcn_code=r.pcn_code, risk=r.risk, percentile=r.percentile,
                     expected_benefit=r.expected_benefit, because_json=because[r.criteria_json],
-                    reasons_json=r.reasons_json,
+                    reasons_json=r.reasons_json, identifier_kind=kind,
                 )
             )  # fmt: skip
     head = json.dumps(
@@ -427,16 +476,30 @@ async def patient_risk(
     store: StoreDep,
     settings: SettingsDep,
     caller: CareCoordinator,
-    nhs_number: Annotated[str, Path(pattern=NHS_NUMBER_PATTERN, description="10-digit NHS number")],
+    nhs_number: Annotated[
+        str,
+        Path(
+            pattern=IDENTIFIER_PATTERN,
+            description="10-digit NHS number; or, when the latest run is pseudonymous, the "
+            "person's pseudonym (1-64 letters, digits, '.', '_' or '-').",
+        ),
+    ],
     purpose: PurposeHeader = None,
 ) -> Response:
     """One person's risk, percentile and reasons from the latest run, the interventions they
     are eligible for, and what changed since the previous month. Role: care_coordinator, for
     patients registered in its PCNs."""
-    if not is_valid_nhs_number(nhs_number):
-        # Ten digits but a wrong check digit: no such person can exist.
-        raise HTTPException(status.HTTP_404_NOT_FOUND, BAD_CHECK_DIGIT)
     run, previous = store.latest_runs()
+    kind = _served_kind(run)
+    if kind == "nhs_number":
+        _require_shape(nhs_number, NHS_NUMBER_PATTERN, ("path", "nhs_number"))
+        if not is_valid_nhs_number(nhs_number):
+            # Ten digits but a wrong check digit: no such person can exist.
+            raise HTTPException(status.HTTP_404_NOT_FOUND, BAD_CHECK_DIGIT)
+    if previous is not None and previous.identifier_kind != kind:
+        # The same text names different people in a run of NHS numbers and in a
+        # pseudonymous one: there is nothing to compare with.
+        previous = None
     found = (
         store.patient_in_runs([r.id for r in (run, previous) if r is not None], nhs_number)
         if run is not None
@@ -448,7 +511,7 @@ async def patient_risk(
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no risk published for this patient")
     await audit_async(
         request, store, settings, caller, "GET /api/v1/patients/{nhs_number}/risk",
-        [nhs_number], purpose,
+        [nhs_number], purpose, identifier_kind=kind,
     )  # fmt: skip
     memberships = [
         EligibleIntervention(
@@ -478,7 +541,7 @@ async def patient_risk(
         )
     return _json(
         PatientRiskResponse(
-            **_public(score).model_dump(),
+            **_public(score, kind).model_dump(),
             run=_run_summary(run),
             eligible_interventions=memberships,
             what_changed=changed,
@@ -531,21 +594,36 @@ def fhir_risk_assessment_search(
     patient: Annotated[
         str,
         Query(
-            description="NHS number, alone or as https://fhir.nhs.uk/Id/nhs-number|<number>",
-            pattern=r"^(https://fhir\.nhs\.uk/Id/nhs-number\|)?[0-9]{10}$",
+            description="NHS number, alone or as https://fhir.nhs.uk/Id/nhs-number|<number>; "
+            "or, when the latest run is pseudonymous, the pseudonym, alone or as "
+            "urn:riskstrat:pseudonym|<pseudonym>",
+            pattern=FHIR_PATIENT_PATTERN,
         ),
     ],
     purpose: PurposeHeader = None,
 ) -> Response:
     """FHIR R4 RiskAssessment search by patient: the latest published risk, as a Bundle.
     Role: care_coordinator, for patients registered in its PCNs."""
-    nhs_number = patient.removeprefix(f"{NHS_NUMBER_SYSTEM}|")
-    run = store.latest_run() if is_valid_nhs_number(nhs_number) else None
-    score = store.patient_score(run.id, nhs_number) if run else None
+    system, _, identifier = patient.rpartition("|")
+    latest = store.latest_run()
+    kind = _served_kind(latest)
+    if kind == "nhs_number":
+        if system != PSEUDONYM_SYSTEM:
+            _require_shape(patient, FHIR_NHS_PATTERN, ("query", "patient"))
+        # A pseudonym names nobody in a run of NHS numbers.
+        wanted = system != PSEUDONYM_SYSTEM and is_valid_nhs_number(identifier)
+    else:
+        # An NHS number names nobody in a pseudonymous run, however its digits look.
+        wanted = system != NHS_NUMBER_SYSTEM
+    run = latest if wanted else None
+    score = store.patient_score(run.id, identifier) if run else None
     found = run is not None and score is not None and caller.sees_pcn(score.pcn_code)
     resources = [risk_assessment(run, score)] if found and run and score else []
     if resources:
-        audit(request, store, settings, caller, "GET /fhir/RiskAssessment", [nhs_number], purpose)
+        audit(
+            request, store, settings, caller, "GET /fhir/RiskAssessment", [identifier], purpose,
+            identifier_kind=kind,
+        )  # fmt: skip
     return _fhir_response(bundle(resources, str(request.base_url).rstrip("/")))
 
 
@@ -572,7 +650,7 @@ def fhir_risk_assessment_read(
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such RiskAssessment")
     audit(
         request, store, settings, caller, "GET /fhir/RiskAssessment/{id}",
-        [score.nhs_number], purpose,
+        [score.nhs_number], purpose, identifier_kind=run.identifier_kind,
     )  # fmt: skip
     return _fhir_response(risk_assessment(run, score))
 
@@ -596,6 +674,7 @@ def runs(store: StoreDep, caller: Analyst) -> list[RunRecord]:
                 created_at=r.created_at,
                 published_at=r.published_at,
                 duration_seconds=r.duration_seconds,
+                identifier_kind=r.identifier_kind,
                 cohorts=cohorts,
                 error=r.details.get("error"),
             )
@@ -626,24 +705,41 @@ def audit_trail(
     user: Annotated[str | None, Query(max_length=200, description="Who read")] = None,
     patient: Annotated[
         str | None,
-        Query(pattern=NHS_NUMBER_PATTERN, description="NHS number: who has looked at it?"),
+        Query(
+            pattern=IDENTIFIER_PATTERN,
+            description="NHS number, or pseudonym (see identifier_kind): who has looked at it?",
+        ),
+    ] = None,
+    identifier_kind: Annotated[
+        IdentifierKind | None,
+        Query(
+            description="Only reads by NHS number, or only reads by pseudonym. With `patient`, "
+            "default: what the latest published run identifies people by."
+        ),
     ] = None,
     since: Annotated[datetime | None, Query(description="From (inclusive), ISO 8601")] = None,
     until: Annotated[datetime | None, Query(description="To (exclusive), ISO 8601")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> AuditPage:
-    """The audit trail of patient-level reads, filtered by user, patient and time. Role:
-    admin."""
+    """The audit trail of patient-level reads, filtered by user, patient, kind of identifier
+    and time. Role: admin."""
     stored_patient = None
+    kind = identifier_kind
     if patient is not None:
+        # An NHS number and a pseudonym with the same digits are different people: a patient
+        # is looked for among reads by one kind of identifier only.
+        kind = kind or _served_kind(store.latest_run())
+        if kind == "nhs_number":
+            _require_shape(patient, NHS_NUMBER_PATTERN, ("query", "patient"))
         stored_patient = (
             patient
             if settings.audit_identify_patients
             else pseudonymise(patient, settings.pseudonym_key.get_secret_value())
         )
     records = store.access_records(
-        actor=user, patient=stored_patient, since=since, until=until, limit=limit + 1
-    )
+        actor=user, patient=stored_patient, since=since, until=until, limit=limit + 1,
+        identifier_kind=kind,
+    )  # fmt: skip
     return AuditPage(
         records=[AuditRecord(**r) for r in records[:limit]], truncated=len(records) > limit
     )

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from riskstrat.contract import IdentifierKind
+
+
+def _identifier_kind(what: str) -> Any:
+    return Field(
+        default="nhs_number",
+        description=f"What {what} holds: an NHS number, or a pseudonym (e.g. an OMOP "
+        "person_id) when the run was scored from a pseudonymous extract. A pseudonym is never "
+        "an NHS number, whatever its digits.",
+    )
 
 
 class Health(BaseModel):
@@ -31,10 +42,12 @@ class RunSummary(BaseModel):
     model_version: str
     n_scored: int
     published_at: datetime | None
+    identifier_kind: IdentifierKind = _identifier_kind("the run's `nhs_number` fields")
 
 
 class PatientRiskPublic(BaseModel):
-    nhs_number: str
+    nhs_number: str = Field(description="The person's identifier (see `identifier_kind`).")
+    identifier_kind: IdentifierKind = _identifier_kind("`nhs_number`")
     practice_code: str
     pcn_code: str
     risk: float = Field(ge=0, le=1, description="Probability of an emergency admission in 90 days.")
@@ -51,7 +64,8 @@ class PatientRiskResponse(PatientRiskPublic):
     eligible_interventions: list[EligibleIntervention]
     what_changed: WhatChanged | None = Field(
         description="Against the previous month's published run; null if the person was not "
-        "in it or there is none."
+        "in it, there is none, or it identifies people differently (NHS numbers against "
+        "pseudonyms)."
     )
 
 
@@ -111,7 +125,8 @@ class CapacitySummary(BaseModel):
 
 class CohortMemberPublic(BaseModel):
     cohort_rank: int = Field(description="Position in the cohort across all PCNs, 1 first.")
-    nhs_number: str
+    nhs_number: str = Field(description="The person's identifier (see `identifier_kind`).")
+    identifier_kind: IdentifierKind = _identifier_kind("`nhs_number`")
     practice_code: str
     pcn_code: str
     risk: float = Field(ge=0, le=1)
@@ -186,7 +201,13 @@ class AuditRecord(BaseModel):
     purpose: str | None
     n_patients: int
     patients: list[str] = Field(
-        description="Keyed-hash pseudonyms (or NHS numbers, if the deployment records them)."
+        description="Keyed-hash pseudonyms (or the identifiers themselves, if the deployment "
+        "records them)."
+    )
+    identifier_kind: IdentifierKind = Field(
+        default="nhs_number",
+        description="What the patients were read by: NHS numbers, or a pseudonymous run's "
+        "pseudonyms.",
     )
 
 
@@ -206,6 +227,7 @@ class RunRecord(BaseModel):
     created_at: datetime
     published_at: datetime | None
     duration_seconds: float | None
+    identifier_kind: IdentifierKind = _identifier_kind("the run's `nhs_number` fields")
     cohorts: dict[str, dict[str, object]] = Field(
         description="Per cohort: eligible, served within the look-back, expected admissions "
         "and admissions avoided, people per PCN. Aggregates only."

@@ -76,7 +76,17 @@ def generate(
         str | None,
         typer.Option(help="First day not covered (YYYY-MM-DD); default 1st of this month."),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="csv or parquet (a contract extract), or omop: the same people as an OMOP "
+            "CDM 5.4 with its site map, IMD lookup and linkage files.",
+        ),
+    ] = "csv",
+    omop_layout: Annotated[
+        str, typer.Option(help="With --format omop: duckdb (cdm.duckdb) or csv (cdm/*.csv).")
+    ] = "duckdb",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
     oracle: Annotated[
         bool,
@@ -92,14 +102,20 @@ def generate(
         Path | None, typer.Option(help="True-risk file; default OUT.oracle.parquet beside OUT.")
     ] = None,
 ) -> None:
-    """Generate a synthetic extract (999-prefixed NHS numbers) that passes validation."""
+    """Generate a synthetic extract (999-prefixed NHS numbers) that passes validation, or the
+    same population as an OMOP CDM."""
     from riskstrat.synth import generate_extract
 
     _setup()
-    if fmt not in ("csv", "parquet"):
-        raise _fail("--format must be csv or parquet", 2)
+    if fmt not in ("csv", "parquet", "omop"):
+        raise _fail("--format must be csv, parquet or omop", 2)
+    if omop_layout not in ("duckdb", "csv"):
+        raise _fail("--omop-layout must be duckdb or csv", 2)
     when = _date(extract_date, "--extract-date") if extract_date else date.today().replace(day=1)
-    fmt_literal: Literal["csv", "parquet"] = "csv" if fmt == "csv" else "parquet"
+    fmt_literal: Literal["csv", "parquet", "omop"] = (
+        "csv" if fmt == "csv" else "parquet" if fmt == "parquet" else "omop"
+    )
+    layout: Literal["duckdb", "csv"] = "csv" if omop_layout == "csv" else "duckdb"
     dates = [_date(d, "--oracle-date") for d in oracle_date or []]
     try:
         with _progress("generate") as progress:
@@ -115,10 +131,12 @@ def generate(
                 oracle=oracle or bool(dates) or oracle_out is not None,
                 oracle_dates=dates or None,
                 oracle_path=oracle_out,
+                omop_layout=layout,
             )
     except (FileExistsError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    table = Table("table", "rows", title=f"Synthetic extract in {summary.out_dir}")
+    what = "OMOP CDM 5.4" if fmt == "omop" else "Synthetic extract"
+    table = Table("table", "rows", title=f"{what} in {summary.out_dir}")
     for name, n in summary.rows.items():
         table.add_row(name, f"{n:,}")
     out.print(table)
@@ -162,6 +180,108 @@ def validate(
         raise _fail(str(exc)) from None
     _print_validation(summary)
     out.print(f"[green]valid[/]: rejects listed in {rejects_path}")
+
+
+import_app = typer.Typer(help="Bring data from other models in as a riskstrat extract.")
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("omop")
+def import_omop_command(
+    source: Annotated[
+        str,
+        typer.Option(
+            help="The CDM: a DuckDB file, a folder of CDM tables as CSV or Parquet (e.g. "
+            "OHDSI Eunomia's PERSON.csv, ...), or postgresql://user@host/db?schema=cdm."
+        ),
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", help="Extract folder to create.")],
+    extract_date: Annotated[
+        str | None,
+        typer.Option(
+            help="First day not covered (YYYY-MM-DD); default the day after the "
+            "latest observation period ends."
+        ),
+    ] = None,
+    sites: Annotated[
+        Path | None,
+        typer.Option(
+            help="Site map CSV: care_site_id (or care_site_source_value), practice_code, pcn_code."
+        ),
+    ] = None,
+    practice: Annotated[
+        str | None, typer.Option(help="Without --sites: everyone's practice (ODS code).")
+    ] = None,
+    pcn: Annotated[str | None, typer.Option(help="Without --sites: everyone's PCN.")] = None,
+    imd: Annotated[Path | None, typer.Option(help="IMD lookup CSV: lsoa_code, imd_decile.")] = None,
+    schema: Annotated[
+        str | None, typer.Option(help="The CDM schema (DuckDB file or PostgreSQL).")
+    ] = None,
+    cdm_version: Annotated[
+        str | None, typer.Option(help="5.3 or 5.4; default from cdm_source.")
+    ] = None,
+    codelists: Annotated[
+        Path | None, typer.Option(help="A folder of codelists to use instead of the shipped.")
+    ] = None,
+    hospital_records: Annotated[
+        str,
+        typer.Option(
+            help="Records linked to a hospital visit: exclude (they are that "
+            "visit's activity, not GP conditions or observations) or include."
+        ),
+    ] = "exclude",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing extract.")] = False,
+) -> None:
+    """Import an OMOP CDM (v5.3 or v5.4) as a pseudonymous extract, with a mapping report."""
+    from riskstrat.config import get_settings
+    from riskstrat.data.errors import ExtractError
+    from riskstrat.data.omop import import_omop
+
+    _setup()
+    if hospital_records not in ("exclude", "include"):
+        raise _fail("--hospital-records must be exclude or include", 2)
+    settings = get_settings()
+    when = _date(extract_date, "--extract-date") if extract_date else None
+    try:
+        with _progress("import") as progress:
+            result = import_omop(
+                source,
+                out_dir,
+                extract_date=when,
+                sites=sites,
+                practice_code=practice,
+                pcn_code=pcn,
+                imd=imd,
+                schema=schema,
+                cdm_version=cdm_version,
+                codelists=codelists,
+                hospital_records="include" if hospital_records == "include" else "exclude",
+                overwrite=overwrite,
+                scratch_dir=settings.home / "duckdb-tmp",
+                memory_limit=settings.duckdb_memory_limit,
+                threads=settings.duckdb_threads,
+                progress=progress,
+            )
+    except (ExtractError, FileExistsError) as exc:
+        raise _fail(str(exc)) from None
+    report = result.report
+    persons = report["persons"]
+    table = Table("table", "candidates", "written", "left out", title=f"Extract in {out_dir}")
+    for name, info in report["contract_tables"].items():
+        left = sum(info["dropped"].values())
+        table.add_row(name, f"{info['candidates']:,}", f"{info['written']:,}", f"{left:,}")
+    out.print(table)
+    out.print(
+        f"{persons['kept']:,} of {persons['read']:,} persons imported; identifiers are "
+        f"pseudonyms (person_id); extract date {result.extract_date} "
+        f"({report['extract']['extract_date_from']}); CDM {report['source']['cdm_version']}; "
+        f"{result.seconds:.1f} s"
+    )
+    for warning in report["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
+    json_path, md_path = result.report_paths
+    out.print(f"mapping report: {md_path} (and {json_path.name}); next: riskstrat validate "
+              f"{out_dir}")  # fmt: skip
 
 
 def _print_validation(summary: object) -> None:
@@ -646,6 +766,18 @@ def export(
     capacity: Annotated[int | None, typer.Option(min=1, help="Only the top N.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv or xlsx.")] = "csv",
     out_file: Annotated[Path | None, typer.Option("--out", help="Output file.")] = None,
+    linkage: Annotated[
+        Path | None,
+        typer.Option(
+            help="A pseudonymous run only: the practice's linkage file (CSV: pseudonym,"
+            'nhs_number) to add NHS numbers for direct care; needs --purpose "direct care". '
+            "Read only, never stored; the re-identification is recorded in the access log."
+        ),
+    ] = None,
+    purpose: Annotated[
+        str | None,
+        typer.Option(help='Why the list is needed (audited); "direct care" for --linkage.'),
+    ] = None,
 ) -> None:
     """Write a cohort list a practice team opens in Excel (recorded in the access log)."""
     from pipelines.export import run_export
@@ -663,10 +795,19 @@ def export(
             practice=practice,
             capacity=capacity,
             out=out_file,
+            linkage=linkage,
+            purpose=purpose,
         )
     except (ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     out.print(f"wrote {result.rows:,} people to {result.path} (from run {result.run_id})")
+    if result.identifier_kind == "pseudonym" and not result.reidentified:
+        out.print("people are identified by pseudonym (the run is pseudonymous)")
+    if result.reidentified:
+        out.print(
+            f"re-identified {result.reidentified:,} people from the linkage file for direct "
+            "care; recorded in the access log. The file identifies people: keep it safe."
+        )
 
 
 @app.command()

@@ -1,5 +1,6 @@
 """Cohort lists as a practice team reads them: one row per person, in rank order, with the
-NHS number formatted as text and the criteria and reasons in words."""
+NHS number formatted as text (or, in a pseudonymous run, the pseudonym as it is, under its own
+heading) and the criteria and reasons in words."""
 
 from __future__ import annotations
 
@@ -10,12 +11,29 @@ from typing import Any
 
 import pandas as pd
 
+from riskstrat.contract import IdentifierKind
 from riskstrat.store import CohortMember, PatientScore, json_text
 
 LISTING_COLUMNS = (
     "rank", "nhs_number", "practice_code", "pcn_code", "risk_percent",
     "expected_admissions_avoided", "eligible_because", "reasons",
 )  # fmt: skip
+#: The heading of the identifier column in lists and exports, by what it holds.
+IDENTIFIER_COLUMNS: dict[IdentifierKind, str] = {
+    "nhs_number": "nhs_number",
+    "pseudonym": "pseudonym",
+}
+#: What people are told the identifier is, on pages.
+IDENTIFIER_LABELS: dict[IdentifierKind, str] = {
+    "nhs_number": "NHS number",
+    "pseudonym": "Pseudonym",
+}
+
+
+def listing_columns(identifier_kind: IdentifierKind = "nhs_number") -> tuple[str, ...]:
+    """``LISTING_COLUMNS`` with the identifier column named for what it holds."""
+    heading = IDENTIFIER_COLUMNS[identifier_kind]
+    return tuple(heading if c == "nhs_number" else c for c in LISTING_COLUMNS)
 
 
 def format_nhs_number(nhs_number: str) -> str:
@@ -25,19 +43,30 @@ def format_nhs_number(nhs_number: str) -> str:
     return f"{n[:3]} {n[3:6]} {n[6:]}" if len(n) == 10 and n.isdigit() else n
 
 
+def display_identifier(identifier: str, identifier_kind: IdentifierKind) -> str:
+    """An identifier as people read it: an NHS number in the NHS display format; a pseudonym
+    exactly as it is (a ten-digit pseudonym is not an NHS number and must not look like one)."""
+    return format_nhs_number(identifier) if identifier_kind == "nhs_number" else identifier
+
+
 def reasons_text(reasons: Sequence[Mapping[str, Any]]) -> str:
     """Reasons as one readable cell: ``text (+4.1 points); text (-0.3 points)``."""
     return "; ".join(f"{r['text']} ({float(r['percentage_points']):+.1f} points)" for r in reasons)
 
 
 def listing_frame(
-    rows: Sequence[tuple[CohortMember, PatientScore]], criteria_text: Mapping[str, str]
+    rows: Sequence[tuple[CohortMember, PatientScore]],
+    criteria_text: Mapping[str, str],
+    *,
+    identifier_kind: IdentifierKind = "nhs_number",
 ) -> pd.DataFrame:
-    """A cohort page as a table for CSV or Excel (``LISTING_COLUMNS``)."""
+    """A cohort page as a table for CSV or Excel (``listing_columns(identifier_kind)``: the
+    identifier column is ``pseudonym`` in a pseudonymous run)."""
+    heading = IDENTIFIER_COLUMNS[identifier_kind]
     records = [
         {
             "rank": member.rank,
-            "nhs_number": format_nhs_number(member.nhs_number),
+            heading: display_identifier(member.nhs_number, identifier_kind),
             "practice_code": member.practice_code,
             "pcn_code": member.pcn_code,
             "risk_percent": round(100.0 * member.risk, 1),
@@ -49,7 +78,7 @@ def listing_frame(
         }
         for member, score in rows
     ]
-    return pd.DataFrame(records, columns=list(LISTING_COLUMNS))
+    return pd.DataFrame(records, columns=list(listing_columns(identifier_kind)))
 
 
 # ---- The API's cohort page items, as JSON text -----------------------------------------
@@ -57,7 +86,8 @@ def listing_frame(
 
 def json_code(text: str) -> str:
     """A JSON string. Codes and NHS numbers are plain letters and digits (the contract
-    checks them), which need no escaping; anything else goes through ``json.dumps``."""
+    checks them), which need no escaping; anything else (a pseudonym with ``.``, ``_`` or
+    ``-``) goes through ``json.dumps``."""
     return f'"{text}"' if text.isascii() and text.isalnum() else json.dumps(text)
 
 
@@ -87,10 +117,12 @@ def cohort_item_json(
     expected_benefit: float | None,
     because_json: str,
     reasons_json: str,
+    identifier_kind: IdentifierKind = "nhs_number",
 ) -> str:
-    """One item of the API's cohort page (``CohortItem``) as JSON text."""
+    """One item of the API's cohort page (``CohortMemberPublic``) as JSON text."""
     return (
         f'{{"cohort_rank":{int(rank)},"nhs_number":{json_code(nhs_number)},'
+        f'"identifier_kind":"{identifier_kind}",'
         f'"practice_code":{json_code(practice_code)},"pcn_code":{json_code(pcn_code)},'
         f'"risk":{json_number(risk)},"percentile":{json_number(percentile)},'
         f'"expected_admissions_avoided":{json_number(expected_benefit)},'
@@ -102,6 +134,8 @@ def cohort_items_json(
     cohorts: pd.DataFrame,
     scores: pd.DataFrame,
     criteria_text: Mapping[str, Mapping[str, str]],
+    *,
+    identifier_kind: IdentifierKind = "nhs_number",
 ) -> list[str]:
     """Each cohort member's API item as JSON text, written once at publication so that
     serving a page is reading stored text, not building it.
@@ -111,6 +145,8 @@ def cohort_items_json(
             ``pcn_code``, ``risk``, ``expected_benefit``, ``rank``, ``criteria``).
         scores: everyone scored (``nhs_number``, ``percentile``, ``reasons``).
         criteria_text: per intervention, each criterion's words.
+        identifier_kind: what ``nhs_number`` holds (NHS numbers or pseudonyms), said in
+            every item.
 
     Returns:
         One JSON object per row of ``cohorts``, in its order.
@@ -137,6 +173,7 @@ def cohort_items_json(
                 pcn_code=str(pcn), risk=float(risk), percentile=float(percentile[i]),
                 expected_benefit=None if pd.isna(benefit) else float(benefit),
                 because_json=because[key], reasons_json=json_text(reasons[i]),
+                identifier_kind=identifier_kind,
             )
         )  # fmt: skip
     return out

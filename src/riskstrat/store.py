@@ -9,6 +9,11 @@ only an invisible staging run, which the next run clears away. A retired run's r
 deleted after the switch, a chunk of people per transaction, so the switch stays short.
 ``access_log`` records every patient-level read, with NHS numbers pseudonymised by a keyed
 hash.
+
+A run's people are identified by NHS numbers or, when its extract says so (contract version 2's
+``identifier_kind``), by pseudonyms such as an OMOP ``person_id``. The ``nhs_number`` columns
+keep their name for compatibility and hold either; the run says which
+(``RunInfo.identifier_kind``), and so does every access record.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 
+from riskstrat.contract import IDENTIFIER_KINDS, IdentifierKind
+
 _log = logging.getLogger(__name__)
 
 metadata = MetaData()
@@ -90,7 +97,8 @@ patient_scores = Table(
     "patient_scores",
     metadata,
     Column("run_id", Integer, ForeignKey("score_runs.id", ondelete="CASCADE"), primary_key=True),
-    Column("nhs_number", String(10), primary_key=True),
+    # An NHS number, or a pseudonym of up to 64 characters in a pseudonymous run (0004).
+    Column("nhs_number", String(64), primary_key=True),
     Column("practice_code", String(6), nullable=False),
     Column("pcn_code", String(6), nullable=False),
     Column("risk", Float, nullable=False),
@@ -109,7 +117,7 @@ cohort_members = Table(
     metadata,
     Column("run_id", Integer, ForeignKey("score_runs.id", ondelete="CASCADE"), primary_key=True),
     Column("intervention", String(50), primary_key=True),
-    Column("nhs_number", String(10), primary_key=True),
+    Column("nhs_number", String(64), primary_key=True),  # or a pseudonym, as in patient_scores
     Column("practice_code", String(6), nullable=False),
     Column("pcn_code", String(6), nullable=False),
     Column("risk", Float, nullable=False),
@@ -163,6 +171,9 @@ access_log = Table(
     Column("patients", Text),
     # True until the patients are also in access_patients (see ``Store.index_access``).
     Column("patients_pending", Boolean, nullable=False, server_default=false()),
+    # What the patients were read by: "nhs_number" or "pseudonym" (revision 0004; earlier
+    # records, all of NHS numbers, read as "nhs_number").
+    Column("identifier_kind", String(20), nullable=False, server_default="nhs_number"),
     Index("ix_access_log_actor_at", "actor", "at"),
     Index(
         "ix_access_log_pending",
@@ -179,7 +190,9 @@ access_log = Table(
 access_patients = Table(
     "access_patients",
     metadata,
-    Column("patient", String(32), primary_key=True),
+    # A keyed hash (32 characters), or the identifier itself where the deployment records
+    # them: up to 64 characters for a pseudonym (0004).
+    Column("patient", String(64), primary_key=True),
     Column("access_id", Integer, ForeignKey("access_log.id", ondelete="CASCADE"),
            primary_key=True),
     sqlite_with_rowid=False,
@@ -257,6 +270,17 @@ class RunInfo:
     published_at: datetime | None
     duration_seconds: float | None
     details: dict[str, Any]
+
+    @property
+    def identifier_kind(self) -> IdentifierKind:
+        """What the run's ``nhs_number`` columns hold: NHS numbers or pseudonyms.
+
+        Kept in ``details``, written with the run in the publishing transaction, rather than
+        in a column of its own: like the rest of a run's metadata it is read with the run's
+        row (parsed once per process, see ``Store._published``) and never filtered on in SQL,
+        so a column would add a migration of ``score_runs`` and nothing else. Runs published
+        before it was recorded hold NHS numbers."""
+        return "pseudonym" if self.details.get("identifier_kind") == "pseudonym" else "nhs_number"
 
 
 @dataclass(frozen=True)
@@ -338,6 +362,8 @@ class AccessRecord:
     request_id: str | None
     purpose: str | None
     patients: list[str]
+    #: What ``patients`` were read by: NHS numbers or pseudonyms.
+    identifier_kind: IdentifierKind = "nhs_number"
 
 
 def access_record(
@@ -351,9 +377,12 @@ def access_record(
     role: str | None = None,
     organisations: Sequence[str] | None = None,
     identify_patients: bool = False,
+    identifier_kind: IdentifierKind = "nhs_number",
 ) -> AccessRecord:
     """An access record for ``nhs_numbers``: each patient once, as a keyed-hash pseudonym
-    (or as the NHS number when the deployment chooses ``identify_patients``)."""
+    (or as the identifier itself when the deployment chooses ``identify_patients``).
+    ``identifier_kind`` says whether they are NHS numbers or a pseudonymous run's pseudonyms."""
+    _check_kind(identifier_kind)
     patients = list(
         dict.fromkeys(n if identify_patients else pseudonymise(n, key) for n in nhs_numbers)
     )
@@ -366,7 +395,13 @@ def access_record(
         request_id=request_id,
         purpose=purpose[:200] if purpose else None,
         patients=patients,
+        identifier_kind=identifier_kind,
     )
+
+
+def _check_kind(identifier_kind: str) -> None:
+    if identifier_kind not in IDENTIFIER_KINDS:
+        raise ValueError("identifier_kind must be " + " or ".join(IDENTIFIER_KINDS))
 
 
 def _insert_access(conn: Any, records: Sequence[AccessRecord]) -> None:
@@ -377,7 +412,7 @@ def _insert_access(conn: Any, records: Sequence[AccessRecord]) -> None:
     # writer thread, which shares the interpreter with the requests it is holding up.
     names = (
         "at", "actor", "role", "organisations", "route", "request_id", "purpose",
-        "n_patients", "patients", "patients_pending",
+        "n_patients", "patients", "patients_pending", "identifier_kind",
     )  # fmt: skip
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     conn.exec_driver_sql(
@@ -388,7 +423,7 @@ def _insert_access(conn: Any, records: Sequence[AccessRecord]) -> None:
                 _db_time(r.at, conn), r.actor, r.role,
                 None if r.organisations is None else json.dumps(r.organisations),
                 r.route, r.request_id, r.purpose, len(r.patients), " ".join(r.patients),
-                bool(r.patients),
+                bool(r.patients), r.identifier_kind,
             )
             for r in records
         ],
@@ -624,12 +659,17 @@ class Store:
         n_type1_opt_outs_excluded: int,
         details: dict[str, Any],
         expected_people: int | None = None,
+        identifier_kind: IdentifierKind = "nhs_number",
     ) -> RunInfo:
         """Switch a staging run to published in one transaction, retiring the month's
         previous run in the same transaction; then delete the retired run's rows, a chunk
         per transaction (``purge_rows``), so the switch never holds the write lock for long.
         Nothing reads a retired run's rows; if deleting them fails, the run stays published
-        and the next ``begin_run`` finishes the job (``recover_abandoned``)."""
+        and the next ``begin_run`` finishes the job (``recover_abandoned``).
+
+        ``identifier_kind`` (what the run's people are identified by) is recorded in the
+        run's details, where ``RunInfo.identifier_kind`` reads it."""
+        _check_kind(identifier_kind)
         with self.engine.begin() as conn:
             run = conn.execute(select(score_runs).where(score_runs.c.id == run_id)).mappings().one()
             if run["status"] != "staging":
@@ -668,7 +708,11 @@ class Store:
                     n_type1_opt_outs_excluded=n_type1_opt_outs_excluded,
                     published_at=now,
                     duration_seconds=(now - started).total_seconds(),
-                    details={**details, "replaced_runs": previous},
+                    details={
+                        **details,
+                        "identifier_kind": identifier_kind,
+                        "replaced_runs": previous,
+                    },
                 )
             )
         try:
@@ -873,6 +917,7 @@ class Store:
         details: dict[str, Any],
         cohorts: pd.DataFrame | None = None,
         chunk_rows: int = 10_000,
+        identifier_kind: IdentifierKind = "nhs_number",
     ) -> int:
         """Stage and publish a whole run; on any error the run is failed and nothing shows."""
         run_id = self.begin_run(
@@ -891,6 +936,7 @@ class Store:
                 n_type1_opt_outs_excluded=n_type1_opt_outs_excluded,
                 details=details,
                 expected_people=len(scores),
+                identifier_kind=identifier_kind,
             )
         except BaseException as exc:
             self.fail_run(run_id, f"{type(exc).__name__}: {exc}")
@@ -1396,13 +1442,18 @@ class Store:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 1000,
+        identifier_kind: IdentifierKind | None = None,
     ) -> list[dict[str, Any]]:
         """Access records, oldest first, optionally for one actor, one patient (as stored:
-        pseudonym or NHS number) and a time range. A patient query first brings the
-        per-patient index up to date (``index_access``)."""
+        keyed hash or the identifier itself), reads by one kind of identifier (so a pseudonym
+        is never taken for an NHS number with the same digits) and a time range. A patient
+        query first brings the per-patient index up to date (``index_access``)."""
         query = select(*[c for c in access_log.c if c.name != "patients_pending"])
         if actor:
             query = query.where(access_log.c.actor == actor)
+        if identifier_kind is not None:
+            _check_kind(identifier_kind)
+            query = query.where(access_log.c.identifier_kind == identifier_kind)
         if patient:
             self.index_access()  # the per-patient index must cover every committed record
             query = query.where(

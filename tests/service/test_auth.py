@@ -39,10 +39,21 @@ def key_for(role: str, pcn: str) -> str:
     return fixed_key(10 * (ROLES.index(role) + 1) + PCNS.index(pcn))
 
 
-def publish_world(settings: Settings) -> dict:
-    """A published run of 40 people in two PCNs, and a key per role for each PCN."""
+def pseudonyms(n: int) -> list[str]:
+    """``n`` pseudonyms in the shapes the contract allows: among them ten digits that pass
+    Modulus 11 (as an NHS number would, and must still never be taken for one), ten that
+    fail it (and must never be checked), 64 characters, and '.', '_' and '-'."""
+    shapes = ["9998336376", "9998336377", "p" * 63 + "1", "person.2_b-3", "7"]
+    return (shapes + [str(104233 + i) for i in range(n)])[:n]
+
+
+def publish_world(settings: Settings, *, identifier_kind: str = "nhs_number") -> dict:
+    """A published run of 40 people in two PCNs, and a key per role for each PCN; the people
+    are identified by NHS numbers, or by pseudonyms with ``identifier_kind="pseudonym"``."""
     rng = np.random.default_rng(4)
     people = synthetic_nhs_numbers(rng, 40)
+    if identifier_kind == "pseudonym":
+        people = np.array(pseudonyms(40), dtype=object)
     scores = pd.DataFrame(
         {
             "nhs_number": people,
@@ -67,6 +78,7 @@ def publish_world(settings: Settings) -> dict:
         month=MONTH, extract_date=MONTH, model_name="m", model_version="1", scores=scores,
         cohorts=members, n_type1_opt_outs_excluded=0, started_at=datetime.now(UTC),
         details={"cohort_config": cohort_config_record(load_cohort_config())},
+        identifier_kind=identifier_kind,
     )  # fmt: skip
     store.dispose()
     for role in ROLES:

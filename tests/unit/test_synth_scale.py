@@ -154,23 +154,25 @@ def test_each_block_has_its_own_stream_keyed_by_its_index(small_blocks: int) -> 
 
 # The sha256 of every file of a small generation. Update these ONLY for an intentional change
 # to the generator (its parameters, its random streams or its writing); any other change in
-# them means generation stopped being deterministic.
+# them means generation stopped being deterministic. (December 2026, issue 22: the manifest
+# became contract version 2 with row counts, and patients' IMD decile is recorded exactly when
+# their LSOA is; every other file kept its digest, so the random streams are unchanged.)
 PINNED_CSV = {
     "activity.csv": "de346bea03ebd4c0965a3b2db877750cbdd65373206ddf972c0b277722fdfcf4",
     "conditions.csv": "27e31bb63bc46751e4fc720b5e344fce8d600f621bf03afbf0c29aabf7022caf",
-    "manifest.json": "e379d2d91b8c952981c604f0391f47690d185b9026ee6cde17cd62c369069bb8",
+    "manifest.json": "d800d76e6793c725a92991a491d1ce7588c9fb5a9a8c3168f16986f44b6b887c",
     "medications.csv": "432552e0da01a904c2f80e3cf49d4496662fa8d111a770a1ba283a8adf1e5059",
     "observations.csv": "34cc7b31497032e78a1966a0ceeade507cc089daf2b8748e21ee826f18394569",
-    "patients.csv": "b345a26fab9e9a5ba223d90cc12728caf8419f086af517c7ccd5c88dac620f66",
+    "patients.csv": "c57dedddcb594dc7d3a567597fb6613ede990cc54b2de270e7bc92a3073a221f",
     "oracle": "9d7365ad150a610bd5cede76811f3cfcb46be712ff82f72621b8aa210fe3a4f0",  # values, see _oracle_digest
 }
 PINNED_PARQUET = {
     "activity.parquet": "15b16e58ca7ece0c5d41963721d39043048e9d3818bf99fc8c39dcae1fc09176",
     "conditions.parquet": "891c23cfe725d9175bac0f4ff7f074e119aa1fec650bcffee64a1c160f521b0b",
-    "manifest.json": "e379d2d91b8c952981c604f0391f47690d185b9026ee6cde17cd62c369069bb8",
+    "manifest.json": "d800d76e6793c725a92991a491d1ce7588c9fb5a9a8c3168f16986f44b6b887c",
     "medications.parquet": "e6106e12354e40ebbbf5f664f6767a8ea594f78f83a928fed25bc9f7fdd7d14c",
     "observations.parquet": "a338b98e4b21aa0d0e743b9fce93127a2913d677869a5a0e821b3d5a4e2cb0f7",
-    "patients.parquet": "871dbbbc5955be3cb378b17fa12766000d7a52c1eaf8a6f7daf7a81dad8d9e0a",
+    "patients.parquet": "1e2dba87d2b26d70b5c33427171a562a49dc1adea7b045611c75ee14695525ee",
     "oracle": "9d7365ad150a610bd5cede76811f3cfcb46be712ff82f72621b8aa210fe3a4f0",  # values, see _oracle_digest
 }
 

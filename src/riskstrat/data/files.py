@@ -39,8 +39,9 @@ _QUOTE, _COMMA, _LF, _CR = 0x22, 0x2C, 0x0A, 0x0D
 CHUNK_BYTES = 1 << 24
 
 
-def check_plain_file(root: Path, path: Path) -> None:
-    """Refuse ``path`` unless it is a plain file that lies inside the folder ``root``.
+def check_plain_file(root: Path, path: Path, *, folder: str = "the extract folder") -> None:
+    """Refuse ``path`` unless it is a plain file that lies inside the folder ``root``
+    (``folder`` names it in the message).
 
     Raises:
         ExtractError: a link leading outside ``root``, or a FIFO, socket, device or folder.
@@ -49,7 +50,7 @@ def check_plain_file(root: Path, path: Path) -> None:
     real = path.resolve()
     if not real.is_relative_to(real_root):
         raise ExtractError(
-            "is a link to a file outside the extract folder; copy the file in instead",
+            f"is a link to a file outside {folder}; copy the file in instead",
             file=str(path),
         )
     try:

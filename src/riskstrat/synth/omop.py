@@ -94,10 +94,11 @@ def load_vocabulary() -> GeneratorVocabulary:
             continue
         ids.setdefault(k, LOCAL_CONCEPT_START + len(ids))
         concepts.loc[i, "concept_id"] = ids[k]
-    concepts.loc[unknown_code, "vocabulary_id"] = "riskstrat"
-    concepts.loc[unknown_code, "concept_code"] = "riskstrat:" + concepts.loc[
-        unknown_code, "emit_for"
-    ].str.replace(" ", "-")
+    # A made-up concept with no known code goes in the local vocabulary; a structural concept
+    # with a known id keeps its own (its code is not used, so it gets a local placeholder).
+    concepts.loc[unknown_code & local, "vocabulary_id"] = "riskstrat"
+    placeholder = "riskstrat:" + concepts["emit_for"].str.replace(" ", "-")
+    concepts.loc[unknown_code, "concept_code"] = placeholder[unknown_code]
     relationships = []
     for name in ("conditions", "drugs"):
         text = folder.joinpath(f"{name}_relationships.csv").read_text(encoding="utf-8")
@@ -159,7 +160,8 @@ def _combination_links(concepts: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------
 # Writing
 
-_DDL = {
+#: The CDM 5.4 tables the generator writes (what riskstrat reads, and what the CDM requires).
+CDM_DDL = {
     "person": """person_id BIGINT, gender_concept_id INTEGER, year_of_birth INTEGER,
         month_of_birth INTEGER, day_of_birth INTEGER, birth_datetime TIMESTAMP,
         race_concept_id INTEGER, ethnicity_concept_id INTEGER, location_id BIGINT,
@@ -277,7 +279,7 @@ class OmopWriter:
         self._db = folder / (CDM_FILE if layout == "duckdb" else ".cdm-work.duckdb")
         self.con = duckdb.connect(str(self._db))
         self.con.execute("SET preserve_insertion_order = true")
-        for table, ddl in _DDL.items():
+        for table, ddl in CDM_DDL.items():
             self.con.execute(f"CREATE TABLE {table} ({ddl})")
         self.practices = practices.assign(care_site_id=range(1, len(practices) + 1))
         self.lsoas = lsoas.assign(location_id=range(1, len(lsoas) + 1))
@@ -600,11 +602,11 @@ class OmopWriter:
         pd.DataFrame(
             {"pseudonym": [str(i + 1) for i in range(len(nhs))], "nhs_number": list(nhs)}
         ).to_csv(self.folder / LINKAGE, index=False)
-        self.rows = {t: self._count(t) for t in _DDL}
+        self.rows = {t: self._count(t) for t in CDM_DDL}
         if self.layout == "csv":
             out = self.folder / CDM_FOLDER
             out.mkdir()
-            for table in _DDL:
+            for table in CDM_DDL:
                 con.execute(
                     f"COPY (SELECT * FROM {table}) TO '{out / (table.upper() + '.csv')}' "
                     "(FORMAT csv, HEADER, DATEFORMAT '%Y-%m-%d')"

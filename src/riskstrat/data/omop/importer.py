@@ -336,7 +336,7 @@ def _read_lookup(
     """Read a small CSV file (site map, IMD lookup) into the temp table ``name``, as text."""
     if not path.is_file() and not os.path.lexists(path):
         raise ExtractError("file not found", file=str(path))
-    check_plain_file(path.parent, path)
+    check_plain_file(path.parent, path, folder="its own folder")
     scan = scan_csv(path)
     header = [h.strip().lower() for h in scan.header]
     missing = [c for c in columns if c not in header]

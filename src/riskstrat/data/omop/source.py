@@ -271,7 +271,7 @@ def _folder_files(root: Path) -> dict[str, Path]:
                     f"two files for table {stem}: {found[stem].name} and {entry.name}",
                     file=str(entry),
                 )
-            check_plain_file(root, entry)
+            check_plain_file(root, entry, folder="the CDM folder")
             found[stem] = entry
     return found
 
