@@ -16,8 +16,12 @@ DEMO_PATIENTS ?= 20000
 DEMO_SEED ?= 1
 DEMO_EXTRACT := $(RISKSTRAT_HOME)/demo/extract-$(DEMO_PATIENTS)-seed$(DEMO_SEED)
 DEMO_KEYS := $(RISKSTRAT_HOME)/demo/keys
+# demo-omop keeps its own home: its registry and store hold a pseudonymous run.
+OMOP_HOME := $(RISKSTRAT_HOME)/omop-demo
+OMOP_CDM := $(OMOP_HOME)/cdm-$(DEMO_PATIENTS)-seed$(DEMO_SEED)
+OMOP_EXTRACT := $(OMOP_HOME)/extract-$(DEMO_PATIENTS)-seed$(DEMO_SEED)
 
-.PHONY: help install demo test browser bench lint format serve mlflow-ui clean
+.PHONY: help install demo demo-omop test browser bench lint format serve mlflow-ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +54,26 @@ demo: $(STAMP) ## generate 20,000 people, validate, train, promote, score the la
 	@echo "try: curl -H \"Authorization: Bearer \$$(cat $(DEMO_KEYS)/pcn_team.key)\" 'http://127.0.0.1:8000/api/v1/cohorts/falls_review?capacity=5'"
 	$(BIN)/riskstrat serve
 
+demo-omop: $(STAMP) ## the demo from an OMOP CDM: generate the population as a CDM 5.4, import it (pseudonymous), train, promote, score, serve
+	@if [ ! -f "$(OMOP_CDM)/cdm.duckdb" ]; then \
+	  $(BIN)/riskstrat generate --out "$(OMOP_CDM)" --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --format omop; \
+	fi
+	RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat import omop --source "$(OMOP_CDM)/cdm.duckdb" \
+	  --sites "$(OMOP_CDM)/site_map.csv" --imd "$(OMOP_CDM)/imd_lookup.csv" --out "$(OMOP_EXTRACT)" --overwrite
+	@echo "mapping report: $(OMOP_EXTRACT)/mapping-report.md"
+	RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat validate "$(OMOP_EXTRACT)"
+	RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat train --data "$(OMOP_EXTRACT)"
+	RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat promote
+	RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat score --data "$(OMOP_EXTRACT)" --month latest
+	@for role in pcn_team care_coordinator analyst admin; do \
+	  if [ ! -s "$(OMOP_HOME)/keys/$$role.key" ]; then \
+	    RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat users add --name demo-$$role --role $$role --pcn '*' --key-file "$(OMOP_HOME)/keys/$$role.key" || exit 1; \
+	  fi; \
+	done
+	@echo "demo API keys, one per role, every PCN: $(OMOP_HOME)/keys/<role>.key; people are identified by pseudonym"
+	@echo "re-identify a list for direct care: RISKSTRAT_HOME=$(OMOP_HOME) $(BIN)/riskstrat export --month <YYYY-MM> --cohort falls_review --linkage $(OMOP_CDM)/linkage.csv --purpose 'direct care'"
+	RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat serve
+
 test: $(STAMP) browser ## run the test suite
 	$(BIN)/pytest
 
@@ -63,7 +87,7 @@ browser: ## install Debian's Chromium for the browser test, when run as root wit
 	  fi; \
 	fi
 
-bench: $(STAMP) ## every stage at 100k, 300k and 909k people, with growth (about 20 minutes)
+bench: $(STAMP) ## every stage at 100k, 300k and 909k people, with growth (about 30 minutes)
 	$(BIN)/riskstrat bench
 
 lint: $(STAMP) ## ruff, format check and mypy

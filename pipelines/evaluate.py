@@ -7,6 +7,7 @@ Everything here is computed on the evaluation months only; nothing here fits tre
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -344,6 +345,29 @@ def draw_plots(
     return report.plots
 
 
+def codelist_summary(provenance: Mapping[str, Any]) -> str:
+    """One line on the codelists an imported extract was mapped with (from its manifest's
+    provenance): where it came from, the set's digest, and every list not at the usual
+    version, so a changed list shows on the card."""
+    codelists = provenance.get("codelists")
+    if not isinstance(codelists, Mapping):
+        return ""
+    versions = {str(k): str(v) for k, v in dict(codelists.get("versions", {})).items()}
+    usual = Counter(versions.values()).most_common(1)[0][0] if versions else "?"
+    odd = [f"{k} {v}" for k, v in sorted(versions.items()) if v != usual]
+    omop = provenance.get("omop", {})
+    where = (
+        f"OMOP CDM {omop.get('cdm_version', '?')} import"
+        if isinstance(omop, Mapping) and omop
+        else str(provenance.get("adapter", "import"))
+    )
+    text = (
+        f"{where}; codelists digest {str(codelists.get('digest', ''))[:16]}, "
+        f"{len(versions)} lists at version {usual}"
+    )
+    return text + (f", except {', '.join(odd)}" if odd else "")
+
+
 def card_context(
     report: EvaluationReport,
     *,
@@ -356,8 +380,11 @@ def card_context(
     extract_date: date,
     source: str | None,
     train_rows: int,
+    identifier_kind: str = "nhs_number",
+    provenance: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The model card's context (see ``riskstrat.card``)."""
+    """The model card's context (see ``riskstrat.card``); ``identifier_kind`` and
+    ``provenance`` come from the extract's manifest."""
     return {
         "model": {
             "name": spec.name,
@@ -390,6 +417,10 @@ def card_context(
             "population": "everyone registered with a practice and alive on the index date "
             "(the first day of a month); people with a type 1 opt-out are never "
             "used to train or evaluate",
+            "identifiers": "pseudonyms (the source's own person ids, not NHS numbers)"
+            if identifier_kind == "pseudonym"
+            else "NHS numbers",
+            "codelists": codelist_summary(provenance or {}),
         },
         "evaluation": report.primary,
         "baselines": report.baselines,

@@ -283,6 +283,7 @@ def run_training(
         pieces = training_parts(extract.con, spec, plan, people=people)
         validation_summary = extract.summary.as_dict()
         extract_date, source = extract.extract_date, extract.summary.manifest.source
+        manifest = extract.summary.manifest
     frame = pd.concat(pieces, ignore_index=True)  # DuckDB's memory is released by now
     del pieces
 
@@ -350,6 +351,7 @@ def run_training(
                 "riskstrat.validation_month": plan.validation_month.isoformat(),
                 "riskstrat.horizon_days": str(spec.horizon_days),
                 "riskstrat.gates_passed": str(result.gates_passed).lower(),
+                "riskstrat.identifier_kind": manifest.identifier_kind,
             },
             version_tags={
                 "riskstrat.gate_failures": "; ".join(gate_failures)[:4000] or "none",
@@ -358,6 +360,11 @@ def run_training(
             json_artifacts={
                 "index_plan.json": plan.as_dict(),
                 "extract_validation.json": validation_summary,
+                "extract_provenance.json": {
+                    "contract_version": manifest.contract_version,
+                    "identifier_kind": manifest.identifier_kind,
+                    "provenance": manifest.provenance,
+                },
                 "evaluation/primary.json": result.primary,
                 "evaluation/baselines.json": result.baselines,
                 "evaluation/stability.json": result.stability,
@@ -389,6 +396,8 @@ def run_training(
             extract_date=extract_date,
             source=source,
             train_rows=len(train),
+            identifier_kind=manifest.identifier_kind,
+            provenance=manifest.provenance,
         )
         _log_card(registry, info, context, spec, plots_dir, Path(tmp) / "card")
     report(progress, "done", 1.0)

@@ -220,6 +220,18 @@ class Cdm:
             con.close()
         return folder
 
+    def write_parquet(self, folder: Path) -> Path:
+        """One lower-case Parquet file per table (``person.parquet``, ...)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect()
+        try:
+            self._build(con, "5.4")
+            for table in CDM_DDL:
+                con.execute(f"COPY {table} TO '{folder / (table + '.parquet')}' (FORMAT parquet)")
+        finally:
+            con.close()
+        return folder
+
     def to_postgres(self, pg: Any, schema: str, *, version: str = "5.4") -> None:
         """Create the tables in ``schema`` of the psycopg connection ``pg`` and copy the rows."""
         con = duckdb.connect()

@@ -76,6 +76,8 @@ class DataInfo(TypedDict):
     train_rows: int
     evaluation_rows: int  # rows in the primary month
     population: str  # plain-English eligible population, e.g. "registered and alive on ..."
+    identifiers: str  # "NHS numbers" or "pseudonyms ..." (the extract's identifier_kind)
+    codelists: str  # for an imported extract: the codelists it was mapped with; else ""
 
 
 class Baseline(TypedDict):

@@ -306,6 +306,12 @@ def _print_validation(summary: object) -> None:
         out.print(rules)
     for warning in summary.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
+    manifest = summary.manifest
+    if manifest.identifier_kind == "pseudonym":
+        out.print(
+            f"identifiers: pseudonyms (contract version {manifest.contract_version}); "
+            "they are not checked as NHS numbers"
+        )
 
 
 @app.command()
@@ -825,7 +831,7 @@ def bench(
             help="Comma-separated stages to run (also: sampling, which needs about 17 GB at "
             "909,091 people)."
         ),
-    ] = "generate,train,features,explain,score,api",
+    ] = "generate,train,features,explain,score,api,generate-omop,import-omop",
     months: Annotated[int, typer.Option(min=13, max=240)] = 48,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "parquet",
     results_dir: Annotated[

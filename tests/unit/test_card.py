@@ -239,6 +239,8 @@ def example_context() -> dict[str, Any]:
             "evaluation_rows": 20000,
             "population": "people registered with the PCN's practices and alive on the index "
             "date, aged 18 or over, without a type 1 opt-out",
+            "identifiers": "NHS numbers",
+            "codelists": "",
         },
         "evaluation": evaluation,
         "baselines": [
@@ -630,3 +632,30 @@ def test_example_context_is_not_shared_between_calls():
     a["model"]["name"] = "changed"
     assert b["model"]["name"] != "changed"
     assert copy.deepcopy(b) == example_context()
+
+
+def test_the_data_section_says_what_identifies_people_and_which_codelists_mapped_them(
+    card_context, plots_dir
+):
+    from pipelines.evaluate import codelist_summary
+
+    markdown, _ = render_card(card_context, template=TEMPLATE, plots_dir=plots_dir)
+    assert "| People identified by | NHS numbers |" in markdown
+    assert "| Codelists |" not in markdown  # a synthetic extract has none
+    provenance = {
+        "omop": {"cdm_version": "5.4"},
+        "codelists": {
+            "digest": "a7407d647d25a57a" + "0" * 48,
+            "versions": {"conditions/AF": "1.0.0", "conditions/COPD": "1.0.0",
+                         "observations/SMOKER": "1.0.1"},
+        },
+    }  # fmt: skip
+    card_context["data"]["identifiers"] = "pseudonyms (the source's own person ids)"
+    card_context["data"]["codelists"] = codelist_summary(provenance)
+    markdown, _ = render_card(card_context, template=TEMPLATE, plots_dir=plots_dir)
+    assert "| People identified by | pseudonyms (the source's own person ids) |" in markdown
+    assert (
+        "| Codelists | OMOP CDM 5.4 import; codelists digest a7407d647d25a57a, 3 lists at "
+        "version 1.0.0, except observations/SMOKER 1.0.1 |" in markdown
+    )
+    assert codelist_summary({}) == ""

@@ -504,6 +504,15 @@ def test_eunomia_csv_layout_and_tab_separated_vocabulary_read_as_duckdb(tmp_path
     assert b.report["source"]["kind"] == "folder"
 
 
+def test_a_folder_of_parquet_tables_reads_as_the_duckdb_file(tmp_path):
+    cdm = _small_cdm()
+    kw = {"practice_code": "A81001", "pcn_code": "U12345", "scratch_dir": tmp_path / "s"}
+    a = import_omop(str(cdm.write_duckdb(tmp_path / "cdm.duckdb")), tmp_path / "a", **kw)
+    b = import_omop(str(cdm.write_parquet(tmp_path / "pq")), tmp_path / "b", **kw)
+    assert _extract_rows(a.out_dir) == _extract_rows(b.out_dir)
+    assert len(_extract_rows(b.out_dir)["medications"]) == 3
+
+
 def test_cdm_53_column_names_read_as_54(tmp_path):
     cdm = _small_cdm()
     a = import_omop(

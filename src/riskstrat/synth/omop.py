@@ -94,11 +94,13 @@ def load_vocabulary() -> GeneratorVocabulary:
             continue
         ids.setdefault(k, LOCAL_CONCEPT_START + len(ids))
         concepts.loc[i, "concept_id"] = ids[k]
-    # A made-up concept with no known code goes in the local vocabulary; a structural concept
-    # with a known id keeps its own (its code is not used, so it gets a local placeholder).
-    concepts.loc[unknown_code & local, "vocabulary_id"] = "riskstrat"
+    # A made-up concept with no known code goes in the local vocabulary under a local code; a
+    # real concept whose code was not found keeps its vocabulary and an empty code (nothing
+    # matches on it: the importer reads visit, type and race concepts by id).
+    made_up = unknown_code & local
+    concepts.loc[made_up, "vocabulary_id"] = "riskstrat"
     placeholder = "riskstrat:" + concepts["emit_for"].str.replace(" ", "-")
-    concepts.loc[unknown_code, "concept_code"] = placeholder[unknown_code]
+    concepts.loc[made_up, "concept_code"] = placeholder[made_up]
     relationships = []
     for name in ("conditions", "drugs"):
         text = folder.joinpath(f"{name}_relationships.csv").read_text(encoding="utf-8")
