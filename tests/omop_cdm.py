@@ -250,3 +250,18 @@ class Cdm:
                         copy.write_row(row)
         finally:
             con.close()
+
+
+def extract_rows(folder: Path) -> dict[str, list[tuple[str, ...]]]:
+    """Every row of an extract's Parquet tables, as text, sorted: two extracts with the same
+    rows compare equal whatever order their files hold them in."""
+    with duckdb.connect() as con:
+        return {
+            t: sorted(
+                tuple(map(str, r))
+                for r in con.execute(
+                    f"SELECT * FROM read_parquet('{folder / t}.parquet')"
+                ).fetchall()
+            )
+            for t in ("patients", "activity", "conditions", "medications", "observations")
+        }

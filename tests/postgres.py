@@ -32,15 +32,20 @@ def _connect():  # type: ignore[no-untyped-def]
     )
 
 
-def postgres_url() -> Iterator[str]:
-    """Yield a SQLAlchemy URL whose default schema is new and empty; drop it afterwards."""
+def connect_or_skip():  # type: ignore[no-untyped-def]
+    """A connection to the test server; without one, skip (or fail where CI requires it)."""
     try:
-        con = _connect()
+        return _connect()
     except Exception as exc:
         reason = f"no PostgreSQL at {SERVER} ({type(exc).__name__}: {exc})"
         if os.environ.get("RISKSTRAT_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"{reason}, and RISKSTRAT_REQUIRE_POSTGRES=1")
         pytest.skip(f"{reason}; set RISKSTRAT_TEST_POSTGRES=user@host:port/db to use another")
+
+
+def postgres_url() -> Iterator[str]:
+    """Yield a SQLAlchemy URL whose default schema is new and empty; drop it afterwards."""
+    con = connect_or_skip()
     schema = f"rs_test_{uuid.uuid4().hex[:12]}"
     con.execute(f'CREATE SCHEMA "{schema}"')
     try:

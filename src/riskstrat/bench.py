@@ -126,10 +126,10 @@ def machine_info() -> dict[str, Any]:
 # Stages (run inside the child process)
 
 
-def _stage_generate(args: dict[str, Any]) -> dict[str, Any]:
+def _generate(args: dict[str, Any], out: Path, fmt: str, *, oracle: bool) -> tuple[Any, float]:
+    """The bench's population (its size, seed and months), written as ``fmt``; and seconds."""
     from riskstrat.synth import generate_extract
 
-    out = Path(args["workdir"]) / "extract"
     started = time.perf_counter()
     summary = generate_extract(
         out,
@@ -137,11 +137,18 @@ def _stage_generate(args: dict[str, Any]) -> dict[str, Any]:
         seed=int(args.get("seed", 1)),
         months=int(args.get("months", 48)),
         extract_date=BENCH_EXTRACT_DATE,
-        fmt=args.get("format", "parquet"),
+        fmt=fmt,  # type: ignore[arg-type]
         overwrite=True,
-        oracle=bool(args.get("oracle", True)),
+        oracle=oracle,
     )
-    seconds = time.perf_counter() - started
+    return summary, time.perf_counter() - started
+
+
+def _stage_generate(args: dict[str, Any]) -> dict[str, Any]:
+    out = Path(args["workdir"]) / "extract"
+    summary, seconds = _generate(
+        args, out, args.get("format", "parquet"), oracle=bool(args.get("oracle", True))
+    )
     files = [p for p in out.iterdir() if p.is_file()]
     detail: dict[str, Any] = {
         "rows_by_table": dict(summary.rows),
@@ -175,20 +182,8 @@ _CLINICAL_TABLES = (
 
 def _stage_generate_omop(args: dict[str, Any]) -> dict[str, Any]:
     """The generator's population written as an OMOP CDM 5.4 (a DuckDB file)."""
-    from riskstrat.synth import generate_extract
-
     out = Path(args["workdir"]) / "omop"
-    started = time.perf_counter()
-    summary = generate_extract(
-        out,
-        n_patients=int(args["patients"]),
-        seed=int(args.get("seed", 1)),
-        months=int(args.get("months", 48)),
-        extract_date=BENCH_EXTRACT_DATE,
-        fmt="omop",
-        overwrite=True,
-    )
-    seconds = time.perf_counter() - started
+    summary, seconds = _generate(args, out, "omop", oracle=False)
     clinical = sum(summary.rows.get(t, 0) for t in _CLINICAL_TABLES)
     detail = {
         "rows_by_table": dict(summary.rows),

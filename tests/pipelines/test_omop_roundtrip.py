@@ -23,6 +23,7 @@ from riskstrat.extract import validate_extract
 from riskstrat.features import KEY_COLUMNS, build_features, feature_columns
 from riskstrat.labels import build_labels
 from riskstrat.synth import generate_extract
+from tests.omop_cdm import extract_rows
 
 pytestmark = pytest.mark.slow
 
@@ -119,26 +120,13 @@ def test_the_extract_is_pseudonymous_and_its_report_accounts_for_everything(worl
     assert report["contract_tables"]["medications"]["written"] == direct
 
 
-def _rows(folder: Path) -> dict[str, list[tuple]]:
-    with duckdb.connect() as con:
-        return {
-            t: sorted(
-                tuple(map(str, r))
-                for r in con.execute(
-                    f"SELECT * FROM read_parquet('{folder / t}.parquet')"
-                ).fetchall()
-            )
-            for t in ("patients", "activity", "conditions", "medications", "observations")
-        }
-
-
 def test_csv_layout_cdm_53_and_an_empty_concept_ancestor_give_the_same_extract(world):
     root, omop_csv = world["root"], world["omop_csv"] / "cdm"
-    expected = _rows(world["imported"])
+    expected = extract_rows(world["imported"])
     kw = {"sites": world["omop_csv"] / "site_map.csv", "imd": world["omop_csv"] / "imd_lookup.csv",
           "scratch_dir": root / "scratch"}  # fmt: skip
     assert (omop_csv / "PERSON.csv").is_file()
-    assert _rows(import_omop(omop_csv, root / "from-csv", **kw).out_dir) == expected
+    assert extract_rows(import_omop(omop_csv, root / "from-csv", **kw).out_dir) == expected
     # CDM 5.3: the visit columns by their old names, and cdm_source saying so
     v53 = root / "cdm53"
     v53.mkdir()
@@ -160,7 +148,7 @@ def test_csv_layout_cdm_53_and_an_empty_concept_ancestor_give_the_same_extract(w
     result = import_omop(v53, root / "from-53", **kw)
     assert result.report["source"]["cdm_version"] == "5.3"
     assert result.report["vocabulary"]["descendants_from"] == "concept_relationship"
-    assert _rows(result.out_dir) == expected
+    assert extract_rows(result.out_dir) == expected
 
 
 def test_generating_the_cdm_twice_gives_the_same_tables(world, tmp_path):

@@ -20,7 +20,7 @@ from riskstrat.data.errors import ExtractError
 from riskstrat.data.omop import concepts as C
 from riskstrat.data.omop import import_omop
 from riskstrat.extract import validate_extract
-from tests.omop_cdm import EXTRACT_DATE, Cdm
+from tests.omop_cdm import EXTRACT_DATE, Cdm, extract_rows
 
 D = dt.date
 HF, COPD = ("SNOMED", "84114007"), ("SNOMED", "13645005")
@@ -463,22 +463,6 @@ def _small_cdm() -> Cdm:
     return cdm
 
 
-def _extract_rows(folder: Path) -> dict[str, list[tuple]]:
-    con = duckdb.connect()
-    try:
-        return {
-            t: sorted(
-                tuple(map(str, r))
-                for r in con.execute(
-                    f"SELECT * FROM read_parquet('{folder / t}.parquet')"
-                ).fetchall()
-            )
-            for t in ("patients", "activity", "conditions", "medications", "observations")
-        }
-    finally:
-        con.close()
-
-
 def test_the_source_is_only_read(tmp_path):
     cdm = _small_cdm()
     db = cdm.write_duckdb(tmp_path / "cdm.duckdb")
@@ -500,7 +484,7 @@ def test_eunomia_csv_layout_and_tab_separated_vocabulary_read_as_duckdb(tmp_path
     kw = {"practice_code": "A81001", "pcn_code": "U12345", "scratch_dir": tmp_path / "s"}
     a = import_omop(str(db), tmp_path / "a", **kw)
     b = import_omop(str(folder), tmp_path / "b", **kw)
-    assert _extract_rows(a.out_dir) == _extract_rows(b.out_dir)
+    assert extract_rows(a.out_dir) == extract_rows(b.out_dir)
     assert b.report["source"]["kind"] == "folder"
 
 
@@ -509,8 +493,8 @@ def test_a_folder_of_parquet_tables_reads_as_the_duckdb_file(tmp_path):
     kw = {"practice_code": "A81001", "pcn_code": "U12345", "scratch_dir": tmp_path / "s"}
     a = import_omop(str(cdm.write_duckdb(tmp_path / "cdm.duckdb")), tmp_path / "a", **kw)
     b = import_omop(str(cdm.write_parquet(tmp_path / "pq")), tmp_path / "b", **kw)
-    assert _extract_rows(a.out_dir) == _extract_rows(b.out_dir)
-    assert len(_extract_rows(b.out_dir)["medications"]) == 3
+    assert extract_rows(a.out_dir) == extract_rows(b.out_dir)
+    assert len(extract_rows(b.out_dir)["medications"]) == 3
 
 
 def test_cdm_53_column_names_read_as_54(tmp_path):
@@ -524,13 +508,13 @@ def test_cdm_53_column_names_read_as_54(tmp_path):
     )
     b = import_omop(str(cdm.write_duckdb(tmp_path / "53.duckdb", version="5.3")), tmp_path / "b",
                     practice_code="A81001", pcn_code="U12345", scratch_dir=tmp_path / "s")  # fmt: skip
-    assert _extract_rows(a.out_dir) == _extract_rows(b.out_dir)
+    assert extract_rows(a.out_dir) == extract_rows(b.out_dir)
     assert (a.report["source"]["cdm_version"], b.report["source"]["cdm_version"]) == ("5.4", "5.3")
     assert any(r == "emergency (HES admission method code)" for r in
                b.report["activity"]["admission_method_from"])  # fmt: skip
     c = import_omop(str(tmp_path / "53.duckdb"), tmp_path / "c", cdm_version="5.4",
                     practice_code="A81001", pcn_code="U12345", scratch_dir=tmp_path / "s")  # fmt: skip
-    assert _extract_rows(c.out_dir) == _extract_rows(a.out_dir)
+    assert extract_rows(c.out_dir) == extract_rows(a.out_dir)
     assert any("other version's column name" in w for w in c.report["warnings"])
 
 
@@ -549,15 +533,15 @@ def test_empty_concept_ancestor_uses_relationships_and_says_so(tmp_path):
     cdm.rows["concept_ancestor"] = []
     b = import_omop(str(cdm.write_duckdb(tmp_path / "b.duckdb")), tmp_path / "b",
                     practice_code="A81001", pcn_code="U12345", scratch_dir=tmp_path / "s")  # fmt: skip
-    assert _extract_rows(a.out_dir) == _extract_rows(b.out_dir)
-    assert "COPD" in {r[1] for r in _extract_rows(b.out_dir)["conditions"] if r[0] == "4"}
+    assert extract_rows(a.out_dir) == extract_rows(b.out_dir)
+    assert "COPD" in {r[1] for r in extract_rows(b.out_dir)["conditions"] if r[0] == "4"}
     assert b.report["vocabulary"]["descendants_from"] == "concept_relationship"
     assert any("concept_ancestor is empty" in w for w in b.report["warnings"])
     # with neither table, only listed codes match: the child concept is no longer COPD
     cdm.rows["concept_relationship"] = []
     c = import_omop(str(cdm.write_duckdb(tmp_path / "c.duckdb")), tmp_path / "c",
                     practice_code="A81001", pcn_code="U12345", scratch_dir=tmp_path / "s")  # fmt: skip
-    assert "4" not in {r[0] for r in _extract_rows(c.out_dir)["conditions"]}
+    assert "4" not in {r[0] for r in extract_rows(c.out_dir)["conditions"]}
     assert c.report["vocabulary"]["descendants_from"] == "listed codes only"
     assert with_ancestor  # the base CDM had ancestors
 
@@ -566,16 +550,9 @@ def test_empty_concept_ancestor_uses_relationships_and_says_so(tmp_path):
 def test_a_postgresql_schema_imports_as_the_duckdb_file_does(tmp_path):
     import uuid
 
-    from tests.postgres import SERVER, _connect
+    from tests.postgres import SERVER, connect_or_skip
 
-    try:
-        pg = _connect()
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        import os
-
-        if os.environ.get("RISKSTRAT_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"no PostgreSQL at {SERVER}: {exc}")
-        pytest.skip(f"no PostgreSQL at {SERVER}")
+    pg = connect_or_skip()
     schema = f"omop_{uuid.uuid4().hex[:10]}"
     pg.execute(f'CREATE SCHEMA "{schema}"')
     try:
@@ -586,7 +563,7 @@ def test_a_postgresql_schema_imports_as_the_duckdb_file_does(tmp_path):
         kw = {"practice_code": "A81001", "pcn_code": "U12345", "scratch_dir": tmp_path / "s"}
         a = import_omop(url, tmp_path / "pg", **kw)
         b = import_omop(str(cdm.write_duckdb(tmp_path / "cdm.duckdb")), tmp_path / "dd", **kw)
-        assert _extract_rows(a.out_dir) == _extract_rows(b.out_dir)
+        assert extract_rows(a.out_dir) == extract_rows(b.out_dir)
         assert a.report["source"]["kind"] == "postgresql"
         assert a.report["source"]["cdm_version"] == "5.3"
         assert "@" not in a.report["source"]["description"]  # no user or password

@@ -23,6 +23,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import secrets
+import shutil
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -59,6 +61,25 @@ def check_plain_file(root: Path, path: Path, *, folder: str = "the extract folde
         raise ExtractError(f"cannot be read ({type(exc).__name__})", file=str(path)) from None
     if not stat.S_ISREG(mode):
         raise ExtractError(f"is {_kind(mode)}, not a file", file=str(path))
+
+
+def replace_folder(tmp: Path, out: Path) -> None:
+    """Move the finished folder ``tmp`` to ``out``, replacing what is there, so that ``out``
+    is only ever the old folder or the new one, whole (the writers of extracts and CDMs)."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{secrets.token_hex(6)}"
+        os.replace(out, old)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(old, out)
+            raise
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+    else:
+        os.replace(tmp, out)
 
 
 def _kind(mode: int) -> str:

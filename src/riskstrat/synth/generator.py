@@ -54,6 +54,7 @@ from riskstrat.contract import (
     TABLE_ORDER,
     TABLES,
 )
+from riskstrat.data.files import replace_folder
 from riskstrat.nhs_number import SYNTHETIC_NHS_CAPACITY, sorted_synthetic_nhs_numbers
 from riskstrat.synth.catalogue import (
     AE_DIAGNOSES,
@@ -1753,24 +1754,6 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
         )
 
 
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Move the finished folder ``tmp`` to ``out_dir``, replacing what is there."""
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{secrets.token_hex(6)}"
-        os.replace(out_dir, old)
-        try:
-            os.replace(tmp, out_dir)
-        except BaseException:
-            os.replace(old, out_dir)
-            raise
-        if old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
-    else:
-        os.replace(tmp, out_dir)
-
-
 _WRITE_STAGES = {**_SIM_STAGES, "oracle": 0.0, "write": 0.2}
 
 
@@ -1920,7 +1903,7 @@ def generate_extract(
             tmp_oracle = target.parent / f".{target.name}.tmp-{secrets.token_hex(6)}"
             write_oracle(risks, tmp_oracle)
         _check_target(out_dir, overwrite)
-        _replace_dir(tmp, out_dir)
+        replace_folder(tmp, out_dir)
         if target is not None and tmp_oracle is not None:
             os.replace(tmp_oracle, target)
     except BaseException:

@@ -32,7 +32,7 @@ from riskstrat.contract import (
 )
 from riskstrat.data.codelist import CodelistSet, load_codelists
 from riskstrat.data.errors import ExtractError
-from riskstrat.data.files import check_plain_file, scan_csv
+from riskstrat.data.files import check_plain_file, replace_folder, scan_csv
 from riskstrat.data.omop import mapping, report
 from riskstrat.data.omop.source import CdmSource, open_source
 from riskstrat.data.omop.vocab import map_drugs, resolve_codelists
@@ -231,7 +231,7 @@ def import_omop(
         (tmp / REPORT_JSON).write_text(json.dumps(full, indent=1) + "\n", "utf-8")
         (tmp / REPORT_MD).write_text(report.to_markdown(full), "utf-8")
         _check_target(out, overwrite)
-        _replace_dir(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -350,6 +350,27 @@ def _read_lookup(
     )
 
 
+def _check_shapes(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    table: str,
+    patterns: dict[str, str],
+    message: str,
+) -> None:
+    """Stop at the first line of a lookup file whose value does not have its column's shape,
+    naming the file, line and column (never the value)."""
+    broken = " ".join(
+        f"WHEN NOT regexp_full_match(coalesce({c}, ''), '{p}') THEN '{c}'"
+        for c, p in patterns.items()
+    )
+    bad = con.execute(
+        f"SELECT line, column_name FROM (SELECT line, CASE {broken} END AS column_name "
+        f"FROM {table}) WHERE column_name IS NOT NULL ORDER BY line LIMIT 1"
+    ).fetchall()
+    if bad:
+        raise ExtractError(message, file=str(path), line=int(bad[0][0]), column=str(bad[0][1]))
+
+
 def _load_site_map(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """``site_map(care_site_id, practice_code, pcn_code)`` from the site map file; rows keyed
     by ``care_site_source_value`` are looked up in the CDM's care_site table."""
@@ -358,24 +379,13 @@ def _load_site_map(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     cols = [r[0] for r in con.execute("DESCRIBE site_file").fetchall()]
     if "care_site_id" not in cols and "care_site_source_value" not in cols:
         raise ExtractError("needs a column care_site_id or care_site_source_value", file=str(path))
-    bad = con.execute(
-        f"""
-        SELECT line, CASE
-            WHEN NOT regexp_full_match(coalesce(practice_code, ''), '{ODS_PRACTICE_PATTERN}')
-                 THEN 'practice_code' ELSE 'pcn_code' END
-        FROM site_file
-        WHERE NOT regexp_full_match(coalesce(practice_code, ''), '{ODS_PRACTICE_PATTERN}')
-           OR NOT regexp_full_match(coalesce(pcn_code, ''), '{ODS_PCN_PATTERN}')
-        ORDER BY line LIMIT 1
-        """
-    ).fetchall()
-    if bad:
-        raise ExtractError(
-            "is not an ODS code of the right shape (practice A81001, PCN U12345)",
-            file=str(path),
-            line=int(bad[0][0]),
-            column=str(bad[0][1]),
-        )
+    _check_shapes(
+        con,
+        path,
+        "site_file",
+        {"practice_code": ODS_PRACTICE_PATTERN, "pcn_code": ODS_PCN_PATTERN},
+        "is not an ODS code of the right shape (practice A81001, PCN U12345)",
+    )
     by_id = "TRY_CAST(s.care_site_id AS BIGINT)" if "care_site_id" in cols else "NULL"
     by_value = "s.care_site_source_value" if "care_site_source_value" in cols else "NULL"
     con.execute(
@@ -400,23 +410,13 @@ def _load_site_map(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 def _load_imd(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     _read_lookup(con, path, "imd_file", ("lsoa_code", "imd_decile"))
-    bad = con.execute(
-        f"""
-        SELECT line, CASE WHEN NOT regexp_full_match(coalesce(lsoa_code, ''), '{LSOA_PATTERN}')
-                          THEN 'lsoa_code' ELSE 'imd_decile' END
-        FROM imd_file
-        WHERE NOT regexp_full_match(coalesce(lsoa_code, ''), '{LSOA_PATTERN}')
-           OR NOT regexp_full_match(coalesce(imd_decile, ''), '([1-9]|10)')
-        ORDER BY line LIMIT 1
-        """
-    ).fetchall()
-    if bad:
-        raise ExtractError(
-            "is not an LSOA code (E01000001) with a decile from 1 to 10",
-            file=str(path),
-            line=int(bad[0][0]),
-            column=str(bad[0][1]),
-        )
+    _check_shapes(
+        con,
+        path,
+        "imd_file",
+        {"lsoa_code": LSOA_PATTERN, "imd_decile": "([1-9]|10)"},
+        "is not an LSOA code (E01000001) with a decile from 1 to 10",
+    )
     dup = con.execute(
         "SELECT line FROM (SELECT line, count(*) OVER (PARTITION BY lsoa_code) AS n FROM imd_file)"
         " WHERE n > 1 ORDER BY line LIMIT 1"
@@ -441,20 +441,6 @@ def _check_target(out: Path, overwrite: bool) -> None:
         return
     if not out.is_dir() or any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{secrets.token_hex(6)}"
-        os.replace(out, old)
-        try:
-            os.replace(tmp, out)
-        except BaseException:
-            os.replace(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def _previous_report(out: Path) -> dict[str, Any] | None:
