@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from riskstrat.auth import new_api_key
 from riskstrat.config import Settings
-from riskstrat.store import Store
+from riskstrat.service.auth import new_api_key
+from riskstrat.store.core import Store
 
 
 def add_key(
@@ -42,7 +42,7 @@ def fixed_key(n: int) -> str:
 def add_fixed_key(
     settings: Settings, role: str, key: str, pcns=("*",), *, days: float = 30
 ) -> None:
-    from riskstrat.auth import hash_key, key_prefix
+    from riskstrat.service.auth import hash_key, key_prefix
 
     prefix = key_prefix(key)
     assert prefix is not None

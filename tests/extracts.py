@@ -13,7 +13,7 @@ from typing import Any
 
 import duckdb
 
-from riskstrat.contract import TABLES
+from riskstrat.data.contract import TABLES
 
 # Valid synthetic NHS numbers (Modulus 11 holds) and one invalid one.
 P1, P2, P3 = "9998336376", "9999126146", "9993030325"

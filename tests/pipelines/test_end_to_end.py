@@ -11,12 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from riskstrat.cli import app
+from riskstrat.cli.main import app
 from riskstrat.config import Settings, get_settings
-from riskstrat.extract import validate_extract
-from riskstrat.features import build_features
-from riskstrat.store import Store
-from service.app import create_app
+from riskstrat.data.extract import validate_extract
+from riskstrat.features.build import build_features
+from riskstrat.service.app import create_app
+from riskstrat.store.core import Store
 
 pytestmark = pytest.mark.slow
 EXTRACT_DATE = date(2026, 11, 1)
@@ -187,7 +187,7 @@ def test_source_files_unchanged_and_rejects_written_outside(world):
 
 
 def test_model_is_champion_with_metrics(world):
-    from riskstrat.registry import ModelRegistry
+    from riskstrat.modelling.registry import ModelRegistry
 
     settings: Settings = world["settings"]
     registry = ModelRegistry(
@@ -282,8 +282,8 @@ def test_api_serves_ranked_patients_with_reasons(world):
 
 def _held_out(world):
     """The spec, its index plan, the champion and the training frame of the world's extract."""
-    from pipelines.train import build_training_frame, registry_for, training_plan
-    from riskstrat.spec import default_spec_dir, load_spec
+    from riskstrat.modelling.spec import default_spec_dir, load_spec
+    from riskstrat.pipelines.train import build_training_frame, registry_for, training_plan
 
     settings = world["settings"]
     spec = load_spec(default_spec_dir())
@@ -300,9 +300,9 @@ def test_gates_block_a_deliberately_miscalibrated_version(world):
     calibration gate; registered, it cannot be promoted, and the champion stays."""
     from dataclasses import replace
 
-    from pipelines.evaluate import evaluate_version
-    from pipelines.promote import PromotionRefused, run_promotion
-    from riskstrat.modelling import RiskModel
+    from riskstrat.modelling.model import RiskModel
+    from riskstrat.pipelines.evaluate import evaluate_version
+    from riskstrat.pipelines.promote import PromotionRefused, run_promotion
 
     spec, plan, registry, champion, frame = _held_out(world)
     bad = RiskModel.from_fitted(
@@ -350,9 +350,9 @@ def test_evaluation_on_several_threads_equals_one(world):
     import time
     from dataclasses import asdict, replace
 
-    from pipelines.evaluate import ChampionPredictions, evaluate_version, run_jobs
-    from riskstrat.baselines import fit_baselines
-    from riskstrat.modelling import RiskModel
+    from riskstrat.modelling.baselines import fit_baselines
+    from riskstrat.modelling.model import RiskModel
+    from riskstrat.pipelines.evaluate import ChampionPredictions, evaluate_version, run_jobs
 
     spec, plan, _registry, champion, frame = _held_out(world)
     model = RiskModel.from_fitted(champion.booster, champion.calibrator)
@@ -396,7 +396,7 @@ def test_the_training_frame_is_compacted_without_changing_a_value():
 
     import numpy as np
 
-    from pipelines.train import _compact
+    from riskstrat.pipelines.train import _compact
 
     frame = pd.DataFrame(
         {
@@ -429,8 +429,8 @@ def test_the_training_frame_is_compacted_without_changing_a_value():
 def test_trained_model_respects_clinical_direction(world):
     """More prior emergency admissions, or a new heart failure diagnosis, never lowers
     anyone's risk, all else equal (LightGBM monotone constraints, stated in the card)."""
-    from pipelines.train import registry_for
-    from riskstrat.modelling import predict_risk
+    from riskstrat.modelling.model import predict_risk
+    from riskstrat.pipelines.train import registry_for
 
     settings = world["settings"]
     model = registry_for(settings).load(settings.model_name, "champion")

@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from riskstrat.data.extract import validate_extract
 from riskstrat.data.omop import import_omop
-from riskstrat.extract import validate_extract
-from riskstrat.features import KEY_COLUMNS, build_features, feature_columns
-from riskstrat.labels import build_labels
+from riskstrat.features.build import KEY_COLUMNS, build_features, feature_columns
+from riskstrat.features.labels import build_labels
 from riskstrat.synth import generate_extract
 from tests.omop_cdm import extract_rows
 
@@ -169,7 +169,7 @@ def test_generating_the_cdm_twice_gives_the_same_tables(world, tmp_path):
 
 
 def test_the_commands_a_user_runs(tmp_path, monkeypatch):
-    from riskstrat.cli import app
+    from riskstrat.cli.main import app
     from riskstrat.config import get_settings
 
     monkeypatch.setenv("RISKSTRAT_HOME", str(tmp_path / "home"))

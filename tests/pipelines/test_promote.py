@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.promote import PromotionRefused, run_promotion
-from pipelines.train import registry_for
 from riskstrat.config import Settings
-from riskstrat.modelling import RiskModel
-from riskstrat.registry import CHALLENGER, CHAMPION
-from riskstrat.spec import ModelSpec, PromotionConfig
+from riskstrat.modelling.model import RiskModel
+from riskstrat.modelling.registry import CHALLENGER, CHAMPION
+from riskstrat.modelling.spec import ModelSpec, PromotionConfig
+from riskstrat.pipelines.promote import PromotionRefused, run_promotion
+from riskstrat.pipelines.train import registry_for
 
 NAME = "promotion-test-model"
 

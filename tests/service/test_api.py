@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from riskstrat.config import Settings
 from riskstrat.nhs_number import synthetic_nhs_numbers
-from riskstrat.store import Store, pseudonymise
-from service.app import create_app
+from riskstrat.service.app import create_app
+from riskstrat.store.core import Store, pseudonymise
 from tests.auth_helpers import add_fixed_key, bearer, fixed_key
 
 TEAM = bearer(fixed_key(1))

@@ -19,15 +19,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from pipelines.score import cohort_config_record
-from riskstrat import store as store_module
-from riskstrat.auth import ROLES
-from riskstrat.cli import app as cli
-from riskstrat.cohorts import load_cohort_config
+from riskstrat.cli.main import app as cli
+from riskstrat.cohorts.select import load_cohort_config
 from riskstrat.config import Settings, get_settings
 from riskstrat.nhs_number import synthetic_nhs_numbers
-from riskstrat.store import Store, pseudonymise
-from service.app import create_app
+from riskstrat.pipelines.score import cohort_config_record
+from riskstrat.service.app import create_app
+from riskstrat.service.auth import ROLES
+from riskstrat.store import core as store_module
+from riskstrat.store.core import Store, pseudonymise
 from tests.auth_helpers import add_fixed_key, bearer, fixed_key
 from tests.postgres import postgres_url
 

@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 
 from riskstrat.config import Settings
-from service.app import create_app
+from riskstrat.service.app import create_app
 from tests.service.test_auth import PCNS, key_for, publish_world
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"

@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from pipelines.score import cohort_config_record
-from riskstrat.cohorts import load_cohort_config
+from riskstrat.cohorts.listing import cohort_items_json
+from riskstrat.cohorts.select import load_cohort_config
 from riskstrat.config import Settings
-from riskstrat.listing import cohort_items_json
 from riskstrat.nhs_number import synthetic_nhs_numbers
-from riskstrat.store import Store
-from service.app import create_app
+from riskstrat.pipelines.score import cohort_config_record
+from riskstrat.service.app import create_app
+from riskstrat.store.core import Store
 from tests.auth_helpers import add_fixed_key, bearer, fixed_key
 
 TEAM = bearer(fixed_key(1))

@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from riskstrat.config import Settings
-from riskstrat.store import Store
-from service.app import create_app
+from riskstrat.service.app import create_app
+from riskstrat.store.core import Store
 from tests.service.test_auth import PCNS, key_for, publish_world
 
 

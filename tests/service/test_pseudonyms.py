@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from pipelines.score import cohort_config_record
-from riskstrat.cohorts import load_cohort_config
+from riskstrat.cohorts.listing import cohort_items_json
+from riskstrat.cohorts.select import load_cohort_config
 from riskstrat.config import Settings
-from riskstrat.listing import cohort_items_json
-from riskstrat.store import Store, access_record, pseudonymise
-from service.app import create_app
+from riskstrat.pipelines.score import cohort_config_record
+from riskstrat.service.app import create_app
+from riskstrat.store.core import Store, access_record, pseudonymise
 from tests.auth_helpers import bearer
 from tests.service.test_auth import MONTH, PCNS, key_for, pseudonyms, publish_world
 from tests.service.test_pages import sign_in

@@ -9,9 +9,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
-from riskstrat.auth import ROLES
 from riskstrat.config import Settings
-from service.app import create_app
+from riskstrat.service.app import create_app
+from riskstrat.service.auth import ROLES
 from tests.auth_helpers import bearer
 from tests.service.test_auth import PCNS, key_for, publish_world
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from riskstrat import store as store_module
 from riskstrat.nhs_number import synthetic_nhs_numbers
-from riskstrat.store import Store, access_log, access_patients, access_record, pseudonymise
+from riskstrat.store import core as store_module
+from riskstrat.store.core import Store, access_log, access_patients, access_record, pseudonymise
 from tests.postgres import serving_store
 
 KEY = "test-pseudonym-key"

@@ -1,4 +1,8 @@
-"""The house rules that keep the code base easy to change, checked from the source."""
+"""The house rules that keep the code base easy to change, checked from the source.
+
+The map: subpackages by concern, in layers. A package may import only the packages listed for
+it (and the core modules at the top of ``riskstrat``); nothing lower imports anything higher.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,60 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CODE = [p for d in ("src/riskstrat", "pipelines", "service") for p in (ROOT / d).rglob("*.py")]
+PACKAGE = ROOT / "src" / "riskstrat"
+CODE = sorted(p for p in PACKAGE.rglob("*.py") if "models" not in p.relative_to(PACKAGE).parts)
+
+#: Modules at the top of the package that every layer may use; they import no subpackage.
+CORE = {"errors", "config", "calendar", "logs", "nhs_number", "resources"}
+
+#: Each subpackage and the subpackages it may import: the layering, lowest first.
+LAYERS: dict[str, set[str]] = {
+    "data": set(),
+    "synth": {"data"},
+    "features": {"data"},
+    "modelling": {"data", "features"},
+    "explain": {"data", "modelling"},
+    "fairness": {"modelling"},
+    "reports": {"data", "features", "modelling", "explain", "fairness"},
+    "store": {"data"},
+    "cohorts": {"data", "store"},
+    "pipelines": {
+        "data",
+        "synth",
+        "features",
+        "modelling",
+        "explain",
+        "fairness",
+        "reports",
+        "store",
+        "cohorts",
+    },
+    # The service knows the store, the registry and the words of the contract; it never
+    # trains, scores or reads an extract (see test_the_service_never_trains_or_reads_extracts).
+    "service": {"data", "modelling", "explain", "store", "cohorts"},
+    "bench": {
+        "data",
+        "synth",
+        "features",
+        "modelling",
+        "explain",
+        "store",
+        "pipelines",
+        "service",
+    },
+    "cli": {
+        "data",
+        "synth",
+        "features",
+        "modelling",
+        "explain",
+        "store",
+        "cohorts",
+        "pipelines",
+        "service",
+        "bench",
+    },
+}
 
 
 def _imports(path: Path) -> set[str]:
@@ -24,75 +81,154 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+def _rel(path: Path) -> str:
+    return str(path.relative_to(PACKAGE))
+
+
 def _modules_importing(prefix: str) -> set[str]:
     return {
-        str(p.relative_to(ROOT))
-        for p in CODE
-        if any(n == prefix or n.startswith(prefix + ".") for n in _imports(p))
+        _rel(p) for p in CODE if any(n == prefix or n.startswith(prefix + ".") for n in _imports(p))
     }
+
+
+def _owner(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else "core"
+
+
+def test_every_module_belongs_to_a_layer_of_the_map():
+    owners = {_owner(p) for p in CODE}
+    assert owners == set(LAYERS) | {"core"}
+    core = {p.stem for p in CODE if _owner(p) == "core"} - {"__init__"}
+    assert core == CORE
+
+
+def test_layers_import_only_what_the_map_allows():
+    broken = []
+    for path in CODE:
+        owner = _owner(path)
+        allowed = LAYERS.get(owner, set()) | {owner}
+        for name in _imports(path):
+            parts = name.split(".")
+            if parts[0] != "riskstrat" or len(parts) < 2 or parts[1] in CORE:
+                continue
+            if owner == "core" or parts[1] not in allowed:
+                broken.append(f"{_rel(path)} imports {name}")
+    assert broken == []
+
+
+def test_the_map_has_no_circle():
+    seen: dict[str, int] = {}
+
+    def depth(pkg: str, trail: tuple[str, ...] = ()) -> int:
+        assert pkg not in trail, " -> ".join((*trail, pkg))
+        if pkg not in seen:
+            seen[pkg] = 1 + max((depth(d, (*trail, pkg)) for d in LAYERS[pkg]), default=0)
+        return seen[pkg]
+
+    for pkg in LAYERS:
+        depth(pkg)
+
+
+def _module_graph(package: str) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for p in (PACKAGE / package).rglob("*.py"):
+        rel = p.relative_to(PACKAGE).with_suffix("")
+        name = "riskstrat." + ".".join(rel.parts).removesuffix(".__init__")
+        graph[name] = {
+            n for n in _imports(p) if n.startswith(f"riskstrat.{package}.") and n != name
+        }
+    return graph
+
+
+@pytest.mark.parametrize("package", sorted(LAYERS))
+def test_no_import_circle_between_modules(package):
+    graph = _module_graph(package)
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                raise AssertionError("circle: " + " -> ".join([*trail, node, nxt]))
+            if nxt in graph and not state.get(nxt):
+                visit(nxt, [*trail, node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if not state.get(node):
+            visit(node, [])
+
+
+def test_modules_stay_small_or_say_why():
+    # A module over ~600 lines says at its top why it is one piece (a "Why one module" line).
+    long = [
+        f"{_rel(p)} ({n} lines)"
+        for p in CODE
+        if "migrations" not in p.parts
+        and (n := len(p.read_text(encoding="utf-8").splitlines())) > 650
+        and "Why one module" not in "\n".join(p.read_text(encoding="utf-8").splitlines()[:40])
+    ]
+    assert long == []
 
 
 def test_only_the_registry_talks_to_mlflow():
     # _mlflow_pyfunc.py is the model definition MLflow runs when it loads a model (models
     # from code); nothing in riskstrat imports it.
     assert _modules_importing("mlflow") == {
-        "src/riskstrat/registry.py",
-        "src/riskstrat/_mlflow_pyfunc.py",
+        "modelling/registry.py",
+        "modelling/_mlflow_pyfunc.py",
     }
-    importers = [
-        str(p.relative_to(ROOT)) for p in CODE if any("_mlflow_pyfunc" in n for n in _imports(p))
-    ]
+    importers = [_rel(p) for p in CODE if any("_mlflow_pyfunc" in n for n in _imports(p))]
     assert importers == []
 
 
 def test_only_the_store_talks_to_the_serving_database():
-    # Migrations describe the store's tables; they run only through Store.create_schema.
-    importers = {
-        m for m in _modules_importing("sqlalchemy") if not m.startswith("src/riskstrat/migrations/")
-    }
-    assert importers == {"src/riskstrat/store.py"}
-    migrations = {m for m in _modules_importing("alembic") if "/migrations/" in m}
-    assert _modules_importing("alembic") - migrations == {"src/riskstrat/store.py"}
+    assert {m.split("/")[0] for m in _modules_importing("sqlalchemy")} == {"store"}
+    assert {m.split("/")[0] for m in _modules_importing("alembic")} == {"store"}
 
 
 def test_only_the_data_layer_reads_source_files():
     # extract.py reads extracts; the OMOP adapter reads a CDM (source.py) and the site map and
     # IMD lookup beside it, and counts the rows it wrote (importer.py).
     readers = {
-        str(p.relative_to(ROOT))
+        _rel(p)
         for p in CODE
         if any(
             s in p.read_text(encoding="utf-8") for s in ("read_csv(", "read_parquet(", "pd.read_")
         )
     }
-    assert readers == {
-        "src/riskstrat/extract.py",
-        "src/riskstrat/data/omop/source.py",
-        "src/riskstrat/data/omop/importer.py",
-    }
+    assert readers == {"data/extract.py", "data/omop/source.py", "data/omop/importer.py"}
 
 
 @pytest.mark.parametrize(
     "forbidden",
     [
-        "riskstrat.extract",
-        "riskstrat.data",
+        "riskstrat.data.extract",
+        "riskstrat.data.files",
+        "riskstrat.data.omop",
         "riskstrat.features",
-        "riskstrat.modelling",
+        "riskstrat.modelling.model",
         "riskstrat.synth",
-        "pipelines",
+        "riskstrat.pipelines",
     ],
 )
 def test_the_service_never_trains_or_reads_extracts(forbidden):
-    service = {str(p.relative_to(ROOT)) for p in (ROOT / "service").rglob("*.py")}
-    assert not (_modules_importing(forbidden) & service)
+    assert not {m for m in _modules_importing(forbidden) if m.startswith("service/")}
+
+
+def test_the_wheel_has_one_top_level_name():
+    tops = {p.name for p in (ROOT / "src").iterdir() if not p.name.endswith(".egg-info")}
+    assert tops == {"riskstrat"}
+    # pipelines/ and service/ at the top hold entry points and deployment files, not packages.
+    for folder in ("pipelines", "service"):
+        assert not list((ROOT / folder).rglob("__init__.py"))
 
 
 def test_importing_everything_does_no_work(tmp_path):
     modules = sorted(
-        ".".join(p.relative_to(base).with_suffix("").parts)
-        for base, folder in ((ROOT / "src", "riskstrat"), (ROOT, "pipelines"), (ROOT, "service"))
-        for p in (base / folder).rglob("*.py")
+        "riskstrat." + ".".join(p.relative_to(PACKAGE).with_suffix("").parts)
+        for p in CODE
         # MLflow's model file and Alembic's scripts are run by those tools, not imported.
         if p.name != "_mlflow_pyfunc.py" and "migrations" not in p.parts
     )

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from riskstrat.baselines import BASELINE_NAMES, fit_baselines
+from riskstrat.modelling.baselines import BASELINE_NAMES, fit_baselines
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from riskstrat.bench import StageResult, growth, machine_info, run_benchmarks, step_growth
-from riskstrat.cli import app
+from riskstrat.bench.stages import StageResult, growth, machine_info, run_benchmarks, step_growth
+from riskstrat.cli.main import app
 from riskstrat.config import get_settings
 
 
@@ -74,7 +74,7 @@ def test_cli_writes_json_results(tmp_path, monkeypatch):
 
 def test_cli_prints_growth_within_one_process(tmp_path, monkeypatch):
     """The same-extract and same-model exponents are printed, and a missing one says n/a."""
-    import riskstrat.bench
+    import riskstrat.bench.stages
 
     def results(**kwargs):
         features = StageResult(
@@ -91,7 +91,7 @@ def test_cli_prints_growth_within_one_process(tmp_path, monkeypatch):
         )  # fmt: skip
         return [features, explain]
 
-    monkeypatch.setattr(riskstrat.bench, "run_benchmarks", results)
+    monkeypatch.setattr(riskstrat.bench.stages, "run_benchmarks", results)
     monkeypatch.setenv("RISKSTRAT_HOME", str(tmp_path / "home"))
     get_settings.cache_clear()
     try:
@@ -201,7 +201,7 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
 
 
 def test_cpu_shares_are_the_busy_and_stolen_parts_of_the_interval():
-    from riskstrat.bench import cpu_shares, cpu_times
+    from riskstrat.bench.stages import cpu_shares, cpu_times
 
     # user, nice, system, idle, iowait, irq, softirq, steal
     before = [100, 0, 50, 800, 10, 0, 0, 40]
@@ -215,7 +215,7 @@ def test_cpu_shares_are_the_busy_and_stolen_parts_of_the_interval():
 def test_sampling_stage_compares_the_training_sample_with_everyone(tmp_path):
     import shutil
 
-    from riskstrat.spec import default_spec_dir
+    from riskstrat.modelling.spec import default_spec_dir
 
     # The default cap (2 million rows) samples no one at this size; a copy of the spec with
     # a low cap makes the train stage, and so the sampling stage, fit on a sample.

@@ -1,7 +1,7 @@
 """The model card: Markdown from the template, standalone HTML, and files on disk.
 
 ``example_context()`` builds a complete card context (every key of
-``riskstrat.card.CardContext``) with made-up but consistent numbers; ``example_evaluation()``
+``riskstrat.reports.card.CardContext``) with made-up but consistent numbers; ``example_evaluation()``
 and ``example_audit()`` build the evaluation and fairness-audit dicts on their own. The
 ``card_context`` and ``plots_dir`` fixtures wrap them for tests.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 import pytest
 
-from riskstrat.card import (
+from riskstrat.reports.card import (
     format_ci,
     format_ci_pct,
     format_months,
@@ -31,7 +31,7 @@ from riskstrat.card import (
     thin,
     write_card,
 )
-from riskstrat.plots import PLOT_FILES
+from riskstrat.reports.plots import PLOT_FILES
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "models" / "emergency_admission_90d" / "card.md.j2"
@@ -71,7 +71,7 @@ def ci(value: float, lo: float | None, hi: float | None) -> dict[str, Any]:
 
 
 def example_evaluation(*, auroc: float = 0.812) -> dict[str, Any]:
-    """An evaluation dict shaped like ``riskstrat.evaluation.evaluate_predictions``'s."""
+    """An evaluation dict shaped like ``riskstrat.modelling.evaluation.evaluate_predictions``'s."""
     bins = []
     for i, risk in enumerate((0.002, 0.004, 0.007, 0.011, 0.016, 0.024, 0.036, 0.058, 0.10, 0.31)):
         observed = risk * (1.05 if i % 2 else 0.95)
@@ -163,7 +163,7 @@ def _audit_group(
 
 
 def example_audit() -> dict[str, Any]:
-    """A fairness audit shaped like ``riskstrat.fairness.fairness_audit``'s, with one group
+    """A fairness audit shaped like ``riskstrat.fairness.subgroups.fairness_audit``'s, with one group
     too small to estimate (AUROC None)."""
     groups = [
         _audit_group("sex", "F", 10200, 601, auroc=0.805, oe=1.02),
@@ -201,7 +201,7 @@ def example_audit() -> dict[str, Any]:
 
 
 def example_context() -> dict[str, Any]:
-    """A complete card context: every key of ``riskstrat.card.CardContext`` and every plot."""
+    """A complete card context: every key of ``riskstrat.reports.card.CardContext`` and every plot."""
     evaluation = example_evaluation()
     months = [f"2024-{m:02d}" for m in range(1, 13)]
     return {
@@ -637,7 +637,7 @@ def test_example_context_is_not_shared_between_calls():
 def test_the_data_section_says_what_identifies_people_and_which_codelists_mapped_them(
     card_context, plots_dir
 ):
-    from pipelines.evaluate import codelist_summary
+    from riskstrat.pipelines.evaluate import codelist_summary
 
     markdown, _ = render_card(card_context, template=TEMPLATE, plots_dir=plots_dir)
     assert "| People identified by | NHS numbers |" in markdown

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from riskstrat.cli import app
+from riskstrat.cli.main import app
 from riskstrat.config import get_settings
 from tests.extracts import base_tables, write_extract
 
@@ -99,8 +99,8 @@ def test_score_whose_pruning_failed_says_so_and_exits_0(tmp_path, monkeypatch):
     """The month was published; only the retention pruning after it failed."""
     from datetime import date
 
-    import pipelines.score
-    from pipelines.score import ScoreResult
+    import riskstrat.pipelines.score
+    from riskstrat.pipelines.score import ScoreResult
 
     root = write_extract(tmp_path / "x")
     published = ScoreResult(
@@ -109,7 +109,7 @@ def test_score_whose_pruning_failed_says_so_and_exits_0(tmp_path, monkeypatch):
         cohort_sizes={"falls_review": 4}, replaced_runs=[], pruned_runs=[],
         prune_error="OperationalError",
     )  # fmt: skip
-    monkeypatch.setattr(pipelines.score, "run_scoring", lambda *a, **k: published)
+    monkeypatch.setattr(riskstrat.pipelines.score, "run_scoring", lambda *a, **k: published)
     result = runner.invoke(app, ["score", "--data", str(root), "--month", "2026-10"])
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())  # as wrapped to the terminal's width

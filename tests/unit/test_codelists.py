@@ -10,8 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from riskstrat.contract import CONDITIONS, DRUG_CLASSES, ETHNIC_CATEGORIES, OBSERVATION_CODES
 from riskstrat.data.codelist import TABLE_CODES, load_codelists, shipped_codelists
+from riskstrat.data.contract import CONDITIONS, DRUG_CLASSES, ETHNIC_CATEGORIES, OBSERVATION_CODES
 from riskstrat.data.errors import ExtractError
 from riskstrat.data.omop import import_omop
 from riskstrat.synth.catalogue import ANTIBIOTIC_COURSES, REGIMEN_GROUPS

@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from riskstrat.cohorts import (
-    DEFAULT_COHORTS_FILE,
+from riskstrat.cohorts.select import (
     Criterion,
     build_cohort,
     build_cohorts,
     capacity_summary,
     check_columns,
+    default_cohorts_file,
     evaluate_condition,
     load_cohort_config,
     oe_ratio,
@@ -27,13 +27,13 @@ from riskstrat.cohorts import (
     served_counts,
     what_changed,
 )
-from riskstrat.explain import group_contributions, group_matrix
-from riskstrat.features import feature_columns
-from riskstrat.modelling import Calibrator
+from riskstrat.explain.reasons import group_contributions, group_matrix
+from riskstrat.features.build import feature_columns
+from riskstrat.modelling.model import Calibrator
 from riskstrat.nhs_number import is_valid_nhs_number, sorted_synthetic_nhs_numbers
 
 ROOT = Path(__file__).resolve().parents[2]
-COHORTS_FILE = ROOT / DEFAULT_COHORTS_FILE
+COHORTS_FILE = default_cohorts_file()
 CONFIG = load_cohort_config(COHORTS_FILE)
 
 # Synthetic NHS numbers (999 range), ascending.

@@ -13,7 +13,7 @@ from scipy.stats import binomtest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from riskstrat.evaluation import (
+from riskstrat.modelling.evaluation import (
     EvaluationPlan,
     GateResult,
     calibration_gate_results,
@@ -147,7 +147,7 @@ def test_auroc_and_auprc_equal_sklearn(seed, decimals):
 
 def test_bootstrap_metrics_equal_sklearn_on_a_resample():
     # the bootstrap uses row counts; the metric of the weights is the metric of the rows
-    from riskstrat.evaluation import RankedScores
+    from riskstrat.modelling.evaluation import RankedScores
 
     y, p = _population(2000, 3)
     p = np.round(p, 2)
@@ -160,7 +160,7 @@ def test_bootstrap_metrics_equal_sklearn_on_a_resample():
 
 
 def test_bootstrap_share_flagged_equals_the_resampled_rows():
-    from riskstrat.evaluation import share_flagged_for_recall
+    from riskstrat.modelling.evaluation import share_flagged_for_recall
 
     y, p = _population(2000, 4)  # distinct risks: only a row's own copies tie
     desc = np.argsort(-p, kind="stable")

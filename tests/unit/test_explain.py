@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from riskstrat.explain import efi_band, explain_rows, group_matrix, shap_contributions
-from riskstrat.features import feature_columns
+from riskstrat.explain.reasons import efi_band, explain_rows, group_matrix, shap_contributions
+from riskstrat.features.build import feature_columns
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_wording_of_single_values(model_and_data):
     person[["emergency_admissions_365d", "days_since_last_emergency_admission"]] = [1, 12]
     person[["distinct_medicines_90d", "opioid_90d", "benzodiazepine_90d"]] = [10, 1, 1]
     person[["efi", "lives_alone", "age_years"]] = [0.31, 1, 84]
-    from riskstrat.explain import REASON_GROUPS
+    from riskstrat.explain.reasons import REASON_GROUPS
 
     values = person.iloc[0].to_dict()
     text = {g.key: g.phrase(values, {}) for g in REASON_GROUPS}
@@ -109,7 +109,7 @@ def test_efi_bands(efi, band):
 
 
 def test_every_reason_group_has_a_label():
-    from riskstrat.explain import REASON_GROUPS, REASON_LABELS
+    from riskstrat.explain.reasons import REASON_GROUPS, REASON_LABELS
 
     assert {g.key for g in REASON_GROUPS} == set(REASON_LABELS)
 
@@ -117,7 +117,7 @@ def test_every_reason_group_has_a_label():
 def _reference_reasons(booster, X, *, top_raising, top_lowering, min_pp=0.001):
     """The definition, row by row with every value at hand: what the cached wording must
     reproduce exactly."""
-    from riskstrat.explain import group_contributions
+    from riskstrat.explain.reasons import group_contributions
 
     names = list(booster.feature_name())
     contrib = shap_contributions(booster, X)
@@ -147,7 +147,7 @@ def _reference_reasons(booster, X, *, top_raising, top_lowering, min_pp=0.001):
 
 @pytest.mark.parametrize("top", [(3, 1), (5, 2), (1, 0)])
 def test_cached_wording_equals_the_row_by_row_definition(model_and_data, top):
-    from riskstrat.explain import explain_with_contributions
+    from riskstrat.explain.reasons import explain_with_contributions
 
     booster, X = model_and_data
     sample = X.head(600).copy()
@@ -163,7 +163,7 @@ def test_cached_wording_equals_the_row_by_row_definition(model_and_data, top):
 
 
 def test_distinct_rows_number_each_row_by_its_first_equal_row():
-    from riskstrat.explain import _distinct_rows
+    from riskstrat.explain.reasons import _distinct_rows
 
     rng = np.random.default_rng(7)
     key = rng.integers(0, 3, size=(5000, 3)).astype(np.float64)

@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from riskstrat.config import get_settings
+from riskstrat.data.extract import ExtractError, validate_extract
 from riskstrat.data.files import scan_csv
-from riskstrat.extract import ExtractError, validate_extract
 from tests.extracts import P1, base_tables, write_extract
 
 runner = CliRunner()
@@ -65,7 +65,7 @@ def test_a_stray_quote_stops_validation_at_its_line(tmp_path, bad_field, words):
 
 
 def test_the_cli_exits_non_zero_for_a_stray_quote(tmp_path, monkeypatch):
-    from riskstrat.cli import app
+    from riskstrat.cli.main import app
 
     monkeypatch.setenv("RISKSTRAT_HOME", str(tmp_path / "home"))
     get_settings.cache_clear()

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from riskstrat.extract import (
+from riskstrat.data.extract import (
     ExtractError,
     TooManyRejectsError,
     _create_check_digit_macro,
@@ -317,8 +317,8 @@ def test_duckdb_messages_lose_long_digit_runs():
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_pipelines_open_extracts_within_the_deployments_duckdb_limits(tmp_path, fmt):
-    from pipelines.common import open_extract
     from riskstrat.config import Settings
+    from riskstrat.pipelines.common import open_extract
 
     folder = write_extract(tmp_path / "extract", base_tables(), fmt=fmt)
     settings = Settings(home=tmp_path / "home", duckdb_memory_limit="1GB", duckdb_threads=1)
@@ -341,8 +341,8 @@ def test_pipelines_open_extracts_within_the_deployments_duckdb_limits(tmp_path, 
 
 
 def test_pipelines_keep_the_validated_tables_in_a_scratch_file_deleted_on_close(tmp_path):
-    from pipelines.common import open_extract
     from riskstrat.config import Settings
+    from riskstrat.pipelines.common import open_extract
 
     folder = write_extract(tmp_path / "extract", base_tables())
     settings = Settings(home=tmp_path / "home")
@@ -360,8 +360,8 @@ def test_pipelines_keep_the_validated_tables_in_a_scratch_file_deleted_on_close(
 
 
 def test_a_failed_validation_leaves_no_scratch_file(tmp_path):
-    from pipelines.common import open_extract
     from riskstrat.config import Settings
+    from riskstrat.pipelines.common import open_extract
 
     folder = write_extract(tmp_path / "extract", drop_columns={"patients": ["date_of_birth"]})
     settings = Settings(home=tmp_path / "home")
@@ -374,7 +374,7 @@ def test_scratch_files_of_killed_processes_are_deleted_and_live_ones_kept(tmp_pa
     import subprocess
     import sys
 
-    from riskstrat.extract import scratch_database
+    from riskstrat.data.extract import scratch_database
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from riskstrat.contract import GENERIC_RULES, TABLES, all_rule_ids
-from riskstrat.extract import validate_extract
+from riskstrat.data.contract import GENERIC_RULES, TABLES, all_rule_ids
+from riskstrat.data.extract import validate_extract
 from tests.extracts import (
     BAD_CHECK,
     CHECK_TEN,

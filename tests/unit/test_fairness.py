@@ -14,7 +14,7 @@ from fairlearn.metrics import (
     selection_rate,
 )
 
-from riskstrat.fairness import (
+from riskstrat.fairness.subgroups import (
     FairnessGates,
     FairnessPlan,
     compare_audits,

@@ -8,10 +8,10 @@ from itertools import pairwise
 import pandas as pd
 import pytest
 
-from riskstrat.extract import validate_extract
-from riskstrat.features import build_features as _build
-from riskstrat.features import feature_columns
-from riskstrat.labels import build_labels, label_window_complete
+from riskstrat.data.extract import validate_extract
+from riskstrat.features.build import build_features as _build
+from riskstrat.features.build import feature_columns
+from riskstrat.features.labels import build_labels, label_window_complete
 from tests.extracts import P1, P2, P3, base_tables, write_extract
 
 D = date(2026, 2, 1)
@@ -223,7 +223,7 @@ def test_label_window_complete():
 
 
 def test_a_people_sample_keeps_exactly_their_rows(tmp_path):
-    from riskstrat.features import population_size, sample_people
+    from riskstrat.features.build import population_size, sample_people
 
     dates = [date(2025, 12, 1), D]
     root = write_extract(tmp_path / "sample", base_tables())
@@ -255,7 +255,7 @@ def test_a_sample_with_its_own_event_tables_gives_the_same_rows(tmp_path):
     """Training builds its sampled months from copies of the event tables cut down to the
     sample (``people_sample``); every feature and label must equal those built from the
     whole extract, and the copies must be gone afterwards."""
-    from riskstrat.features import people_sample, sample_people
+    from riskstrat.features.build import people_sample, sample_people
     from riskstrat.synth import generate_extract
 
     out = generate_extract(
@@ -295,7 +295,7 @@ def _generated_in_small_row_groups(tmp_path, n_patients=1500):
     """A generated extract (its tables in NHS-number order, as the generator writes them)
     validated into a database file of 2,048-row row groups (as pipelines validate into a
     scratch file), so that a small population spans many row groups as a large one does."""
-    from riskstrat.extract import connect
+    from riskstrat.data.extract import connect
     from riskstrat.synth import generate_extract
 
     out = generate_extract(
@@ -313,7 +313,7 @@ def test_ranges_of_people_give_exactly_the_features_of_one_query(tmp_path):
     """Big populations are built in NHS-number ranges, one query each (``person_ranges``);
     every value and the row order must be those of one query over everyone, for one index
     month, for several, and for a sample of people."""
-    from riskstrat.features import person_ranges, sample_people, sampled_people
+    from riskstrat.features.build import person_ranges, sample_people, sampled_people
 
     one_month = [date(2026, 1, 1)]
     months = [date(2025, 9, 1), date(2026, 1, 1), date(2026, 2, 1)]
@@ -346,7 +346,7 @@ def test_ranges_of_people_give_exactly_the_features_of_one_query(tmp_path):
 
 def test_a_sample_listing_people_twice_counts_them_once(tmp_path):
     """A sample may name a person more than once; the ranges count people, not names."""
-    from riskstrat.features import person_ranges, sample_people, sampled_people
+    from riskstrat.features.build import person_ranges, sample_people, sampled_people
 
     with _generated_in_small_row_groups(tmp_path) as extract:
         con = extract.con
@@ -366,7 +366,7 @@ def test_a_column_missing_values_in_some_ranges_only_has_one_query_s_type(tmp_pa
     must come out a number."""
     import numpy as np
 
-    from riskstrat.features import person_ranges, sampled_people
+    from riskstrat.features.build import person_ranges, sampled_people
 
     months = [date(2025, 9, 1), date(2026, 1, 1)]
     column = "days_since_last_emergency_admission"
@@ -398,7 +398,7 @@ def test_stacked_ranges_are_copied_once_and_let_go_before_the_next_query():
 
     import numpy as np
 
-    from riskstrat.features import _stack_frames
+    from riskstrat.features.build import _stack_frames
 
     frames = [
         pd.DataFrame(
@@ -451,7 +451,7 @@ def test_stacked_ranges_are_copied_once_and_let_go_before_the_next_query():
 def test_ranges_are_not_used_when_events_are_not_stored_in_nhs_number_order(tmp_path):
     """In an extract not sorted by patient, every range's query would read every row, so
     the features are built in one query; the same for tables without row-group statistics."""
-    from riskstrat.features import _range_read_factor, person_ranges
+    from riskstrat.features.build import _range_read_factor, person_ranges
 
     with _generated_in_small_row_groups(tmp_path) as extract:
         con = extract.con

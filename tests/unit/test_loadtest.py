@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from riskstrat.loadtest import choose, run_load
+from riskstrat.bench.loadtest import choose, run_load
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from riskstrat.evaluation import discrimination_metrics
-from riskstrat.modelling import (
+from riskstrat.modelling.evaluation import discrimination_metrics
+from riskstrat.modelling.model import (
     Calibrator,
     RiskModel,
     add_months,
@@ -283,9 +283,9 @@ def test_early_stopping_keeps_only_the_chosen_trees():
 
 
 def test_split_by_plan_gives_each_row_one_part_and_holds_out_whole_people():
-    from pipelines.train import split_by_plan
-    from riskstrat.modelling import IndexPlan
-    from riskstrat.spec import default_spec_dir, load_spec
+    from riskstrat.modelling.model import IndexPlan
+    from riskstrat.modelling.spec import default_spec_dir, load_spec
+    from riskstrat.pipelines.train import split_by_plan
 
     spec = load_spec(default_spec_dir())
     months = [date(2024, m, 1) for m in range(1, 13)]

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 
 from riskstrat.data.errors import ExtractError
+from riskstrat.data.extract import validate_extract
 from riskstrat.data.omop import concepts as C
 from riskstrat.data.omop import import_omop
-from riskstrat.extract import validate_extract
 from tests.omop_cdm import EXTRACT_DATE, Cdm, extract_rows
 
 D = dt.date

@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from riskstrat.cohorts import DEFAULT_COHORTS_FILE, load_cohort_config, poisson_ci
-from riskstrat.contract import INTERVENTION_CODES
-from riskstrat.extract import validate_extract
-from riskstrat.labels import outcomes_after
+from riskstrat.cohorts.outcomes import outcome_table, summarise_outcomes
+from riskstrat.cohorts.select import default_cohorts_file, load_cohort_config, poisson_ci
+from riskstrat.data.contract import INTERVENTION_CODES
+from riskstrat.data.extract import validate_extract
+from riskstrat.features.labels import outcomes_after
 from riskstrat.nhs_number import sorted_synthetic_nhs_numbers
-from riskstrat.outcomes import outcome_table, summarise_outcomes
 from tests.extracts import write_extract
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = load_cohort_config(ROOT / DEFAULT_COHORTS_FILE)
+CONFIG = load_cohort_config(default_cohorts_file())
 
 INDEX = date(2026, 6, 1)  # the window is [2026-06-01, 2026-08-30)
 NUMBERS = [str(n) for n in sorted_synthetic_nhs_numbers(np.random.default_rng(21), 10)]

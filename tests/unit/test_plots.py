@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from riskstrat import plots
+from riskstrat.reports import plots
 from tests.unit.test_card import ci, example_audit, example_context, example_evaluation
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

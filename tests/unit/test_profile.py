@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pytest import approx
 
-from riskstrat.extract import validate_extract
-from riskstrat.profile import profile_extract
+from riskstrat.data.extract import validate_extract
+from riskstrat.features.profile import profile_extract
 from tests.extracts import P1, base_tables, write_extract
 
 

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from pipelines.export import run_export
-from riskstrat.cli import app as cli
+from riskstrat.cli.main import app as cli
+from riskstrat.cohorts.listing import LISTING_COLUMNS
 from riskstrat.config import Settings, get_settings
-from riskstrat.linkage import LinkageError, parse_linkage, read_linkage, reidentify
-from riskstrat.listing import LISTING_COLUMNS
+from riskstrat.data.linkage import LinkageError, parse_linkage, read_linkage, reidentify
 from riskstrat.nhs_number import synthetic_nhs_numbers
-from riskstrat.store import Store, pseudonymise
+from riskstrat.pipelines.export import run_export
+from riskstrat.store.core import Store, pseudonymise
 from tests.service.test_auth import MONTH, PCNS, publish_world
 
 PCN = PCNS[0]

@@ -14,15 +14,15 @@ import pytest
 from sqlalchemy import inspect, update
 from sqlalchemy.exc import DBAPIError
 
-from riskstrat import store as store_module
-from riskstrat.listing import (
+from riskstrat.cohorts.listing import (
     LISTING_COLUMNS,
     cohort_item_json,
     display_identifier,
     listing_frame,
 )
-from riskstrat.store import Store, access_record, pseudonymise, score_runs
-from service.fhir import subject_identifier
+from riskstrat.service.fhir import subject_identifier
+from riskstrat.store import core as store_module
+from riskstrat.store.core import Store, access_record, pseudonymise, score_runs
 from tests.extracts import P1, P2, P3, base_tables, write_extract
 from tests.postgres import postgres_url, serving_store
 from tests.unit.test_store_publish import make_run
@@ -211,9 +211,9 @@ def test_access_records_say_what_they_read_by(store):
 @pytest.fixture(scope="module")
 def model():
     """A small model over every feature (random data): scoring needs one, not a good one."""
-    from riskstrat.features import feature_columns
-    from riskstrat.modelling import Calibrator
-    from riskstrat.registry import LoadedModel, ModelVersionInfo
+    from riskstrat.features.build import feature_columns
+    from riskstrat.modelling.model import Calibrator
+    from riskstrat.modelling.registry import LoadedModel, ModelVersionInfo
 
     rng = np.random.default_rng(5)
     names = feature_columns()
@@ -251,20 +251,20 @@ def _pseudonymous_extract(root: Path) -> tuple[Path, dict[str, str]]:
 
 @pytest.mark.parametrize("kind", ["nhs_number", "pseudonym"])
 def test_scoring_records_what_the_extract_identifies_people_by(tmp_path, monkeypatch, model, kind):
-    import pipelines.score
+    import riskstrat.pipelines.score
     from riskstrat.config import Settings
 
     class Registry:
         def load(self, name: str, ref: str):
             return model
 
-    monkeypatch.setattr(pipelines.score, "registry_for", lambda settings: Registry())
+    monkeypatch.setattr(riskstrat.pipelines.score, "registry_for", lambda settings: Registry())
     if kind == "pseudonym":
         extract, names = _pseudonymous_extract(tmp_path / "extract")
     else:
         extract, names = write_extract(tmp_path / "extract"), {P1: P1}
     settings = Settings(home=tmp_path / "home")
-    result = pipelines.score.run_scoring(extract, month=NOV, settings=settings)
+    result = riskstrat.pipelines.score.run_scoring(extract, month=NOV, settings=settings)
     assert result.identifier_kind == kind and result.n_scored >= 1
     store = Store(settings.serving_database_url)
     try:
@@ -297,7 +297,7 @@ def test_identifiers_are_shown_for_what_they_are():
 
 
 def test_listing_and_items_name_the_identifier_column():
-    from riskstrat.store import CohortMember, PatientScore
+    from riskstrat.store.core import CohortMember, PatientScore
 
     member = CohortMember("falls_review", "9998336376", "A81001", "U12345", 0.2, 0.07, 1, ["x"])
     score = PatientScore("9998336376", "A81001", "U12345", 0.2, 99.0, 1, [], {})

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from riskstrat.modelling import RiskModel
-from riskstrat.registry import CHALLENGER, CHAMPION, ModelNotFoundError, ModelRegistry
+from riskstrat.modelling.model import RiskModel
+from riskstrat.modelling.registry import CHALLENGER, CHAMPION, ModelNotFoundError, ModelRegistry
 from tests.postgres import postgres_url
 
 
@@ -63,7 +63,7 @@ def test_register_and_load_returns_the_same_calibrated_probabilities(registry, c
     assert info.metrics["validation_auroc"] == pytest.approx(0.7)
     assert info.tags["riskstrat.gates_passed"] == "true"
     loaded = registry.load("test-model", CHALLENGER)
-    from riskstrat.modelling import predict_risk
+    from riskstrat.modelling.model import predict_risk
 
     np.testing.assert_allclose(
         predict_risk(loaded.booster, X, loaded.calibrator), model.predict_proba(X), rtol=1e-12

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from riskstrat.nhs_number import synthetic_nhs_numbers
-from riskstrat.store import RunInProgressError, Store, StoreSchemaError, json_text
+from riskstrat.store.core import RunInProgressError, Store, StoreSchemaError, json_text
 from tests.postgres import serving_store
 
 OCT, NOV = date(2026, 10, 1), date(2026, 11, 1)
@@ -181,7 +181,7 @@ WRITER = textwrap.dedent(
     from datetime import UTC, datetime, date
     sys.path.insert(0, {tests!r})
     from unit.test_store_publish import make_run
-    from riskstrat.store import Store
+    from riskstrat.store.core import Store
 
     store = Store({url!r})
     scores, cohorts = make_run(4000, 9)
@@ -322,14 +322,14 @@ def test_a_failed_prune_after_publishing_does_not_fail_the_scoring(store, monkey
     """Scoring prunes the months leaving the retention window once its month is published.
     If that fails, the month stays published, scoring reports the failure by its type (never
     its text, which can quote rows) instead of failing, and the next prune finishes it."""
-    from pipelines.score import prune_after_publish
+    from riskstrat.pipelines.score import prune_after_publish
 
     ids = {m: publish(store, date(2026, m, 1), *make_run(20, m)) for m in range(8, 12)}
 
     def stops(run_ids, **kwargs):
         raise OSError("could not delete the rows of 9990000018 (injected)")
 
-    with monkeypatch.context() as patched, caplog.at_level("WARNING", logger="pipelines.score"):
+    with monkeypatch.context() as patched, caplog.at_level("WARNING", logger="riskstrat.pipelines.score"):
         patched.setattr(store, "purge_rows", stops)
         assert prune_after_publish(store, keep_months=2) == ([], "OSError")
     assert "OSError" in caplog.text and "999" not in caplog.text

@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from riskstrat import contract
-from riskstrat.extract import validate_extract
+from riskstrat.data import contract
+from riskstrat.data.extract import validate_extract
 from riskstrat.nhs_number import is_valid_nhs_number
 from riskstrat.synth import (
     GenerationSummary,
@@ -31,6 +31,7 @@ from riskstrat.synth import (
     simulate,
 )
 from riskstrat.synth import generator as generator_module
+from riskstrat.synth import simulation as simulation_module
 from riskstrat.synth.catalogue import (
     AE_DIAGNOSES,
     CONDITION_SPECS,
@@ -609,14 +610,14 @@ def test_hidden_truth_can_be_rebuilt_at_any_month_start(monkeypatch: pytest.Monk
     # Capture what the monthly loop fed to the hazards, then rebuild it from the final state
     # and the event log (what an oracle will do at an index date).
     seen: list[tuple[np.ndarray, int, HazardInputs]] = []
-    original = generator_module.hazard_inputs
+    original = simulation_module.hazard_inputs
 
     def spy(state, idx, day, month_of_year):
         x, age = original(state, idx, day, month_of_year)
         seen.append((idx.copy(), day, x))
         return x, age
 
-    monkeypatch.setattr(generator_module, "hazard_inputs", spy)
+    monkeypatch.setattr(simulation_module, "hazard_inputs", spy)
     s = simulate(n_patients=3000, seed=8, months=24, extract_date=EXTRACT_DATE)
     loop = seen[1:]  # the first call sets up care homes before the burn-in
     assert len(loop) == 24 + 12

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from riskstrat.extract import validate_extract
-from riskstrat.labels import build_labels
+from riskstrat.data.extract import validate_extract
+from riskstrat.features.labels import build_labels
 from riskstrat.synth import Simulation, generate_extract, simulate
-from riskstrat.synth import generator as generator_module
+from riskstrat.synth import simulation as simulation_module
 from riskstrat.synth.oracle import (
     compute_oracle,
     default_oracle_date,
@@ -90,13 +90,13 @@ def _agreement(merged: pd.DataFrame) -> tuple[float, float, float, pd.DataFrame]
 
 def test_state_at_rebuilds_the_loop_state(monkeypatch: pytest.MonkeyPatch) -> None:
     snapshots: dict[int, HiddenState] = {}
-    original = generator_module._Simulator._month
+    original = simulation_module._Simulator._month
 
     def spy(self, s, e, month_of_year, *, recording):
         snapshots[s] = copy.deepcopy(self.state)
         return original(self, s, e, month_of_year, recording=recording)
 
-    monkeypatch.setattr(generator_module._Simulator, "_month", spy)
+    monkeypatch.setattr(simulation_module._Simulator, "_month", spy)
     s = simulate(n_patients=3000, seed=8, months=24, extract_date=EXTRACT_DATE)
     assert len(snapshots) == 24 + 12
     for day, snap in list(snapshots.items())[::5]:

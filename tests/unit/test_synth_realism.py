@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from riskstrat.extract import Extract, validate_extract
-from riskstrat.labels import build_labels
-from riskstrat.profile import profile_extract
+from riskstrat.data.extract import Extract, validate_extract
+from riskstrat.features.labels import build_labels
+from riskstrat.features.profile import profile_extract
 from riskstrat.synth import GenerationSummary, generate_extract
 
 N = 60_000

@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from riskstrat import contract
-from riskstrat.extract import validate_extract
+from riskstrat.data import contract
+from riskstrat.data.extract import validate_extract
 from riskstrat.nhs_number import (
     SYNTHETIC_NHS_CAPACITY,
     all_synthetic_nhs_numbers,
@@ -21,8 +21,8 @@ from riskstrat.nhs_number import (
     sorted_synthetic_nhs_numbers,
     synthetic_nhs_numbers,
 )
+from riskstrat.synth import blocks as blocks_module
 from riskstrat.synth import generate_extract, simulate
-from riskstrat.synth import generator as generator_module
 
 EXTRACT_DATE = dt.date(2025, 4, 1)
 DATE_COLUMN = {
@@ -83,7 +83,7 @@ def test_more_people_than_numbers_is_refused_clearly(tmp_path: Path) -> None:
 
 @pytest.fixture()
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(generator_module, "BLOCK_SIZE", 150)
+    monkeypatch.setattr(blocks_module, "BLOCK_SIZE", 150)
     return 150
 
 
@@ -140,8 +140,8 @@ def test_parquet_blocks_are_row_groups_with_contract_types(
 
 
 def test_each_block_has_its_own_stream_keyed_by_its_index(small_blocks: int) -> None:
-    small = generator_module._plan(400, 3)
-    large = generator_module._plan(700, 3)
+    small = blocks_module._plan(400, 3)
+    large = blocks_module._plan(700, 3)
     assert small.blocks == 3 and large.blocks == 5
     keys = [(s.entropy, s.spawn_key) for s in small.block_seeds]
     assert len(set(keys)) == 3

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from riskstrat.treeshap import TreeShapExplainer, tree_shap
+from riskstrat.explain.treeshap import TreeShapExplainer, tree_shap
 
 TOL = 1e-6
 
@@ -295,6 +295,6 @@ def test_multiclass_and_linear_trees_are_refused():
 
 
 def test_importing_compiles_nothing():
-    code = "import sys, riskstrat.treeshap; print('numba' in sys.modules)"
+    code = "import sys, riskstrat.explain.treeshap; print('numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""riskstrat.treeshap gives LightGBM's own TreeSHAP values (pred_contrib) and shap's, exactly,
+"""riskstrat.explain.treeshap gives LightGBM's own TreeSHAP values (pred_contrib) and shap's, exactly,
 on random models and data: NaNs, exact zeros, every missing-value mode, deep trees that
 exceed the tables (so the on-the-fly path runs), single-leaf trees and early stopping."""
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from riskstrat.treeshap import TreeShapExplainer, tree_shap
+from riskstrat.explain.treeshap import TreeShapExplainer, tree_shap
 
 
 def _data(seed: int, n: int = 3000, f: int = 12) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from riskstrat.contract import CONDITIONS, DRUG_CLASSES, ETHNIC_CATEGORIES, OBSERVATION_CODES
+from riskstrat.data.contract import CONDITIONS, DRUG_CLASSES, ETHNIC_CATEGORIES, OBSERVATION_CODES
 from riskstrat.data.errors import ExtractError
 
 CodelistTable = Literal["conditions", "observations", "medications", "ethnicity", "patients",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from riskstrat.errors import DataError
 
-class ExtractError(Exception):
+
+class ExtractError(DataError):
     """Source data that cannot be used at all. Names the file and, where they apply, the line
     and the column; never quotes a value (values may be identifiers)."""
 
@@ -14,6 +16,7 @@ class ExtractError(Exception):
         file: str | None = None,
         column: str | None = None,
         line: int | None = None,
+        hint: str | None = None,
     ):
         where = ", ".join(
             part
@@ -24,7 +27,7 @@ class ExtractError(Exception):
             )
             if part
         )
-        super().__init__(f"{where}: {message}" if where else message)
+        super().__init__(f"{where}: {message}" if where else message, hint=hint)
         self.file = file
         self.column = column
         self.line = line

@@ -1,7 +1,7 @@
 """Clinical catalogue of the synthetic population: conditions, medicines and diagnoses.
 
 Everything here is plain data (frozen dataclasses and tuples) so that the generator and, later,
-the oracle read the same numbers. Codes are checked against ``riskstrat.contract`` by the tests.
+the oracle read the same numbers. Codes are checked against ``riskstrat.data.contract`` by the tests.
 
 Effect sizes are invented but ordered plausibly (heart failure and COPD raise admission risk
 more than hypertension; cancer and dementia raise mortality); they are not estimates from data.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from riskstrat.contract import CONDITIONS
+from riskstrat.data.contract import CONDITIONS
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from riskstrat.contract import (
+from riskstrat.calendar import add_months
+from riskstrat.data.contract import (
     ADMISSION_METHODS,
     CONDITIONS,
     CONTRACT_VERSION,
@@ -153,14 +154,9 @@ def _to_date(day: int) -> dt.date:
     return _EPOCH + dt.timedelta(days=int(day))
 
 
-def _add_months(d: dt.date, k: int) -> dt.date:
-    m = d.year * 12 + (d.month - 1) + k
-    return dt.date(m // 12, m % 12 + 1, 1)
-
-
 def history_start_for(extract_date: dt.date, months: int) -> dt.date:
     """First day of the history: the first of ``extract_date``'s month, ``months`` earlier."""
-    return _add_months(dt.date(extract_date.year, extract_date.month, 1), -months)
+    return add_months(dt.date(extract_date.year, extract_date.month, 1), -months)
 
 
 def _sigmoid(z: FloatArray) -> FloatArray:
@@ -522,16 +518,16 @@ class _Simulator:
 
     # ------------------------------------------------------------------ monthly loop
     def run(self) -> None:
-        start = _add_months(self.history_start_date, -self.params.burn_in_months)
+        start = add_months(self.history_start_date, -self.params.burn_in_months)
         month_starts: list[dt.date] = []
         m = start
         while _to_day(m) < self.extract:
             month_starts.append(m)
-            m = _add_months(m, 1)
+            m = add_months(m, 1)
         total = len(month_starts)
         for i, ms in enumerate(month_starts):
             s = _to_day(ms)
-            e = min(_to_day(_add_months(ms, 1)), self.extract)
+            e = min(_to_day(add_months(ms, 1)), self.extract)
             self._month(s, e, ms.month, recording=s >= self.hs)
             self._report("simulate", (i + 1) / total)
         # Frailty on the extract date (or the day of death) for the post-hoc recordings.

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from riskstrat.contract import CONDITIONS
+from riskstrat.data.contract import CONDITIONS
 from riskstrat.synth.catalogue import ALL_CONDITION_SPECS
 
 FloatArray = npt.NDArray[np.floating[Any]]

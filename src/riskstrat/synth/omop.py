@@ -38,7 +38,7 @@ from typing import Literal
 import duckdb
 import pandas as pd
 
-from riskstrat.contract import TABLE_ORDER
+from riskstrat.data.contract import TABLE_ORDER
 from riskstrat.data.omop import concepts as C
 
 OmopLayout = Literal["duckdb", "csv"]

@@ -37,6 +37,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from riskstrat.calendar import add_months
 from riskstrat.synth.dynamics import draw_falls, draw_palliative_and_interventions, draw_states
 from riskstrat.synth.generator import Simulation, SimulationParams
 from riskstrat.synth.hazards import (
@@ -65,16 +66,11 @@ _ORACLE_SCHEMA = pa.schema(
 )
 
 
-def _add_months(d: dt.date, k: int) -> dt.date:
-    m = d.year * 12 + (d.month - 1) + k
-    return dt.date(m // 12, m % 12 + 1, 1)
-
-
 def default_oracle_date(extract_date: dt.date, horizon_days: int = ORACLE_HORIZON_DAYS) -> dt.date:
     """The latest first-of-month D with ``D + horizon_days <= extract_date``."""
     d = dt.date(extract_date.year, extract_date.month, 1)
     while d + dt.timedelta(days=horizon_days) > extract_date:
-        d = _add_months(d, -1)
+        d = add_months(d, -1)
     return d
 
 
@@ -139,7 +135,7 @@ def _no_admission_path(
     s = index_day
     while s < end_day:
         start = _EPOCH + dt.timedelta(days=s)
-        e = min((_add_months(start, 1) - _EPOCH).days, extract_day)
+        e = min((add_months(start, 1) - _EPOCH).days, extract_day)
         ndays = e - s
         x, _ = hazard_inputs(st, rows, s, start.month)
         g = emergency_admission_hazard(x, hp) / ndays  # per-day admission hazard

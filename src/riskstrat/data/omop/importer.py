@@ -23,14 +23,14 @@ from typing import Any
 
 import duckdb
 
-from riskstrat.contract import (
+from riskstrat.data.codelist import CodelistSet, load_codelists
+from riskstrat.data.contract import (
     CONTRACT_VERSION,
     LSOA_PATTERN,
     ODS_PCN_PATTERN,
     ODS_PRACTICE_PATTERN,
     TABLE_ORDER,
 )
-from riskstrat.data.codelist import CodelistSet, load_codelists
 from riskstrat.data.errors import ExtractError
 from riskstrat.data.files import check_plain_file, replace_folder, scan_csv
 from riskstrat.data.omop import mapping, report
@@ -118,7 +118,7 @@ def import_omop(
     lists = load_codelists(codelists)
     previous = _previous_report(out)
     scratch = Path(scratch_dir) if scratch_dir is not None else Path.cwd()
-    from riskstrat.extract import connect, remove_database, scratch_database
+    from riskstrat.data.extract import connect, remove_database, scratch_database
 
     database = scratch_database(scratch)
     con = connect(
@@ -301,7 +301,7 @@ def _validate(
 ) -> dict[str, Any]:
     """The written extract must pass validation with no rejects; anything else is a fault in
     the mapping, so nothing is published."""
-    from riskstrat.extract import connect, remove_database, scratch_database, validate_extract
+    from riskstrat.data.extract import connect, remove_database, scratch_database, validate_extract
 
     database = scratch_database(scratch)
     con = connect(

@@ -49,7 +49,7 @@ from typing import Literal
 
 import duckdb
 
-from riskstrat.contract import ICD10_PATTERN, LSOA_PATTERN
+from riskstrat.data.contract import ICD10_PATTERN, LSOA_PATTERN
 from riskstrat.data.omop import concepts as C
 
 #: Records linked to a hospital visit (inpatient, A&E, outpatient): "exclude" (default) keeps

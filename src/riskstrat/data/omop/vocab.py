@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import duckdb
 import pandas as pd
 
-from riskstrat.contract import DRUG_CLASSES
 from riskstrat.data.codelist import PREFIX_VOCABULARIES, CodelistSet
+from riskstrat.data.contract import DRUG_CLASSES
 
 #: How far descendants are followed through concept_relationship when concept_ancestor is
 #: empty (SNOMED's deepest clinical hierarchies are about this deep).

@@ -1,1 +1,0 @@
-"""Runnable pipelines: wiring of riskstrat library steps, nothing else."""

@@ -1,0 +1,1 @@
+"""Benchmarks of every stage and the API load generator."""

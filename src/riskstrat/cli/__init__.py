@@ -1,0 +1,1 @@
+"""The ``riskstrat`` command line."""

@@ -1,0 +1,1 @@
+"""Intervention cohorts: selection, lists as practices read them, and outcomes."""

@@ -1,0 +1,381 @@
+"""Intervention cohorts: eligibility by published criteria, expected benefit and capacity.
+
+The criteria live in configuration (``models/<name>/cohorts.yaml``), typed on load. A
+condition is a string ``"<column> <op> <number>"``; ``all:`` and ``any:`` nest. Everything
+here is a pure function of the scoring frame: one row per person with the model's features,
+the cohort facts (``features.COHORT_COLUMNS``) and ``risk``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from riskstrat.data.contract import INTERVENTION_CODES
+from riskstrat.resources import model_dir
+
+#: Where the default model's cohort configuration lives, relative to the project root.
+COHORTS_FILE = "cohorts.yaml"
+
+
+def default_cohorts_file() -> Path:
+    """The shipped ``models/emergency_admission_90d/cohorts.yaml`` (a package resource)."""
+    return model_dir() / COHORTS_FILE
+
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+_CONDITION = re.compile(r"^\s*([a-z][a-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
+_LOOKBACK_COLUMN = {
+    "FALLS_ASSESSMENT": "days_since_falls_assessment",
+    "MEDICATION_REVIEW": "days_since_medication_review",
+    "ADVANCE_CARE_PLAN": "days_since_advance_care_plan",
+}
+
+Condition = str | dict[str, list[Any]]
+
+
+def _parse_condition(value: Any, where: str) -> Condition:
+    if isinstance(value, str):
+        if not _CONDITION.match(value):
+            raise ValueError(
+                f"{where}: {value!r} is not a condition like 'age_years >= 65' "
+                "(column, one of >= > <= < == !=, a number)"
+            )
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        ((kind, items),) = value.items()
+        if kind in ("all", "any") and isinstance(items, list) and items:
+            return {
+                kind: [_parse_condition(v, f"{where}.{kind}[{i}]") for i, v in enumerate(items)]
+            }
+    raise ValueError(f"{where}: expected a condition string or one of all:/any: with a list")
+
+
+def condition_columns(condition: Condition) -> set[str]:
+    """The columns a condition reads."""
+    if isinstance(condition, str):
+        match = _CONDITION.match(condition)
+        assert match is not None
+        return {match.group(1)}
+    (items,) = condition.values()
+    return set().union(*(condition_columns(c) for c in items))
+
+
+def evaluate_condition(frame: pd.DataFrame, condition: Condition) -> npt.NDArray[np.bool_]:
+    """Rows of ``frame`` that satisfy ``condition``; a missing value satisfies nothing."""
+    if isinstance(condition, str):
+        match = _CONDITION.match(condition)
+        assert match is not None
+        column, op, number = match.groups()
+        if column not in frame.columns:
+            raise KeyError(f"cohort condition {condition!r} needs column {column!r}")
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            result = _OPS[op](values, float(number))
+        return np.asarray(result & ~np.isnan(values), dtype=bool)
+    ((kind, items),) = condition.items()
+    parts = [evaluate_condition(frame, c) for c in items]
+    combined = np.logical_and.reduce(parts) if kind == "all" else np.logical_or.reduce(parts)
+    return np.asarray(combined, dtype=bool)
+
+
+class Criterion(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    text: str
+    when: Any
+
+    @field_validator("when")
+    @classmethod
+    def _valid_condition(cls, value: Any) -> Condition:
+        return _parse_condition(value, "when")
+
+
+class Requirement(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    any: list[Criterion] = Field(min_length=1)
+
+
+class Intervention(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str = ""
+    title: str
+    source: str
+    effect: float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=1.0,
+        description="Relative reduction in emergency admissions among people who receive it; "
+        "null when no admissions effect is claimed (the list is then ranked by risk).",
+    )
+    served_by: Literal["FALLS_ASSESSMENT", "MEDICATION_REVIEW", "ADVANCE_CARE_PLAN"]
+    lookback_days: int | None = Field(default=None, ge=1)
+    note: str | None = None
+    require: list[Requirement] = Field(min_length=1)
+
+    @property
+    def served_column(self) -> str:
+        return _LOOKBACK_COLUMN[self.served_by]
+
+    @property
+    def criteria(self) -> list[Criterion]:
+        return [c for r in self.require for c in r.any]
+
+    @property
+    def ranked_by(self) -> str:
+        return "expected admissions avoided" if self.effect is not None else "admission risk"
+
+
+class CohortConfig(BaseModel):
+    """The cohort configuration file, typed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str
+    interventions: dict[str, Intervention]
+    digest: str = ""
+
+    @model_validator(mode="after")
+    def _keys(self) -> CohortConfig:
+        for key, intervention in self.interventions.items():
+            if not re.match(r"^[a-z][a-z0-9_]*$", key):
+                raise ValueError(f"intervention key {key!r} must be lower_snake_case")
+            object.__setattr__(intervention, "key", key)
+            keys = [c.key for c in intervention.criteria]
+            if len(keys) != len(set(keys)):
+                raise ValueError(f"{key}: criterion keys must be unique")
+        return self
+
+    def columns(self) -> set[str]:
+        """Every column the criteria read, plus the look-back columns."""
+        cols: set[str] = set()
+        for intervention in self.interventions.values():
+            cols.add(intervention.served_column)
+            for criterion in intervention.criteria:
+                cols |= condition_columns(criterion.when)
+        return cols
+
+    def get(self, key: str) -> Intervention:
+        try:
+            return self.interventions[key]
+        except KeyError:
+            known = ", ".join(self.interventions)
+            raise KeyError(f"unknown intervention {key!r}; known: {known}") from None
+
+
+def load_cohort_config(path: Path | None = None) -> CohortConfig:
+    """Read and type-check a cohort configuration file.
+
+    Raises:
+        ValueError: naming the file and what is wrong with it.
+    """
+    path = path or default_cohorts_file()
+    raw = path.read_bytes()
+    try:
+        data = yaml.safe_load(raw)
+        config = CohortConfig.model_validate({**(data or {}), "digest": ""})
+    except (yaml.YAMLError, ValueError) as exc:
+        raise ValueError(f"{path}: not a valid cohort configuration: {exc}") from None
+    unknown_codes = {i.served_by for i in config.interventions.values()} - set(INTERVENTION_CODES)
+    if unknown_codes:  # pragma: no cover - guarded by the Literal above
+        raise ValueError(f"{path}: unknown intervention codes {sorted(unknown_codes)}")
+    return config.model_copy(update={"digest": hashlib.sha256(raw).hexdigest()[:16]})
+
+
+def check_columns(config: CohortConfig, available: Sequence[str]) -> None:
+    """Fail early, naming the columns the criteria need that the frame does not have."""
+    missing = sorted(config.columns() - set(available))
+    if missing:
+        raise ValueError(f"the cohort criteria need columns the scores lack: {', '.join(missing)}")
+
+
+def build_cohort(frame: pd.DataFrame, intervention: Intervention) -> pd.DataFrame:
+    """One intervention's cohort from a scored frame.
+
+    Args:
+        frame: one row per person with ``nhs_number``, ``practice_code``, ``pcn_code``,
+            ``risk`` and every column the criteria read.
+        intervention: the intervention's typed configuration.
+
+    Returns:
+        The eligible people not served within the look-back, ranked (``rank`` 1 first) by
+        expected admissions avoided (``risk x effect``) or, with no effect, by risk; ties by
+        NHS number. ``criteria`` lists the keys of the criteria that held.
+    """
+    ok = np.ones(len(frame), dtype=bool)
+    held: dict[str, npt.NDArray[np.bool_]] = {}
+    for requirement in intervention.require:
+        group = np.zeros(len(frame), dtype=bool)
+        for criterion in requirement.any:
+            hit = evaluate_condition(frame, criterion.when)
+            held[criterion.key] = hit
+            group |= hit
+        ok &= group
+    days = pd.to_numeric(frame[intervention.served_column], errors="coerce").to_numpy()
+    served = ~np.isnan(days)
+    if intervention.lookback_days is not None:
+        served &= days <= intervention.lookback_days
+    keep = ok & ~served
+    members = frame.loc[keep, ["nhs_number", "practice_code", "pcn_code", "risk"]].copy()
+    keys = list(held)
+    hits = np.column_stack([held[k][keep] for k in keys]) if keys else np.zeros((0, 0), bool)
+    members["criteria"] = [[k for k, h in zip(keys, row, strict=True) if h] for row in hits]
+    effect = intervention.effect
+    members["expected_benefit"] = members["risk"] * effect if effect is not None else np.nan
+    members = members.sort_values(
+        ["risk", "nhs_number"], ascending=[False, True], kind="stable"
+    ).reset_index(drop=True)
+    members["rank"] = np.arange(1, len(members) + 1)
+    members.insert(0, "intervention", intervention.key)
+    return members
+
+
+def build_cohorts(frame: pd.DataFrame, config: CohortConfig) -> pd.DataFrame:
+    """Every intervention's cohort, stacked (see ``build_cohort``)."""
+    check_columns(config, list(frame.columns))
+    parts = [build_cohort(frame, i) for i in config.interventions.values()]
+    return pd.concat(parts, ignore_index=True)
+
+
+def served_counts(frame: pd.DataFrame, config: CohortConfig) -> dict[str, int]:
+    """How many people each intervention's look-back leaves out as already served."""
+    out = {}
+    for key, intervention in config.interventions.items():
+        days = pd.to_numeric(frame[intervention.served_column], errors="coerce").to_numpy()
+        served = ~np.isnan(days)
+        if intervention.lookback_days is not None:
+            served &= days <= intervention.lookback_days
+        out[key] = int(served.sum())
+    return out
+
+
+@dataclass(frozen=True)
+class Tranche:
+    """A slice of a ranked list and what it is expected to yield."""
+
+    first_rank: int
+    people: int
+    expected_admissions: float
+    expected_admissions_avoided: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "first_rank": self.first_rank,
+            "people": self.people,
+            "expected_admissions_90d": round(self.expected_admissions, 3),
+            "expected_admissions_avoided": (
+                None
+                if self.expected_admissions_avoided is None
+                else round(self.expected_admissions_avoided, 3)
+            ),
+        }
+
+
+def tranche(risks: Sequence[float], *, start: int, size: int, effect: float | None) -> Tranche:
+    """People ``start..start+size-1`` (0-based) of a ranked list of risks."""
+    part = np.asarray(risks[start : start + size], dtype=np.float64)
+    expected = float(part.sum())
+    return Tranche(
+        first_rank=start + 1,
+        people=len(part),
+        expected_admissions=expected,
+        expected_admissions_avoided=None if effect is None else expected * effect,
+    )
+
+
+def capacity_summary(
+    risks: Sequence[float], *, capacity: int, effect: float | None
+) -> dict[str, Any]:
+    """What reviewing the top ``capacity`` people of a ranked list is expected to yield, and
+    what the next ``capacity`` would add (the value of more capacity).
+
+    Expected admissions are sums of 90-day risks; admissions avoided multiply them by the
+    intervention's effect (none when no effect is claimed).
+    """
+    if capacity < 1:
+        raise ValueError("capacity must be at least 1")
+    return {
+        "eligible": len(risks),
+        "capacity": capacity,
+        "listed": tranche(risks, start=0, size=capacity, effect=effect).as_dict(),
+        "next": tranche(risks, start=capacity, size=capacity, effect=effect).as_dict(),
+    }
+
+
+def what_changed(
+    *,
+    risk_now: float,
+    contributions_now: Mapping[str, float],
+    risk_then: float,
+    contributions_then: Mapping[str, float],
+    top: int = 3,
+    min_change_percentage_points: float = 0.05,
+) -> dict[str, Any]:
+    """The change in risk since an earlier run and the reason groups that moved most.
+
+    Contributions are each reason group's size in percentage points of risk (as published
+    with each run).
+    """
+    groups = set(contributions_now) | set(contributions_then)
+    moved: list[dict[str, Any]] = []
+    for g in groups:
+        now, then = float(contributions_now.get(g, 0.0)), float(contributions_then.get(g, 0.0))
+        # Published sizes have 3 decimals: compare at that precision, not in binary floats.
+        if round(abs(now - then), 3) >= min_change_percentage_points:
+            moved.append(
+                {
+                    "group": g,
+                    "percentage_points_then": round(then, 3),
+                    "percentage_points_now": round(now, 3),
+                    "change_percentage_points": round(now - then, 3),
+                }
+            )
+    moved.sort(key=lambda m: (-abs(m["change_percentage_points"]), m["group"]))
+    change = round(100.0 * (risk_now - risk_then), 3)
+    return {
+        "risk_then": risk_then,
+        "risk_now": risk_now,
+        "change_percentage_points": round(change, 3),
+        "direction": "up" if change > 0.05 else ("down" if change < -0.05 else "unchanged"),
+        "reasons_moved": moved[:top],
+    }
+
+
+def poisson_ci(observed: int, *, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Garwood) confidence interval for a Poisson count."""
+    from scipy.stats import chi2
+
+    alpha = 1.0 - level
+    low = 0.0 if observed == 0 else float(chi2.ppf(alpha / 2, 2 * observed) / 2)
+    high = float(chi2.ppf(1 - alpha / 2, 2 * (observed + 1)) / 2)
+    return low, high
+
+
+def oe_ratio(observed: int, expected: float) -> dict[str, float | None]:
+    """Observed/expected with an exact Poisson CI on the observed count."""
+    if expected <= 0 or math.isnan(expected):
+        return {"oe": None, "oe_low": None, "oe_high": None}
+    low, high = poisson_ci(observed)
+    return {"oe": observed / expected, "oe_low": low / expected, "oe_high": high / expected}

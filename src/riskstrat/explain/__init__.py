@@ -1,0 +1,1 @@
+"""Exact TreeSHAP and the reasons in words built from it."""

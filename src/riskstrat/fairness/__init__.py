@@ -1,0 +1,1 @@
+"""Subgroup metrics and the fairness gate."""

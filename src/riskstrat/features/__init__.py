@@ -1,0 +1,1 @@
+"""Point-in-time features, labels and the realism profile of an extract."""

@@ -1,0 +1,1 @@
+"""Model specs, training, calibration, baselines, evaluation and the model registry."""

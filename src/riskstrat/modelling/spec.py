@@ -1,0 +1,193 @@
+"""Model specifications (``models/<name>/spec.yaml``), typed on load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from riskstrat.features.build import feature_columns
+from riskstrat.modelling.baselines import BASELINE_NAMES, BaselineName
+from riskstrat.resources import model_dir
+
+SPEC_FILE = "spec.yaml"
+
+
+class TrainingPlan(BaseModel):
+    """Which index months do what (see ``riskstrat.modelling.model.plan_index_months``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_lookback_days: int = Field(default=365, ge=0)
+    max_train_months: int = Field(default=12, ge=1)
+    #: At most about this many rows in the training months: beyond it, a random sample of
+    #: people is used for fitting (the held-out months always hold everyone). None: no cap.
+    max_train_rows: int | None = Field(default=None, ge=10_000)
+    early_stopping_months: int = Field(default=0, ge=0)
+    #: Share of people held out of the training months to choose the number of trees (used
+    #: when there are no early-stopping months): no row of theirs is fitted on, and no other
+    #: month is given up for it.
+    early_stopping_people: float = Field(default=0.15, ge=0, lt=1)
+    calibration_months: int = Field(default=1, ge=0)
+    evaluation_months: int = Field(default=3, ge=1)
+
+
+class MonotoneConfig(BaseModel):
+    """Features whose clinical direction is known: risk never falls as they rise (or fall)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    increasing: list[str] = Field(default_factory=list)
+    decreasing: list[str] = Field(default_factory=list)
+
+
+class CalibrationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["none", "platt", "isotonic"] = "platt"
+
+
+class EvaluationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bootstrap_samples: int = Field(default=200, ge=0)
+    ci_level: float = Field(default=0.95, gt=0, lt=1)
+    list_shares: list[float] = Field(default_factory=lambda: [0.01, 0.05, 0.10])
+    recall_target: float = Field(default=0.7, gt=0, lt=1)
+    net_benefit_thresholds: list[float] = Field(
+        default_factory=lambda: [0.01, 0.02, 0.05, 0.10, 0.20, 0.30]
+    )
+    calibration_bins: int = Field(default=10, ge=2)
+    baselines: list[BaselineName] = Field(default_factory=lambda: list(BASELINE_NAMES))
+    seed: int = 0
+
+
+class FairnessConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attributes: list[str] = Field(
+        default_factory=lambda: ["sex", "age_band", "imd_quintile", "ethnic_group"]
+    )
+    list_share: float = Field(default=0.05, gt=0, lt=1)
+    min_group_rows: int = Field(default=100, ge=1)
+    min_group_events: int = Field(default=20, ge=1)
+
+
+class CalibrationGates(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    oe_range: tuple[float, float] = (0.9, 1.1)
+    slope_range: tuple[float, float] = (0.8, 1.25)
+
+
+class FairnessGatesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    oe_range: tuple[float, float] = (0.8, 1.25)
+    max_auroc_gap: float = Field(default=0.05, ge=0)
+    auroc_gap_attributes: list[str] = Field(
+        default_factory=lambda: ["sex", "imd_quintile", "ethnic_group"]
+    )
+
+
+class GatesConfig(BaseModel):
+    """What a version must pass before it can become the champion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule: Literal["ci", "point"] = "ci"
+    calibration: CalibrationGates = Field(default_factory=CalibrationGates)
+    fairness: FairnessGatesConfig = Field(default_factory=FairnessGatesConfig)
+
+
+class PromotionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_auroc_drop: float = Field(
+        default=0.005,
+        ge=0,
+        description="How far below the champion's AUROC, on the same "
+        "held-out rows, a challenger may be and still be promoted.",
+    )
+
+
+class LightGBMConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    num_boost_round: int = Field(default=400, ge=1)
+    early_stopping_rounds: int | None = Field(default=40, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSpec(BaseModel):
+    """What to predict and how: the contents of a model's ``spec.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    outcome: Literal["emergency_admission"] = "emergency_admission"
+    horizon_days: int = Field(default=90, ge=1, le=730)
+    features: Literal["all"] | list[str] = "all"
+    exclude_features: list[str] = Field(default_factory=list)
+    training: TrainingPlan = Field(default_factory=TrainingPlan)
+    lightgbm: LightGBMConfig = Field(default_factory=LightGBMConfig)
+    monotone: MonotoneConfig = Field(default_factory=MonotoneConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    fairness: FairnessConfig = Field(default_factory=FairnessConfig)
+    gates: GatesConfig = Field(default_factory=GatesConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    card_template: str = "card.md.j2"
+    source: str | None = Field(default=None, description="Where the spec was read from.")
+
+    @property
+    def folder(self) -> Path | None:
+        return Path(self.source).parent if self.source else None
+
+    @property
+    def card_template_path(self) -> Path:
+        """The card template: in the spec's folder, else the default model's."""
+        if self.folder is not None and (self.folder / self.card_template).is_file():
+            return self.folder / self.card_template
+        return default_spec_dir() / "card.md.j2"
+
+    @field_validator("features", "exclude_features")
+    @classmethod
+    def _known_features(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            unknown = sorted(set(value) - set(feature_columns()))
+            if unknown:
+                raise ValueError(f"unknown features: {', '.join(unknown)}")
+        return value
+
+    @property
+    def feature_names(self) -> list[str]:
+        chosen = feature_columns() if self.features == "all" else list(self.features)
+        return [f for f in chosen if f not in set(self.exclude_features)]
+
+    @model_validator(mode="after")
+    def _monotone_features_are_used(self) -> ModelSpec:
+        used = set(self.feature_names)
+        for name in self.monotone.increasing + self.monotone.decreasing:
+            if name not in used:
+                raise ValueError(f"monotone constraint on {name}, which the model does not use")
+        return self
+
+
+def default_spec_dir() -> Path:
+    """The shipped ``models/emergency_admission_90d`` folder (a package resource)."""
+    return model_dir()
+
+
+def load_spec(path: Path | str) -> ModelSpec:
+    """Read a spec from a model folder or a YAML file."""
+    p = Path(path)
+    file = p / SPEC_FILE if p.is_dir() else p
+    if not file.is_file():
+        raise FileNotFoundError(f"no model spec at {file}")
+    data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    data["source"] = str(file)
+    return ModelSpec.model_validate(data)

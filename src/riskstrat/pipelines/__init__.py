@@ -1,0 +1,1 @@
+"""Wiring: library steps made into the train, score, promote, outcomes and export runs."""

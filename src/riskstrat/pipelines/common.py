@@ -1,0 +1,71 @@
+"""Small pieces the pipelines share: progress reporting and where run files go."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+from riskstrat.config import Settings
+from riskstrat.data.extract import (
+    Extract,
+    connect,
+    remove_database,
+    scratch_database,
+    validate_extract,
+)
+from riskstrat.store.core import RunInfo, Store
+
+#: progress(stage, fraction_done) — the CLI draws it as a bar; None means silent.
+Progress = Callable[[str, float], None] | None
+
+
+def report(progress: Progress, stage: str, fraction: float) -> None:
+    if progress is not None:
+        progress(stage, fraction)
+
+
+def rejects_path_for(settings: Settings, extract_dir: Path) -> Path:
+    """Where validating ``extract_dir`` writes its rejects (outside the extract)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(extract_dir).resolve().name) or "extract"
+    return settings.rejects_dir / f"{name}.rejects.csv"
+
+
+def open_extract(settings: Settings, extract_dir: Path) -> Extract:
+    """Validate an extract with the deployment's reject limit, writing its rejects file.
+
+    DuckDB gets the deployment's memory limit and threads, and spills to a folder under
+    the home beyond the limit (its own default is 80% of the machine's memory). The
+    validated tables are kept in a scratch database file in that folder, deleted when the
+    extract is closed, so that they do not fill the memory limit (``scratch_database``)."""
+    scratch = settings.home / "duckdb-tmp"
+    database = scratch_database(scratch)
+    con = connect(
+        memory_limit=settings.duckdb_memory_limit,
+        threads=settings.duckdb_threads,
+        temp_directory=scratch,
+        database=database,
+    )
+    try:
+        extract = validate_extract(
+            extract_dir,
+            max_reject_share=settings.max_reject_share,
+            rejects_path=rejects_path_for(settings, extract_dir),
+            con=con,
+        )
+    except BaseException:
+        con.close()
+        remove_database(database)
+        raise
+    extract.database = database
+    return extract
+
+
+def published_run(store: Store, month: date) -> RunInfo:
+    """The published run of ``month``, or a ValueError that says there is none."""
+    store.create_schema()
+    run = store.run_for_month(month)
+    if run is None:
+        raise ValueError(f"no published run for {month.strftime('%Y-%m')}")
+    return run

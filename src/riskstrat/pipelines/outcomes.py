@@ -1,0 +1,97 @@
+"""Outcomes of a past month's cohorts, from a later extract: expected against observed
+admissions, split by whether the intervention was delivered. Aggregates only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from riskstrat.cohorts.outcomes import outcome_table, summarise_outcomes
+from riskstrat.cohorts.select import CohortConfig, Criterion, Intervention, Requirement
+from riskstrat.config import Settings, get_settings
+from riskstrat.features.labels import DEFAULT_HORIZON_DAYS, outcomes_after
+from riskstrat.pipelines.common import Progress, open_extract, published_run, report
+from riskstrat.store.core import Store
+
+
+@dataclass(frozen=True)
+class OutcomeResult:
+    run_id: int
+    month: date
+    outcome_extract_date: date
+    by_intervention: pd.DataFrame
+    by_practice: pd.DataFrame
+
+
+def config_from_run(details: dict[str, object]) -> CohortConfig:
+    """The cohort configuration a run recorded (titles, effects, codes), as typed config."""
+    record = details.get("cohort_config")
+    if not isinstance(record, dict) or "interventions" not in record:
+        raise ValueError("the run does not record its cohort configuration")
+    interventions = {}
+    for key, i in record["interventions"].items():
+        # The run's list already applied the criteria; only their keys and words are needed.
+        criteria = [Criterion(key=k, text=t, when="risk >= 0") for k, t in i["criteria"].items()]
+        interventions[key] = Intervention(
+            title=i["title"],
+            source=i["source"],
+            effect=i["effect"],
+            served_by=i["served_by"],
+            lookback_days=i["lookback_days"],
+            note=i.get("note"),
+            require=[Requirement(name="recorded", any=criteria)],
+        )
+    return CohortConfig(version=str(record["version"]), interventions=interventions)
+
+
+def run_outcomes(
+    data_dir: Path,
+    *,
+    month: date,
+    settings: Settings | None = None,
+    horizon_days: int = DEFAULT_HORIZON_DAYS,
+    progress: Progress = None,
+) -> OutcomeResult:
+    """Follow up the published run of ``month`` in a later extract and store the summary."""
+    settings = settings or get_settings()
+    store = Store(settings.serving_database_url)
+    try:
+        run = published_run(store, month)
+        config = config_from_run(run.details)
+        window_end = month + timedelta(days=horizon_days)
+        report(progress, "read cohorts", 0.05)
+        members = store.cohort_frame(run.id)
+        if members.empty:
+            raise ValueError(f"run {run.id} has no cohort members")
+        report(progress, "validate extract", 0.1)
+        with open_extract(settings, data_dir) as extract:
+            if extract.extract_date < window_end:
+                raise ValueError(
+                    f"the extract ends {extract.extract_date.isoformat()}, before the "
+                    f"{horizon_days}-day window after {month.isoformat()} closes on "
+                    f"{window_end.isoformat()}: use a later extract"
+                )
+            report(progress, "follow up", 0.6)
+            followed = outcomes_after(
+                extract.con,
+                index_date=month,
+                nhs_numbers=sorted(set(members["nhs_number"])),
+                delivered_codes=[i.served_by for i in config.interventions.values()],
+                horizon_days=horizon_days,
+            )
+            outcome_extract_date = extract.extract_date
+        table = outcome_table(members, followed, config)
+        store.replace_outcomes(run.id, table, outcome_extract_date=outcome_extract_date)
+        report(progress, "done", 1.0)
+        return OutcomeResult(
+            run_id=run.id,
+            month=month,
+            outcome_extract_date=outcome_extract_date,
+            by_intervention=summarise_outcomes(table, config),
+            by_practice=summarise_outcomes(table, config, by=("intervention", "practice_code")),
+        )
+    finally:
+        store.dispose()

@@ -1,0 +1,290 @@
+"""Monthly scoring pipeline: extract -> features at the month's first day -> champion risk ->
+SHAP reasons -> intervention cohorts -> one run staged in the serving store, then switched
+to published in one transaction."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from riskstrat.cohorts.listing import cohort_items_json
+from riskstrat.cohorts.select import (
+    CohortConfig,
+    build_cohorts,
+    check_columns,
+    load_cohort_config,
+    served_counts,
+)
+from riskstrat.config import Settings, get_settings
+from riskstrat.data.contract import IdentifierKind
+from riskstrat.explain.reasons import explain_with_contributions
+from riskstrat.features.build import COHORT_COLUMNS, build_features
+from riskstrat.modelling.model import predict_risk
+from riskstrat.modelling.registry import CHAMPION, LoadedModel
+from riskstrat.pipelines.common import Progress, open_extract, report
+from riskstrat.pipelines.train import registry_for
+from riskstrat.store.core import Store
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    run_id: int
+    month: date
+    model_name: str
+    model_version: str
+    n_scored: int
+    n_type1_opt_outs_excluded: int
+    seconds: float
+    cohort_sizes: dict[str, int]
+    replaced_runs: list[int]
+    pruned_runs: list[int]
+    #: Why retention pruning after the publish failed (the exception's type), or None. The
+    #: month is published either way; the next run's pruning finishes what was left.
+    prune_error: str | None = None
+    #: What the run's people are identified by: NHS numbers, or pseudonyms (from the extract).
+    identifier_kind: IdentifierKind = "nhs_number"
+
+
+def check_as_of(as_of: date, extract_date: date) -> None:
+    """Features at ``as_of`` need complete data before it."""
+    if as_of > extract_date:
+        raise ValueError(
+            f"{as_of.isoformat()} is after the extract date {extract_date.isoformat()}: the "
+            "extract does not cover the days before it"
+        )
+
+
+def score_frame(
+    model: LoadedModel,
+    features: pd.DataFrame,
+    *,
+    reasons: bool = True,
+    top_raising: int = 3,
+    top_lowering: int = 1,
+) -> pd.DataFrame:
+    """Risk, rank (1 = highest), percentile, reasons and every reason group's size
+    (``contributions``) for each row of ``features``, highest risk first. Columns the
+    cohort criteria need are carried through."""
+    X = features[model.feature_names]
+    risk = predict_risk(model.booster, X, model.calibrator)
+    carried = ["nhs_number", "practice_code", "pcn_code"] + [
+        c for c in features.columns if c in COHORT_COLUMNS or c in model.feature_names
+    ]
+    out = features[list(dict.fromkeys(carried))].copy()
+    out["risk"] = risk
+    # Percentile: the share of the scored population at or below this risk, in percent.
+    out["percentile"] = (pd.Series(risk).rank(method="max", pct=True) * 100).round(2).to_numpy()
+    order = pd.Series(risk).rank(method="first", ascending=False).astype(int).to_numpy()
+    out["rank"] = order
+    if reasons:
+        explained, sizes = explain_with_contributions(
+            model.booster,
+            X,
+            calibrator=model.calibrator,
+            top_raising=top_raising,
+            top_lowering=top_lowering,
+        )
+        out["reasons"] = pd.Series(explained, index=out.index, dtype=object)
+        out["contributions"] = pd.Series(sizes, index=out.index, dtype=object)
+    return out.sort_values("rank").reset_index(drop=True)
+
+
+def run_scoring(
+    data_dir: Path,
+    *,
+    month: date,
+    settings: Settings | None = None,
+    model_ref: str = CHAMPION,
+    cohorts_file: Path | None = None,
+    progress: Progress = None,
+) -> ScoreResult:
+    """Score everyone registered and alive on ``month`` (a first of month), build the
+    intervention cohorts, and publish the run.
+
+    The run is staged under a status no reader sees and switched to published in one
+    transaction, replacing any earlier run of the same month. A failure marks the staged run
+    failed, with the reason, and leaves the previous run served.
+    """
+    settings = settings or get_settings()
+    if month.day != 1:
+        raise ValueError("month must be the first day of a month")
+    config = load_cohort_config(cohorts_file)
+    started_at = datetime.now(UTC)
+    started = time.perf_counter()
+    registry = registry_for(settings)
+    store = Store(settings.serving_database_url)
+    store.create_schema()
+    extract_date: date | None = None
+    run_id: int | None = None
+    try:
+        report(progress, "load model", 0.0)
+        model = registry.load(settings.model_name, model_ref)
+        report(progress, "validate extract", 0.05)
+        with open_extract(settings, data_dir) as extract:
+            check_as_of(month, extract.extract_date)
+            extract_date = extract.extract_date
+            validation = extract.summary.as_dict()
+            # NHS numbers or pseudonyms (contract version 2): recorded with the run, so every
+            # surface that serves it says which, and no pseudonym is checked as an NHS number.
+            identifier_kind = extract.summary.manifest.identifier_kind
+            report(progress, "build features", 0.2)
+            features = build_features(extract.con, index_dates=[month])
+        check_columns(config, [*features.columns, "risk"])
+        opt_out = features["type1_opt_out"].astype(bool)
+        n_opt_out = int(opt_out.sum())
+        if not settings.publish_type1_opt_outs:
+            features = features.loc[~opt_out].reset_index(drop=True)
+        else:
+            n_opt_out = 0
+        if features.empty:
+            raise ValueError(f"nobody is registered and alive on {month.isoformat()}")
+        report(progress, f"score and explain {len(features):,} people", 0.35)
+        scores = score_frame(model, features)
+        report(progress, "build cohorts", 0.8)
+        cohorts = build_cohorts(scores, config)
+        summary = cohort_summary(scores, cohorts, config)
+        config_record = cohort_config_record(config)
+        cohorts = cohorts.assign(
+            item_json=cohort_items_json(
+                cohorts,
+                scores,
+                {k: i["criteria"] for k, i in config_record["interventions"].items()},
+                identifier_kind=identifier_kind,
+            )
+        )
+        report(progress, "stage", 0.85)
+        run_id = store.begin_run(
+            month=month,
+            extract_date=extract_date,
+            model_name=model.info.name,
+            model_version=model.info.version,
+            started_at=started_at,
+        )
+        store.stage_scores(run_id, scores)
+        store.stage_cohorts(run_id, cohorts)
+        report(progress, "publish", 0.97)
+        info = store.publish(
+            run_id,
+            n_type1_opt_outs_excluded=n_opt_out,
+            expected_people=len(scores),
+            identifier_kind=identifier_kind,
+            details={
+                "extract_validation": validation,
+                "model_metrics": {
+                    k: v for k, v in model.info.metrics.items() if k.startswith("validation_")
+                },
+                "mean_risk": float(scores["risk"].mean()),
+                "cohort_config": config_record,
+                "cohorts": summary,
+                "pcns": sorted(map(str, scores["pcn_code"].unique())),
+                "seconds_to_stage": round(time.perf_counter() - started, 2),
+            },
+        )
+        pruned, prune_error = prune_after_publish(store, keep_months=settings.retain_months)
+    except BaseException as exc:
+        # BaseException: Ctrl-C too. A killed process never gets here; the next run clears
+        # what it staged.
+        _log.warning("scoring %s failed: %s", month.isoformat(), type(exc).__name__)
+        reason = f"{type(exc).__name__}: {exc}"
+        try:
+            if run_id is not None:
+                store.fail_run(run_id, reason)
+            else:
+                store.record_failed_run(
+                    month=month,
+                    extract_date=extract_date,
+                    model_name=settings.model_name,
+                    model_version="unknown",
+                    started_at=started_at,
+                    reason=reason,
+                )
+        finally:
+            store.dispose()
+        raise
+    store.dispose()
+    report(progress, "done", 1.0)
+    return ScoreResult(
+        run_id=run_id,
+        month=month,
+        model_name=model.info.name,
+        model_version=model.info.version,
+        n_scored=len(scores),
+        n_type1_opt_outs_excluded=n_opt_out,
+        seconds=time.perf_counter() - started,
+        cohort_sizes={k: int(v["eligible"]) for k, v in summary.items()},
+        replaced_runs=list(info.details.get("replaced_runs", [])),
+        pruned_runs=pruned,
+        prune_error=prune_error,
+        identifier_kind=info.identifier_kind,
+    )
+
+
+def prune_after_publish(store: Store, *, keep_months: int) -> tuple[list[int], str | None]:
+    """Retention pruning once a month is published: the runs deleted, and why it failed (the
+    exception's type) or None.
+
+    The scoring has succeeded by then, so a failure here must not report it failed: the
+    pruning retires the old months first, in one short transaction, and a prune that stops
+    part way is finished by the next one (``Store.prune``). It is logged, by its type only:
+    a database error's text can quote the rows it was deleting."""
+    try:
+        return store.prune(keep_months=keep_months), None
+    except Exception as exc:
+        _log.warning(
+            "retention pruning after publishing failed (%s); the next run finishes it",
+            type(exc).__name__,
+        )
+        return [], type(exc).__name__
+
+
+def cohort_summary(
+    scores: pd.DataFrame, cohorts: pd.DataFrame, config: CohortConfig
+) -> dict[str, dict[str, Any]]:
+    """Counts for the run's metadata: eligible, already served, expected admissions and
+    admissions avoided, and eligible people per PCN. Aggregates only."""
+    served = served_counts(scores, config)
+    out: dict[str, dict[str, Any]] = {}
+    for key, intervention in config.interventions.items():
+        members = cohorts[cohorts["intervention"] == key]
+        expected = float(members["risk"].sum())
+        out[key] = {
+            "title": intervention.title,
+            "eligible": len(members),
+            "served_within_lookback": served[key],
+            "expected_admissions_90d": round(expected, 2),
+            "expected_admissions_avoided": (
+                None if intervention.effect is None else round(expected * intervention.effect, 2)
+            ),
+            "by_pcn": {str(k): int(v) for k, v in members.groupby("pcn_code").size().items()},
+        }
+    return out
+
+
+def cohort_config_record(config: CohortConfig) -> dict[str, Any]:
+    """What a run records of its cohort configuration, so that lists, exports and outcomes
+    read the words and effects the run was made with, not today's file."""
+    return {
+        "version": config.version,
+        "digest": config.digest,
+        "interventions": {
+            key: {
+                "title": i.title,
+                "source": i.source,
+                "effect": i.effect,
+                "served_by": i.served_by,
+                "lookback_days": i.lookback_days,
+                "ranked_by": i.ranked_by,
+                "note": i.note,
+                "criteria": {c.key: c.text for c in i.criteria},
+            }
+            for key, i in config.interventions.items()
+        },
+    }

@@ -1,0 +1,157 @@
+"""The application factory: ``uvicorn --factory riskstrat.service.app:create_app``."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import metadata
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from riskstrat.config import Settings, get_settings
+from riskstrat.modelling.registry import ModelRegistry
+from riskstrat.service.auth import OidcConfig, OidcVerifier
+from riskstrat.service.pages import SignInRequired, pages
+from riskstrat.service.routes import api, router
+from riskstrat.store.core import Store
+
+_log = logging.getLogger("riskstrat.api")
+
+DESCRIPTION = """
+90-day emergency admission risk for the registered population, published monthly by
+`riskstrat score`, with intervention cohorts and reasons. Every route except `/health` and
+the docs needs a bearer credential: an API key from `riskstrat users add`, or an OIDC access
+token from the configured issuer. Each route says which role may use it; a patient or PCN
+outside the caller's PCNs answers 404. Every patient-level read is recorded in the audit
+trail before the response is sent.
+"""
+
+#: Sent with every response. The API serves JSON and CSV only, so the policy allows nothing
+#: to load; the docs pages get the looser policy they need.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+_STRICT_CSP = "default-src 'none'; frame-ancestors 'none'"
+_DOCS_PATHS = ("/docs", "/redoc", "/docs/oauth2-redirect")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for the given settings (the environment's by default)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.store.dispose()  # commits any queued audit records, then closes
+
+    app = FastAPI(
+        title="riskstrat",
+        version=metadata.version("riskstrat"),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    store = Store(settings.serving_database_url)
+    store.create_schema()
+    app.state.settings = settings
+    app.state.store = store
+    app.state.registry = ModelRegistry(
+        tracking_uri=settings.tracking_uri, artifact_root=settings.artifact_root
+    )
+    app.state.oidc = (
+        OidcVerifier(
+            OidcConfig(
+                issuer=settings.oidc_issuer,
+                audience=settings.oidc_audience or "",
+                jwks=settings.oidc_jwks or "",
+                role_claim=settings.oidc_role_claim,
+                org_claim=settings.oidc_org_claim,
+                name_claim=settings.oidc_name_claim,
+                role_map=tuple(settings.oidc_role_map.items()),
+            )
+        )
+        if settings.oidc_issuer
+        else None
+    )
+    app.include_router(router)
+    app.include_router(api)
+    app.include_router(pages)
+
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(_request: Request, _exc: SignInRequired) -> Response:
+        return RedirectResponse("/login", status_code=303)
+
+    # No CORS middleware: browsers on other origins cannot call the API (the default).
+
+    app.add_middleware(RequestMiddleware, max_bytes=settings.max_request_bytes)
+    return app
+
+
+class RequestMiddleware:
+    """Request ids, security headers, the body-size limit and one JSON log line per request.
+
+    Plain ASGI (no ``BaseHTTPMiddleware``): it adds no task or copy per request. It logs the
+    route template, never the path, because paths can hold NHS numbers.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        headers = Headers(scope=scope)
+        request_id = (headers.get("x-request-id") or uuid.uuid4().hex)[:64]
+        scope.setdefault("state", {})["request_id"] = request_id
+        path = scope.get("path", "")
+        status_code = 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+                out = MutableHeaders(scope=message)
+                out["X-Request-ID"] = request_id
+                for name, value in SECURITY_HEADERS.items():
+                    out[name] = value
+                if path not in _DOCS_PATHS and "content-security-policy" not in out:
+                    out["Content-Security-Policy"] = _STRICT_CSP
+            await send(message)
+
+        length = headers.get("content-length")
+        too_big = (
+            length is not None and (not length.isdigit() or int(length) > self.max_bytes)
+        ) or (length is None and "chunked" in headers.get("transfer-encoding", ""))
+        if too_big:
+            response = JSONResponse(
+                {"detail": f"request bodies are limited to {self.max_bytes} bytes"},
+                status_code=413,
+            )
+            await response(scope, receive, send_with_headers)
+        else:
+            await self.app(scope, receive, send_with_headers)
+        route = scope.get("route")
+        _log.info(
+            "request",
+            extra={
+                "request_id": request_id,
+                "method": scope.get("method"),
+                "route": route.path if isinstance(route, APIRoute) else "unmatched",
+                "status": status_code,
+                "ms": round((time.perf_counter() - start) * 1000, 2),
+            },
+        )

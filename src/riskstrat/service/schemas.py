@@ -1,0 +1,245 @@
+"""Response schemas of the API (these are what the OpenAPI docs show)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from riskstrat.data.contract import IdentifierKind
+
+
+def _identifier_kind(what: str) -> Any:
+    return Field(
+        default="nhs_number",
+        description=f"What {what} holds: an NHS number, or a pseudonym (e.g. an OMOP "
+        "person_id) when the run was scored from a pseudonymous extract. A pseudonym is never "
+        "an NHS number, whatever its digits.",
+    )
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    database: Literal["ok"]
+
+
+class Reason(BaseModel):
+    group: str = Field(description="Which group of related features this reason sums.")
+    text: str = Field(description="The reason in plain English, from the patient's own record.")
+    direction: Literal["raises", "lowers"]
+    log_odds: float = Field(description="Contribution to the model's log-odds (TreeSHAP).")
+    percentage_points: float = Field(
+        description="How much higher the risk is with this contribution than without it."
+    )
+
+
+class RunSummary(BaseModel):
+    run_id: int
+    month: date = Field(description="Index date: first day of the month the run scores.")
+    extract_date: date | None
+    model_name: str
+    model_version: str
+    n_scored: int
+    published_at: datetime | None
+    identifier_kind: IdentifierKind = _identifier_kind("the run's `nhs_number` fields")
+
+
+class PatientRiskPublic(BaseModel):
+    nhs_number: str = Field(description="The person's identifier (see `identifier_kind`).")
+    identifier_kind: IdentifierKind = _identifier_kind("`nhs_number`")
+    practice_code: str
+    pcn_code: str
+    risk: float = Field(ge=0, le=1, description="Probability of an emergency admission in 90 days.")
+    percentile: float = Field(
+        description="Share of the scored population at or below this risk (%)."
+    )
+    rank: int = Field(description="Position in the whole run, 1 = highest risk.")
+    reasons: list[Reason]
+
+
+class PatientRiskResponse(PatientRiskPublic):
+    horizon_days: int = 90
+    run: RunSummary
+    eligible_interventions: list[EligibleIntervention]
+    what_changed: WhatChanged | None = Field(
+        description="Against the previous month's published run; null if the person was not "
+        "in it, there is none, or it identifies people differently (NHS numbers against "
+        "pseudonyms)."
+    )
+
+
+class RiskListPage(BaseModel):
+    run: RunSummary
+    pcn_code: str | None
+    practice_code: str | None
+    total: int = Field(description="People in the list across all pages.")
+    page: int
+    page_size: int
+    items: list[PatientRiskPublic]
+
+
+class Criterion(BaseModel):
+    key: str
+    text: str = Field(description="The published criterion, in words.")
+
+
+class InterventionInfo(BaseModel):
+    key: str
+    title: str
+    source: str = Field(description="Where the eligibility criteria come from.")
+    effect: float | None = Field(
+        description="Assumed relative reduction in emergency admissions; null if none claimed."
+    )
+    ranked_by: str
+    lookback_days: int | None = Field(
+        description="People with the intervention recorded this recently are left out; null "
+        "means ever."
+    )
+    note: str | None
+    eligible: int = Field(description="People in the cohort in this run (all PCNs).")
+    served_within_lookback: int = Field(description="People left out as already served.")
+
+
+class CohortIndex(BaseModel):
+    run: RunSummary
+    cohort_config_version: str
+    interventions: list[InterventionInfo]
+
+
+class Tranche(BaseModel):
+    first_rank: int
+    people: int
+    expected_admissions_90d: float = Field(description="Sum of the people's 90-day risks.")
+    expected_admissions_avoided: float | None = Field(
+        description="Expected admissions x the intervention's effect, if all are reached."
+    )
+
+
+class CapacitySummary(BaseModel):
+    eligible: int = Field(description="People in the cohort for this PCN or practice.")
+    capacity: int
+    listed: Tranche = Field(description="The top `capacity` people.")
+    next: Tranche = Field(description="The next `capacity`: what more capacity would add.")
+
+
+class CohortMemberPublic(BaseModel):
+    cohort_rank: int = Field(description="Position in the cohort across all PCNs, 1 first.")
+    nhs_number: str = Field(description="The person's identifier (see `identifier_kind`).")
+    identifier_kind: IdentifierKind = _identifier_kind("`nhs_number`")
+    practice_code: str
+    pcn_code: str
+    risk: float = Field(ge=0, le=1)
+    percentile: float
+    expected_admissions_avoided: float | None
+    eligible_because: list[Criterion]
+    reasons: list[Reason]
+
+
+class CohortPage(BaseModel):
+    run: RunSummary
+    intervention: InterventionInfo
+    pcn_code: str | None
+    practice_code: str | None
+    capacity_summary: CapacitySummary | None
+    total: int = Field(description="People in the list (up to `capacity`) across all pages.")
+    page: int
+    page_size: int
+    items: list[CohortMemberPublic]
+
+
+class EligibleIntervention(BaseModel):
+    intervention: str
+    title: str
+    cohort_rank: int
+    expected_admissions_avoided: float | None
+    eligible_because: list[Criterion]
+
+
+class ReasonChange(BaseModel):
+    group: str
+    label: str = Field(description="The reason group in a few words.")
+    text_now: str | None = Field(
+        description="This month's reason in words, when it is among the person's top reasons."
+    )
+    percentage_points_then: float
+    percentage_points_now: float
+    change_percentage_points: float
+
+
+class WhatChanged(BaseModel):
+    previous_month: date
+    previous_model_version: str
+    risk_then: float
+    risk_now: float
+    change_percentage_points: float
+    direction: Literal["up", "down", "unchanged"]
+    reasons_moved: list[ReasonChange]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    aliases: list[str]
+    created_at: datetime
+    run_id: str | None
+    validation_month: str | None
+    metrics: dict[str, float]
+    serving_version: str | None = Field(
+        description="Model version behind the latest published run (may lag the champion)."
+    )
+
+
+class AuditRecord(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    role: str | None
+    organisations: list[str] | None
+    route: str
+    request_id: str | None
+    purpose: str | None
+    n_patients: int
+    patients: list[str] = Field(
+        description="Keyed-hash pseudonyms (or the identifiers themselves, if the deployment "
+        "records them)."
+    )
+    identifier_kind: IdentifierKind = Field(
+        default="nhs_number",
+        description="What the patients were read by: NHS numbers, or a pseudonymous run's "
+        "pseudonyms.",
+    )
+
+
+class AuditPage(BaseModel):
+    records: list[AuditRecord]
+    truncated: bool = Field(description="True when more records match than were returned.")
+
+
+class RunRecord(BaseModel):
+    run_id: int
+    month: date
+    status: str
+    model_name: str
+    model_version: str
+    n_scored: int
+    n_type1_opt_outs_excluded: int
+    created_at: datetime
+    published_at: datetime | None
+    duration_seconds: float | None
+    identifier_kind: IdentifierKind = _identifier_kind("the run's `nhs_number` fields")
+    cohorts: dict[str, dict[str, object]] = Field(
+        description="Per cohort: eligible, served within the look-back, expected admissions "
+        "and admissions avoided, people per PCN. Aggregates only."
+    )
+    error: str | None
+
+
+class OutcomeRow(BaseModel):
+    intervention: str
+    practice_code: str
+    pcn_code: str
+    delivered: bool
+    people: int
+    expected: float
+    observed: int

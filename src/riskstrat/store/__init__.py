@@ -1,0 +1,1 @@
+"""The serving database: the only code that opens it."""
