@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -114,3 +116,9 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, created on first use."""
     return Settings()
+
+
+def acting_user() -> str:
+    """Who is acting at the command line, for audit records and promotion decisions:
+    ``RISKSTRAT_ACTOR`` when set (a service account, CI), else the login name."""
+    return os.environ.get("RISKSTRAT_ACTOR") or getpass.getuser()

@@ -282,8 +282,9 @@ def test_api_serves_ranked_patients_with_reasons(world):
 
 def _held_out(world):
     """The spec, its index plan, the champion and the training frame of the world's extract."""
+    from riskstrat.modelling.registry import registry_for
     from riskstrat.modelling.spec import default_spec_dir, load_spec
-    from riskstrat.pipelines.train import build_training_frame, registry_for, training_plan
+    from riskstrat.pipelines.train import build_training_frame, training_plan
 
     settings = world["settings"]
     spec = load_spec(default_spec_dir())
@@ -430,7 +431,7 @@ def test_trained_model_respects_clinical_direction(world):
     """More prior emergency admissions, or a new heart failure diagnosis, never lowers
     anyone's risk, all else equal (LightGBM monotone constraints, stated in the card)."""
     from riskstrat.modelling.model import predict_risk
-    from riskstrat.pipelines.train import registry_for
+    from riskstrat.modelling.registry import registry_for
 
     settings = world["settings"]
     model = registry_for(settings).load(settings.model_name, "champion")

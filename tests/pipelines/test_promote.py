@@ -8,10 +8,9 @@ import pytest
 
 from riskstrat.config import Settings
 from riskstrat.modelling.model import RiskModel
-from riskstrat.modelling.registry import CHALLENGER, CHAMPION
+from riskstrat.modelling.registry import CHALLENGER, CHAMPION, registry_for
 from riskstrat.modelling.spec import ModelSpec, PromotionConfig
 from riskstrat.pipelines.promote import PromotionRefused, run_promotion
-from riskstrat.pipelines.train import registry_for
 
 NAME = "promotion-test-model"
 

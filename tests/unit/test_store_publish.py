@@ -329,7 +329,10 @@ def test_a_failed_prune_after_publishing_does_not_fail_the_scoring(store, monkey
     def stops(run_ids, **kwargs):
         raise OSError("could not delete the rows of 9990000018 (injected)")
 
-    with monkeypatch.context() as patched, caplog.at_level("WARNING", logger="riskstrat.pipelines.score"):
+    with (
+        monkeypatch.context() as patched,
+        caplog.at_level("WARNING", logger="riskstrat.pipelines.score"),
+    ):
         patched.setattr(store, "purge_rows", stops)
         assert prune_after_publish(store, keep_months=2) == ([], "OSError")
     assert "OSError" in caplog.text and "999" not in caplog.text

@@ -629,8 +629,8 @@ def _stage_explain(args: dict[str, Any]) -> dict[str, Any]:
     from riskstrat.config import Settings
     from riskstrat.explain.treeshap import TreeShapExplainer
     from riskstrat.features.build import build_features
+    from riskstrat.modelling.registry import registry_for
     from riskstrat.pipelines.common import open_extract
-    from riskstrat.pipelines.train import registry_for
 
     extract = Path(args["workdir"]) / "extract"
     settings = Settings(home=Path(args["workdir"]) / "home")

@@ -486,8 +486,8 @@ def models(
 ) -> None:
     """List registered versions with aliases, key metrics, gates and promotion decisions."""
     from riskstrat.config import get_settings
+    from riskstrat.modelling.registry import registry_for
     from riskstrat.modelling.spec import default_spec_dir, load_spec
-    from riskstrat.pipelines.train import registry_for
 
     _setup()
     model_spec = load_spec(spec or default_spec_dir())
@@ -554,9 +554,8 @@ def card(
 ) -> None:
     """Write a version's model card (Markdown and HTML, with its plots)."""
     from riskstrat.config import get_settings
-    from riskstrat.modelling.registry import ModelNotFoundError
+    from riskstrat.modelling.registry import ModelNotFoundError, registry_for
     from riskstrat.modelling.spec import default_spec_dir, load_spec
-    from riskstrat.pipelines.train import registry_for
 
     _setup()
     model_spec = load_spec(spec or default_spec_dir())
@@ -588,7 +587,7 @@ def ui(
     import subprocess
 
     from riskstrat.config import get_settings
-    from riskstrat.pipelines.train import registry_for
+    from riskstrat.modelling.registry import registry_for
 
     command = registry_for(get_settings()).ui_command(host="127.0.0.1", port=port)
     console.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
@@ -961,12 +960,6 @@ users_app = typer.Typer(help="API users: keys with one role and the PCNs they ma
 app.add_typer(users_app, name="users")
 
 
-def _actor() -> str:
-    import getpass
-
-    return os.environ.get("RISKSTRAT_ACTOR") or getpass.getuser()
-
-
 @users_app.command("add")
 def users_add(
     name: Annotated[str, typer.Option(help="Who holds the key (unique).")],
@@ -986,7 +979,7 @@ def users_add(
     """Create a user and print their API key once (only its hash is stored)."""
     from datetime import UTC, datetime, timedelta
 
-    from riskstrat.config import get_settings
+    from riskstrat.config import acting_user, get_settings
     from riskstrat.service.auth import ROLES, check_pcns, new_api_key
     from riskstrat.store.core import Store, StoreSchemaError
 
@@ -1005,7 +998,7 @@ def users_add(
         store.create_schema()
         store.add_user(
             name=name, role=role, pcns=pcns, key_prefix=new.prefix, key_hash=new.hash,
-            expires_at=expires, created_by=_actor(),
+            expires_at=expires, created_by=acting_user(),
         )  # fmt: skip
     except (ValueError, StoreSchemaError) as exc:
         raise _fail(str(exc)) from None

@@ -34,6 +34,7 @@ def default_cohorts_file() -> Path:
     """The shipped ``models/emergency_admission_90d/cohorts.yaml`` (a package resource)."""
     return model_dir() / COHORTS_FILE
 
+
 _OPS: dict[str, Callable[[Any, Any], Any]] = {
     ">=": operator.ge,
     ">": operator.gt,

@@ -30,6 +30,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from riskstrat.config import Settings
 from riskstrat.errors import NotFoundError
 from riskstrat.modelling.model import Calibrator, RiskModel
 
@@ -280,3 +281,8 @@ def _pip_requirements() -> list[str]:
     return [
         f"{pkg}=={metadata.version(pkg)}" for pkg in ("riskstrat", "lightgbm", "numpy", "pandas")
     ]
+
+
+def registry_for(settings: Settings) -> ModelRegistry:
+    """The model registry the settings name (MLflow tracking URI and artefact root)."""
+    return ModelRegistry(tracking_uri=settings.tracking_uri, artifact_root=settings.artifact_root)

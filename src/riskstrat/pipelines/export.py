@@ -9,7 +9,6 @@ the logs or MLflow."""
 
 from __future__ import annotations
 
-import getpass
 import os
 import tempfile
 import uuid
@@ -21,7 +20,7 @@ from typing import Literal
 import pandas as pd
 
 from riskstrat.cohorts.listing import IDENTIFIER_COLUMNS, format_nhs_number, listing_frame
-from riskstrat.config import Settings, get_settings
+from riskstrat.config import Settings, acting_user, get_settings
 from riskstrat.data.contract import IdentifierKind
 from riskstrat.data.linkage import DIRECT_CARE, is_direct_care, read_linkage, reidentify
 from riskstrat.pipelines.common import published_run
@@ -102,7 +101,7 @@ def run_export(
         )
         identifiers = [m.nhs_number for m, _ in rows]
         frame = listing_frame(rows, record[cohort]["criteria"], identifier_kind=kind)
-        actor = os.environ.get("RISKSTRAT_ACTOR") or getpass.getuser()
+        actor = acting_user()
         key = settings.pseudonym_key.get_secret_value()
         request_id = None
         if linkage is not None:

@@ -10,10 +10,9 @@ from pathlib import Path
 from riskstrat.config import Settings, get_settings
 from riskstrat.features.build import build_features
 from riskstrat.modelling.model import predict_risk
-from riskstrat.modelling.registry import CHAMPION
+from riskstrat.modelling.registry import CHAMPION, registry_for
 from riskstrat.pipelines.common import Progress, open_extract, report
 from riskstrat.pipelines.score import check_as_of
-from riskstrat.pipelines.train import registry_for
 
 
 def run_predict(

@@ -9,16 +9,13 @@ recorded. Every decision, promoted or refused, is written on the version as tags
 
 from __future__ import annotations
 
-import getpass
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from riskstrat.config import Settings, get_settings
+from riskstrat.config import Settings, acting_user, get_settings
 from riskstrat.errors import RefusedError
-from riskstrat.modelling.registry import CHALLENGER, CHAMPION, ModelNotFoundError
+from riskstrat.modelling.registry import CHALLENGER, CHAMPION, ModelNotFoundError, registry_for
 from riskstrat.modelling.spec import ModelSpec
-from riskstrat.pipelines.train import registry_for
 
 TAG = "riskstrat.promotion"
 
@@ -35,18 +32,11 @@ class PromotionDecision:
 class PromotionRefused(RefusedError):
     """The version did not pass; the decision (with reasons) is recorded on it."""
 
-    default_hint = (
-        "see its gates in `riskstrat models`; to override, promote with --force --reason"
-    )
+    default_hint = "see its gates in `riskstrat models`; to override, promote with --force --reason"
 
     def __init__(self, decision: PromotionDecision):
         super().__init__("; ".join(decision.reasons))
         self.decision = decision
-
-
-def current_actor() -> str:
-    """Who is acting: RISKSTRAT_ACTOR, else the login name."""
-    return os.environ.get("RISKSTRAT_ACTOR") or getpass.getuser()
 
 
 def run_promotion(
@@ -67,7 +57,7 @@ def run_promotion(
     """
     settings = settings or get_settings()
     registry = registry_for(settings)
-    actor = actor or current_actor()
+    actor = actor or acting_user()
     if force and not (reason and reason.strip()):
         raise ValueError("a forced promotion needs --reason: it is recorded on the version")
     info = registry.describe(spec.name, version or CHALLENGER)

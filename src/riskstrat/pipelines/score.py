@@ -26,9 +26,8 @@ from riskstrat.data.contract import IdentifierKind
 from riskstrat.explain.reasons import explain_with_contributions
 from riskstrat.features.build import COHORT_COLUMNS, build_features
 from riskstrat.modelling.model import predict_risk
-from riskstrat.modelling.registry import CHAMPION, LoadedModel
+from riskstrat.modelling.registry import CHAMPION, LoadedModel, registry_for
 from riskstrat.pipelines.common import Progress, open_extract, report
-from riskstrat.pipelines.train import registry_for
 from riskstrat.store.core import Store
 
 _log = logging.getLogger(__name__)

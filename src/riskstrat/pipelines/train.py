@@ -39,6 +39,7 @@ from riskstrat.modelling.registry import (
     ModelNotFoundError,
     ModelRegistry,
     ModelVersionInfo,
+    registry_for,
 )
 from riskstrat.modelling.spec import ModelSpec, default_spec_dir, load_spec
 from riskstrat.pipelines.common import Progress, open_extract, report
@@ -63,10 +64,6 @@ class TrainResult:
     train_rows: int
     validation_rows: int
     seconds: float
-
-
-def registry_for(settings: Settings) -> ModelRegistry:
-    return ModelRegistry(tracking_uri=settings.tracking_uri, artifact_root=settings.artifact_root)
 
 
 def build_training_frame(

@@ -16,7 +16,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riskstrat.config import Settings, get_settings
-from riskstrat.modelling.registry import ModelRegistry
+from riskstrat.modelling.registry import registry_for
 from riskstrat.service.auth import OidcConfig, OidcVerifier
 from riskstrat.service.pages import SignInRequired, pages
 from riskstrat.service.routes import api, router
@@ -66,9 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     store.create_schema()
     app.state.settings = settings
     app.state.store = store
-    app.state.registry = ModelRegistry(
-        tracking_uri=settings.tracking_uri, artifact_root=settings.artifact_root
-    )
+    app.state.registry = registry_for(settings)
     app.state.oidc = (
         OidcVerifier(
             OidcConfig(

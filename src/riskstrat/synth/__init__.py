@@ -8,16 +8,8 @@ history) without writing anything; ``compute_oracle`` turns a simulation's hidde
 each person's true probability of the outcome.
 """
 
-from riskstrat.synth.generator import (
-    BLOCK_SIZE,
-    GenerationSummary,
-    Simulation,
-    SimulationParams,
-    generate_extract,
-    history_start_for,
-    simulate,
-    write_tables,
-)
+from riskstrat.synth.blocks import BLOCK_SIZE, simulate
+from riskstrat.synth.generator import GenerationSummary, generate_extract
 from riskstrat.synth.hazards import (
     DEFAULT_HAZARD_PARAMS,
     HazardInputs,
@@ -32,8 +24,11 @@ from riskstrat.synth.oracle import (
     default_oracle_date,
     default_oracle_path,
 )
+from riskstrat.synth.params import SimulationParams, history_start_for
+from riskstrat.synth.simulation import Simulation
 from riskstrat.synth.state import HiddenState, hazard_inputs
 from riskstrat.synth.truth import hazard_inputs_at, state_at
+from riskstrat.synth.writers import write_tables
 
 __all__ = [
     "BLOCK_SIZE",

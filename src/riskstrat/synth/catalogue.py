@@ -1,7 +1,8 @@
 """Clinical catalogue of the synthetic population: conditions, medicines and diagnoses.
 
 Everything here is plain data (frozen dataclasses and tuples) so that the generator and, later,
-the oracle read the same numbers. Codes are checked against ``riskstrat.data.contract`` by the tests.
+the oracle read the same numbers. Codes are checked against ``riskstrat.data.contract`` by the
+tests.
 
 Effect sizes are invented but ordered plausibly (heart failure and COPD raise admission risk
 more than hypertension; cancer and dementia raise mortality); they are not estimates from data.

@@ -43,7 +43,8 @@ FALLS_ASSESSMENT_SHARE = 0.1
 
 def uniform_days(rng: np.random.Generator, lo: IntArray, hi: IntArray) -> IntArray:
     """A uniform day in [lo, hi) for each pair (hi > lo)."""
-    return lo + np.floor(rng.random(lo.shape[0]) * (hi - lo)).astype(np.int64)
+    days: IntArray = lo + np.floor(rng.random(lo.shape[0]) * (hi - lo)).astype(np.int64)
+    return days
 
 
 def _sigmoid(z: FloatArray) -> FloatArray:
@@ -59,11 +60,12 @@ def fall_hazard_annual(x: HazardInputs) -> FloatArray:
     c = x.conditions
     age = x.age_years
     annual = np.where(age >= 50, 0.16 * np.exp(0.04 * (age - 70.0)), 0.02)
-    return (
+    rate: FloatArray = (
         annual
         * (1.0 + 5.0 * x.frailty)
         * (1.0 + 0.6 * c[:, _C["DEMENTIA"]] + 0.8 * c[:, _C["PARKINSONS"]])
     )
+    return rate
 
 
 def care_home_entry_probability(x: HazardInputs) -> FloatArray:

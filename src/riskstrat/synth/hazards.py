@@ -150,7 +150,8 @@ def latent_frailty(
     """
     age_part = 0.015 + 0.10 * np.exp((age_years - 80.0) / 13.0)
     f = age_part * np.exp(frailty_propensity) + conditions @ _FRAILTY_WEIGHTS
-    return np.clip(f + accumulated_deficits, 0.0, 0.9)
+    frailty: FloatArray = np.clip(f + accumulated_deficits, 0.0, 0.9)
+    return frailty
 
 
 def winter_multiplier(month_of_year: int, params: HazardParams = DEFAULT_HAZARD_PARAMS) -> float:
@@ -195,7 +196,8 @@ def emergency_admission_hazard(
     if x.prescribing_intensity is not None:
         log_h = log_h + params.emergency_prescribing * x.prescribing_intensity
     h = np.minimum(np.exp(log_h), params.emergency_max_monthly)
-    return h * winter_multiplier(x.month_of_year, params)
+    hazard: FloatArray = h * winter_multiplier(x.month_of_year, params)
+    return hazard
 
 
 def death_hazard(x: HazardInputs, params: HazardParams = DEFAULT_HAZARD_PARAMS) -> FloatArray:
@@ -212,7 +214,8 @@ def death_hazard(x: HazardInputs, params: HazardParams = DEFAULT_HAZARD_PARAMS) 
         + params.death_admission_90d * (x.emergency_admissions_90d > 0)
         + params.death_care_home * x.care_home
     )
-    return annual / 12.0 * np.exp(log_mult)
+    monthly: FloatArray = annual / 12.0 * np.exp(log_mult)
+    return monthly
 
 
 def inhospital_death_probability(
@@ -226,7 +229,8 @@ def inhospital_death_probability(
         + params.inhospital_palliative * x.conditions[:, _PALLIATIVE]
         + params.inhospital_cancer * x.conditions[:, _CANCER]
     )
-    return np.minimum(1.0 / (1.0 + np.exp(-z)), 0.5)
+    probability: FloatArray = np.minimum(1.0 / (1.0 + np.exp(-z)), 0.5)
+    return probability
 
 
 def palliative_entry_hazard(

@@ -39,14 +39,15 @@ import pyarrow.parquet as pq
 
 from riskstrat.calendar import add_months
 from riskstrat.synth.dynamics import draw_falls, draw_palliative_and_interventions, draw_states
-from riskstrat.synth.generator import Simulation, SimulationParams
 from riskstrat.synth.hazards import (
     FloatArray,
     IntArray,
     death_hazard,
     emergency_admission_hazard,
 )
+from riskstrat.synth.params import SimulationParams
 from riskstrat.synth.population import NEVER
+from riskstrat.synth.simulation import Simulation
 from riskstrat.synth.state import HiddenState, hazard_inputs
 from riskstrat.synth.truth import state_at
 

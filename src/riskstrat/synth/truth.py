@@ -18,9 +18,9 @@ import numpy as np
 import numpy.typing as npt
 
 from riskstrat.synth.catalogue import CONDITION_INDEX
-from riskstrat.synth.generator import Simulation
 from riskstrat.synth.hazards import BoolArray, HazardInputs, IntArray, latent_frailty
 from riskstrat.synth.population import DAYS_PER_YEAR, NEVER
+from riskstrat.synth.simulation import Simulation
 from riskstrat.synth.state import (
     DEFICIT_CAP,
     DEFICIT_PER_ADMISSION,
