@@ -21,7 +21,7 @@ OMOP_HOME := $(RISKSTRAT_HOME)/omop-demo
 OMOP_CDM := $(OMOP_HOME)/cdm-$(DEMO_PATIENTS)-seed$(DEMO_SEED)
 OMOP_EXTRACT := $(OMOP_HOME)/extract-$(DEMO_PATIENTS)-seed$(DEMO_SEED)
 
-.PHONY: help install demo demo-omop test browser bench lint format serve mlflow-ui clean
+.PHONY: help install demo demo-omop test test-fast browser bench lint format docs smoke serve mlflow-ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -74,8 +74,11 @@ demo-omop: $(STAMP) ## the demo from an OMOP CDM: generate the population as a C
 	@echo "re-identify a list for direct care: RISKSTRAT_HOME=$(OMOP_HOME) $(BIN)/riskstrat export --month <YYYY-MM> --cohort falls_review --linkage $(OMOP_CDM)/linkage.csv --purpose 'direct care'"
 	RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat serve
 
-test: $(STAMP) browser ## run the test suite
+test: $(STAMP) browser ## run the whole test suite
 	$(BIN)/pytest
+
+test-fast: $(STAMP) ## the fast loop: every test not marked slow (under two minutes)
+	$(BIN)/pytest -m "not slow"
 
 browser: ## install Debian's Chromium for the browser test, when run as root with apt
 	@if [ ! -x /usr/bin/chromium ]; then \
@@ -90,14 +93,18 @@ browser: ## install Debian's Chromium for the browser test, when run as root wit
 bench: $(STAMP) ## every stage at 100k, 300k and 909k people, with growth (about 30 minutes)
 	$(BIN)/riskstrat bench
 
-lint: $(STAMP) ## ruff, format check and mypy
-	$(BIN)/ruff check src pipelines service tests
-	$(BIN)/ruff format --check src pipelines service tests
-	$(BIN)/mypy
+lint: $(STAMP) ## every pre-commit hook on every file: ruff, ruff format, mypy strict, notebooks, secrets
+	$(BIN)/pre-commit run --all-files --show-diff-on-failure
 
 format: $(STAMP) ## apply ruff's formatting and fixes
-	$(BIN)/ruff format src pipelines service tests
-	$(BIN)/ruff check --fix src pipelines service tests
+	$(BIN)/ruff format src tests tools pipelines service
+	$(BIN)/ruff check --fix src tests tools pipelines service
+
+docs: $(STAMP) ## build the manual (docs/, MkDocs Material) strictly into site/: a broken link fails
+	$(BIN)/mkdocs build --strict
+
+smoke: $(STAMP) ## build the wheel, install it in a fresh venv, run it from an empty directory
+	.ci/wheel-smoke-test
 
 mlflow-ui: $(STAMP) ## MLflow's own UI on the local store, on 127.0.0.1:5000
 	$(BIN)/riskstrat ui

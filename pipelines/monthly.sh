@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The monthly run: validate the new extract, then score the latest complete month with the
+# champion and publish its cohorts. Usage: pipelines/monthly.sh EXTRACT_FOLDER
+set -euo pipefail
+extract="${1:?usage: $0 EXTRACT_FOLDER}"
+riskstrat="${RISKSTRAT:-riskstrat}"
+"$riskstrat" validate "$extract"
+"$riskstrat" score --data "$extract" --month latest
