@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from riskstrat.store.core import Store
+    from riskstrat.store import Store
 
 SERVER = os.environ.get("RISKSTRAT_TEST_POSTGRES", "postgres@127.0.0.1:5432/test")
 
@@ -61,7 +61,7 @@ def postgres_url() -> Iterator[str]:
 def serving_store(kind: str, folder: Path) -> Iterator[Store]:
     """A new serving store with its schema, on SQLite in ``folder`` or on PostgreSQL (a new
     schema, dropped afterwards); for fixtures parametrised over both."""
-    from riskstrat.store.core import Store
+    from riskstrat.store import Store
 
     urls = postgres_url() if kind == "postgresql" else None
     url = next(urls) if urls is not None else f"sqlite:///{folder / 'serving.db'}"

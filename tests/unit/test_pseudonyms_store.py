@@ -21,8 +21,10 @@ from riskstrat.cohorts.listing import (
     listing_frame,
 )
 from riskstrat.service.fhir import subject_identifier
-from riskstrat.store import core as store_module
-from riskstrat.store.core import Store, access_record, pseudonymise, score_runs
+from riskstrat.store import Store
+from riskstrat.store.audit import access_record, pseudonymise
+from riskstrat.store.engine import MIGRATIONS
+from riskstrat.store.schema import score_runs
 from tests.extracts import P1, P2, P3, base_tables, write_extract
 from tests.postgres import postgres_url, serving_store
 from tests.unit.test_store_publish import make_run
@@ -30,7 +32,6 @@ from tests.unit.test_store_publish import make_run
 NOV, DEC = date(2026, 11, 1), date(2026, 12, 1)
 KEY = "test-pseudonym-key"
 LONGEST = "q" * 63 + "9"  # 64 characters, the longest pseudonym the contract allows
-MIGRATIONS = Path(store_module.__file__).parent / "migrations"
 
 
 def _pseudonymous(scores: pd.DataFrame, cohorts: pd.DataFrame):
@@ -43,7 +44,7 @@ def _pseudonymous(scores: pd.DataFrame, cohorts: pd.DataFrame):
 
 
 def _publish(store: Store, month: date, scores, cohorts, **kind) -> int:
-    return store.publish_run(
+    return store.runs.publish_run(
         month=month, extract_date=NOV, model_name="m", model_version="1", scores=scores,
         cohorts=cohorts, n_type1_opt_outs_excluded=0, started_at=datetime.now(UTC),
         details={"note": "test"}, **kind,
@@ -118,28 +119,28 @@ def test_revision_0004_widens_identifiers_and_keeps_what_was_there(url):
         if postgres:
             assert set(_widths(store).values()) == {64}
         # What was there reads as it did: NHS numbers, and reads by NHS number.
-        before = store.run(earlier)
+        before = store.runs.get(earlier)
         assert before.identifier_kind == "nhs_number" and before.details == {"note": "before 0004"}
-        assert store.cohort_page(earlier, limit=1)[0] == 40
-        [legacy] = store.access_records()
+        assert store.scores.page(earlier, limit=1)[0] == 40
+        [legacy] = store.audit.records()
         assert legacy["identifier_kind"] == "nhs_number" and legacy["actor"] == "before"
         # A pseudonymous run with a 64-character pseudonym goes in and comes out whole.
         named, members = _pseudonymous(*make_run(30, 2))
         run_id = _publish(store, DEC, named, members, identifier_kind="pseudonym")
-        assert store.latest_run().identifier_kind == "pseudonym"
-        assert store.patient_score(run_id, LONGEST).nhs_number == LONGEST
-        assert LONGEST in set(store.cohort_frame(run_id).nhs_number)
-        assert [m.nhs_number for m in store.patient_memberships(run_id, LONGEST)] == [LONGEST]
+        assert store.runs.latest().identifier_kind == "pseudonym"
+        assert store.scores.patient(run_id, LONGEST).nhs_number == LONGEST
+        assert LONGEST in set(store.cohorts.frame(run_id).nhs_number)
+        assert [m.nhs_number for m in store.cohorts.memberships(run_id, LONGEST)] == [LONGEST]
         # A deployment that records identifiers themselves records 64 characters too.
-        store.record_access(
+        store.audit.record(
             access_record(
                 actor="coordinator", route="GET /x", nhs_numbers=[LONGEST], key=KEY,
                 identify_patients=True, identifier_kind="pseudonym",
             )
         )  # fmt: skip
-        [read] = store.access_records(patient=LONGEST)
+        [read] = store.audit.records(patient=LONGEST)
         assert read["identifier_kind"] == "pseudonym" and read["patients"] == [LONGEST]
-        assert store.access_records(patient=LONGEST, identifier_kind="nhs_number") == []
+        assert store.audit.records(patient=LONGEST, identifier_kind="nhs_number") == []
 
         # Downgrading would lose what a read was by: refused, with a count and no identifier.
         with pytest.raises(RuntimeError, match="1 access records are reads by pseudonym") as e:
@@ -162,7 +163,7 @@ def test_revision_0004_widens_identifiers_and_keeps_what_was_there(url):
         if postgres:
             assert set(_widths(store).values()) == {10, 32}
         _alembic(store, "upgrade", "head")  # and back again
-        assert [r["identifier_kind"] for r in store.access_records()] == ["nhs_number"]
+        assert [r["identifier_kind"] for r in store.audit.records()] == ["nhs_number"]
     finally:
         store.dispose()
 
@@ -173,34 +174,34 @@ def test_revision_0004_widens_identifiers_and_keeps_what_was_there(url):
 def test_a_run_records_its_identifier_kind(store):
     nhs = _publish(store, NOV, *make_run(20, 3))
     pseudo = _publish(store, DEC, *_pseudonymous(*make_run(20, 4)), identifier_kind="pseudonym")
-    assert store.run(nhs).identifier_kind == "nhs_number"
-    assert store.run(nhs).details["identifier_kind"] == "nhs_number"
-    assert store.run(pseudo).identifier_kind == "pseudonym"
-    assert [r.identifier_kind for r in store.runs()] == ["nhs_number", "pseudonym"]
-    assert store.latest_runs()[0].identifier_kind == "pseudonym"
+    assert store.runs.get(nhs).identifier_kind == "nhs_number"
+    assert store.runs.get(nhs).details["identifier_kind"] == "nhs_number"
+    assert store.runs.get(pseudo).identifier_kind == "pseudonym"
+    assert [r.identifier_kind for r in store.runs.all()] == ["nhs_number", "pseudonym"]
+    assert store.runs.latest_two()[0].identifier_kind == "pseudonym"
     with pytest.raises(ValueError, match="identifier_kind must be"):
         _publish(store, DEC, *make_run(5, 5), identifier_kind="person_id")
-    assert store.latest_run().id == pseudo  # the refused run changed nothing
+    assert store.runs.latest().id == pseudo  # the refused run changed nothing
 
 
 def test_access_records_say_what_they_read_by(store):
-    store.record_access(access_record(actor="a", route="GET /x", nhs_numbers=[P1], key=KEY))
-    store.record_access(
+    store.audit.record(access_record(actor="a", route="GET /x", nhs_numbers=[P1], key=KEY))
+    store.audit.record(
         access_record(
             actor="b", route="GET /x", nhs_numbers=[P1], key=KEY, identifier_kind="pseudonym"
         )
     )
-    records = store.access_records()
+    records = store.audit.records()
     assert [(r["actor"], r["identifier_kind"]) for r in records] == [
         ("a", "nhs_number"),
         ("b", "pseudonym"),
     ]
     hashed = pseudonymise(P1, KEY)
-    assert [r["actor"] for r in store.access_records(patient=hashed)] == ["a", "b"]
+    assert [r["actor"] for r in store.audit.records(patient=hashed)] == ["a", "b"]
     assert [
-        r["actor"] for r in store.access_records(patient=hashed, identifier_kind="pseudonym")
+        r["actor"] for r in store.audit.records(patient=hashed, identifier_kind="pseudonym")
     ] == ["b"]
-    assert [r["actor"] for r in store.access_records(identifier_kind="nhs_number")] == ["a"]
+    assert [r["actor"] for r in store.audit.records(identifier_kind="nhs_number")] == ["a"]
     with pytest.raises(ValueError):
         access_record(actor="c", route="GET /x", nhs_numbers=[], key=KEY, identifier_kind="x")
 
@@ -268,13 +269,13 @@ def test_scoring_records_what_the_extract_identifies_people_by(tmp_path, monkeyp
     assert result.identifier_kind == kind and result.n_scored >= 1
     store = Store(settings.serving_database_url)
     try:
-        run = store.latest_run()
+        run = store.runs.latest()
         assert run.id == result.run_id and run.identifier_kind == kind
         assert run.details["identifier_kind"] == kind
-        _, people = store.cohort_page(run.id, limit=100)
+        _, people = store.scores.page(run.id, limit=100)
         assert {p.nhs_number for p in people} <= set(names.values())
-        assert store.patient_score(run.id, names[P1]) is not None  # found by its identifier
-        members = store.intervention_page_items(run.id, "falls_review", limit=100)
+        assert store.scores.patient(run.id, names[P1]) is not None  # found by its identifier
+        members = store.cohorts.page_items(run.id, "falls_review", limit=100)
         assert members is not None and members[0] >= 1
         items = [json.loads(item) for _, item in members[1]]
         assert {i["identifier_kind"] for i in items} == {kind}
@@ -297,7 +298,7 @@ def test_identifiers_are_shown_for_what_they_are():
 
 
 def test_listing_and_items_name_the_identifier_column():
-    from riskstrat.store.core import CohortMember, PatientScore
+    from riskstrat.store.records import CohortMember, PatientScore
 
     member = CohortMember("falls_review", "9998336376", "A81001", "U12345", 0.2, 0.07, 1, ["x"])
     score = PatientScore("9998336376", "A81001", "U12345", 0.2, 99.0, 1, [], {})

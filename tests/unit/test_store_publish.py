@@ -16,7 +16,9 @@ import pandas as pd
 import pytest
 
 from riskstrat.nhs_number import synthetic_nhs_numbers
-from riskstrat.store.core import RunInProgressError, Store, StoreSchemaError, json_text
+from riskstrat.store import RunInProgressError, Store, StoreSchemaError
+from riskstrat.store.records import json_text
+from riskstrat.store.runs import RunRepository
 from tests.postgres import serving_store
 
 OCT, NOV = date(2026, 10, 1), date(2026, 11, 1)
@@ -46,7 +48,7 @@ def make_run(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def publish(store: Store, month: date, scores: pd.DataFrame, cohorts: pd.DataFrame) -> int:
-    return store.publish_run(
+    return store.runs.publish_run(
         month=month,
         extract_date=NOV,
         model_name="m",
@@ -67,17 +69,17 @@ def store(request, tmp_path) -> Store:
 
 def served(store: Store) -> tuple[int, int, int]:
     """What a reader sees: the latest run's id and its rows in each table."""
-    run = store.latest_run()
+    run = store.runs.latest()
     assert run is not None
-    total, _ = store.cohort_page(run.id, limit=1)
-    return run.id, total, len(store.cohort_frame(run.id))
+    total, _ = store.scores.page(run.id, limit=1)
+    return run.id, total, len(store.cohorts.frame(run.id))
 
 
 def test_publish_then_read(store):
     scores, cohorts = make_run(300, 1)
     run_id = publish(store, NOV, scores, cohorts)
     assert served(store) == (run_id, 300, 150)
-    run = store.latest_run()
+    run = store.runs.latest()
     assert run.status == "published" and run.n_scored == 300 and run.details["note"] == "test"
 
 
@@ -88,25 +90,25 @@ def test_a_failure_while_staging_leaves_the_previous_run_served(store, monkeypat
     def broken(self, run_id, members, *, chunk_rows=10_000):
         raise OSError("disk full (injected)")
 
-    monkeypatch.setattr(Store, "stage_cohorts", broken)
+    monkeypatch.setattr(RunRepository, "stage_cohorts", broken)
     with pytest.raises(OSError, match="injected"):
         publish(store, NOV, scores, cohorts)
     assert served(store) == (first, 200, 100)
-    failed = store.runs()[-1]
-    assert failed.status == "failed" and "disk full (injected)" in failed.details["error"]
-    assert store.row_counts(failed.id) == {"patient_scores": 0, "cohort_members": 0}
+    failed = store.runs.all()[-1]
+    assert failed.status == "failed" and "disk full (injected)" in failed.error
+    assert store.runs.row_counts(failed.id) == {"patient_scores": 0, "cohort_members": 0}
 
 
 def test_a_failure_inside_the_switch_rolls_back(store):
     first = publish(store, NOV, *make_run(200, 1))
     scores, _ = make_run(120, 3)
     with pytest.raises(RuntimeError, match="expected 999"):
-        run_id = store.begin_run(
+        run_id = store.runs.begin(
             month=NOV, extract_date=NOV, model_name="m", model_version="2",
             started_at=datetime.now(UTC),
         )  # fmt: skip
-        store.stage_scores(run_id, scores)
-        store.publish(run_id, n_type1_opt_outs_excluded=0, details={}, expected_people=999)
+        store.runs.stage_scores(run_id, scores)
+        store.runs.publish(run_id, n_type1_opt_outs_excluded=0, details={}, expected_people=999)
     assert served(store) == (first, 200, 100)  # the old run was not retired
 
 
@@ -115,10 +117,10 @@ def test_rerunning_a_month_replaces_it_without_duplicates(store):
     first = publish(store, NOV, scores, cohorts)
     second = publish(store, NOV, scores, cohorts)
     assert served(store) == (second, 250, 125)
-    runs = {r.id: r.status for r in store.runs()}
+    runs = {r.id: r.status for r in store.runs.all()}
     assert runs == {first: "superseded", second: "published"}
-    assert store.row_counts(first) == {"patient_scores": 0, "cohort_members": 0}
-    a = store.cohort_page(second, limit=1000)[1]
+    assert store.runs.row_counts(first) == {"patient_scores": 0, "cohort_members": 0}
+    a = store.scores.page(second, limit=1000)[1]
     assert [(p.nhs_number, p.risk, p.rank) for p in a] == [
         (n, r, k) for n, r, k in zip(scores.nhs_number, scores.risk, scores["rank"], strict=True)
     ]
@@ -127,16 +129,16 @@ def test_rerunning_a_month_replaces_it_without_duplicates(store):
 def test_other_months_are_kept_and_previous_run_is_found(store):
     oct_id = publish(store, OCT, *make_run(50, 5))
     nov_id = publish(store, NOV, *make_run(60, 6))
-    assert store.latest_run().id == nov_id
-    assert store.previous_run(NOV).id == oct_id and store.previous_run(OCT) is None
-    assert store.run_for_month(OCT).id == oct_id
+    assert store.runs.latest().id == nov_id
+    assert store.runs.previous(NOV).id == oct_id and store.runs.previous(OCT) is None
+    assert store.runs.for_month(OCT).id == oct_id
 
 
 def test_retention_prunes_old_months(store):
     ids = {m: publish(store, date(2026, m, 1), *make_run(20, m)) for m in range(5, 12)}
-    store.PURGE_CHUNK_PEOPLE = 15
+    store.runs.PURGE_CHUNK_PEOPLE = 15
     transactions = _transactions(store)
-    removed = store.prune(keep_months=3)
+    removed = store.runs.prune(keep_months=3)
     assert sorted(removed) == sorted(ids[m] for m in (5, 6, 7, 8))
     # The old runs are retired in one transaction that deletes nothing; their rows then go
     # at most one chunk of people per transaction (two per run and table here: 15 + 5).
@@ -145,19 +147,19 @@ def test_retention_prunes_old_months(store):
     chunks = [t for t in transactions if len(t) == 1 and t[0][1] == "patient_scores"]
     assert all(rows <= 15 for _, _, rows in (t[0] for t in chunks))
     assert sum(t[0][2] for t in chunks) == 4 * 20
-    assert {r.month.month for r in store.runs()} == {9, 10, 11}
-    assert store.row_counts(ids[5]) == {"patient_scores": 0, "cohort_members": 0}
+    assert {r.month.month for r in store.runs.all()} == {9, 10, 11}
+    assert store.runs.row_counts(ids[5]) == {"patient_scores": 0, "cohort_members": 0}
     with pytest.raises(ValueError):
-        store.prune(keep_months=0)
+        store.runs.prune(keep_months=0)
 
 
 def test_a_live_staging_run_blocks_a_second_writer_for_the_month(store):
-    store.begin_run(
+    store.runs.begin(
         month=NOV, extract_date=NOV, model_name="m", model_version="1",
         started_at=datetime.now(UTC),
     )  # fmt: skip
     with pytest.raises(RunInProgressError, match="still being written"):
-        store.begin_run(
+        store.runs.begin(
             month=NOV, extract_date=NOV, model_name="m", model_version="1",
             started_at=datetime.now(UTC),
         )  # fmt: skip
@@ -181,17 +183,17 @@ WRITER = textwrap.dedent(
     from datetime import UTC, datetime, date
     sys.path.insert(0, {tests!r})
     from unit.test_store_publish import make_run
-    from riskstrat.store.core import Store
+    from riskstrat.store import Store
 
     store = Store({url!r})
     scores, cohorts = make_run(4000, 9)
-    run_id = store.begin_run(month=date(2026, 11, 1), extract_date=date(2026, 11, 1),
+    run_id = store.runs.begin(month=date(2026, 11, 1), extract_date=date(2026, 11, 1),
                              model_name="m", model_version="2", started_at=datetime.now(UTC))
     print("staging", flush=True)
-    store.stage_scores(run_id, scores, chunk_rows=20)
-    store.stage_cohorts(run_id, cohorts, chunk_rows=20)
+    store.runs.stage_scores(run_id, scores, chunk_rows=20)
+    store.runs.stage_cohorts(run_id, cohorts, chunk_rows=20)
     print("switching", flush=True)
-    store.publish(run_id, n_type1_opt_outs_excluded=0, details={{}}, expected_people=4000)
+    store.runs.publish(run_id, n_type1_opt_outs_excluded=0, details={{}}, expected_people=4000)
     print("published", flush=True)
     """
 )
@@ -226,14 +228,14 @@ def test_a_killed_writer_leaves_the_previous_run_served(tmp_path, kill_after_s):
     else:  # the switch committed before the kill: the whole new run, nothing less
         assert (people, members) == (4000, 2000)
     # a new writer recovers anything the killed one left and can publish
-    recovered = store.recover_abandoned()
+    recovered = store.runs.recover_abandoned()
     if "switching" not in said and kill_after_s is not None:
         assert run_id == first and len(recovered) == 1  # killed while staging
     for r in recovered:
-        run = store.run(r)
-        assert run.status == "failed" and "abandoned" in run.details["error"]
-        assert store.row_counts(r) == {"patient_scores": 0, "cohort_members": 0}
-    assert not [r for r in store.runs() if r.status == "staging"]
+        run = store.runs.get(r)
+        assert run.status == "failed" and "abandoned" in run.error
+        assert store.runs.row_counts(r) == {"patient_scores": 0, "cohort_members": 0}
+    assert not [r for r in store.runs.all() if r.status == "staging"]
     final = publish(store, NOV, *make_run(300, 2))
     assert served(store) == (final, 300, 150)
     store.dispose()
@@ -279,11 +281,11 @@ def test_a_replaced_run_is_switched_first_then_deleted_a_chunk_per_transaction(s
     chunk of people's rows (on SQLite, the API's audit writes wait for each one)."""
     scores, cohorts = make_run(250, 4)
     first = publish(store, NOV, scores, cohorts)
-    store.PURGE_CHUNK_PEOPLE = 60
+    store.runs.PURGE_CHUNK_PEOPLE = 60
     transactions = _transactions(store)
     second = publish(store, NOV, scores, cohorts)
     assert served(store) == (second, 250, 125)
-    assert store.row_counts(first) == {"patient_scores": 0, "cohort_members": 0}
+    assert store.runs.row_counts(first) == {"patient_scores": 0, "cohort_members": 0}
     [switch] = [t for t in transactions if ("UPDATE", "score_runs") in {(v, n) for v, n, _ in t}]
     assert not any(verb == "DELETE" for verb, _, _ in switch)
     deletes = [t for t in transactions if any(verb == "DELETE" for verb, _, _ in t)]
@@ -306,16 +308,16 @@ def test_rows_a_stopped_purge_left_are_deleted_before_the_next_run(store, monkey
         raise OSError("disk unplugged (injected)")
 
     with monkeypatch.context() as patched:
-        patched.setattr(store, "purge_rows", stops)
+        patched.setattr(store.runs, "purge_rows", stops)
         second = publish(store, NOV, scores, cohorts)
     assert served(store) == (second, 200, 100)
-    assert store.row_counts(first) == {"patient_scores": 200, "cohort_members": 100}
+    assert store.runs.row_counts(first) == {"patient_scores": 200, "cohort_members": 100}
     assert "deleting the rows of the runs it replaced failed (OSError)" in caplog.text
     assert not any(n in caplog.text for n in scores.nhs_number)
-    assert store.run(first).status == "superseded"
+    assert store.runs.get(first).status == "superseded"
     publish(store, OCT, *make_run(30, 7))  # the next run begins: leftovers go first
-    assert store.row_counts(first) == {"patient_scores": 0, "cohort_members": 0}
-    assert served(store)[0] == second and store.row_counts(second)["patient_scores"] == 200
+    assert store.runs.row_counts(first) == {"patient_scores": 0, "cohort_members": 0}
+    assert served(store)[0] == second and store.runs.row_counts(second)["patient_scores"] == 200
 
 
 def test_a_failed_prune_after_publishing_does_not_fail_the_scoring(store, monkeypatch, caplog):
@@ -333,21 +335,21 @@ def test_a_failed_prune_after_publishing_does_not_fail_the_scoring(store, monkey
         monkeypatch.context() as patched,
         caplog.at_level("WARNING", logger="riskstrat.pipelines.score"),
     ):
-        patched.setattr(store, "purge_rows", stops)
+        patched.setattr(store.runs, "purge_rows", stops)
         assert prune_after_publish(store, keep_months=2) == ([], "OSError")
     assert "OSError" in caplog.text and "999" not in caplog.text
-    assert store.latest_run().id == ids[11] and store.run(ids[11]).status == "published"
-    assert store.run(ids[8]).status == "superseded"
+    assert store.runs.latest().id == ids[11] and store.runs.get(ids[11]).status == "published"
+    assert store.runs.get(ids[8]).status == "superseded"
     pruned, error = prune_after_publish(store, keep_months=2)
     assert sorted(pruned) == [ids[8], ids[9]] and error is None
-    assert {r.month.month for r in store.runs()} == {10, 11}
+    assert {r.month.month for r in store.runs.all()} == {10, 11}
 
 
 def test_only_retired_and_failed_runs_can_be_purged(store):
     run_id = publish(store, NOV, *make_run(20, 8))
     with pytest.raises(RuntimeError, match="is published"):
-        store.purge_rows([run_id])
-    assert store.row_counts(run_id)["patient_scores"] == 20
+        store.runs.purge_rows([run_id])
+    assert store.runs.row_counts(run_id)["patient_scores"] == 20
 
 
 def test_a_prune_that_stops_part_way_is_finished_by_the_next(store, monkeypatch):
@@ -357,14 +359,15 @@ def test_a_prune_that_stops_part_way_is_finished_by_the_next(store, monkeypatch)
         raise OSError("disk unplugged (injected)")
 
     with monkeypatch.context() as patched:
-        patched.setattr(store, "purge_rows", stops)
+        patched.setattr(store.runs, "purge_rows", stops)
         with pytest.raises(OSError):
-            store.prune(keep_months=2)
+            store.runs.prune(keep_months=2)
     # retired, so no reader sees the old months, but not yet deleted
     assert (
-        store.run(ids[8]).status == "superseded" and store.run_for_month(date(2026, 8, 1)) is None
+        store.runs.get(ids[8]).status == "superseded"
+        and store.runs.for_month(date(2026, 8, 1)) is None
     )
-    assert store.row_counts(ids[8])["patient_scores"] == 20
-    assert sorted(store.prune(keep_months=2)) == [ids[8], ids[9]]
-    assert store.run(ids[8]) is None and store.row_counts(ids[8])["patient_scores"] == 0
-    assert {r.month.month for r in store.runs()} == {10, 11}
+    assert store.runs.row_counts(ids[8])["patient_scores"] == 20
+    assert sorted(store.runs.prune(keep_months=2)) == [ids[8], ids[9]]
+    assert store.runs.get(ids[8]) is None and store.runs.row_counts(ids[8])["patient_scores"] == 0
+    assert {r.month.month for r in store.runs.all()} == {10, 11}

@@ -1,11 +1,11 @@
-"""Alembic environment for the serving store. ``riskstrat.store.core`` runs it with its own
+"""Alembic environment for the serving store. ``riskstrat.store.engine`` runs it with its own
 connection (``config.attributes["connection"]``); nothing here opens a database."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from riskstrat.store.core import metadata
+from riskstrat.store.schema import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(
