@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from riskstrat.config import Settings
 from riskstrat.service.auth import new_api_key
-from riskstrat.store.core import Store
+from riskstrat.store import Store
 
 
 def add_key(
@@ -21,7 +21,7 @@ def add_key(
     new = new_api_key()
     store = Store(settings.serving_database_url)
     store.create_schema()
-    store.add_user(
+    store.users.add(
         name=name or f"{role}-{new.prefix}",
         role=role,
         pcns=list(pcns),
@@ -48,7 +48,7 @@ def add_fixed_key(
     assert prefix is not None
     store = Store(settings.serving_database_url)
     store.create_schema()
-    store.add_user(
+    store.users.add(
         name=f"{role}-{prefix}", role=role, pcns=list(pcns), key_prefix=prefix,
         key_hash=hash_key(key), expires_at=datetime.now(UTC) + timedelta(days=days),
         created_by="tests",

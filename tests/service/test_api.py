@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from riskstrat.config import Settings
 from riskstrat.nhs_number import synthetic_nhs_numbers
 from riskstrat.service.app import create_app
-from riskstrat.store.core import Store, pseudonymise
+from riskstrat.store import Store
+from riskstrat.store.audit import pseudonymise
 from tests.auth_helpers import add_fixed_key, bearer, fixed_key
 
 TEAM = bearer(fixed_key(1))
@@ -66,7 +67,7 @@ def _scores(n: int, seed: int = 3) -> pd.DataFrame:
 def _publish(settings: Settings, scores: pd.DataFrame, month=date(2026, 11, 1)) -> int:
     store = Store(settings.serving_database_url)
     store.create_schema()
-    run_id = store.publish_run(
+    run_id = store.runs.publish_run(
         month=month,
         extract_date=date(2026, 11, 1),
         model_name="m",
@@ -192,7 +193,7 @@ def test_patient_level_reads_are_recorded_without_nhs_numbers(client, settings):
     client.get("/api/v1/risk-list", params={"page_size": 5}, headers=TEAM)
     client.get("/api/v1/patients/9998336377/risk", headers=COORD)  # invalid: no data, no record
     store = Store(settings.serving_database_url)
-    records = store.access_records()
+    records = store.audit.records()
     store.dispose()
     assert [r["route"] for r in records] == [
         "GET /api/v1/patients/{nhs_number}/risk",

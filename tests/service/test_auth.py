@@ -19,15 +19,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from riskstrat.cli.main import app as cli
+from riskstrat.cli import app as cli
 from riskstrat.cohorts.select import load_cohort_config
 from riskstrat.config import Settings, get_settings
 from riskstrat.nhs_number import synthetic_nhs_numbers
 from riskstrat.pipelines.score import cohort_config_record
 from riskstrat.service.app import create_app
 from riskstrat.service.auth import ROLES
-from riskstrat.store import core as store_module
-from riskstrat.store.core import Store, pseudonymise
+from riskstrat.store import Store
+from riskstrat.store import audit as store_module
+from riskstrat.store.audit import pseudonymise
 from tests.auth_helpers import add_fixed_key, bearer, fixed_key
 from tests.postgres import postgres_url
 
@@ -74,7 +75,7 @@ def publish_world(settings: Settings, *, identifier_kind: str = "nhs_number") ->
     members["criteria"] = [["aged_65_plus"]] * 40
     store = Store(settings.serving_database_url)
     store.create_schema()
-    run_id = store.publish_run(
+    run_id = store.runs.publish_run(
         month=MONTH, extract_date=MONTH, model_name="m", model_version="1", scores=scores,
         cohorts=members, n_type1_opt_outs_excluded=0, started_at=datetime.now(UTC),
         details={"cohort_config": cohort_config_record(load_cohort_config())},
@@ -101,7 +102,7 @@ def world(request, tmp_path):
 
 def _audit_count(settings: Settings) -> int:
     store = Store(settings.serving_database_url)
-    n = len(store.access_records(limit=100_000))
+    n = len(store.audit.records(limit=100_000))
     store.dispose()
     return n
 
@@ -266,8 +267,8 @@ def test_expired_revoked_and_malformed_keys(world, tmp_path):
     add_fixed_key(settings, "analyst", fixed_key(900), days=-1)
     assert client.get("/api/v1/runs", headers=bearer(fixed_key(900))).status_code == 401
     store = Store(settings.serving_database_url)
-    name = next(u["name"] for u in store.users() if u["key_prefix"] == f"{20:012x}")
-    assert store.revoke_user(name)
+    name = next(u["name"] for u in store.users.all() if u["key_prefix"] == f"{20:012x}")
+    assert store.users.revoke(name)
     store.dispose()
     assert (
         client.get("/api/v1/runs", headers=bearer(key_for("care_coordinator", PCNS[0]))).status_code
@@ -450,11 +451,11 @@ def test_fhir_read_serves_published_runs_only(world):
     retired whose rows are being deleted) is not served, whatever its rows."""
     settings, scores, client = world["settings"], world["scores"], world["client"]
     store = Store(settings.serving_database_url)
-    staging = store.begin_run(
+    staging = store.runs.begin(
         month=MONTH, extract_date=MONTH, model_name="m", model_version="2",
         started_at=datetime.now(UTC),
     )  # fmt: skip
-    store.stage_scores(staging, scores)
+    store.runs.stage_scores(staging, scores)
     store.dispose()
     headers = bearer(key_for("care_coordinator", scores.iloc[0].pcn_code))
     published = client.get(f"/fhir/RiskAssessment/{world['run_id']}-1", headers=headers)

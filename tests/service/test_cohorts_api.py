@@ -16,7 +16,7 @@ from riskstrat.config import Settings
 from riskstrat.nhs_number import synthetic_nhs_numbers
 from riskstrat.pipelines.score import cohort_config_record
 from riskstrat.service.app import create_app
-from riskstrat.store.core import Store
+from riskstrat.store import Store
 from tests.auth_helpers import add_fixed_key, bearer, fixed_key
 
 TEAM = bearer(fixed_key(1))
@@ -68,7 +68,7 @@ def world(tmp_path):
         scores, members = _run(90, scale, people)
         if month == NOV:  # October stands for a run published before items were stored
             members = members.assign(item_json=cohort_items_json(members, scores, texts))
-        store.publish_run(
+        store.runs.publish_run(
             month=month, extract_date=NOV, model_name="m", model_version=str(month.month),
             scores=scores, cohorts=members, n_type1_opt_outs_excluded=0,
             started_at=datetime.now(UTC), details=details,
@@ -127,7 +127,7 @@ def test_stored_items_read_exactly_as_items_built_at_request_time(world):
     stored = client.get("/api/v1/cohorts/falls_review", params=params, headers=TEAM)
     store = Store(settings.serving_database_url)
     try:
-        run_id = store.latest_run().id
+        run_id = store.runs.latest().id
         with store.engine.begin() as conn:
             stored_items = conn.exec_driver_sql(
                 "SELECT count(*) FROM cohort_members WHERE run_id = ? AND item_json IS NOT NULL",
@@ -200,7 +200,7 @@ def test_cohort_reads_are_audited(world):
     client.get("/api/v1/cohorts/falls_review", params={"page_size": 7}, headers=TEAM)
     client.get("/api/v1/cohorts", headers=TEAM)  # no patients: not a patient-level read
     store = Store(settings.serving_database_url)
-    records = store.access_records()
+    records = store.audit.records()
     store.dispose()
     assert [(r["route"], r["n_patients"]) for r in records] == [
         ("GET /api/v1/cohorts/{intervention}", 7)

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from riskstrat.config import Settings
 from riskstrat.service.app import create_app
-from riskstrat.store.core import Store
+from riskstrat.store import Store
 from tests.service.test_auth import PCNS, key_for, publish_world
 
 
@@ -67,7 +67,7 @@ def test_cohort_page_shows_only_my_pcn_and_is_audited(site):
     xlsx = client.get("/cohorts/download", params={"capacity": 5, "format": "xlsx"})
     assert xlsx.content[:2] == b"PK"
     store = Store(settings.serving_database_url)
-    routes = [r["route"] for r in store.access_records()]
+    routes = [r["route"] for r in store.audit.records()]
     store.dispose()
     assert routes == [
         "GET /cohorts (page)",

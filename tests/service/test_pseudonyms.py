@@ -22,7 +22,8 @@ from riskstrat.cohorts.select import load_cohort_config
 from riskstrat.config import Settings
 from riskstrat.pipelines.score import cohort_config_record
 from riskstrat.service.app import create_app
-from riskstrat.store.core import Store, access_record, pseudonymise
+from riskstrat.store import Store
+from riskstrat.store.audit import access_record, pseudonymise
 from tests.auth_helpers import bearer
 from tests.service.test_auth import MONTH, PCNS, key_for, pseudonyms, publish_world
 from tests.service.test_pages import sign_in
@@ -42,7 +43,7 @@ def _coordinator(pseudonym: str, scores: pd.DataFrame) -> dict[str, str]:
 def _records(settings: Settings, **filters) -> list[dict]:
     store = Store(settings.serving_database_url)
     try:
-        return store.access_records(limit=10_000, **filters)
+        return store.audit.records(limit=10_000, **filters)
     finally:
         store.dispose()
 
@@ -148,7 +149,7 @@ def test_items_stored_at_publication_say_pseudonym(tmp_path):
     )
     publish_world(settings)  # the keys (and an older run of NHS numbers, replaced below)
     store = Store(settings.serving_database_url)
-    store.publish_run(
+    store.runs.publish_run(
         month=MONTH, extract_date=MONTH, model_name="m", model_version="2", scores=scores,
         cohorts=members, n_type1_opt_outs_excluded=0, started_at=datetime.now(UTC),
         details={"cohort_config": record}, identifier_kind="pseudonym",
@@ -259,7 +260,7 @@ def test_reads_record_the_kind_and_the_trail_keeps_kinds_apart(pseudonymous):
     key = settings.pseudonym_key.get_secret_value()
     # A read of the NHS number with the same digits, from an earlier run of NHS numbers.
     store = Store(settings.serving_database_url)
-    store.record_access(
+    store.audit.record(
         access_record(actor="earlier", route="GET /old", nhs_numbers=[LOOKS_LIKE_NHS], key=key)
     )
     store.dispose()
@@ -334,7 +335,7 @@ def test_what_changed_never_compares_an_nhs_number_with_a_pseudonym(tmp_path):
     made = publish_world(settings, identifier_kind="pseudonym")
     october = made["scores"].assign(risk=0.01, contributions=[{"age": 9.0}] * 40)
     store = Store(settings.serving_database_url)
-    store.publish_run(
+    store.runs.publish_run(
         month=date(2026, 10, 1), extract_date=MONTH, model_name="m", model_version="0",
         scores=october, n_type1_opt_outs_excluded=0, started_at=datetime.now(UTC), details={},
     )  # fmt: skip

@@ -17,10 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riskstrat.config import Settings, get_settings
 from riskstrat.modelling.registry import registry_for
+from riskstrat.service import problems
 from riskstrat.service.auth import OidcConfig, OidcVerifier
 from riskstrat.service.pages import SignInRequired, pages
-from riskstrat.service.routes import api, router
-from riskstrat.store.core import Store
+from riskstrat.service.routers import audit, cohorts, fhir, health, models, patients, runs
+from riskstrat.store import Store
 
 _log = logging.getLogger("riskstrat.api")
 
@@ -82,9 +83,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.oidc_issuer
         else None
     )
-    app.include_router(router)
-    app.include_router(api)
+    # In this order the OpenAPI schema lists /health and FHIR first, then /api/v1.
+    for module in (health, fhir, cohorts, patients, models, runs, audit):
+        app.include_router(module.router)
     app.include_router(pages)
+    problems.install(app)
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(_request: Request, _exc: SignInRequired) -> Response:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from riskstrat.errors import RiskstratError
+from riskstrat.errors import RiskstratError, UsageError
 
 Role = Literal["pcn_team", "care_coordinator", "analyst", "admin"]
 ROLES: tuple[Role, ...] = ("pcn_team", "care_coordinator", "analyst", "admin")
@@ -78,10 +78,10 @@ def key_prefix(key: str) -> str | None:
 def check_pcns(pcns: list[str]) -> list[str]:
     """PCN ODS codes (``U12345``) or ``*`` for every PCN."""
     if not pcns:
-        raise ValueError("give at least one --pcn (or --pcn '*' for every PCN)")
+        raise UsageError("give at least one --pcn (or --pcn '*' for every PCN)")
     bad = [p for p in pcns if p != ALL_PCNS and not _PCN.match(p)]
     if bad:
-        raise ValueError(f"not PCN codes (U followed by 5 digits): {', '.join(bad)}")
+        raise UsageError(f"not PCN codes (U followed by 5 digits): {', '.join(bad)}")
     return sorted(set(pcns))
 
 

@@ -23,7 +23,7 @@ from riskstrat.service.auth import (
     caller_from_user,
     key_prefix,
 )
-from riskstrat.store.core import Store
+from riskstrat.store import Store
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -78,7 +78,7 @@ async def current_caller(
     try:
         prefix = key_prefix(token)
         if prefix is not None:
-            user = store.user_by_prefix(prefix)
+            user = store.users.by_prefix(prefix)
             if user is None:
                 raise AuthError("unknown API key")
             caller = caller_from_user(user, token)

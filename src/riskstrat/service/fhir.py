@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from riskstrat.data.contract import IdentifierKind
-from riskstrat.store.core import PatientScore, RunInfo
+from riskstrat.store.records import PatientScore, RunInfo
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 #: The identifier system of a pseudonymous run's people. Local to this service: a pseudonym

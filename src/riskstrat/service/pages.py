@@ -34,8 +34,8 @@ from riskstrat.explain.reasons import REASON_LABELS
 from riskstrat.modelling.registry import CHAMPION, ModelNotFoundError
 from riskstrat.nhs_number import is_valid_nhs_number
 from riskstrat.service.auth import AuthError, Caller, caller_from_user, key_prefix
+from riskstrat.service.common import audit, intervention_info, interventions_of
 from riskstrat.service.deps import RegistryDep, SettingsDep, StoreDep
-from riskstrat.service.routes import _intervention_info, _interventions, audit
 
 COOKIE = "riskstrat_session"
 SESSION_HOURS = 8
@@ -67,7 +67,7 @@ class SignInRequired(Exception):
 
 def page_caller(request: Request, store: StoreDep) -> Caller:
     token = request.cookies.get(COOKIE)
-    session = store.session(_hash(token)) if token else None
+    session = store.users.session(_hash(token)) if token else None
     if session is None:
         raise SignInRequired
     return Caller(
@@ -110,7 +110,7 @@ async def login(request: Request, store: StoreDep, settings: SettingsDep) -> Res
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     key = (form.get("key") or [""])[0].strip()
     prefix = key_prefix(key)
-    user = store.user_by_prefix(prefix) if prefix else None
+    user = store.users.by_prefix(prefix) if prefix else None
     try:
         if user is None:
             raise AuthError("unknown API key")
@@ -121,7 +121,7 @@ async def login(request: Request, store: StoreDep, settings: SettingsDep) -> Res
             error="That key was not recognised, or it has expired or been revoked.",
         )  # fmt: skip
     token = secrets.token_urlsafe(32)
-    store.add_session(
+    store.users.add_session(
         token_hash=_hash(token),
         name=caller.name,
         role=caller.role,
@@ -146,7 +146,7 @@ async def login(request: Request, store: StoreDep, settings: SettingsDep) -> Res
 def logout(request: Request, store: StoreDep) -> Response:
     token = request.cookies.get(COOKIE)
     if token:
-        store.end_session(_hash(token))
+        store.users.end_session(_hash(token))
     response = RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
     response.delete_cookie(COOKIE, path="/")
     return response
@@ -162,28 +162,28 @@ def _cohort_rows(
     capacity: int,
     route: str,
 ) -> dict[str, Any]:
-    run = store.latest_run()
+    run = store.runs.latest()
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no run has been published yet")
-    interventions = _interventions(run)
+    interventions = interventions_of(run)
     key = intervention or next(iter(interventions), None)
     if key not in interventions:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such intervention")
     scope = None if caller.all_pcns else list(caller.pcns)
-    total, rows = store.intervention_page(
+    total, rows = store.cohorts.page(
         run.id, key, practice_code=practice or None, offset=0, limit=capacity, pcn_codes=scope
     )
-    risks = store.intervention_risks(
+    risks = store.cohorts.risks(
         run.id, key, practice_code=practice or None, limit=2 * capacity, pcn_codes=scope
     )
-    info = _intervention_info(run, key)
+    info = intervention_info(run, key)
     summary = {**capacity_summary(risks, capacity=capacity, effect=info.effect), "eligible": total}
     audit(
         request, store, settings, caller, route, [m.nhs_number for m, _ in rows], None,
         identifier_kind=run.identifier_kind,
     )  # fmt: skip
     practices = sorted(
-        {m.practice_code for m, _ in store.intervention_page(
+        {m.practice_code for m, _ in store.cohorts.page(
             run.id, key, offset=0, limit=100_000, pcn_codes=scope)[1]}
     )  # fmt: skip
     return {
@@ -286,7 +286,7 @@ def patient_page(
     if caller.role not in ("care_coordinator", "pcn_team"):
         return _html("login.html", 403, title="Not for your role", caller=caller,
                      error="Patient pages are for care coordinators and PCN teams.")  # fmt: skip
-    run = store.latest_run()
+    run = store.runs.latest()
     kind = run.identifier_kind if run is not None else "nhs_number"
     # A run of NHS numbers is looked up by valid NHS numbers only; a pseudonymous run by
     # pseudonyms, never checked as NHS numbers.
@@ -295,7 +295,7 @@ def patient_page(
         if kind == "nhs_number"
         else re.fullmatch(PSEUDONYM_PATTERN, nhs_number) is not None
     )
-    score = store.patient_score(run.id, nhs_number) if run is not None and well_formed else None
+    score = store.scores.patient(run.id, nhs_number) if run is not None and well_formed else None
     if run is None or score is None or not caller.sees_pcn(score.pcn_code):
         return _html("login.html", 404, title="Not found", caller=caller,
                      error="No risk is published for this patient.")  # fmt: skip
@@ -303,7 +303,7 @@ def patient_page(
         request, store, settings, caller, "GET /patients/{nhs_number} (page)", [nhs_number], None,
         identifier_kind=kind,
     )  # fmt: skip
-    interventions = _interventions(run)
+    interventions = interventions_of(run)
     memberships = [
         {
             "title": interventions.get(m.intervention, {}).get("title", m.intervention),
@@ -313,13 +313,13 @@ def patient_page(
                 for k in m.criteria
             ),
         }
-        for m in store.patient_memberships(run.id, nhs_number)
+        for m in store.cohorts.memberships(run.id, nhs_number)
     ]  # fmt: skip
     changed = None
-    previous = store.previous_run(run.month)
+    previous = store.runs.previous(run.month)
     if previous is not None and previous.identifier_kind != kind:
         previous = None  # the same text names different people: nothing to compare with
-    before = store.patient_score(previous.id, nhs_number) if previous else None
+    before = store.scores.patient(previous.id, nhs_number) if previous else None
     if previous is not None and before is not None:
         changed = what_changed(
             risk_now=score.risk, contributions_now=score.contributions,

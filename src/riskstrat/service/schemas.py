@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from riskstrat.data.contract import IdentifierKind
 
@@ -243,3 +243,41 @@ class OutcomeRow(BaseModel):
     people: int
     expected: float
     observed: int
+
+
+class Problem(BaseModel):
+    """An error answer under /api/: RFC 9457 problem details (``application/problem+json``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(
+        default="about:blank",
+        description="What kind of problem: a riskstrat problem URI, or about:blank when the "
+        "HTTP status says it all.",
+    )
+    title: str = Field(description="The kind of problem, in a few words.")
+    status: int = Field(description="The HTTP status code.")
+    detail: str = Field(description="What went wrong with this request.")
+    hint: str | None = Field(default=None, description="What to do next, when there is a step.")
+    instance: str | None = Field(default=None, description="The path that was asked for.")
+
+
+class ValidationIssue(BaseModel):
+    """One parameter that broke its declared rule, as FastAPI reports it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    loc: list[str | int] = Field(description="Where: the part of the request, then the name.")
+    msg: str
+    type: str
+
+
+class ValidationProblem(BaseModel):
+    """A 422 under /api/: problem details whose ``detail`` is FastAPI's list of issues."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: list[ValidationIssue]
