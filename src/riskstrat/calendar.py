@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from riskstrat.errors import UsageError
+
 
 def first_of_month(d: date) -> date:
     """The first day of ``d``'s month."""
@@ -37,7 +39,7 @@ def parse_month(text: str) -> date:
     """``YYYY-MM`` to the first day of that month.
 
     Raises:
-        ValueError: the text is not a month written as ``YYYY-MM``.
+        UsageError: the text is not a month written as ``YYYY-MM`` (a ``ValueError``).
     """
     try:
         year, month = text.split("-")
@@ -45,7 +47,7 @@ def parse_month(text: str) -> date:
             raise ValueError
         return date(int(year), int(month), 1)
     except ValueError:
-        raise ValueError(f"month must look like YYYY-MM, got {text!r}") from None
+        raise UsageError(f"month must look like YYYY-MM, got {text!r}") from None
 
 
 def format_month(d: date) -> str:

@@ -8,10 +8,13 @@ command's exit code and, in the API, the HTTP status and the RFC 9457 problem ty
 class                         exit  HTTP  when
 ============================  ====  ====  ==========================================
 ``UsageError``                2     400   an option, argument or request value is malformed
+``InvalidValueError``         1     422   a well-formed value this operation cannot use
 ``ConfigError``               1     500   a model spec, cohort file or setting is invalid
 ``DataError``                 1     422   input data breaks the data contract
 ``NotFoundError``             1     404   no such model version, run, month, user or person
+``MissingFileError``          1     404   a file or folder named in the request is missing
 ``ConflictError``             1     409   the state forbids it now (a run in progress, ...)
+``AlreadyExistsError``        1     409   the output file or folder exists already
 ``RefusedError``              1     409   a gate or rule refused the action (promotion)
 ``StoreError``                1     503   the serving store is unreachable or out of date
 ``AccessDenied``              1     403   the caller may not do or see this
@@ -19,8 +22,8 @@ class                         exit  HTTP  when
 
 Exit code 1 stays "the operation failed" and 2 "the command was called wrongly", as before
 the model existed, so scripts keep working. Subclasses also derive from the built-in they
-replaced (``ValueError``, ``LookupError``, ``RuntimeError``) so callers that caught those
-still catch them.
+replaced (``ValueError``, ``LookupError``, ``RuntimeError``, ``FileNotFoundError``,
+``FileExistsError``) so callers that caught those still catch them.
 """
 
 from __future__ import annotations
@@ -83,6 +86,16 @@ class UsageError(RiskstratError, ValueError):
     default_hint = "run the command with --help to see what it accepts"
 
 
+class InvalidValueError(RiskstratError, ValueError):
+    """A well-formed value this operation cannot use (``--force`` without ``--reason``, a
+    linkage file for a run that needs none); unlike :class:`UsageError` the command was
+    called correctly, so it exits 1."""
+
+    http_status = 422
+    title = "Value not accepted"
+    slug = "invalid-value"
+
+
 class ConfigError(RiskstratError, ValueError):
     """A model spec, cohort definition or setting is invalid."""
 
@@ -109,12 +122,28 @@ class NotFoundError(RiskstratError, LookupError):
     slug = "not-found"
 
 
+class MissingFileError(NotFoundError, FileNotFoundError):
+    """A file or folder the request names does not exist."""
+
+    title = "File not found"
+    slug = "file-not-found"
+    default_hint = "check the path (relative paths start from the current folder)"
+
+
 class ConflictError(RiskstratError, RuntimeError):
     """The current state forbids the action (for example, another run is in progress)."""
 
     http_status = 409
     title = "Conflict"
     slug = "conflict"
+
+
+class AlreadyExistsError(ConflictError, FileExistsError):
+    """The file or folder to write exists already (and replacing it was not asked for)."""
+
+    title = "Already exists"
+    slug = "already-exists"
+    default_hint = "pass --overwrite to replace it, or choose another path"
 
 
 class RefusedError(RiskstratError):

@@ -11,12 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from riskstrat.cli.main import app
+from riskstrat.cli import app
 from riskstrat.config import Settings, get_settings
 from riskstrat.data.extract import validate_extract
 from riskstrat.features.build import build_features
 from riskstrat.service.app import create_app
-from riskstrat.store.core import Store
+from riskstrat.store import Store
 
 pytestmark = pytest.mark.slow
 EXTRACT_DATE = date(2026, 11, 1)
@@ -68,10 +68,10 @@ def world(tmp_path_factory):
     )
     results["score"] = runner.invoke(app, ["score", "--data", str(extract), "--month", "latest"])
     store = Store(get_settings().serving_database_url)
-    first_november = store.latest_run()
+    first_november = store.runs.latest()
     snapshot = (
-        store.cohort_page(first_november.id, limit=100_000)[1],
-        store.cohort_frame(first_november.id),
+        store.scores.page(first_november.id, limit=100_000)[1],
+        store.cohorts.frame(first_november.id),
     )
     store.dispose()
     results["score_again"] = runner.invoke(
@@ -219,7 +219,7 @@ def test_model_is_champion_with_metrics(world):
 def test_published_run_covers_the_eligible_population(world):
     settings: Settings = world["settings"]
     store = Store(settings.serving_database_url)
-    run = store.latest_run()
+    run = store.runs.latest()
     assert run is not None and run.month == EXTRACT_DATE and run.model_version == "1"
     with validate_extract(world["extract"]) as extract:
         feats = build_features(extract.con, index_dates=[EXTRACT_DATE])
@@ -227,12 +227,12 @@ def test_published_run_covers_the_eligible_population(world):
     assert run.n_scored == len(eligible) and run.n_type1_opt_outs_excluded == int(
         feats.type1_opt_out.sum()
     )
-    total, top = store.cohort_page(run.id, limit=20)
+    total, top = store.scores.page(run.id, limit=20)
     assert total == len(eligible)
     assert [s.rank for s in top] == list(range(1, 21))
     assert all(s.reasons for s in top)
     assert set(feats[feats.type1_opt_out.astype(bool)].nhs_number).isdisjoint(
-        {s.nhs_number for s in store.cohort_page(run.id, limit=100_000)[1]}
+        {s.nhs_number for s in store.scores.page(run.id, limit=100_000)[1]}
     )
     store.dispose()
 
@@ -240,8 +240,8 @@ def test_published_run_covers_the_eligible_population(world):
 def test_predict_matches_the_published_scores(world):
     predicted = pd.read_csv(world["root"] / "p.csv", dtype={"nhs_number": str})
     store = Store(world["settings"].serving_database_url)
-    run = store.latest_run()
-    published = {s.nhs_number: s.risk for s in store.cohort_page(run.id, limit=100_000)[1]}
+    run = store.runs.latest()
+    published = {s.nhs_number: s.risk for s in store.scores.page(run.id, limit=100_000)[1]}
     store.dispose()
     assert set(predicted.nhs_number) == set(published)
     assert predicted.risk.between(0, 1).all()
@@ -253,10 +253,10 @@ def test_scoring_a_month_the_extract_does_not_cover_fails_and_is_recorded(world)
     result = world["results"]["score_future"]
     assert result.exit_code == 1 and "after the extract date" in _text(result)
     store = Store(world["settings"].serving_database_url)
-    runs = store.runs()
+    runs = store.runs.all()
     store.dispose()
-    assert runs[-1].status == "failed" and "after the extract date" in runs[-1].details["error"]
-    assert store.latest_run() is not None  # the earlier published run is still served
+    assert runs[-1].status == "failed" and "after the extract date" in runs[-1].error
+    assert store.runs.latest() is not None  # the earlier published run is still served
 
 
 def test_api_serves_ranked_patients_with_reasons(world):
@@ -456,32 +456,32 @@ def test_trained_model_respects_clinical_direction(world):
 def test_rerunning_a_month_is_idempotent(world):
     """Same month, inputs and model: the new run replaces the old, with identical rows."""
     store = Store(world["settings"].serving_database_url)
-    latest = store.latest_run()
+    latest = store.runs.latest()
     first = world["first_november"]
     assert latest.id != first.id and latest.month == first.month
-    assert latest.details["replaced_runs"] == [first.id]
-    runs = {r.id: r for r in store.runs()}
+    assert latest.replaced_runs == [first.id]
+    runs = {r.id: r for r in store.runs.all()}
     assert runs[first.id].status == "superseded"
     assert [r.month for r in runs.values() if r.status == "published"].count(first.month) == 1
-    assert store.row_counts(first.id) == {"patient_scores": 0, "cohort_members": 0}
+    assert store.runs.row_counts(first.id) == {"patient_scores": 0, "cohort_members": 0}
     people, cohorts = world["snapshot"]
-    again = store.cohort_page(latest.id, limit=100_000)[1]
+    again = store.scores.page(latest.id, limit=100_000)[1]
     assert [(p.nhs_number, p.risk, p.rank, p.reasons) for p in again] == [
         (p.nhs_number, p.risk, p.rank, p.reasons) for p in people
     ]
-    pd.testing.assert_frame_equal(store.cohort_frame(latest.id), cohorts)
+    pd.testing.assert_frame_equal(store.cohorts.frame(latest.id), cohorts)
     store.dispose()
 
 
 def test_cohorts_are_published_with_the_run(world):
     store = Store(world["settings"].serving_database_url)
-    run = store.latest_run()
-    sizes = store.cohort_sizes(run.id)
+    run = store.runs.latest()
+    sizes = store.cohorts.sizes(run.id)
     assert set(sizes) == {"falls_review", "medication_review", "advance_care_planning"}
     assert all(n > 0 for n in sizes.values())
-    assert {k: v["eligible"] for k, v in run.details["cohorts"].items()} == sizes
-    assert run.details["cohort_config"]["version"]
-    falls = store.cohort_frame(run.id, "falls_review")
+    assert {k: v["eligible"] for k, v in run.cohort_counts.items()} == sizes
+    assert run.cohort_config_version
+    falls = store.cohorts.frame(run.id, "falls_review")
     assert list(falls["rank"]) == list(range(1, len(falls) + 1))
     assert (falls["risk"].diff().dropna() <= 0).all()
     assert falls["expected_benefit"].to_numpy() == pytest.approx(falls["risk"].to_numpy() * 0.35)
@@ -489,7 +489,7 @@ def test_cohorts_are_published_with_the_run(world):
     with validate_extract(world["extract"]) as extract:
         feats = build_features(extract.con, index_dates=[EXTRACT_DATE])
     opted_out = set(feats[feats.type1_opt_out.astype(bool)].nhs_number)
-    assert opted_out.isdisjoint(set(store.cohort_frame(run.id).nhs_number))
+    assert opted_out.isdisjoint(set(store.cohorts.frame(run.id).nhs_number))
     store.dispose()
 
 
@@ -498,9 +498,9 @@ def test_outcomes_follow_up_a_past_run(world):
     assert "Outcomes of run" in output and "falls_review" in output
     frame = pd.read_csv(world["root"] / "outcomes.csv", dtype={"practice_code": str})
     store = Store(world["settings"].serving_database_url)
-    july = store.run_for_month(date(2026, 7, 1))
-    members = store.cohort_frame(july.id)
-    stored = store.outcomes(july.id)
+    july = store.runs.for_month(date(2026, 7, 1))
+    members = store.cohorts.frame(july.id)
+    stored = store.outcomes.get(july.id)
     store.dispose()
     # every member is counted once, as delivered or not, and expected is the sum of risks
     assert stored["people"].sum() == len(members)
@@ -531,7 +531,7 @@ def test_exports_open_as_a_practice_team_expects(world):
     assert [c.value for c in nhs] == list(csv["nhs_number"])
     assert "not a falls risk prediction" in str([c.value for c in book["about"]["B"]]).lower()
     store = Store(world["settings"].serving_database_url)
-    exports = [r for r in store.access_records() if r["route"].startswith("riskstrat export")]
+    exports = [r for r in store.audit.records() if r["route"].startswith("riskstrat export")]
     store.dispose()
     assert len(exports) == 2 and all(r["n_patients"] == 40 for r in exports)
 

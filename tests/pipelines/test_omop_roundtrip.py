@@ -169,7 +169,7 @@ def test_generating_the_cdm_twice_gives_the_same_tables(world, tmp_path):
 
 
 def test_the_commands_a_user_runs(tmp_path, monkeypatch):
-    from riskstrat.cli.main import app
+    from riskstrat.cli import app
     from riskstrat.config import get_settings
 
     monkeypatch.setenv("RISKSTRAT_HOME", str(tmp_path / "home"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from riskstrat.cli.main import app
+from riskstrat.cli import app
 from riskstrat.config import get_settings
 from tests.extracts import base_tables, write_extract
 

@@ -65,7 +65,7 @@ def test_a_stray_quote_stops_validation_at_its_line(tmp_path, bad_field, words):
 
 
 def test_the_cli_exits_non_zero_for_a_stray_quote(tmp_path, monkeypatch):
-    from riskstrat.cli.main import app
+    from riskstrat.cli import app
 
     monkeypatch.setenv("RISKSTRAT_HOME", str(tmp_path / "home"))
     get_settings.cache_clear()

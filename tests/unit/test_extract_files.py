@@ -16,10 +16,10 @@ import pytest
 from riskstrat.data.extract import (
     ExtractError,
     TooManyRejectsError,
-    _create_check_digit_macro,
     _redact,
     validate_extract,
 )
+from riskstrat.data.rules import create_check_digit_macro
 from riskstrat.nhs_number import is_valid_nhs_number
 from tests.extracts import P1, P2, base_tables, write_extract
 
@@ -300,7 +300,7 @@ def test_sql_and_python_check_digits_agree():
     numbers = [f"{n:010d}" for n in rng.integers(0, 10**10, size=20_000)]
     numbers += ["9990000000", "9990000001", "9998336376", "9998336377"]
     con = duckdb.connect()
-    _create_check_digit_macro(con)
+    create_check_digit_macro(con)
     frame = pd.DataFrame({"v": numbers})
     con.register("n", frame)
     sql = dict(con.execute("SELECT v, nhs_check_digit_ok(v) FROM n").fetchall())

@@ -12,13 +12,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from riskstrat.cli.main import app as cli
+from riskstrat.cli import app as cli
 from riskstrat.cohorts.listing import LISTING_COLUMNS
 from riskstrat.config import Settings, get_settings
 from riskstrat.data.linkage import LinkageError, parse_linkage, read_linkage, reidentify
 from riskstrat.nhs_number import synthetic_nhs_numbers
 from riskstrat.pipelines.export import run_export
-from riskstrat.store.core import Store, pseudonymise
+from riskstrat.store import Store
+from riskstrat.store.audit import pseudonymise
 from tests.service.test_auth import MONTH, PCNS, publish_world
 
 PCN = PCNS[0]
@@ -32,7 +33,7 @@ def _text(result) -> str:
 def _records(settings: Settings) -> list[dict]:
     store = Store(settings.serving_database_url)
     try:
-        return store.access_records(limit=10_000)
+        return store.audit.records(limit=10_000)
     finally:
         store.dispose()
 

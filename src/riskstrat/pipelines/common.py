@@ -15,7 +15,9 @@ from riskstrat.data.extract import (
     scratch_database,
     validate_extract,
 )
-from riskstrat.store.core import RunInfo, Store
+from riskstrat.errors import NotFoundError
+from riskstrat.store import Store
+from riskstrat.store.records import RunInfo
 
 #: progress(stage, fraction_done) — the CLI draws it as a bar; None means silent.
 Progress = Callable[[str, float], None] | None
@@ -63,9 +65,12 @@ def open_extract(settings: Settings, extract_dir: Path) -> Extract:
 
 
 def published_run(store: Store, month: date) -> RunInfo:
-    """The published run of ``month``, or a ValueError that says there is none."""
+    """The published run of ``month``, or a :class:`NotFoundError` that says there is none."""
     store.create_schema()
-    run = store.run_for_month(month)
+    run = store.runs.for_month(month)
     if run is None:
-        raise ValueError(f"no published run for {month.strftime('%Y-%m')}")
+        raise NotFoundError(
+            f"no published run for {month.strftime('%Y-%m')}",
+            hint="score that month first (`riskstrat score --month YYYY-MM`)",
+        )
     return run

@@ -31,11 +31,10 @@ from riskstrat.fairness.subgroups import (
 from riskstrat.modelling.baselines import BASELINE_LABELS, Baseline
 from riskstrat.modelling.evaluation import (
     EvaluationPlan,
-    GateResult,
-    calibration_gate_results,
     compare_predictions,
     evaluate_predictions,
 )
+from riskstrat.modelling.gates import GateResult, calibration_gate_results
 from riskstrat.modelling.model import IndexPlan, RiskModel
 from riskstrat.modelling.spec import ModelSpec
 
@@ -316,7 +315,7 @@ def draw_plots(
     seed: int = 0,
 ) -> dict[str, Path]:
     """Draw every plot of the card into ``out_dir``; returns {name: path}."""
-    from riskstrat.reports import plots
+    from riskstrat.reports import explanation_plots, plots, subgroup_plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
     names = model.feature_names_
@@ -333,9 +332,13 @@ def draw_plots(
         "calibration": plots.calibration_png(
             {MODEL_LABEL: report.primary["calibration"]["bins"]}, out_dir / "calibration.png"
         ),
-        "shap_summary": plots.shap_summary_png(contributions, sample, out_dir / "shap_summary.png"),
-        "reasons": plots.reason_importance_png(contributions, names, out_dir / "reasons.png"),
-        "subgroups": plots.subgroup_png(report.fairness, out_dir / "subgroups.png"),
+        "shap_summary": explanation_plots.shap_summary_png(
+            contributions, sample, out_dir / "shap_summary.png"
+        ),
+        "reasons": explanation_plots.reason_importance_png(
+            contributions, names, out_dir / "reasons.png"
+        ),
+        "subgroups": subgroup_plots.subgroup_png(report.fairness, out_dir / "subgroups.png"),
         "stability": plots.stability_png(report.stability, out_dir / "stability.png"),
         "net_benefit": plots.net_benefit_png(
             {MODEL_LABEL: report.primary["net_benefit"]}, out_dir / "net_benefit.png"

@@ -23,8 +23,10 @@ from riskstrat.cohorts.listing import IDENTIFIER_COLUMNS, format_nhs_number, lis
 from riskstrat.config import Settings, acting_user, get_settings
 from riskstrat.data.contract import IdentifierKind
 from riskstrat.data.linkage import DIRECT_CARE, is_direct_care, read_linkage, reidentify
+from riskstrat.errors import InvalidValueError, NotFoundError, RefusedError
 from riskstrat.pipelines.common import published_run
-from riskstrat.store.core import Store, access_record
+from riskstrat.store import Store
+from riskstrat.store.audit import access_record
 
 ExportFormat = Literal["csv", "xlsx"]
 
@@ -46,12 +48,12 @@ def check_reidentification(
     """Refuse a re-identification that may not happen, saying why: only a pseudonymous run
     has pseudonyms to re-identify, and only for direct care."""
     if identifier_kind != "pseudonym":
-        raise ValueError(
+        raise InvalidValueError(
             f"the run for {month:%Y-%m} identifies people by NHS number already, so there is "
             "nothing to re-identify: export it without --linkage"
         )
     if not is_direct_care(purpose):
-        raise ValueError(
+        raise RefusedError(
             "re-identifying people from a linkage file is allowed only for direct care: "
             f'give --purpose "{DIRECT_CARE}" if that is what the list is for; otherwise '
             "export it with pseudonyms (without --linkage)"
@@ -91,12 +93,12 @@ def run_export(
         kind = run.identifier_kind
         if linkage is not None:
             check_reidentification(month=run.month, identifier_kind=kind, purpose=purpose)
-        record = run.details.get("cohort_config", {}).get("interventions", {})
+        record = run.interventions
         if cohort not in record:
             known = ", ".join(record) or "none"
-            raise ValueError(f"unknown cohort {cohort!r}; this run has: {known}")
+            raise NotFoundError(f"unknown cohort {cohort!r}; this run has: {known}")
         limit = capacity if capacity is not None else 10_000_000
-        _, rows = store.intervention_page(
+        _, rows = store.cohorts.page(
             run.id, cohort, pcn_code=pcn, practice_code=practice, offset=0, limit=limit
         )
         identifiers = [m.nhs_number for m, _ in rows]
@@ -111,7 +113,7 @@ def run_export(
             # Recorded before the file exists: no re-identified list without its record. The
             # record names the people by their pseudonyms, as every read of this run does:
             # NHS numbers next to them would put the linkage itself in the store.
-            store.record_access(
+            store.audit.record(
                 access_record(
                     actor=actor,
                     route=f"riskstrat export {cohort} --linkage (re-identification)",
@@ -135,7 +137,7 @@ def run_export(
                 reidentified=linkage is not None,
             ),
         )
-        store.record_access(
+        store.audit.record(
             access_record(
                 actor=actor,
                 route=f"riskstrat export {cohort}",

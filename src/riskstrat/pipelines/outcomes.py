@@ -12,9 +12,11 @@ import pandas as pd
 from riskstrat.cohorts.outcomes import outcome_table, summarise_outcomes
 from riskstrat.cohorts.select import CohortConfig, Criterion, Intervention, Requirement
 from riskstrat.config import Settings, get_settings
+from riskstrat.errors import ConflictError, DataError, NotFoundError
 from riskstrat.features.labels import DEFAULT_HORIZON_DAYS, outcomes_after
 from riskstrat.pipelines.common import Progress, open_extract, published_run, report
-from riskstrat.store.core import Store
+from riskstrat.store import Store
+from riskstrat.store.records import RunInfo
 
 
 @dataclass(frozen=True)
@@ -26,13 +28,16 @@ class OutcomeResult:
     by_practice: pd.DataFrame
 
 
-def config_from_run(details: dict[str, object]) -> CohortConfig:
+def config_from_run(run: RunInfo) -> CohortConfig:
     """The cohort configuration a run recorded (titles, effects, codes), as typed config."""
-    record = details.get("cohort_config")
-    if not isinstance(record, dict) or "interventions" not in record:
-        raise ValueError("the run does not record its cohort configuration")
+    record = run.cohort_config
+    if "interventions" not in record:
+        raise ConflictError(
+            "the run does not record its cohort configuration",
+            hint="score the month again with this version of riskstrat (`riskstrat score`)",
+        )
     interventions = {}
-    for key, i in record["interventions"].items():
+    for key, i in run.interventions.items():
         # The run's list already applied the criteria; only their keys and words are needed.
         criteria = [Criterion(key=k, text=t, when="risk >= 0") for k, t in i["criteria"].items()]
         interventions[key] = Intervention(
@@ -60,19 +65,20 @@ def run_outcomes(
     store = Store(settings.serving_database_url)
     try:
         run = published_run(store, month)
-        config = config_from_run(run.details)
+        config = config_from_run(run)
         window_end = month + timedelta(days=horizon_days)
         report(progress, "read cohorts", 0.05)
-        members = store.cohort_frame(run.id)
+        members = store.cohorts.frame(run.id)
         if members.empty:
-            raise ValueError(f"run {run.id} has no cohort members")
+            raise NotFoundError(f"run {run.id} has no cohort members")
         report(progress, "validate extract", 0.1)
         with open_extract(settings, data_dir) as extract:
             if extract.extract_date < window_end:
-                raise ValueError(
+                raise DataError(
                     f"the extract ends {extract.extract_date.isoformat()}, before the "
                     f"{horizon_days}-day window after {month.isoformat()} closes on "
-                    f"{window_end.isoformat()}: use a later extract"
+                    f"{window_end.isoformat()}: use a later extract",
+                    hint=f"give --data an extract dated {window_end.isoformat()} or later",
                 )
             report(progress, "follow up", 0.6)
             followed = outcomes_after(
@@ -84,7 +90,7 @@ def run_outcomes(
             )
             outcome_extract_date = extract.extract_date
         table = outcome_table(members, followed, config)
-        store.replace_outcomes(run.id, table, outcome_extract_date=outcome_extract_date)
+        store.outcomes.replace(run.id, table, outcome_extract_date=outcome_extract_date)
         report(progress, "done", 1.0)
         return OutcomeResult(
             run_id=run.id,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from riskstrat.config import Settings, acting_user, get_settings
-from riskstrat.errors import RefusedError
+from riskstrat.errors import InvalidValueError, RefusedError
 from riskstrat.modelling.registry import CHALLENGER, CHAMPION, ModelNotFoundError, registry_for
 from riskstrat.modelling.spec import ModelSpec
 
@@ -35,7 +35,7 @@ class PromotionRefused(RefusedError):
     default_hint = "see its gates in `riskstrat models`; to override, promote with --force --reason"
 
     def __init__(self, decision: PromotionDecision):
-        super().__init__("; ".join(decision.reasons))
+        super().__init__(f"version {decision.version} not promoted: {'; '.join(decision.reasons)}")
         self.decision = decision
 
 
@@ -53,13 +53,16 @@ def run_promotion(
     Raises:
         PromotionRefused: a gate failed or the version is worse than the champion, and
             ``force`` was not given. The refusal is recorded on the version first.
-        ValueError: ``force`` without a reason.
+        InvalidValueError: ``force`` without a reason (a ``ValueError``).
     """
     settings = settings or get_settings()
     registry = registry_for(settings)
     actor = actor or acting_user()
     if force and not (reason and reason.strip()):
-        raise ValueError("a forced promotion needs --reason: it is recorded on the version")
+        raise InvalidValueError(
+            "a forced promotion needs --reason: it is recorded on the version",
+            hint='promote again with --force --reason "why the failed check is acceptable"',
+        )
     info = registry.describe(spec.name, version or CHALLENGER)
     try:
         champion = registry.describe(spec.name, CHAMPION)

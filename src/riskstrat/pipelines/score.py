@@ -23,12 +23,13 @@ from riskstrat.cohorts.select import (
 )
 from riskstrat.config import Settings, get_settings
 from riskstrat.data.contract import IdentifierKind
+from riskstrat.errors import DataError, UsageError
 from riskstrat.explain.reasons import explain_with_contributions
 from riskstrat.features.build import COHORT_COLUMNS, build_features
 from riskstrat.modelling.model import predict_risk
 from riskstrat.modelling.registry import CHAMPION, LoadedModel, registry_for
 from riskstrat.pipelines.common import Progress, open_extract, report
-from riskstrat.store.core import Store
+from riskstrat.store import Store
 
 _log = logging.getLogger(__name__)
 
@@ -55,9 +56,10 @@ class ScoreResult:
 def check_as_of(as_of: date, extract_date: date) -> None:
     """Features at ``as_of`` need complete data before it."""
     if as_of > extract_date:
-        raise ValueError(
+        raise DataError(
             f"{as_of.isoformat()} is after the extract date {extract_date.isoformat()}: the "
-            "extract does not cover the days before it"
+            "extract does not cover the days before it",
+            hint=f"choose a date on or before {extract_date.isoformat()}, or use a later extract",
         )
 
 
@@ -114,7 +116,7 @@ def run_scoring(
     """
     settings = settings or get_settings()
     if month.day != 1:
-        raise ValueError("month must be the first day of a month")
+        raise UsageError("month must be the first day of a month")
     config = load_cohort_config(cohorts_file)
     started_at = datetime.now(UTC)
     started = time.perf_counter()
@@ -144,7 +146,10 @@ def run_scoring(
         else:
             n_opt_out = 0
         if features.empty:
-            raise ValueError(f"nobody is registered and alive on {month.isoformat()}")
+            raise DataError(
+                f"nobody is registered and alive on {month.isoformat()}",
+                hint="choose a month the extract's registrations cover",
+            )
         report(progress, f"score and explain {len(features):,} people", 0.35)
         scores = score_frame(model, features)
         report(progress, "build cohorts", 0.8)
@@ -160,17 +165,17 @@ def run_scoring(
             )
         )
         report(progress, "stage", 0.85)
-        run_id = store.begin_run(
+        run_id = store.runs.begin(
             month=month,
             extract_date=extract_date,
             model_name=model.info.name,
             model_version=model.info.version,
             started_at=started_at,
         )
-        store.stage_scores(run_id, scores)
-        store.stage_cohorts(run_id, cohorts)
+        store.runs.stage_scores(run_id, scores)
+        store.runs.stage_cohorts(run_id, cohorts)
         report(progress, "publish", 0.97)
-        info = store.publish(
+        info = store.runs.publish(
             run_id,
             n_type1_opt_outs_excluded=n_opt_out,
             expected_people=len(scores),
@@ -195,9 +200,9 @@ def run_scoring(
         reason = f"{type(exc).__name__}: {exc}"
         try:
             if run_id is not None:
-                store.fail_run(run_id, reason)
+                store.runs.fail(run_id, reason)
             else:
-                store.record_failed_run(
+                store.runs.record_failed(
                     month=month,
                     extract_date=extract_date,
                     model_name=settings.model_name,
@@ -219,7 +224,7 @@ def run_scoring(
         n_type1_opt_outs_excluded=n_opt_out,
         seconds=time.perf_counter() - started,
         cohort_sizes={k: int(v["eligible"]) for k, v in summary.items()},
-        replaced_runs=list(info.details.get("replaced_runs", [])),
+        replaced_runs=info.replaced_runs,
         pruned_runs=pruned,
         prune_error=prune_error,
         identifier_kind=info.identifier_kind,
@@ -232,10 +237,10 @@ def prune_after_publish(store: Store, *, keep_months: int) -> tuple[list[int], s
 
     The scoring has succeeded by then, so a failure here must not report it failed: the
     pruning retires the old months first, in one short transaction, and a prune that stops
-    part way is finished by the next one (``Store.prune``). It is logged, by its type only:
+    part way is finished by the next one (``RunRepository.prune``). It is logged, by its type only:
     a database error's text can quote the rows it was deleting."""
     try:
-        return store.prune(keep_months=keep_months), None
+        return store.runs.prune(keep_months=keep_months), None
     except Exception as exc:
         _log.warning(
             "retention pruning after publishing failed (%s); the next run finishes it",

@@ -22,6 +22,7 @@ import pandas as pd
 
 from riskstrat.config import Settings, get_settings
 from riskstrat.data.extract import read_oracle
+from riskstrat.errors import DataError
 from riskstrat.features.build import (
     KEY_COLUMNS,
     build_features,
@@ -148,7 +149,10 @@ def training_plan(con: Any, spec: ModelSpec, extract_date: date) -> IndexPlan:
     the extract's history begins."""
     start = history_start(con)
     if start is None:
-        raise ValueError("the extract has no activity rows, so no history to learn from")
+        raise DataError(
+            "the extract has no activity rows, so no history to learn from",
+            hint="check that the extract's activity files hold rows (`riskstrat profile`)",
+        )
     t = spec.training
     return plan_index_months(
         data_start=start,
@@ -187,7 +191,10 @@ def split_by_plan(frame: pd.DataFrame, spec: ModelSpec, plan: IndexPlan) -> dict
     parts = {name: frame.loc[mask] for name, mask in masks.items()}
     for label in ("train", "evaluate"):
         if parts[label].empty or parts[label]["label"].nunique() < 2:
-            raise ValueError(f"the {label} months need people with and without the outcome")
+            raise DataError(
+                f"the {label} months need people with and without the outcome",
+                hint="use an extract with more people or more months of history",
+            )
     return parts
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from riskstrat.errors import UsageError
 from riskstrat.nhs_number import SYNTHETIC_NHS_CAPACITY, sorted_synthetic_nhs_numbers
 from riskstrat.synth.params import ProgressCallback, SimulationParams
 from riskstrat.synth.population import Practices, build_practices
@@ -141,16 +142,16 @@ def _simulate_block(
 
 def _check_arguments(n_patients: int, months: int, extract_date: dt.date) -> None:
     if n_patients < 1:
-        raise ValueError("n_patients must be at least 1")
+        raise UsageError("n_patients must be at least 1")
     if n_patients > SYNTHETIC_NHS_CAPACITY:
-        raise ValueError(
+        raise UsageError(
             f"n_patients is {n_patients:,}, but synthetic NHS numbers must start 999 and that "
             f"range holds only {SYNTHETIC_NHS_CAPACITY:,} valid numbers (10**6 nine-digit "
             "bodies less those whose Modulus 11 check digit would be 10); ask for at most "
             f"{SYNTHETIC_NHS_CAPACITY:,} people"
         )
     if not 1 <= months <= 600:
-        raise ValueError("months must be between 1 and 600")
+        raise UsageError("months must be between 1 and 600")
     if isinstance(extract_date, dt.datetime) or not isinstance(extract_date, dt.date):
         raise TypeError("extract_date must be a datetime.date")
 

@@ -45,6 +45,7 @@ from pathlib import Path
 import pandas as pd
 
 from riskstrat.data.files import replace_folder
+from riskstrat.errors import AlreadyExistsError, UsageError
 from riskstrat.synth.blocks import _SIM_STAGES, _check_arguments, _plan, _Progress, _simulate_block
 from riskstrat.synth.omop import OmopLayout, OmopWriter
 from riskstrat.synth.oracle import (
@@ -79,9 +80,7 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
     if overwrite or not out_dir.exists():
         return
     if not out_dir.is_dir() or any(out_dir.iterdir()):
-        raise FileExistsError(
-            f"{out_dir} exists and is not empty; pass overwrite=True to replace it"
-        )
+        raise AlreadyExistsError(f"{out_dir} exists and is not empty")
 
 
 _WRITE_STAGES = {**_SIM_STAGES, "oracle": 0.0, "write": 0.2}
@@ -148,7 +147,7 @@ def generate_extract(
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     if fmt not in ("csv", "parquet", "omop"):
-        raise ValueError(f"fmt must be 'csv', 'parquet' or 'omop', not {fmt!r}")
+        raise UsageError(f"fmt must be 'csv', 'parquet' or 'omop', not {fmt!r}")
     _check_arguments(n_patients, months, extract_date)
     want_oracle = oracle or oracle_dates is not None or oracle_path is not None
     dates: tuple[dt.date, ...] = ()
@@ -160,7 +159,7 @@ def generate_extract(
         )
         target = Path(oracle_path) if oracle_path is not None else default_oracle_path(out_dir)
         if target.exists() and not overwrite:
-            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+            raise AlreadyExistsError(f"{target} exists")
     _check_target(out_dir, overwrite)
     params = SimulationParams()
     plan = _plan(n_patients, seed)

@@ -36,10 +36,14 @@ from riskstrat.data.files import check_plain_file, replace_folder, scan_csv
 from riskstrat.data.omop import mapping, report
 from riskstrat.data.omop.source import CdmSource, open_source
 from riskstrat.data.omop.vocab import map_drugs, resolve_codelists
+from riskstrat.errors import AlreadyExistsError
 
 Progress = Callable[[str, float], None]
 REPORT_JSON = "mapping-report.json"
 REPORT_MD = "mapping-report.md"
+#: The hint of a failure caused by the import's options rather than the CDM's data.
+_OPTIONS_HINT = "see `riskstrat import omop --help` and docs/omop.md"
+
 #: Stages of an import, for progress bars.
 STAGES = ("open", "vocabulary", "persons", "events", "write", "validate", "report")
 
@@ -101,7 +105,8 @@ def import_omop(
     Raises:
         ExtractError: anything about the source, the site map, the lookup or the codelists
             that stops the import (naming the file, line and column where it can).
-        FileExistsError: ``out`` exists and is not empty, without ``overwrite``.
+        AlreadyExistsError: ``out`` exists and is not empty, without ``overwrite`` (a
+            ``FileExistsError``).
     """
     t0 = time.perf_counter()
     report_progress = progress or (lambda stage, fraction: None)
@@ -110,7 +115,8 @@ def import_omop(
     if sites is None and (practice_code is None or pcn_code is None):
         raise ExtractError(
             "say which practice people belong to: --sites MAP.csv (care site to practice and "
-            "PCN), or --practice CODE --pcn CODE to put everyone in one practice"
+            "PCN), or --practice CODE --pcn CODE to put everyone in one practice",
+            hint=_OPTIONS_HINT,
         )
     if sites is None:
         _check_code(practice_code, ODS_PRACTICE_PATTERN, "practice code", "A81001")
@@ -326,7 +332,9 @@ def _extract_date(con: duckdb.DuckDBPyConnection, given: date | None) -> tuple[d
     latest = con.execute("SELECT max(observation_period_end_date) FROM cdm_observation_period")
     value = latest.fetchall()[0][0]
     if value is None:
-        raise ExtractError("the CDM has no observation periods: give --extract-date")
+        raise ExtractError(
+            "the CDM has no observation periods: give --extract-date", hint=_OPTIONS_HINT
+        )
     return value + timedelta(days=1), "the day after the latest observation period ends"
 
 
@@ -433,14 +441,16 @@ def _load_imd(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 def _check_code(value: str | None, pattern: str, what: str, example: str) -> None:
     if value is None or not re.fullmatch(pattern, value):
-        raise ExtractError(f"{what} must look like {example}")
+        raise ExtractError(f"{what} must look like {example}", hint=_OPTIONS_HINT)
 
 
 def _check_target(out: Path, overwrite: bool) -> None:
     if overwrite or not out.exists():
         return
     if not out.is_dir() or any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+        raise AlreadyExistsError(
+            f"{out} exists and is not empty", hint="pass --overwrite to replace it"
+        )
 
 
 def _previous_report(out: Path) -> dict[str, Any] | None:

@@ -1,0 +1,241 @@
+"""Commands on models: train, promote, models, card, ui and predict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from riskstrat.cli.common import console, library_errors, out, parse_date, progress_bar, setup
+from riskstrat.errors import NotFoundError
+
+
+def _ci(ci: dict[str, float | None], digits: int = 3) -> str:
+    value = f"{ci['value']:.{digits}f}"
+    if ci.get("lo") is None or ci.get("hi") is None:
+        return value
+    return f"{value} ({ci['lo']:.{digits}f}-{ci['hi']:.{digits}f})"
+
+
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Extract folder.")],
+    spec: Annotated[
+        Path | None, typer.Option(help="Model folder with spec.yaml; default the 90-day model.")
+    ] = None,
+    oracle: Annotated[
+        Path | None,
+        typer.Option(help="True-risk file of a synthetic extract; default DIR.oracle.parquet."),
+    ] = None,
+) -> None:
+    """Train, evaluate on held-out months, audit fairness, and register a challenger."""
+    from riskstrat.pipelines.train import run_training
+
+    setup()
+    with library_errors(), progress_bar("train") as progress:
+        result = run_training(data, spec_dir=spec, oracle_path=oracle, progress=progress)
+    r = result.report
+    p = r.primary
+    table = Table(
+        "measure",
+        "value (95% CI)",
+        title=f"Held-out month {result.plan.validation_month} ({p['rows']:,} people)",
+    )
+    table.add_row("AUROC", _ci(p["auroc"]))
+    table.add_row("AUPRC", _ci(p["auprc"]))
+    table.add_row("Brier", _ci(p["brier"], 4))
+    table.add_row("observed / expected", _ci(p["calibration"]["oe"]))
+    table.add_row("calibration slope", _ci(p["calibration"]["slope"]))
+    table.add_row("share flagged to catch 70%", _ci(p["share_flagged_for_recall"]))
+    for row in p["lists"]:
+        table.add_row(
+            f"top {row['share']:.0%}: sensitivity / PPV",
+            f"{row['sensitivity']['value']:.3f} / {row['ppv']['value']:.3f}",
+        )
+    for b in r.baselines[1:]:
+        table.add_row(
+            f"baseline: {b['name']}",
+            f"AUROC {b['auroc']['value']:.3f} (model better by {_ci(b['auroc_difference'])})",
+        )
+    if r.oracle:
+        table.add_row("oracle AUROC (true risk)", f"{r.oracle['auroc']:.3f}")
+        table.add_row("model / oracle AUROC", f"{r.oracle['ratio']:.3f}")
+    if r.champion_comparison:
+        c = r.champion_comparison
+        table.add_row(
+            f"champion v{c['champion_version']} on the same rows",
+            f"AUROC {c['champion_auroc']['value']:.3f}; difference {_ci(c['difference'])}",
+        )
+    out.print(table)
+    failed = [g for g in r.gates if not g.passed]
+    out.print(f"gates: {len(r.gates) - len(failed)} of {len(r.gates)} passed")
+    for g in failed:
+        out.print(f"  [red]failed[/] {g.name} ({g.subject}): {g.detail}")
+    out.print(
+        f"validation AUROC {p['auroc']['value']:.3f}; trained on {result.train_rows:,} rows from "
+        f"{len(result.plan.train_months)} index months "
+        f"({result.plan.train_months[0]} to {result.plan.train_months[-1]}); registered "
+        f"{result.model.name} version {result.model.version} as challenger in "
+        f"{result.seconds:.0f} s. Next: riskstrat promote {result.model.version}"
+    )
+
+
+def promote(
+    version: Annotated[
+        str | None, typer.Argument(help="Version to promote; default the challenger.")
+    ] = None,
+    spec: Annotated[
+        Path | None, typer.Option(help="Model folder; default the 90-day model.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Promote even though a check failed.")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (required with --force).")] = None,
+) -> None:
+    """Make a version the champion if it passed its gates and is not worse than the champion."""
+    from riskstrat.modelling.spec import default_spec_dir, load_spec
+    from riskstrat.pipelines.promote import run_promotion
+
+    setup()
+    with library_errors():
+        model_spec = load_spec(spec or default_spec_dir())
+        decision = run_promotion(model_spec, version=version, force=force, reason=reason)
+    if not decision.promoted:
+        out.print(f"version {decision.version}: {'; '.join(decision.reasons)}")
+        return
+    how = (
+        "forced; overriding: " + "; ".join(decision.reasons) if decision.forced else "gates passed"
+    )
+    out.print(
+        f"version {decision.version} is now the champion ({how}); previous champion: "
+        f"{decision.previous_champion or 'none'}"
+    )
+
+
+def models(
+    spec: Annotated[
+        Path | None, typer.Option(help="Model folder; default the 90-day model.")
+    ] = None,
+) -> None:
+    """List registered versions with aliases, key metrics, gates and promotion decisions."""
+    from riskstrat.config import get_settings
+    from riskstrat.modelling.registry import registry_for
+    from riskstrat.modelling.spec import default_spec_dir, load_spec
+
+    setup()
+    with library_errors():
+        model_spec = load_spec(spec or default_spec_dir())
+    versions = registry_for(get_settings()).versions(model_spec.name)
+    if not versions:
+        raise NotFoundError(f"no versions of {model_spec.name} yet: run riskstrat train")
+    table = Table(
+        "version",
+        "aliases",
+        "trained",
+        "held-out month",
+        "AUROC",
+        "O/E",
+        "slope",
+        "oracle ratio",
+        "gates",
+        "promotion",
+        title=model_spec.name,
+    )
+    for v in versions:
+        m, t = v.metrics, v.tags
+        gates = (
+            "passed"
+            if t.get("riskstrat.gates_passed") == "true"
+            else (f"[red]failed[/] ({int(m.get('gates_failed', 0))})")
+        )
+        table.add_row(
+            v.version,
+            ", ".join(v.aliases),
+            v.created_at.strftime("%Y-%m-%d %H:%M"),
+            t.get("riskstrat.validation_month", ""),
+            _metric_ci(m, "validation_auroc"),
+            _metric_ci(m, "validation_oe"),
+            f"{m['validation_calibration_slope']:.2f}"
+            if "validation_calibration_slope" in m
+            else "",
+            f"{m['validation_auroc_ratio_to_oracle']:.3f}"
+            if "validation_auroc_ratio_to_oracle" in m
+            else "",
+            gates,
+            t.get("riskstrat.promotion.decision", "")
+            + (" (forced)" if t.get("riskstrat.promotion.forced") == "true" else ""),
+        )
+    out.print(table)
+
+
+def _metric_ci(metrics: dict[str, float], name: str) -> str:
+    if name not in metrics:
+        return ""
+    if f"{name}_lo" in metrics:
+        return f"{metrics[name]:.3f} ({metrics[name + '_lo']:.3f}-{metrics[name + '_hi']:.3f})"
+    return f"{metrics[name]:.3f}"
+
+
+def card(
+    version: Annotated[str, typer.Argument(help="Version number or alias (champion, challenger).")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder to write; default ./model-card-vN.")
+    ] = None,
+    spec: Annotated[
+        Path | None, typer.Option(help="Model folder; default the 90-day model.")
+    ] = None,
+) -> None:
+    """Write a version's model card (Markdown and HTML, with its plots)."""
+    from riskstrat.config import get_settings
+    from riskstrat.modelling.registry import registry_for
+    from riskstrat.modelling.spec import default_spec_dir, load_spec
+
+    setup()
+    with library_errors():
+        model_spec = load_spec(spec or default_spec_dir())
+    registry = registry_for(get_settings())
+    info = registry.describe(model_spec.name, version)
+    target = out_dir or Path(f"model-card-v{info.version}")
+    if info.run_id is None:
+        raise NotFoundError(f"version {info.version} has no training run to take the card from")
+    folder = registry.download_artifacts(info.run_id, "card", target.parent / f".{target.name}.tmp")
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    folder.rename(target)
+    folder.parent.rmdir()
+    out.print(
+        f"model card of version {info.version}: {target / 'card.md'} and {target / 'card.html'}"
+    )
+
+
+def ui(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """Open MLflow's own UI on the local store (loopback only)."""
+    import subprocess
+
+    from riskstrat.config import get_settings
+    from riskstrat.modelling.registry import registry_for
+
+    command = registry_for(get_settings()).ui_command(host="127.0.0.1", port=port)
+    console.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    raise typer.Exit(subprocess.call(command))  # noqa: S603 - the venv's own mlflow
+
+
+def predict(
+    data: Annotated[Path, typer.Option("--data", help="Extract folder.")],
+    as_of: Annotated[str, typer.Option("--as-of", help="Date to predict from (YYYY-MM-DD).")],
+    out_file: Annotated[Path, typer.Option("--out", help="CSV to write (nhs_number, risk).")],
+    model: Annotated[
+        str, typer.Option(help="champion, another alias, or a version number.")
+    ] = "champion",
+) -> None:
+    """Write each eligible person's 90-day risk at a date (type 1 opt-outs left out)."""
+    from riskstrat.pipelines.predict import run_predict
+
+    setup()
+    when = parse_date(as_of, "--as-of")
+    with library_errors(), progress_bar("predict") as progress:
+        n = run_predict(data, as_of=when, out=out_file, model_ref=model, progress=progress)
+    out.print(f"wrote {n:,} risks to {out_file}")

@@ -1,0 +1,178 @@
+"""The monthly commands: score a month, follow up its outcomes, export its lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from riskstrat.cli.common import library_errors, out, parse_month_option, progress_bar, setup
+from riskstrat.errors import UsageError
+
+
+def score(
+    data: Annotated[Path, typer.Option("--data", help="Extract folder.")],
+    month: Annotated[
+        str, typer.Option(help="Month to score (YYYY-MM, or 'latest'); index date is its 1st.")
+    ],
+    model: Annotated[
+        str, typer.Option(help="champion, another alias, or a version number.")
+    ] = "champion",
+    cohorts: Annotated[
+        Path | None,
+        typer.Option(
+            help="Cohort criteria and effects (versioned configuration); "
+            "default: the cohorts.yaml shipped with the model."
+        ),
+    ] = None,
+) -> None:
+    """Score everyone eligible on the month's first day, explain, build the intervention
+    cohorts, and publish the run (staged, then switched in one transaction)."""
+    from riskstrat.data.extract import read_manifest
+    from riskstrat.pipelines.score import run_scoring
+
+    setup()
+    if month == "latest":
+        # The latest month whose first day has complete data before it.
+        index_date = read_manifest(data).extract_date.replace(day=1)
+    else:
+        index_date = parse_month_option(month)
+    with library_errors(), progress_bar("score") as progress:
+        result = run_scoring(
+            data, month=index_date, model_ref=model, cohorts_file=cohorts, progress=progress
+        )
+    sizes = ", ".join(f"{k} {v:,}" for k, v in result.cohort_sizes.items())
+    replaced = (
+        f"; it replaces run {', '.join(map(str, result.replaced_runs))} for the same month"
+        if result.replaced_runs
+        else ""
+    )
+    out.print(
+        f"published run {result.run_id} for {result.month}: {result.n_scored:,} people scored with "
+        f"{result.model_name} v{result.model_version} ({result.n_type1_opt_outs_excluded:,} type 1 "
+        f"opt-outs left out) in {result.seconds:.1f} s{replaced}\ncohorts: {sizes}"
+    )
+    if result.pruned_runs:
+        out.print(f"retention: removed {len(result.pruned_runs)} old run(s)")
+    if result.prune_error:
+        out.print(
+            f"[yellow]warning:[/] removing months older than the retention window failed "
+            f"({result.prune_error}); the month is published, and the next run removes them"
+        )
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def outcomes(
+    month: Annotated[str, typer.Option(help="Month of the published run to follow up (YYYY-MM).")],
+    data: Annotated[Path, typer.Option("--data", help="A later extract covering 90 days after.")],
+    by_practice: Annotated[bool, typer.Option(help="Also print one row per practice.")] = False,
+    csv_out: Annotated[
+        Path | None, typer.Option("--csv", help="Write the per-practice summary to this CSV.")
+    ] = None,
+) -> None:
+    """Expected against observed admissions for a past month's cohorts, by whether the
+    intervention was delivered, with O/E and admissions avoided. Aggregates only."""
+    from riskstrat.pipelines.outcomes import run_outcomes
+
+    setup()
+    when = parse_month_option(month)
+    with library_errors(), progress_bar("outcomes") as progress:
+        result = run_outcomes(data, month=when, progress=progress)
+    frames = [("intervention", result.by_intervention)]
+    if by_practice:
+        frames.append(("practice", result.by_practice))
+    for title, frame in frames:
+        table = Table(
+            title=f"Outcomes of run {result.run_id} ({when:%Y-%m}) by {title}, "
+            f"followed to {result.outcome_extract_date}"
+        )
+        keys = ["intervention"] + (["practice_code"] if title == "practice" else [])
+        for col in keys + [
+            "reached: people",
+            "reached: O / E (95% CI)",
+            "not reached: people",
+            "not reached: O / E (95% CI)",
+            "avoided vs expected (95% CI)",
+            "avoided vs not reached",
+        ]:
+            table.add_column(col)
+        for r in frame.to_dict(orient="records"):
+            cells = [str(r[k]) for k in keys]
+            for g in ("delivered", "not_delivered"):
+                cells.append(f"{r[f'{g}_people']:,}")
+                cells.append(
+                    f"{r[f'{g}_observed']} / {r[f'{g}_expected']:.1f} = {_num(r[f'{g}_oe'], 2)} "
+                    f"({_num(r[f'{g}_oe_low'], 2)}-{_num(r[f'{g}_oe_high'], 2)})"
+                )
+            cells.append(
+                f"{_num(r['avoided_vs_expected'])} ({_num(r['avoided_vs_expected_low'])} to "
+                f"{_num(r['avoided_vs_expected_high'])})"
+            )
+            cells.append(_num(r["avoided_vs_not_delivered"]))
+            table.add_row(*cells)
+        out.print(table)
+    if csv_out is not None:
+        result.by_practice.to_csv(csv_out, index=False)
+        out.print(f"wrote {csv_out}")
+    out.print(
+        "reached = the intervention was recorded in the 90 days after the index date. Who is "
+        "reached is not random, so these are estimates, not a trial."
+    )
+
+
+def export(
+    month: Annotated[str, typer.Option(help="Month of the published run (YYYY-MM).")],
+    cohort: Annotated[
+        str,
+        typer.Option(help="falls_review, medication_review or advance_care_planning."),
+    ],
+    pcn: Annotated[str | None, typer.Option(help="PCN ODS code, e.g. U12345.")] = None,
+    practice: Annotated[str | None, typer.Option(help="Practice ODS code.")] = None,
+    capacity: Annotated[int | None, typer.Option(min=1, help="Only the top N.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or xlsx.")] = "csv",
+    out_file: Annotated[Path | None, typer.Option("--out", help="Output file.")] = None,
+    linkage: Annotated[
+        Path | None,
+        typer.Option(
+            help="A pseudonymous run only: the practice's linkage file (CSV: pseudonym,"
+            'nhs_number) to add NHS numbers for direct care; needs --purpose "direct care". '
+            "Read only, never stored; the re-identification is recorded in the access log."
+        ),
+    ] = None,
+    purpose: Annotated[
+        str | None,
+        typer.Option(help='Why the list is needed (audited); "direct care" for --linkage.'),
+    ] = None,
+) -> None:
+    """Write a cohort list a practice team opens in Excel (recorded in the access log)."""
+    from riskstrat.pipelines.export import run_export
+
+    setup()
+    if fmt not in ("csv", "xlsx"):
+        raise UsageError("--format must be csv or xlsx")
+    when = parse_month_option(month)
+    with library_errors():
+        result = run_export(
+            month=when,
+            cohort=cohort,
+            fmt=fmt,  # type: ignore[arg-type]
+            pcn=pcn,
+            practice=practice,
+            capacity=capacity,
+            out=out_file,
+            linkage=linkage,
+            purpose=purpose,
+        )
+    out.print(f"wrote {result.rows:,} people to {result.path} (from run {result.run_id})")
+    if result.identifier_kind == "pseudonym" and not result.reidentified:
+        out.print("people are identified by pseudonym (the run is pseudonymous)")
+    if result.reidentified:
+        out.print(
+            f"re-identified {result.reidentified:,} people from the linkage file for direct "
+            "care; recorded in the access log. The file identifies people: keep it safe."
+        )
