@@ -2,8 +2,8 @@
 
 The rule (NHS Data Dictionary): multiply digits 1-9 by the weights 10..2, sum, take
 ``11 - (sum mod 11)``; 11 means a check digit of 0 and 10 means the number is invalid.
-The same rule is written once more in SQL for DuckDB (``riskstrat.data.extract``); a test checks
-that the two agree.
+The same rule is written once more in SQL for DuckDB (the ``nhs_check_digit_ok`` macro in
+``riskstrat.data.rules``); a test checks that the two agree.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def all_synthetic_nhs_numbers() -> npt.NDArray[np.int64]:
         rest //= 10
     check = (11 - total % 11) % 11
     ok = check != 10
-    return body[ok] * 10 + check[ok]
+    numbers: npt.NDArray[np.int64] = body[ok] * 10 + check[ok]
+    return numbers
 
 
 def sorted_synthetic_nhs_numbers(rng: np.random.Generator, n: int) -> npt.NDArray[np.int64]:

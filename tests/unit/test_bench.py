@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from riskstrat.bench.stages import StageResult, growth, machine_info, run_benchmarks, step_growth
-from riskstrat.cli.main import app
+from riskstrat.cli import app
 from riskstrat.config import get_settings
 
 
@@ -200,8 +200,20 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     assert not (tmp_path / "w" / "n1500").exists()  # not kept this time
 
 
+def test_a_stage_without_the_one_it_needs_fails_with_what_to_do(tmp_path):
+    """The child's error comes back to the parent as the same riskstrat error, hint and all."""
+    from riskstrat.bench.stages import run_stage
+    from riskstrat.errors import MissingFileError, UsageError
+
+    with pytest.raises(MissingFileError, match="needs the generate stage") as info:
+        run_stage("train", {"patients": 10, "workdir": str(tmp_path)})
+    assert info.value.hint is not None and "--stages generate,train" in info.value.hint
+    with pytest.raises(UsageError, match="unknown stage"):
+        run_stage("nope", {"patients": 10, "workdir": str(tmp_path)})
+
+
 def test_cpu_shares_are_the_busy_and_stolen_parts_of_the_interval():
-    from riskstrat.bench.stages import cpu_shares, cpu_times
+    from riskstrat.bench.measure import cpu_shares, cpu_times
 
     # user, nice, system, idle, iowait, irq, softirq, steal
     before = [100, 0, 50, 800, 10, 0, 0, 40]

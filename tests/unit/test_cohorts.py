@@ -818,3 +818,14 @@ def test_grouped_contributions_sum_to_the_platt_calibrated_log_odds(tiny_model):
     j = 0
     without = 1 / (1 + np.exp(-(a * raw + b - gc.log_odds[:, j])))
     np.testing.assert_allclose(gc.percentage_points[:, j], 100 * (gc.risk - without), atol=1e-9)
+
+
+def test_a_missing_or_invalid_cohort_file_is_a_riskstrat_error(tmp_path):
+    from riskstrat.errors import ConfigError, MissingFileError
+
+    with pytest.raises(MissingFileError, match="no cohort configuration at"):
+        load_cohort_config(tmp_path / "absent.yaml")
+    path = _write_variant(tmp_path, "effect: 0.25", "effect: 1.5")
+    with pytest.raises(ConfigError) as info:
+        load_cohort_config(path)
+    assert info.value.hint is not None and "shows every field" in info.value.hint

@@ -13,18 +13,19 @@ from scipy.stats import binomtest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from riskstrat.modelling.evaluation import (
-    EvaluationPlan,
-    GateResult,
-    calibration_gate_results,
-    compare_predictions,
-    discrimination_metrics,
-    evaluate_predictions,
+from riskstrat.modelling.estimates import (
     fit_calibration_intercept,
     fit_calibration_slope,
     logit,
     wilson_interval,
 )
+from riskstrat.modelling.evaluation import (
+    EvaluationPlan,
+    compare_predictions,
+    discrimination_metrics,
+    evaluate_predictions,
+)
+from riskstrat.modelling.gates import GateResult, calibration_gate_results
 
 NO_BOOT = EvaluationPlan(bootstrap_samples=0)
 
@@ -147,7 +148,7 @@ def test_auroc_and_auprc_equal_sklearn(seed, decimals):
 
 def test_bootstrap_metrics_equal_sklearn_on_a_resample():
     # the bootstrap uses row counts; the metric of the weights is the metric of the rows
-    from riskstrat.modelling.evaluation import RankedScores
+    from riskstrat.modelling.estimates import RankedScores
 
     y, p = _population(2000, 3)
     p = np.round(p, 2)
@@ -160,7 +161,7 @@ def test_bootstrap_metrics_equal_sklearn_on_a_resample():
 
 
 def test_bootstrap_share_flagged_equals_the_resampled_rows():
-    from riskstrat.modelling.evaluation import share_flagged_for_recall
+    from riskstrat.modelling.estimates import share_flagged_for_recall
 
     y, p = _population(2000, 4)  # distinct risks: only a row's own copies tie
     desc = np.argsort(-p, kind="stable")

@@ -321,3 +321,21 @@ def test_split_by_plan_gives_each_row_one_part_and_holds_out_whole_people():
     by_months = split_by_plan(frame, spec, plan_months)
     assert list(by_months["train"].index) == list(frame.index[train_months])
     assert set(by_months["stop"]["index_date"]) == {months[8]}
+
+
+def test_a_missing_or_invalid_spec_is_a_riskstrat_error_naming_the_file(tmp_path):
+    from riskstrat.errors import ConfigError, MissingFileError
+    from riskstrat.modelling.spec import default_spec_dir, load_spec
+
+    with pytest.raises(MissingFileError, match="no model spec at") as missing:
+        load_spec(tmp_path)
+    assert isinstance(missing.value, FileNotFoundError)  # callers that caught it still do
+    spec = tmp_path / "spec.yaml"
+    good = (default_spec_dir() / "spec.yaml").read_text(encoding="utf-8")
+    for text in (good + "\nnot_a_field: 1\n", "name: [unclosed\n", "- a list\n"):
+        spec.write_text(text, encoding="utf-8")
+        with pytest.raises(ConfigError, match="not a valid model spec") as invalid:
+            load_spec(tmp_path)
+        assert isinstance(invalid.value, ValueError)
+        assert str(spec) in invalid.value.message
+        assert invalid.value.hint is not None and "shows every field" in invalid.value.hint

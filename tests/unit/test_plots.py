@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from riskstrat.reports import plots
+from riskstrat.reports import explanation_plots, figures, plots, subgroup_plots
 from tests.unit.test_card import ci, example_audit, example_context, example_evaluation
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -121,25 +121,27 @@ def test_calibration_log_and_linear_axes(tmp_path):
 
 def test_shap_summary_and_reasons(shap_inputs, tmp_path):
     contrib, X = shap_inputs
-    first = plots.shap_summary_png(contrib, X, tmp_path / "shap.png", max_features=6)
+    first = explanation_plots.shap_summary_png(contrib, X, tmp_path / "shap.png", max_features=6)
     assert_png(first)
-    again = plots.shap_summary_png(contrib, X, tmp_path / "shap_again.png", max_features=6)
+    again = explanation_plots.shap_summary_png(
+        contrib, X, tmp_path / "shap_again.png", max_features=6
+    )
     assert first.read_bytes() == again.read_bytes()  # the subsample is deterministic
-    assert_png(plots.reason_importance_png(contrib, FEATURES, tmp_path / "reasons.png"))
+    assert_png(explanation_plots.reason_importance_png(contrib, FEATURES, tmp_path / "reasons.png"))
     with pytest.raises(ValueError, match="base value"):
-        plots.shap_summary_png(contrib[:, :-1], X, tmp_path / "bad.png")
+        explanation_plots.shap_summary_png(contrib[:, :-1], X, tmp_path / "bad.png")
     with pytest.raises(ValueError, match="without a reason group"):
-        plots.reason_importance_png(
+        explanation_plots.reason_importance_png(
             np.zeros((3, 2)), ["not_a_feature"], tmp_path / "bad_reasons.png"
         )
 
 
 def test_feature_ranks_and_swarm_offsets():
-    ranks = plots._feature_ranks(pd.Series([3.0, None, 1.0, 2.0, 2.0]))
+    ranks = explanation_plots._feature_ranks(pd.Series([3.0, None, 1.0, 2.0, 2.0]))
     assert np.isnan(ranks[1])
     assert ranks[2] == 0.0 and ranks[0] == 1.0 and ranks[3] == ranks[4] == 0.5
-    assert (plots._feature_ranks(pd.Series([1, 1, 1])) == 0.5).all()
-    offsets = plots._swarm_offsets(np.zeros(5), np.random.default_rng(0))
+    assert (explanation_plots._feature_ranks(pd.Series([1, 1, 1])) == 0.5).all()
+    offsets = explanation_plots._swarm_offsets(np.zeros(5), np.random.default_rng(0))
     assert np.abs(offsets).max() == pytest.approx(0.4)
     assert len(set(offsets.round(6))) == 5  # stacked, not drawn on top of each other
 
@@ -148,7 +150,7 @@ def test_subgroups_with_a_group_too_small_to_estimate(tmp_path):
     audit = example_audit()
     small = [g for g in audit["groups"] if not g["estimable"]]
     assert small and small[0]["auroc"] is None
-    assert_png(plots.subgroup_png(audit, tmp_path / "subgroups.png"))
+    assert_png(subgroup_plots.subgroup_png(audit, tmp_path / "subgroups.png"))
     # Other metrics; CIs and a point off the axis; missing values; a group too small to
     # estimate that still has an AUROC.
     audit["groups"] = [g for g in audit["groups"] if g["attribute"] in ("sex", "ethnic_group")]
@@ -158,7 +160,7 @@ def test_subgroups_with_a_group_too_small_to_estimate(tmp_path):
     audit["groups"][2]["oe"] = ci(0.0, None, None)  # no events
     audit["groups"][2].update(estimable=False, reason="fewer than 20 admissions")
     metrics = ("auroc", "oe", "fnr", "false_omission_rate")
-    assert_png(plots.subgroup_png(audit, tmp_path / "more.png", metrics=metrics))
+    assert_png(subgroup_plots.subgroup_png(audit, tmp_path / "more.png", metrics=metrics))
 
 
 def test_stability_and_net_benefit(tmp_path):
@@ -187,8 +189,9 @@ def test_plots_are_safe_in_threads(outcomes, tmp_path):
     assert len(contents) == 1
 
 
-def test_no_pyplot_and_matplotlib_only_inside_functions():
-    tree = ast.parse(Path(plots.__file__).read_text(encoding="utf-8"))
+@pytest.mark.parametrize("module", [plots, explanation_plots, subgroup_plots, figures])
+def test_no_pyplot_and_matplotlib_only_inside_functions(module):
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     imported: list[tuple[str, bool]] = []  # (module, at module level)
     top_level = set(map(id, tree.body))
     for node in ast.walk(tree):
@@ -200,4 +203,4 @@ def test_no_pyplot_and_matplotlib_only_inside_functions():
         imported += [(name, id(node) in top_level) for name in names]
     assert not [m for m, _ in imported if "pyplot" in m]
     assert not [m for m, top in imported if top and m.startswith("matplotlib")]
-    assert "matplotlib.use(" not in Path(plots.__file__).read_text(encoding="utf-8")
+    assert "matplotlib.use(" not in Path(module.__file__).read_text(encoding="utf-8")

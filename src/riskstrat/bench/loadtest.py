@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from riskstrat.errors import UsageError
+
 
 @dataclass
 class LoadResult:
@@ -51,7 +53,10 @@ class LoadResult:
 def check_loopback(base_url: str) -> None:
     host = urlparse(base_url).hostname
     if host not in ("127.0.0.1", "localhost", "::1"):
-        raise ValueError(f"load tests run against loopback only, not {host!r}")
+        raise UsageError(
+            f"load tests run against loopback only, not {host!r}",
+            hint="serve the API on 127.0.0.1 and load that",
+        )
 
 
 class _Connection:
@@ -156,7 +161,7 @@ def run_load(
     """Send ``rate`` requests a second for ``seconds`` (at most 10 minutes) to loopback."""
     check_loopback(base_url)
     if not 0 < seconds <= 600 or not 0 < rate <= 5000:
-        raise ValueError("load is bounded: 0 < seconds <= 600 and 0 < rate <= 5000")
+        raise UsageError("load is bounded: 0 < seconds <= 600 and 0 < rate <= 5000")
     # The generator's own pauses would be measured as the server's latency. A full garbage
     # collection of the caller's heap (a benchmark holds a whole population) took up to 300
     # ms, and delayed every request in flight and every one due meanwhile. So, as timeit

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from riskstrat.data.contract import IdentifierKind
-from riskstrat.store.core import CohortMember, PatientScore, json_text
+from riskstrat.store.records import CohortMember, PatientScore, json_text
 
 LISTING_COLUMNS = (
     "rank", "nhs_number", "practice_code", "pcn_code", "risk_percent",

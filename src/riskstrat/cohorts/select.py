@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from riskstrat.data.contract import INTERVENTION_CODES
+from riskstrat.errors import ConfigError, MissingFileError, UsageError
 from riskstrat.resources import model_dir
 
 #: Where the default model's cohort configuration lives, relative to the project root.
@@ -190,18 +191,22 @@ def load_cohort_config(path: Path | None = None) -> CohortConfig:
     """Read and type-check a cohort configuration file.
 
     Raises:
-        ValueError: naming the file and what is wrong with it.
+        MissingFileError: there is no file at ``path`` (also a ``FileNotFoundError``).
+        ConfigError: naming the file and what is wrong with it (also a ``ValueError``).
     """
     path = path or default_cohorts_file()
+    if not path.is_file():
+        raise MissingFileError(f"no cohort configuration at {path}")
     raw = path.read_bytes()
+    hint = f"fix the YAML named above; {default_cohorts_file()} shows every field"
     try:
         data = yaml.safe_load(raw)
         config = CohortConfig.model_validate({**(data or {}), "digest": ""})
     except (yaml.YAMLError, ValueError) as exc:
-        raise ValueError(f"{path}: not a valid cohort configuration: {exc}") from None
+        raise ConfigError(f"{path}: not a valid cohort configuration: {exc}", hint=hint) from None
     unknown_codes = {i.served_by for i in config.interventions.values()} - set(INTERVENTION_CODES)
     if unknown_codes:  # pragma: no cover - guarded by the Literal above
-        raise ValueError(f"{path}: unknown intervention codes {sorted(unknown_codes)}")
+        raise ConfigError(f"{path}: unknown intervention codes {sorted(unknown_codes)}", hint=hint)
     return config.model_copy(update={"digest": hashlib.sha256(raw).hexdigest()[:16]})
 
 
@@ -209,7 +214,11 @@ def check_columns(config: CohortConfig, available: Sequence[str]) -> None:
     """Fail early, naming the columns the criteria need that the frame does not have."""
     missing = sorted(config.columns() - set(available))
     if missing:
-        raise ValueError(f"the cohort criteria need columns the scores lack: {', '.join(missing)}")
+        raise ConfigError(
+            f"the cohort criteria need columns the scores lack: {', '.join(missing)}",
+            hint="a criterion may read the scores' columns only: the model's features, the "
+            "cohort facts (features.build.COHORT_COLUMNS) and risk",
+        )
 
 
 def build_cohort(frame: pd.DataFrame, intervention: Intervention) -> pd.DataFrame:
@@ -239,7 +248,9 @@ def build_cohort(frame: pd.DataFrame, intervention: Intervention) -> pd.DataFram
     if intervention.lookback_days is not None:
         served &= days <= intervention.lookback_days
     keep = ok & ~served
-    members = frame.loc[keep, ["nhs_number", "practice_code", "pcn_code", "risk"]].copy()
+    members: pd.DataFrame = frame.loc[
+        keep, ["nhs_number", "practice_code", "pcn_code", "risk"]
+    ].copy()
     keys = list(held)
     hits = np.column_stack([held[k][keep] for k in keys]) if keys else np.zeros((0, 0), bool)
     members["criteria"] = [[k for k, h in zip(keys, row, strict=True) if h] for row in hits]
@@ -316,7 +327,7 @@ def capacity_summary(
     intervention's effect (none when no effect is claimed).
     """
     if capacity < 1:
-        raise ValueError("capacity must be at least 1")
+        raise UsageError("capacity must be at least 1", hint="ask for a capacity of 1 or more")
     return {
         "eligible": len(risks),
         "capacity": capacity,

@@ -32,18 +32,17 @@ from fairlearn.metrics import (
     selection_rate,
 )
 
-from riskstrat.modelling.evaluation import (
+from riskstrat.modelling.estimates import (
     CI,
     FloatArray,
-    GateResult,
     RankedScores,
     bootstrap_counts,
     percentile_ci,
-    range_gate,
     rate_ci,
     top_share_flags,
-    validate_predictions,
 )
+from riskstrat.modelling.evaluation import validate_predictions
+from riskstrat.modelling.gates import GateResult, range_gate
 
 #: Labels for a value that was not recorded; they sort after the real groups, in this order.
 MISSING_LABELS = ("Not stated", "Not known", "U")
@@ -324,8 +323,8 @@ def fairness_audit(
     **Metrics** (per group and overall): selection rate = flagged share; FPR = FP / (FP +
     TN); FNR = FN / (FN + TP); false omission rate = FN / (FN + TN); false discovery rate =
     FP / (FP + TP); O/E = observed events / sum of predicted risks; AUROC within the group
-    (rank-based, as :func:`riskstrat.modelling.evaluation.evaluate_predictions`); mean risk and event
-    rate. The confusion counts, the rates and the summed risks come from fairlearn's
+    (rank-based, as :func:`riskstrat.modelling.evaluation.evaluate_predictions`); mean risk and
+    event rate. The confusion counts, the rates and the summed risks come from fairlearn's
     ``MetricFrame`` with the attribute as ``sensitive_features`` (given one row per group,
     outcome and flag cell, weighted by its row count: see ``_metric_frame``). Rates carry
     Wilson intervals and are None when their denominator is 0. AUROC and O/E carry

@@ -8,7 +8,9 @@ from datetime import date, timedelta
 import duckdb
 import pandas as pd
 
-from riskstrat.features.build import PeopleSample, index_sql, population_sql, sampled_people
+from riskstrat.errors import UsageError
+from riskstrat.features.build import PeopleSample, sampled_people
+from riskstrat.features.sql import index_sql, population_sql
 
 DEFAULT_HORIZON_DAYS = 90
 
@@ -37,7 +39,7 @@ def build_labels(
         Columns ``nhs_number``, ``index_date``, ``label`` (0/1), sorted like the features.
     """
     if horizon_days <= 0:
-        raise ValueError("horizon_days must be positive")
+        raise UsageError("horizon_days must be positive")
     sql = f"""
     WITH {index_sql().strip()},
     {population_sql(sampled=people is not None).strip()},
@@ -76,12 +78,12 @@ def outcomes_after(
     the same window. Registration is not required: people who left are still followed.
     """
     if horizon_days <= 0:
-        raise ValueError("horizon_days must be positive")
+        raise UsageError("horizon_days must be positive")
     people = pd.DataFrame({"nhs_number": pd.Series(list(nhs_numbers), dtype=str)})
     codes = [c for c in dict.fromkeys(delivered_codes)]
     for code in codes:
         if not code.replace("_", "").isalnum():
-            raise ValueError(f"not an intervention code: {code!r}")
+            raise UsageError(f"not an intervention code: {code!r}")
     delivered = ",\n".join(
         f"max(CASE WHEN o.code = '{c}' THEN 1 ELSE 0 END) AS delivered_{c.lower()}" for c in codes
     )

@@ -2,8 +2,8 @@
 
 MLflow copies this file into every logged model and runs it when the model is loaded, so a
 registered version loads without unpickling anything: the trees come from LightGBM's text
-format and the calibrator from JSON. ``riskstrat.modelling.registry`` logs it; nothing imports it (it
-calls ``set_model`` when run), which is why it alone, beside the registry, imports mlflow.
+format and the calibrator from JSON. ``riskstrat.modelling.registry`` logs it; nothing imports
+it (it calls ``set_model`` when run), which is why it alone, beside the registry, imports mlflow.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import lightgbm as lgb
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel
 
 from riskstrat.modelling.model import Calibrator, raw_log_odds
 
 
-class RiskstratModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
+class RiskstratModel(PythonModel):
     """Calibrated probability of the outcome for each row of a feature frame."""
 
     def load_context(self, context: Any) -> None:

@@ -1,4 +1,4 @@
-"""Model metrics on held-out rows, with confidence intervals, and the calibration gate.
+"""Model metrics on held-out rows, with confidence intervals.
 
 Every function here returns plain JSON-serialisable data (dicts, lists, floats, ints, str,
 bool, None) because the results feed the model card, the MLflow logs and the promotion gates.
@@ -15,25 +15,37 @@ Conventions:
   metric is computed on exactly the resampled rows without copying them. Resamples with no
   events or no non-events are skipped (AUROC and the calibration fits are undefined there).
 - Proportions (sensitivity, PPV, rates) use Wilson score intervals.
+
+The weighted estimators and intervals are in :mod:`riskstrat.modelling.estimates`; the
+promotion gates built on these results are in :mod:`riskstrat.modelling.gates`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from statistics import NormalDist
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-#: ``{"value": float, "lo": float | None, "hi": float | None}``
-CI = dict[str, float | None]
-FloatArray = npt.NDArray[np.float64]
-
-_CLIP = 1e-6
+from riskstrat.modelling.estimates import (
+    CI,
+    FloatArray,
+    RankedScores,
+    bootstrap_counts,
+    dot,
+    fit_calibration_intercept,
+    fit_calibration_slope,
+    logit,
+    percentile_ci,
+    rate_ci,
+    share_flagged_for_recall,
+    top_share_flags,
+    wilson_interval,
+)
 
 
 def discrimination_metrics(
@@ -164,265 +176,6 @@ def validate_predictions(
     return y, p
 
 
-def _z(level: float) -> float:
-    return NormalDist().inv_cdf(1 - (1 - level) / 2)
-
-
-def wilson_interval(successes: int, trials: int, *, level: float = 0.95) -> tuple[float, float]:
-    """The Wilson score interval for a proportion ``successes / trials``.
-
-    Raises:
-        ValueError: when ``trials`` is 0 or ``successes`` is outside ``[0, trials]``.
-    """
-    if trials <= 0:
-        raise ValueError("a Wilson interval needs at least one trial")
-    if not 0 <= successes <= trials:
-        raise ValueError("successes must be between 0 and trials")
-    z = _z(level)
-    n = float(trials)
-    phat = successes / n
-    denom = 1 + z * z / n
-    centre = (phat + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n))
-    lo = 0.0 if successes == 0 else max(0.0, centre - half)
-    hi = 1.0 if successes == trials else min(1.0, centre + half)
-    return lo, hi
-
-
-def rate_ci(successes: int, trials: int, *, level: float = 0.95) -> CI | None:
-    """A proportion with its Wilson interval as a CI; None when ``trials`` is 0."""
-    if trials <= 0:
-        return None
-    lo, hi = wilson_interval(int(successes), int(trials), level=level)
-    return {"value": successes / trials, "lo": lo, "hi": hi}
-
-
-def _num(x: float | np.floating[Any] | None) -> float | None:
-    """A plain float, or None for a missing or non-finite value."""
-    if x is None:
-        return None
-    f = float(x)
-    return f if math.isfinite(f) else None
-
-
-def percentile_ci(value: float | None, samples: npt.ArrayLike, *, level: float) -> CI:
-    """A CI from a point estimate and bootstrap replicates (percentile method).
-
-    Non-finite replicates are ignored; with none left, ``lo`` and ``hi`` are None.
-    """
-    s = np.asarray(samples, dtype=np.float64)
-    s = s[np.isfinite(s)]
-    if s.size == 0:
-        return {"value": _num(value), "lo": None, "hi": None}
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(s, [tail, 100 - tail])
-    return {"value": _num(value), "lo": float(lo), "hi": float(hi)}
-
-
-def top_share_flags(risk: FloatArray, share: float) -> tuple[npt.NDArray[np.bool_], float, int]:
-    """Flag the ``ceil(share * rows)`` highest risks, ties broken stably by row order.
-
-    Returns:
-        ``(flagged, threshold, count)``: a boolean mask, the lowest flagged risk, and how many
-        were flagged.
-    """
-    n = len(risk)
-    # the small tolerance keeps 0.1 * 30 = 3.0000000000000004 from flagging 4 people
-    k = min(n, max(1, math.ceil(share * n - 1e-9)))
-    order = np.argsort(-risk, kind="stable")
-    flagged = np.zeros(n, dtype=bool)
-    flagged[order[:k]] = True
-    return flagged, float(risk[order[k - 1]]), k
-
-
-def logit(p: npt.ArrayLike) -> FloatArray:
-    """``log(p / (1 - p))`` after clipping p to ``[1e-6, 1 - 1e-6]``."""
-    q = np.clip(np.asarray(p, dtype=np.float64), _CLIP, 1 - _CLIP)
-    return np.log(q) - np.log1p(-q)
-
-
-def _dot(a: FloatArray, b: FloatArray) -> float:
-    # einsum, not BLAS: OpenBLAS threads a long dot product, which costs more CPU than it
-    # saves here and competes with other work on a two-core machine
-    return float(np.einsum("i,i->", a, b))
-
-
-def _sigmoid(eta: FloatArray) -> FloatArray:
-    with np.errstate(over="ignore"):  # exp overflow gives 1 / inf = 0, which is right
-        out: FloatArray = 1.0 / (1.0 + np.exp(-eta))
-    return out
-
-
-def _log_likelihood(eta: FloatArray, y: FloatArray, w: FloatArray) -> float:
-    # sum w * (y * eta - log(1 + exp(eta))), written to avoid overflow
-    return _dot(w, y * eta - np.logaddexp(0.0, eta))
-
-
-_MAX_FULL_STEP = 0.5  # Newton steps this small are taken without a line search
-_TOL = 1e-9
-
-
-def fit_calibration_intercept(
-    x: FloatArray, y: FloatArray, w: FloatArray | None = None, *, start: float = 0.0
-) -> float:
-    """Unpenalised ML fit of ``a`` in ``logit P(y=1) = a + x`` (x = logit(p) as an offset).
-
-    Newton's method (a line search guards large steps); ``w`` are row weights (bootstrap
-    counts). Returns NaN when the fit does not converge (for instance when all outcomes are
-    the same).
-    """
-    ww = np.ones_like(x) if w is None else w
-    a = start
-    eta = a + x
-    for _ in range(100):
-        mu = _sigmoid(eta)
-        info = _dot(ww, mu * (1 - mu))
-        if not info > 0:
-            return math.nan
-        step = _dot(ww, y - mu) / info
-        if abs(step) > _MAX_FULL_STEP:
-            ll = _log_likelihood(eta, y, ww)
-            for _ in range(50):
-                if _log_likelihood(a + step + x, y, ww) >= ll:
-                    break
-                step /= 2
-        a += step
-        eta = a + x
-        if abs(step) < _TOL:
-            return a
-    return math.nan
-
-
-def fit_calibration_slope(
-    x: FloatArray,
-    y: FloatArray,
-    w: FloatArray | None = None,
-    *,
-    start: tuple[float, float] = (0.0, 1.0),
-) -> tuple[float, float]:
-    """Unpenalised ML fit of ``(c, b)`` in ``logit P(y=1) = c + b * x`` (x = logit(p)).
-
-    Newton's method (a line search guards large steps); ``w`` are row weights (bootstrap
-    counts). Returns ``(nan, nan)`` when the fit does not converge (for instance under
-    perfect separation).
-    """
-    ww = np.ones_like(x) if w is None else w
-    c, b = start
-    eta = c + b * x
-    for _ in range(100):
-        mu = _sigmoid(eta)
-        r = ww * (y - mu)
-        v = ww * mu * (1 - mu)
-        g0, g1 = float(r.sum()), _dot(r, x)
-        vx = v * x
-        h00, h01, h11 = float(v.sum()), float(vx.sum()), _dot(vx, x)
-        det = h00 * h11 - h01 * h01
-        if not det > 0:
-            return math.nan, math.nan
-        s0 = (h11 * g0 - h01 * g1) / det
-        s1 = (h00 * g1 - h01 * g0) / det
-        if max(abs(s0), abs(s1)) > _MAX_FULL_STEP:
-            ll = _log_likelihood(eta, y, ww)
-            for _ in range(50):
-                if _log_likelihood((c + s0) + (b + s1) * x, y, ww) >= ll:
-                    break
-                s0, s1 = s0 / 2, s1 / 2
-        c, b = c + s0, b + s1
-        eta = c + b * x
-        if max(abs(s0), abs(s1)) < _TOL:
-            return c, b
-    return math.nan, math.nan
-
-
-class RankedScores:
-    """Outcomes sorted by risk once, so weighted AUROC and AUPRC need no sorting per resample.
-
-    Rows are sorted ascending by risk (stably); rows with equal risk form one tie block. A
-    bootstrap resample is a vector ``w`` of row counts in this sorted order. Both metrics are
-    sums over the events only, of quantities read from one cumulative sum of ``w``:
-
-    - AUROC (Mann-Whitney): each event scores the non-event weight below its tie block plus
-      half the non-event weight inside it; the total is divided by ``events * non_events``.
-    - AUPRC (average precision, as scikit-learn): each event adds its recall step times the
-      precision at its block's threshold, where the flagged rows are those at or above the
-      block's first row.
-    """
-
-    def __init__(self, y: FloatArray, p: FloatArray) -> None:
-        n = len(p)
-        self.order = np.argsort(p, kind="stable")
-        self.y = y[self.order]
-        self.p = p[self.order]
-        change = np.empty(n, dtype=bool)
-        change[:1] = True
-        np.not_equal(self.p[1:], self.p[:-1], out=change[1:])
-        starts = np.flatnonzero(change)
-        block = np.cumsum(change) - 1  # the tie block of each sorted row
-        self._events = np.flatnonzero(self.y == 1)  # sorted positions of the events
-        self._start = starts[block[self._events]]  # first row of each event's block
-        self._end = np.append(starts[1:], n)[block[self._events]]  # one past its last row
-        # events lying before each block start / end, to read the events' cumulative weight
-        self._events_before_start = np.searchsorted(self._events, self._start)
-        self._events_before_end = np.searchsorted(self._events, self._end)
-
-    def auroc_auprc(self, w: FloatArray) -> tuple[float, float]:
-        """AUROC and average precision of the rows weighted by ``w`` (in sorted order).
-
-        Returns NaNs when the weighted rows lack either outcome.
-        """
-        we = w[self._events]
-        cum_events = np.concatenate(([0.0], np.cumsum(we)))
-        cum_all = np.concatenate(([0.0], np.cumsum(w)))
-        n_pos, total = float(cum_events[-1]), float(cum_all[-1])
-        n_neg = total - n_pos
-        if n_pos <= 0 or n_neg <= 0:
-            return math.nan, math.nan
-        events_below = cum_events[self._events_before_start]  # below each event's block
-        all_below = cum_all[self._start]
-        non_events_below = all_below - events_below
-        non_events_through = cum_all[self._end] - cum_events[self._events_before_end]
-        auroc = _dot(we, non_events_below + non_events_through) / 2 / (n_pos * n_neg)
-        flagged = total - all_below  # rows at or above each event's block
-        with np.errstate(invalid="ignore", divide="ignore"):
-            precision = np.where(flagged > 0, (n_pos - events_below) / flagged, 0.0)
-        return auroc, _dot(we, precision) / n_pos
-
-    def auroc(self, w: FloatArray) -> float:
-        """P(risk of an event > risk of a non-event), ties counting one half; NaN if one class."""
-        return self.auroc_auprc(w)[0]
-
-
-def share_flagged_for_recall(
-    y_desc: FloatArray, w_desc: FloatArray, recall_target: float, rows: float
-) -> float:
-    """The smallest share of people, highest risk first, who include ``recall_target`` of events.
-
-    ``y_desc`` and ``w_desc`` are outcomes and row counts in descending risk order (ties by row
-    order). The comparison ``m / events >= recall_target`` is written exactly as in
-    :func:`discrimination_metrics`, so the two agree to the last bit.
-    """
-    cum_pos = np.cumsum(w_desc * y_desc)
-    events = float(cum_pos[-1])
-    if events <= 0:
-        return math.nan
-    needed = max(1, math.ceil(recall_target * events))
-    while needed > 1 and (needed - 1) / events >= recall_target:
-        needed -= 1
-    while needed / events < recall_target:
-        needed += 1
-    i = int(np.searchsorted(cum_pos, needed))  # the row holding the needed-th event
-    people_before = float(w_desc[:i].sum())
-    events_before = float(cum_pos[i - 1]) if i > 0 else 0.0
-    return (people_before + (needed - events_before)) / rows
-
-
-def bootstrap_counts(rng: np.random.Generator, rows: int, samples: int) -> Iterator[FloatArray]:
-    """Row counts (as floats) of ``samples`` resamples of ``rows`` rows with replacement."""
-    for _ in range(samples):
-        idx = rng.integers(0, rows, rows)
-        yield np.bincount(idx, minlength=rows).astype(np.float64)
-
-
 class _Prepared:
     """One risk vector prepared for fast repeated weighted metrics."""
 
@@ -438,19 +191,19 @@ class _Prepared:
         """AUROC, AUPRC, Brier and O/E on the rows weighted by ``w`` (original order)."""
         ws = w[self.ranked.order]
         total = float(w.sum())
-        expected = _dot(w, self.p)
-        observed = _dot(w, self.y)
+        expected = dot(w, self.p)
+        observed = dot(w, self.y)
         auroc, auprc = self.ranked.auroc_auprc(ws)
         return {
             "auroc": auroc,
             "auprc": auprc,
-            "brier": _dot(w, (self.p - self.y) ** 2) / total,
+            "brier": dot(w, (self.p - self.y) ** 2) / total,
             "oe": observed / expected if expected > 0 else math.nan,
         }
 
 
 def _has_both_classes(w: FloatArray, y: FloatArray) -> bool:
-    events = _dot(w, y)
+    events = dot(w, y)
     return 0 < events < float(w.sum())
 
 
@@ -687,133 +440,3 @@ def compare_predictions(
         row["auroc_difference"] = diff
         out.append(row)
     return out
-
-
-# --------------------------------------------------------------------------- gates
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """One promotion gate checked on one subject.
-
-    Attributes:
-        name: the gate, e.g. "calibration O/E", "subgroup O/E", "subgroup AUROC gap".
-        subject: what it was checked on, e.g. "overall", "ethnic_group=Black".
-        passed: whether the gate passed.
-        detail: plain English with the numbers, e.g. "O/E 0.62 (95% CI 0.55-0.70) is outside
-            0.8-1.25".
-    """
-
-    name: str
-    subject: str
-    passed: bool
-    detail: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """The result as a plain dict (for JSON, MLflow tags and the card)."""
-        return {
-            "name": self.name,
-            "subject": self.subject,
-            "passed": self.passed,
-            "detail": self.detail,
-        }
-
-
-def _fmt_ci(label: str, ci: Mapping[str, Any], level: float, digits: int) -> str:
-    text = f"{label} {ci['value']:.{digits}f}"
-    if ci.get("lo") is not None and ci.get("hi") is not None:
-        text += f" ({level * 100:g}% CI {ci['lo']:.{digits}f}-{ci['hi']:.{digits}f})"
-    return text
-
-
-def range_gate(
-    name: str,
-    subject: str,
-    label: str,
-    ci: Mapping[str, Any] | None,
-    allowed: tuple[float, float],
-    *,
-    rule: Literal["ci", "point"],
-    level: float,
-    digits: int = 2,
-) -> GateResult:
-    """Check that an estimate lies in ``allowed``.
-
-    Under ``rule="ci"`` the gate fails only when the whole interval lies outside the range
-    (evidence, not noise); under ``rule="point"`` the point estimate must lie inside. Without
-    an interval, the "ci" rule falls back to the point estimate. A missing estimate fails.
-    """
-    low, high = allowed
-    bounds = f"{low:g}-{high:g}"
-    if ci is None or ci.get("value") is None:
-        return GateResult(name, subject, False, f"{label} could not be estimated")
-    value = float(ci["value"])
-    text = _fmt_ci(label, ci, level, digits)
-    inside = low <= value <= high
-    has_ci = ci.get("lo") is not None and ci.get("hi") is not None
-    if rule == "point" or not has_ci:
-        if inside:
-            return GateResult(name, subject, True, f"{text} is within {bounds}")
-        return GateResult(name, subject, False, f"{text} is outside {bounds}")
-    lo, hi = float(ci["lo"]), float(ci["hi"])
-    if hi < low or lo > high:
-        return GateResult(
-            name, subject, False, f"{text} is outside {bounds}: the whole interval lies outside"
-        )
-    if inside:
-        return GateResult(name, subject, True, f"{text} is within {bounds}")
-    return GateResult(
-        name,
-        subject,
-        True,
-        f"{text}: the estimate is outside {bounds} but the interval overlaps it, "
-        "so this is not evidence of miscalibration",
-    )
-
-
-def calibration_gate_results(
-    evaluation: Mapping[str, Any],
-    *,
-    oe_range: tuple[float, float] = (0.9, 1.1),
-    slope_range: tuple[float, float] = (0.8, 1.25),
-    rule: Literal["ci", "point"] = "ci",
-) -> list[GateResult]:
-    """The overall calibration gates (O/E and slope) on an :func:`evaluate_predictions` result.
-
-    Under ``rule="ci"`` a gate fails only when the whole confidence interval lies outside the
-    allowed range: that is evidence of miscalibration, not noise. Under ``rule="point"`` the
-    point estimate must lie inside the range. Point-estimate gates fail by chance on small
-    samples (a well-calibrated model's O/E in a group with 30 events swings by +-35%), so a
-    strict point rule blocks good models and teaches people to force promotions; the CI rule
-    fails only what the data can show. Use "point" where the sample is large and the range
-    already allows for noise.
-
-    Args:
-        evaluation: the dict from :func:`evaluate_predictions` (or the same read back from
-            JSON).
-        oe_range: allowed observed/expected ratio.
-        slope_range: allowed calibration slope.
-        rule: "ci" or "point".
-
-    Returns:
-        ``[GateResult("calibration O/E", "overall", ...),
-        GateResult("calibration slope", "overall", ...)]``.
-    """
-    if rule not in ("ci", "point"):
-        raise ValueError(f"rule must be 'ci' or 'point', got {rule!r}")
-    level = float(evaluation.get("ci_level", 0.95))
-    cal = evaluation["calibration"]
-    return [
-        range_gate(
-            "calibration O/E", "overall", "O/E", cal["oe"], oe_range, rule=rule, level=level
-        ),
-        range_gate(
-            "calibration slope",
-            "overall",
-            "slope",
-            cal["slope"],
-            slope_range,
-            rule=rule,
-            level=level,
-        ),
-    ]

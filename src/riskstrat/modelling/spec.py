@@ -8,7 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from riskstrat.features.build import feature_columns
+from riskstrat.errors import ConfigError, MissingFileError
+from riskstrat.features.sql import feature_columns
 from riskstrat.modelling.baselines import BASELINE_NAMES, BaselineName
 from riskstrat.resources import model_dir
 
@@ -183,11 +184,26 @@ def default_spec_dir() -> Path:
 
 
 def load_spec(path: Path | str) -> ModelSpec:
-    """Read a spec from a model folder or a YAML file."""
+    """Read a spec from a model folder or a YAML file.
+
+    Raises:
+        MissingFileError: there is no spec there (also a ``FileNotFoundError``).
+        ConfigError: the file is not YAML, or not a valid spec; the message names the file
+            and what is wrong with it (also a ``ValueError``).
+    """
     p = Path(path)
     file = p / SPEC_FILE if p.is_dir() else p
     if not file.is_file():
-        raise FileNotFoundError(f"no model spec at {file}")
-    data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    data["source"] = str(file)
-    return ModelSpec.model_validate(data)
+        raise MissingFileError(
+            f"no model spec at {file}",
+            hint=f"name a model folder holding {SPEC_FILE}, or the YAML file itself",
+        )
+    hint = f"fix the YAML named above; {default_spec_dir() / SPEC_FILE} shows every field"
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a mapping of fields, not {type(data).__name__}")
+        data["source"] = str(file)
+        return ModelSpec.model_validate(data)
+    except (yaml.YAMLError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"{file}: not a valid model spec: {exc}", hint=hint) from exc

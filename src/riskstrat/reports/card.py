@@ -33,6 +33,8 @@ from markdown_it import MarkdownIt
 from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
 
+from riskstrat.errors import ConfigError, MissingFileError, UsageError
+
 # --------------------------------------------------------------------------------------------
 # The context the template is filled from
 
@@ -157,9 +159,10 @@ class Promotion(TypedDict):
 
 class CardContext(TypedDict):
     """Everything the card template reads. ``evaluation`` and ``fairness`` are the dicts that
-    ``riskstrat.modelling.evaluation.evaluate_predictions`` and ``riskstrat.fairness.subgroups.fairness_audit``
-    return; ``plots`` maps a key of ``riskstrat.reports.plots.PLOT_FILES`` to ``"plots/<file>"`` for
-    each plot that exists (a missing key skips that image).
+    ``riskstrat.modelling.evaluation.evaluate_predictions`` and
+    ``riskstrat.fairness.subgroups.fairness_audit`` return; ``plots`` maps a key of
+    ``riskstrat.reports.plots.PLOT_FILES`` to ``"plots/<file>"`` for each plot that exists (a
+    missing key skips that image).
     """
 
     model: ModelInfo
@@ -391,12 +394,20 @@ def _images(tokens: Sequence[Token]) -> list[Token]:
     return [c for t in tokens if t.children for c in t.children if c.type == "image"]
 
 
+#: What to do about an image the card template links wrongly.
+_TEMPLATE_HINT = "fix the image in the card template (card.md.j2 beside the model's spec.yaml)"
+
+
 def _check_image_source(src: str) -> PurePosixPath:
     rel = PurePosixPath(src)
     if "://" in src or src.startswith(("data:", "/")) or ".." in rel.parts:
-        raise ValueError(f"card images must be linked as plots/<file>, not {src!r}")
+        raise ConfigError(
+            f"card images must be linked as plots/<file>, not {src!r}", hint=_TEMPLATE_HINT
+        )
     if len(rel.parts) < 2 or rel.parts[0] != "plots":
-        raise ValueError(f"card images must be linked as plots/<file>, not {src!r}")
+        raise ConfigError(
+            f"card images must be linked as plots/<file>, not {src!r}", hint=_TEMPLATE_HINT
+        )
     return rel
 
 
@@ -462,8 +473,9 @@ def markdown_to_html(markdown: str, *, plots_dir: Path | None, title: str | None
     The ``<title>`` is ``title``, else the text of the first level-1 heading.
 
     Every image must be linked as ``plots/<file>`` with alt text; the file is read from
-    ``plots_dir / <file>``. Raises ``ValueError`` for an image without alt text, linked any
-    other way, or when ``plots_dir`` is None, and ``FileNotFoundError`` for a missing file.
+    ``plots_dir / <file>``. Raises ``ConfigError`` for an image without alt text or linked any
+    other way, ``UsageError`` when ``plots_dir`` is None (both ``ValueError``), and
+    ``MissingFileError`` (a ``FileNotFoundError``) for a missing file.
     """
     parser = _markdown_parser()
     renderer = parser.renderer
@@ -474,12 +486,12 @@ def markdown_to_html(markdown: str, *, plots_dir: Path | None, title: str | None
         src = str(img.attrGet("src"))
         alt = renderer.renderInlineAsText(img.children or [], parser.options, env)
         if not alt.strip():
-            raise ValueError(f"image {src!r} has no alt text")
+            raise ConfigError(f"image {src!r} has no alt text", hint=_TEMPLATE_HINT)
         if plots_dir is None:
-            raise ValueError("plots_dir is needed to embed the card's images in the HTML")
+            raise UsageError("plots_dir is needed to embed the card's images in the HTML")
         path = _image_file(src, Path(plots_dir))
         if not path.is_file():
-            raise FileNotFoundError(f"plot {src!r} not found at {path}")
+            raise MissingFileError(f"plot {src!r} not found at {path}")
         img.attrSet("src", _data_uri(path))
     for token in tokens:
         if token.type == "th_open":

@@ -1,0 +1,356 @@
+"""The numba kernels of :mod:`riskstrat.explain.treeshap`: tables built, rows explained.
+
+They are plain Python functions here and compiled by :func:`kernels` on first use: ``_prange``
+and ``_leaf_phi`` are rebound to numba objects there, before the kernels that use them are
+compiled, so importing this module neither imports numba nor compiles anything. The formulas,
+and LightGBM's decision rule that the row kernel replicates, are in the docstring of
+:mod:`riskstrat.explain.treeshap`. The annotations are for readers and mypy; numba infers its
+own types from the arguments.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+# LightGBM's kZeroThreshold is the float 1e-35f, compared after widening to double.
+_ZERO = float(np.float32(1e-35))
+
+_prange = range
+
+
+def _leaf_phi(
+    d: int, z: F64, zo: int, v: float, mask: int, W: F64, out: F64, e: F64, f: F64
+) -> None:
+    """One leaf's exact contributions to its ``d`` path features for disagreement ``mask``.
+
+    ``z[zo:zo + d]`` are the features' cover fractions, ``mask`` has bit j set when x disagrees
+    with the path on feature j, ``W[d, s]`` = s!(d-1-s)!/d!; results go to ``out[:d]``; ``e``
+    and ``f`` are scratch of length >= d + 1. The divisions of the polynomial by (1 + z_k t)
+    run for all k side by side (independent chains, which vectorise), and the results of the
+    disagreeing features are then replaced by their common value.
+    """
+    zd = 1.0
+    a = 0
+    e[0] = 1.0
+    for j in range(d):
+        zj = z[zo + j]
+        if (mask >> j) & 1:
+            zd *= zj
+        else:
+            a += 1
+            e[a] = zj * e[a - 1]
+            for s in range(a - 1, 0, -1):
+                e[s] += zj * e[s - 1]
+    dis = 0.0
+    if a < d:
+        qd = 0.0
+        for s in range(a + 1):
+            qd += W[d, s] * e[a - s]
+        dis = -v * zd * qd
+    if a > 0:
+        w0 = W[d, a - 1]
+        for k in range(d):
+            f[k] = 1.0
+            out[k] = w0
+        for t in range(1, a):
+            et = e[t]
+            wt = W[d, a - 1 - t]
+            for k in range(d):
+                fk = et - z[zo + k] * f[k]
+                f[k] = fk
+                out[k] += wt * fk
+    for k in range(d):
+        if (mask >> k) & 1:
+            out[k] = dis
+        else:
+            out[k] = v * (1.0 - z[zo + k]) * zd * out[k]
+
+
+def _leaf_phi_rows(
+    d: int,
+    z: F64,
+    zo: int,
+    v: float,
+    keys: I64,
+    nb: int,
+    W: F64,
+    acc: F64,
+    feats: I64,
+    E: F64,
+    zd: F64,
+    dis: F64,
+    aw: F64,
+    f: F64,
+    q: F64,
+) -> None:
+    """``_leaf_phi`` for the first ``nb`` rows at once, adding into ``acc[feats[zo + k], i]``.
+
+    The same formulas, with every row's polynomial held in a column of ``E`` so each step is a
+    loop over rows (which vectorises); a disagreeing feature multiplies by zero, which adds
+    exactly nothing. Rows go in chunks of ``E.shape[1]`` so the scratch (``E``; ``aw``, each
+    row's weights W[d, a - 1 - t], 0 outside 0..d-1; ``zd``, ``dis``, ``f``, ``q``) stays in
+    the L1 cache.
+    """
+    chunk = E.shape[1]
+    full = (np.int64(1) << d) - 1
+    for c0 in range(0, nb, chunk):
+        n = min(nb, c0 + chunk) - c0
+        kc = keys[c0 : c0 + n]
+        for i in range(n):
+            E[0, i] = 1.0
+            zd[i] = 1.0
+        for s in range(1, d + 1):
+            es = E[s]
+            for i in range(n):
+                es[i] = 0.0
+        for j in range(d):
+            zj = z[zo + j]
+            for i in range(n):  # z_j where row i agrees on feature j, else 0
+                if (kc[i] >> j) & 1:
+                    f[i] = 0.0
+                    zd[i] *= zj
+                else:
+                    f[i] = zj
+            for s in range(j + 1, 0, -1):
+                es = E[s]
+                ep = E[s - 1]
+                for i in range(n):
+                    es[i] += f[i] * ep[i]
+        for i in range(n):
+            # a = number of agreeing features; weights by position, zero where out of range.
+            m = kc[i] & full
+            a = d
+            while m:
+                m &= m - 1
+                a -= 1
+            for t in range(d):
+                aw[t, i] = W[d, a - 1 - t] if t < a else 0.0
+            qd = 0.0
+            for k in range(a + 1):
+                qd += W[d, a - k] * E[k, i]
+            dis[i] = -v * zd[i] * qd
+        for k in range(d):
+            zk = z[zo + k]
+            a0 = aw[0]
+            for i in range(n):
+                f[i] = 1.0
+                q[i] = a0[i]
+            for t in range(1, d):
+                et = E[t]
+                at = aw[t]
+                for i in range(n):
+                    f[i] = et[i] - zk * f[i]
+                    q[i] += at[i] * f[i]
+            ak = acc[feats[zo + k], c0 : c0 + n]
+            c = v * (1.0 - zk)
+            for i in range(n):
+                ak[i] += dis[i] if (kc[i] >> k) & 1 else c * zd[i] * q[i]
+
+
+def _build_tables(
+    b_tab_off: I64,
+    b_nbits: I64,
+    b_nanc: I64,
+    b_nout: I64,
+    b_leaf_off: I64,
+    l_v: F64,
+    l_d: I64,
+    l_z_off: I64,
+    l_z: F64,
+    l_pos: I64,
+    l_pn_off: I64,
+    pn_shift: I64,
+    pn_dir: I64,
+    pn_bit: I64,
+    W: F64,
+    max_d: int,
+    table: F64,
+) -> None:
+    """Fill ``table`` with the summed leaf contributions of every tabulated unit, per key.
+
+    Each leaf's contributions are worked out once per mask of its own features (2^d of them),
+    then added to every key of its unit, whose other bits do not concern the leaf.
+    """
+    for u in _prange(b_tab_off.shape[0]):
+        e = np.empty(max_d + 2)
+        f = np.empty(max_d + 2)
+        off = b_tab_off[u]
+        nout = b_nout[u]
+        n_keys = np.int64(1) << b_nbits[u]
+        anc = (np.int64(1) << b_nanc[u]) - 1
+        for li in range(b_leaf_off[u], b_leaf_off[u + 1]):
+            d = l_d[li]
+            zo = l_z_off[li]
+            leaf = np.empty(((np.int64(1) << d), d + 2))
+            for mask in range(np.int64(1) << d):
+                _leaf_phi(d, l_z, zo, l_v[li], mask, W, leaf[mask], e, f)
+            for key in range(n_keys):
+                mask = key & anc
+                for p in range(l_pn_off[li], l_pn_off[li + 1]):
+                    if ((key >> pn_shift[p]) & 1) != pn_dir[p]:
+                        mask |= pn_bit[p]
+                row = off + key * nout
+                for k in range(d):
+                    table[row + l_pos[zo + k]] += leaf[mask, k]
+
+
+def _shap_rows(
+    X: npt.NDArray[np.floating[Any]],
+    out: F64,
+    block: int,
+    t_node_off: I64,
+    t_unit_off: I64,
+    nd_feat: I64,
+    nd_thr: F64,
+    nd_nanleft: I64,
+    nd_zero: I64,
+    nd_defleft: I64,
+    nd_inner: I64,
+    nd_src: I64,
+    nd_left: I64,
+    nd_right: I64,
+    nd_bit: I64,
+    u_slot: I64,
+    u_feat_off: I64,
+    u_nout: I64,
+    u_feat: I64,
+    u_z: F64,
+    u_v: F64,
+    u_tab_off: I64,
+    table: F64,
+    W: F64,
+    n_slots: int,
+    fb_d: int,
+    chunk: int,
+) -> None:
+    """Add every tree's SHAP values for the rows of ``X`` into ``out[:, :n_features]``.
+
+    Rows go in blocks; within a block, tree by tree, each split is decided for all the block's
+    rows at once (simple loops over a transposed copy of the block, which vectorise). A split
+    above the units passes its disagreement masks down to its children's slots; a split inside
+    a unit sets its bit in the unit's key. Then each unit adds its table row per row.
+    """
+    n, n_feat = X.shape
+    n_trees = t_node_off.shape[0] - 1
+    n_blocks = (n + block - 1) // block
+    for b in _prange(n_blocks):
+        r0 = b * block
+        nb = min(n, r0 + block) - r0
+        xt = np.empty((n_feat, block), X.dtype)
+        for i in range(nb):
+            for f in range(n_feat):
+                xt[f, i] = X[r0 + i, f]
+        acc = np.zeros((n_feat, block))
+        slots = np.zeros((n_slots, block), np.int64)
+        right = np.zeros(block, np.int64)
+        fb_e = np.empty((fb_d + 1, chunk))
+        fb_w = np.empty((fb_d, chunk))
+        fb_zd = np.empty(chunk)
+        fb_dis = np.empty(chunk)
+        fb_f = np.empty(chunk)
+        fb_q = np.empty(chunk)
+        for t in range(n_trees):
+            n0 = t_node_off[t]
+            ni = t_node_off[t + 1] - n0
+            if ni == 0:
+                continue
+            s0 = slots[0]
+            for i in range(nb):
+                s0[i] = 0
+            for k in range(ni):
+                g = n0 + k
+                xs = xt[nd_feat[g]]
+                thr = nd_thr[g]
+                if nd_zero[g]:
+                    zero_right = 1 - nd_defleft[g]
+                    for i in range(nb):
+                        x = np.float64(xs[i])
+                        if x != x or (-_ZERO <= x <= _ZERO):
+                            right[i] = zero_right
+                        else:
+                            right[i] = np.int64(x > thr)
+                else:
+                    nan_right = 1 - nd_nanleft[g]
+                    for i in range(nb):
+                        x = np.float64(xs[i])
+                        right[i] = np.int64(x > thr) | (np.int64(x != x) & nan_right)
+                bit = nd_bit[g]
+                if nd_inner[g]:
+                    key = slots[nd_left[g]]
+                    for i in range(nb):
+                        key[i] |= right[i] << bit
+                else:
+                    src = slots[nd_src[g]]
+                    sl = slots[nd_left[g]]
+                    sr = slots[nd_right[g]]
+                    for i in range(nb):
+                        sl[i] = src[i] | (bit * right[i])
+                        sr[i] = src[i] | (bit - bit * right[i])
+            for u in range(t_unit_off[t], t_unit_off[t + 1]):
+                key = slots[u_slot[u]]
+                fo = u_feat_off[u]
+                nout = u_nout[u]
+                to = u_tab_off[u]
+                if to >= 0:
+                    for i in range(nb):
+                        key[i] = to + key[i] * nout
+                    for k in range(nout):
+                        ak = acc[u_feat[fo + k]]
+                        for i in range(nb):
+                            ak[i] += table[key[i] + k]
+                else:
+                    _leaf_phi_rows(
+                        nout, u_z, fo, u_v[u], key, nb, W, acc, u_feat,
+                        fb_e, fb_zd, fb_dis, fb_w, fb_f, fb_q,
+                    )  # fmt: skip
+        for i in range(nb):
+            for f in range(n_feat):
+                out[r0 + i, f] = acc[f, i]
+
+
+_JIT_LOCK = threading.Lock()
+_KERNELS: tuple[Callable[..., None], Callable[..., None]] | None = None
+
+
+def kernels() -> tuple[Callable[..., None], Callable[..., None]]:
+    """The table builder and the row kernel, compiled on first use (once per process).
+
+    numba compiles each on its first call (or loads it from its on-disk cache, next to this
+    file or in numba's cache folder), once per argument types.
+    """
+    global _KERNELS
+    with _JIT_LOCK:
+        if _KERNELS is None:
+            import numba
+
+            g = globals()
+            g["_prange"] = numba.prange
+            g["_leaf_phi"] = numba.njit(cache=True, nogil=True)(_leaf_phi)
+            g["_leaf_phi_rows"] = numba.njit(cache=True, nogil=True)(_leaf_phi_rows)
+            opts: dict[str, Any] = {"cache": True, "nogil": True, "parallel": True}
+            _KERNELS = (numba.njit(**opts)(_build_tables), numba.njit(**opts)(_shap_rows))
+        return _KERNELS
+
+
+@contextmanager
+def numba_threads(num_threads: int | None) -> Iterator[int]:
+    """Run numba's parallel loops on ``num_threads`` threads (all cores when ``None``)."""
+    import numba
+
+    most = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+    before = numba.get_num_threads()
+    threads = most if num_threads is None else max(1, min(int(num_threads), most))
+    numba.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        numba.set_num_threads(before)
