@@ -101,7 +101,7 @@ format: $(STAMP) ## apply ruff's formatting and fixes
 	$(BIN)/ruff check --fix src tests tools pipelines service
 
 docs: $(STAMP) ## build the manual (docs/, MkDocs Material) strictly into site/: a broken link fails
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 smoke: $(STAMP) ## build the wheel, install it in a fresh venv, run it from an empty directory
 	.ci/wheel-smoke-test
