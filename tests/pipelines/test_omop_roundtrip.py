@@ -23,7 +23,7 @@ from riskstrat.data.omop import import_omop
 from riskstrat.features.build import KEY_COLUMNS, build_features, feature_columns
 from riskstrat.features.labels import build_labels
 from riskstrat.synth import generate_extract
-from tests.omop_cdm import extract_rows
+from tests.support.omop_cdm import extract_rows
 
 pytestmark = pytest.mark.slow
 

@@ -14,6 +14,9 @@ from riskstrat.pipelines.promote import PromotionRefused, run_promotion
 
 NAME = "promotion-test-model"
 
+# Slow: MLflow registry round trips with trained models.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def fitted() -> tuple[RiskModel, pd.DataFrame]:

@@ -14,7 +14,7 @@ from riskstrat.nhs_number import synthetic_nhs_numbers
 from riskstrat.service.app import create_app
 from riskstrat.store import Store
 from riskstrat.store.audit import pseudonymise
-from tests.auth_helpers import add_fixed_key, bearer, fixed_key
+from tests.support.auth import add_fixed_key, bearer, fixed_key
 
 TEAM = bearer(fixed_key(1))
 COORD = bearer(fixed_key(2))

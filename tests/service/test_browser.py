@@ -20,7 +20,7 @@ import uvicorn
 
 from riskstrat.config import Settings
 from riskstrat.service.app import create_app
-from tests.service.test_auth import PCNS, key_for, publish_world
+from tests.support.world import PCNS, key_for, publish_world
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 CHROMIUM = os.environ.get("RISKSTRAT_CHROMIUM", "/usr/bin/chromium")

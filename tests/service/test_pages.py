@@ -6,30 +6,14 @@ import io
 
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 
-from riskstrat.config import Settings
-from riskstrat.service.app import create_app
 from riskstrat.store import Store
-from tests.service.test_auth import PCNS, key_for, publish_world
+from tests.support.world import PCNS, key_for, sign_in
 
 
 @pytest.fixture
-def site(tmp_path):
-    settings = Settings(home=tmp_path / "home")
-    world = publish_world(settings)
-    with TestClient(create_app(settings)) as client:
-        yield client, settings, world["scores"]
-
-
-def sign_in(client: TestClient, key: str) -> None:
-    response = client.post("/login", content=f"key={key}",
-                           headers={"Content-Type": "application/x-www-form-urlencoded"},
-                           follow_redirects=False)  # fmt: skip
-    assert response.status_code == 303, response.text
-    cookie = response.headers["set-cookie"]
-    assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
-    assert key not in cookie
+def site(served):
+    return served["client"], served["settings"], served["scores"]
 
 
 def test_pages_need_a_session(site):

@@ -6,17 +6,11 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from riskstrat.config import Settings
 from riskstrat.errors import PROBLEM_BASE, ConflictError, NotFoundError
 from riskstrat.service.app import create_app
-from tests.auth_helpers import add_key
+from tests.support.auth import add_key
 
 PROBLEM_JSON = "application/problem+json"
-
-
-@pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(home=tmp_path / "home")
 
 
 @pytest.fixture

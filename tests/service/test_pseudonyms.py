@@ -24,9 +24,8 @@ from riskstrat.pipelines.score import cohort_config_record
 from riskstrat.service.app import create_app
 from riskstrat.store import Store
 from riskstrat.store.audit import access_record, pseudonymise
-from tests.auth_helpers import bearer
-from tests.service.test_auth import MONTH, PCNS, key_for, pseudonyms, publish_world
-from tests.service.test_pages import sign_in
+from tests.support.auth import bearer
+from tests.support.world import MONTH, PCNS, key_for, pseudonyms, publish_world, sign_in
 
 NHS_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 LOOKS_LIKE_NHS = "9998336376"  # a pseudonym that passes Modulus 11
@@ -48,27 +47,16 @@ def _records(settings: Settings, **filters) -> list[dict]:
         store.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def pseudonymous(request, tmp_path):
+@pytest.fixture
+def pseudonymous(served_pseudonymous_on_each_store):
     """A published pseudonymous run (on SQLite, and on PostgreSQL where 64-character
     identifiers need revision 0004)."""
-    from tests.postgres import postgres_url
-
-    urls = postgres_url() if request.param == "postgresql" else None
-    settings = Settings(home=tmp_path / "home", database_url=next(urls) if urls else None)
-    made = publish_world(settings, identifier_kind="pseudonym")
-    with TestClient(create_app(settings)) as client:
-        yield {"client": client, **made}
-    if urls is not None:
-        next(urls, None)
+    return served_pseudonymous_on_each_store
 
 
 @pytest.fixture
-def nhs(tmp_path):
-    settings = Settings(home=tmp_path / "home")
-    made = publish_world(settings)
-    with TestClient(create_app(settings)) as client:
-        yield {"client": client, **made}
+def nhs(served):
+    return served
 
 
 # ---- JSON API --------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from schemathesis.checks import positive_data_acceptance
 from riskstrat.config import Settings
 from riskstrat.service.app import create_app
 from riskstrat.service.auth import ROLES
-from tests.auth_helpers import bearer
-from tests.service.test_auth import PCNS, key_for, publish_world
+from tests.support.auth import bearer
+from tests.support.world import PCNS, key_for, publish_world
 
 ROLE_OF = {
     "/api/v1/risk-list": "pcn_team",
@@ -32,6 +32,9 @@ ROLE_OF = {
 #: with the 422 it always has, which a schema cannot say. (The audit trail asks for ten digits
 #: too when the request itself says identifier_kind=nhs_number.)
 RUN_SHAPED = {"/api/v1/patients/{nhs_number}/risk", "/fhir/RiskAssessment", "/api/v1/audit"}
+
+# Slow: a property-based fuzz of the whole API.
+pytestmark = pytest.mark.slow
 
 
 def rejected_only_as_not_an_nhs_number(nhs_numbers: bool):

@@ -19,7 +19,7 @@ from riskstrat.store import Store
 from riskstrat.store import audit as store_module
 from riskstrat.store.audit import access_record, pseudonymise
 from riskstrat.store.schema import access_log, access_patients
-from tests.postgres import serving_store
+from tests.support.postgres import serving_store
 
 KEY = "test-pseudonym-key"
 

@@ -13,6 +13,7 @@ from riskstrat.cli import app
 from riskstrat.config import get_settings
 
 
+@pytest.mark.slow  # generates a population in a child process
 def test_generate_stage_reports_time_rows_and_memory(tmp_path):
     results = run_benchmarks(
         sizes=[200, 400], stages=["generate"], workdir=tmp_path / "w", months=13
@@ -108,6 +109,7 @@ def test_cli_prints_growth_within_one_process(tmp_path, monkeypatch):
     assert "the same model on 83,000 rows and on all: N^1.00" in said
 
 
+@pytest.mark.slow  # trains, scores and serves
 def test_train_score_and_api_stages_report_targets(tmp_path):
     [_generated, train, features, explain, score, api] = run_benchmarks(
         sizes=[1500], stages=["generate", "train", "features", "explain", "score", "api"],
@@ -200,6 +202,7 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     assert not (tmp_path / "w" / "n1500").exists()  # not kept this time
 
 
+@pytest.mark.slow  # runs a stage in a child process
 def test_a_stage_without_the_one_it_needs_fails_with_what_to_do(tmp_path):
     """The child's error comes back to the parent as the same riskstrat error, hint and all."""
     from riskstrat.bench.stages import run_stage
@@ -224,6 +227,7 @@ def test_cpu_shares_are_the_busy_and_stolen_parts_of_the_interval():
     assert now is None or (len(now) == 8 and all(v >= 0 for v in now))
 
 
+@pytest.mark.slow  # trains twice
 def test_sampling_stage_compares_the_training_sample_with_everyone(tmp_path):
     import shutil
 

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from riskstrat.cli import app
 from riskstrat.config import get_settings
-from tests.extracts import base_tables, write_extract
+from tests.support.extracts import base_tables, write_extract
 
 
 @pytest.fixture(autouse=True)

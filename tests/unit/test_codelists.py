@@ -16,7 +16,7 @@ from riskstrat.data.errors import ExtractError
 from riskstrat.data.omop import import_omop
 from riskstrat.synth.catalogue import ANTIBIOTIC_COURSES, REGIMEN_GROUPS
 from riskstrat.synth.omop import load_vocabulary
-from tests.omop_cdm import Cdm
+from tests.support.omop_cdm import Cdm
 
 D = dt.date
 
@@ -86,6 +86,7 @@ def test_a_missing_or_unknown_list_is_named(tmp_path):
         load_codelists(folder)
 
 
+@pytest.mark.slow  # two OMOP imports
 def test_a_codelist_change_shows_in_the_next_import_report(tmp_path):
     cdm = Cdm()
     cdm.person(1)
@@ -117,6 +118,7 @@ def _extract(result, table: str) -> list[tuple]:
         con.close()
 
 
+@pytest.mark.slow  # generates and imports a CDM
 def test_every_condition_and_observation_code_the_generator_writes_comes_back_as_itself(
     tmp_path,
 ):
@@ -142,6 +144,7 @@ def test_every_condition_and_observation_code_the_generator_writes_comes_back_as
     assert got == set(expected.items())  # each code once, and nothing else
 
 
+@pytest.mark.slow  # generates and imports a CDM
 def test_every_medicine_the_generator_prescribes_comes_back_with_its_name_and_class(tmp_path):
     medicines = {m.name: m.drug_class for g in REGIMEN_GROUPS for m, _ in g.options}
     medicines |= {m.name: m.drug_class for m, _ in ANTIBIOTIC_COURSES}

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from riskstrat.config import get_settings
 from riskstrat.data.extract import ExtractError, validate_extract
 from riskstrat.data.files import scan_csv
-from tests.extracts import P1, base_tables, write_extract
+from tests.support.extracts import P1, base_tables, write_extract
 
 runner = CliRunner()
 

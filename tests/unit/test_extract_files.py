@@ -21,7 +21,7 @@ from riskstrat.data.extract import (
 )
 from riskstrat.data.rules import create_check_digit_macro
 from riskstrat.nhs_number import is_valid_nhs_number
-from tests.extracts import P1, P2, base_tables, write_extract
+from tests.support.extracts import P1, P2, base_tables, write_extract
 
 
 def _digests(root: Path) -> dict[str, str]:

@@ -10,7 +10,7 @@ import pytest
 
 from riskstrat.data.contract import GENERIC_RULES, TABLES, all_rule_ids
 from riskstrat.data.extract import validate_extract
-from tests.extracts import (
+from tests.support.extracts import (
     BAD_CHECK,
     CHECK_TEN,
     P1,
@@ -139,7 +139,10 @@ def _typed_in_parquet(case) -> bool:
 
 
 RULE_PARAMS = [
-    pytest.param(fmt, *case[1:], id=f"{fmt}-{case[0]}")
+    # Every rule in the fast loop (CSV); the same rules read from Parquet are marked slow.
+    pytest.param(
+        fmt, *case[1:], id=f"{fmt}-{case[0]}", marks=[pytest.mark.slow] if fmt == "parquet" else []
+    )
     for fmt in ("csv", "parquet")
     for case in CASES
     if fmt == "csv" or not _typed_in_parquet(case)

@@ -12,7 +12,7 @@ from riskstrat.data.extract import validate_extract
 from riskstrat.features.build import build_features as _build
 from riskstrat.features.build import feature_columns
 from riskstrat.features.labels import build_labels, label_window_complete
-from tests.extracts import P1, P2, P3, base_tables, write_extract
+from tests.support.extracts import P1, P2, P3, base_tables, write_extract
 
 D = date(2026, 2, 1)
 
@@ -137,6 +137,7 @@ def test_lookback_windows_include_day_minus_90_and_exclude_day_minus_91(tmp_path
     assert p1.gp_contacts_365d == 3  # days -90, -91, -365
 
 
+@pytest.mark.slow  # features at many dates or ranges
 def test_label_window_includes_day_0_and_excludes_day_90(tmp_path):
     outcomes = {}
     for offset in (-1, 0, 89, 90):
@@ -204,6 +205,7 @@ def test_left_practice_and_opt_outs(tmp_path):
     assert bool(p3.type1_opt_out) is True
 
 
+@pytest.mark.slow  # features at many dates or ranges
 def test_several_index_dates_equal_one_at_a_time(tmp_path):
     dates = [date(2025, 12, 1), D, date(2026, 6, 1)]
     together, labels = build(tmp_path, base_tables(), dates)
@@ -309,6 +311,7 @@ def _generated_in_small_row_groups(tmp_path, n_patients=1500):
     return validate_extract(out.out_dir, max_reject_share=1.0, con=con)
 
 
+@pytest.mark.slow  # features over many ranges
 def test_ranges_of_people_give_exactly_the_features_of_one_query(tmp_path):
     """Big populations are built in NHS-number ranges, one query each (``person_ranges``);
     every value and the row order must be those of one query over everyone, for one index
@@ -359,6 +362,7 @@ def test_a_sample_listing_people_twice_counts_them_once(tmp_path):
             assert len(person_ranges(con, sampled=True, chunk_people=len(chosen) - 1)) == 2
 
 
+@pytest.mark.slow  # features at many dates or ranges
 def test_a_column_missing_values_in_some_ranges_only_has_one_query_s_type(tmp_path):
     """Ranges of one person each: "days since the last emergency admission" is missing for
     people never admitted, so some ranges hold a value there and others only a missing one.
@@ -389,6 +393,7 @@ def test_a_column_missing_values_in_some_ranges_only_has_one_query_s_type(tmp_pa
         assert pd.api.types.is_numeric_dtype(ranged[name].dtype), name
 
 
+@pytest.mark.slow  # features over many ranges
 def test_stacked_ranges_are_copied_once_and_let_go_before_the_next_query():
     """``_stack_frames`` joins the ranges' frames as ``pd.concat`` would (widening a column
     whose dtype differs between them), but takes the next frame only after the last one has

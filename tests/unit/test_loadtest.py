@@ -37,6 +37,7 @@ def server() -> Iterator[str]:
     httpd.server_close()
 
 
+@pytest.mark.slow  # a timed load of two seconds
 def test_every_request_is_sent_counted_and_timed(server):
     result = run_load(
         server, paths=choose(["a", "b", "missing"], "/{}"), headers={}, rate=40, seconds=1.5
@@ -50,6 +51,7 @@ def test_every_request_is_sent_counted_and_timed(server):
     assert summary["requests"] == 60 and summary["p50_ms"] <= summary["p99_ms"]
 
 
+@pytest.mark.slow  # a timed load of two seconds
 def test_the_collector_is_restored_after_the_run(server):
     assert gc.isenabled()
     run_load(server, paths=choose(["a"], "/{}"), headers={}, rate=20, seconds=0.5)

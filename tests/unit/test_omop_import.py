@@ -20,10 +20,13 @@ from riskstrat.data.errors import ExtractError
 from riskstrat.data.extract import validate_extract
 from riskstrat.data.omop import concepts as C
 from riskstrat.data.omop import import_omop
-from tests.omop_cdm import EXTRACT_DATE, Cdm, extract_rows
+from tests.support.omop_cdm import EXTRACT_DATE, Cdm, extract_rows
 
 D = dt.date
 HF, COPD = ("SNOMED", "84114007"), ("SNOMED", "13645005")
+
+# Slow: each test builds a CDM and imports it (about a second each).
+pytestmark = pytest.mark.slow
 
 
 def _import(cdm: Cdm, tmp_path: Path, *, fmt: str = "duckdb", **kwargs: object):
@@ -550,7 +553,7 @@ def test_empty_concept_ancestor_uses_relationships_and_says_so(tmp_path):
 def test_a_postgresql_schema_imports_as_the_duckdb_file_does(tmp_path):
     import uuid
 
-    from tests.postgres import SERVER, connect_or_skip
+    from tests.support.postgres import SERVER, connect_or_skip
 
     pg = connect_or_skip()
     schema = f"omop_{uuid.uuid4().hex[:10]}"

@@ -15,7 +15,7 @@ from riskstrat.data.contract import INTERVENTION_CODES
 from riskstrat.data.extract import validate_extract
 from riskstrat.features.labels import outcomes_after
 from riskstrat.nhs_number import sorted_synthetic_nhs_numbers
-from tests.extracts import write_extract
+from tests.support.extracts import write_extract
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = load_cohort_config(default_cohorts_file())

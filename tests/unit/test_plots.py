@@ -13,7 +13,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from riskstrat.reports import explanation_plots, figures, plots, subgroup_plots
-from tests.unit.test_card import ci, example_audit, example_context, example_evaluation
+from tests.support.cards import ci, example_audit, example_context, example_evaluation
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FEATURES = [

@@ -6,7 +6,7 @@ from pytest import approx
 
 from riskstrat.data.extract import validate_extract
 from riskstrat.features.profile import profile_extract
-from tests.extracts import P1, base_tables, write_extract
+from tests.support.extracts import P1, base_tables, write_extract
 
 
 def _profile(tmp_path, tables):

@@ -20,7 +20,7 @@ from riskstrat.nhs_number import synthetic_nhs_numbers
 from riskstrat.pipelines.export import run_export
 from riskstrat.store import Store
 from riskstrat.store.audit import pseudonymise
-from tests.service.test_auth import MONTH, PCNS, publish_world
+from tests.support.world import MONTH, PCNS, publish_world
 
 PCN = PCNS[0]
 

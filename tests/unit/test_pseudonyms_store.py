@@ -25,9 +25,9 @@ from riskstrat.store import Store
 from riskstrat.store.audit import access_record, pseudonymise
 from riskstrat.store.engine import MIGRATIONS
 from riskstrat.store.schema import score_runs
-from tests.extracts import P1, P2, P3, base_tables, write_extract
-from tests.postgres import postgres_url, serving_store
-from tests.unit.test_store_publish import make_run
+from tests.support.extracts import P1, P2, P3, base_tables, write_extract
+from tests.support.postgres import postgres_url, serving_store
+from tests.support.runs import make_run
 
 NOV, DEC = date(2026, 11, 1), date(2026, 12, 1)
 KEY = "test-pseudonym-key"

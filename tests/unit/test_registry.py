@@ -10,7 +10,10 @@ import pytest
 
 from riskstrat.modelling.model import RiskModel
 from riskstrat.modelling.registry import CHALLENGER, CHAMPION, ModelNotFoundError, ModelRegistry
-from tests.postgres import postgres_url
+from tests.support.postgres import postgres_url
+
+# Slow: MLflow stores and model logging (one to two seconds each).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

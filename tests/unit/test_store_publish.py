@@ -15,36 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from riskstrat.nhs_number import synthetic_nhs_numbers
 from riskstrat.store import RunInProgressError, Store, StoreSchemaError
 from riskstrat.store.records import json_text
 from riskstrat.store.runs import RunRepository
-from tests.postgres import serving_store
+from tests.support.postgres import serving_store
+from tests.support.runs import make_run
 
 OCT, NOV = date(2026, 10, 1), date(2026, 11, 1)
-
-
-def make_run(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rng = np.random.default_rng(seed)
-    risk = np.sort(rng.beta(1, 20, size=n))[::-1]
-    scores = pd.DataFrame(
-        {
-            "nhs_number": synthetic_nhs_numbers(rng, n),
-            "practice_code": rng.choice(["A81001", "B82001"], size=n),
-            "pcn_code": "U12345",
-            "risk": risk,
-            "percentile": np.linspace(100, 1, n),
-            "rank": np.arange(1, n + 1),
-            "reasons": [[{"group": "age", "text": "aged 80", "percentage_points": 1.0}]] * n,
-            "contributions": [{"age": 1.0}] * n,
-        }
-    )
-    cohorts = scores[["nhs_number", "practice_code", "pcn_code", "risk"]].head(n // 2).copy()
-    cohorts.insert(0, "intervention", "falls_review")
-    cohorts["expected_benefit"] = cohorts["risk"] * 0.35
-    cohorts["rank"] = np.arange(1, len(cohorts) + 1)
-    cohorts["criteria"] = [["aged_65_plus"]] * len(cohorts)
-    return scores, cohorts
 
 
 def publish(store: Store, month: date, scores: pd.DataFrame, cohorts: pd.DataFrame) -> int:
@@ -199,6 +176,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # kills a writer process at three moments
 @pytest.mark.parametrize("kill_after_s", [0.0, 0.3, 0.8, 1.5, None])
 def test_a_killed_writer_leaves_the_previous_run_served(tmp_path, kill_after_s):
     """SIGKILL a publishing process at several moments: readers always see one complete run,

@@ -294,6 +294,7 @@ def test_same_seed_gives_identical_files(
     assert _digests(tmp_path / "b") == _digests(parquet_extract)
 
 
+@pytest.mark.slow  # generates in subprocesses
 def test_output_does_not_depend_on_hash_seed_or_process(tmp_path: Path) -> None:
     code = (
         "import datetime as dt, sys\n"

@@ -31,6 +31,9 @@ N = 20_000
 MONTHS = 24
 DATES = [dt.date(2024, 3, 1), dt.date(2024, 6, 1), dt.date(2024, 9, 1), dt.date(2025, 1, 1)]
 
+# Slow: every test here simulates a population and draws its true risk.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def sim() -> Simulation:
