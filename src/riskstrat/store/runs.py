@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import JSON, Engine, Table, delete, func, insert, select, update
 
+from riskstrat.calendar import add_months
 from riskstrat.data.contract import IdentifierKind
 from riskstrat.errors import ConflictError, UsageError
 from riskstrat.store.engine import mark
@@ -417,8 +418,7 @@ class RunRepository:
         latest = self.latest()
         if latest is None:
             return []
-        year, month = divmod(latest.month.year * 12 + latest.month.month - 1 - keep_months + 1, 12)
-        cutoff = date(year, month + 1, 1)
+        cutoff = add_months(latest.month, 1 - keep_months)
         with self.engine.begin() as conn:
             old = [
                 int(r.id)
