@@ -117,6 +117,37 @@ def test_layers_import_only_what_the_map_allows():
     assert broken == []
 
 
+def test_no_package_reaches_into_another_s_private_names():
+    # bench times training step by step through pipelines.train's public steps, never its
+    # internals; the same holds between every pair of packages.
+    reaching = []
+    for path in CODE:
+        owner = _owner(path)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("riskstrat."):
+                target = node.module.split(".")[1]  # type: ignore[union-attr]
+                if target != owner and target not in CORE:
+                    reaching += [
+                        f"{_rel(path)}: {node.module}.{a.name}"
+                        for a in node.names
+                        if a.name.startswith("_")
+                    ]
+    assert reaching == []
+
+
+def test_bench_uses_only_the_public_steps_of_training():
+    from riskstrat.pipelines import train
+
+    used = {
+        a.name
+        for p in (PACKAGE / "bench").rglob("*.py")
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and node.module == "riskstrat.pipelines.train"
+        for a in node.names
+    }
+    assert used and used <= set(train.__all__)
+
+
 def test_the_map_has_no_circle():
     seen: dict[str, int] = {}
 

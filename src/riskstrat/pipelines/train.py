@@ -55,6 +55,20 @@ from riskstrat.synth import default_oracle_path
 
 _log = logging.getLogger(__name__)
 
+#: The public surface: the whole run, and the steps it is made of, which the benchmark times
+#: one by one (riskstrat.bench) and tests call directly.
+__all__ = [
+    "TrainResult",
+    "build_training_frame",
+    "fit_model",
+    "iter_training_parts",
+    "run_training",
+    "split_by_plan",
+    "training_parts",
+    "training_plan",
+    "training_sample",
+]
+
 
 @dataclass(frozen=True)
 class TrainResult:
