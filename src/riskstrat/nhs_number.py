@@ -40,6 +40,22 @@ def check_digit(first_nine: str) -> int | None:
     return None if digit == 10 else digit
 
 
+#: How people write an NHS number: three, three and four digits, apart or joined by single
+#: spaces or dashes ("999 725 7952", "999-725-7952"), with spaces around the whole.
+_WRITTEN = re.compile(r"\s*([0-9]{3})[ -]?([0-9]{3})[ -]?([0-9]{4})\s*")
+
+
+def normalise_nhs_number(text: str) -> str:
+    """An NHS number as people write it, as ten digits: ``"999 725 7952"`` -> ``"9997257952"``.
+
+    Anything that is not ten digits in the 3-3-4 pattern (with single spaces or dashes
+    between the groups) comes back unchanged, so a pseudonym or a malformed value is judged
+    by the caller's own rules. The check digit is not checked here.
+    """
+    m = _WRITTEN.fullmatch(text)
+    return "".join(m.groups()) if m else text
+
+
 def is_valid_nhs_number(value: str) -> bool:
     """True when ``value`` is ten digits whose last digit is the Modulus 11 check digit."""
     if not _TEN_DIGITS.fullmatch(value):

@@ -331,3 +331,23 @@ def test_a_pseudonymous_extract_checks_shape_not_digits(tmp_path):
             ("2", "duplicate_nhs_number"), ("6", "duplicate_nhs_number")} <= rules  # fmt: skip
     assert not any(r == "nhs_number_check_digit" for _, r in rules)
     assert events == len(base_tables()["activity"]) - 1  # P2's row follows its rejected patient
+
+
+@pytest.mark.parametrize(
+    ("written", "digits"),
+    [
+        ("999 725 7952", "9997257952"),
+        ("999-725-7952", "9997257952"),
+        (" 9997257952 ", "9997257952"),
+        ("999 725-7952", "9997257952"),
+        # Not the 3-3-4 shape: left as typed, for the caller's own rules to refuse.
+        ("99972 57952", "99972 57952"),
+        ("999  725 7952", "999  725 7952"),
+        ("999.725.7952", "999.725.7952"),
+        ("person-1", "person-1"),
+    ],
+)
+def test_nhs_numbers_as_people_write_them_read_as_ten_digits(written, digits):
+    from riskstrat.nhs_number import normalise_nhs_number
+
+    assert normalise_nhs_number(written) == digits
