@@ -20,6 +20,7 @@ ROLE_OF = {
     "/api/v1/cohorts": "pcn_team",
     "/api/v1/cohorts/{intervention}": "pcn_team",
     "/api/v1/patients/{nhs_number}/risk": "care_coordinator",
+    "/api/v1/patients/{nhs_number}/marks": "care_coordinator",  # and pcn_team
     "/fhir/RiskAssessment": "care_coordinator",
     "/fhir/RiskAssessment/{resource_id}": "care_coordinator",
     "/api/v1/models/current": "analyst",
@@ -31,7 +32,12 @@ ROLE_OF = {
 #: pseudonym (ten digits are one); a run of NHS numbers then answers anything but ten digits
 #: with the 422 it always has, which a schema cannot say. (The audit trail asks for ten digits
 #: too when the request itself says identifier_kind=nhs_number.)
-RUN_SHAPED = {"/api/v1/patients/{nhs_number}/risk", "/fhir/RiskAssessment", "/api/v1/audit"}
+RUN_SHAPED = {
+    "/api/v1/patients/{nhs_number}/risk",
+    "/api/v1/patients/{nhs_number}/marks",
+    "/fhir/RiskAssessment",
+    "/api/v1/audit",
+}
 
 # Slow: a property-based fuzz of the whole API.
 pytestmark = pytest.mark.slow

@@ -337,3 +337,53 @@ def test_avoided_vs_expected_is_not_estimated_when_nobody_was_reached(followed):
         "avoided_vs_expected_low should be None for a group with no delivered people, got "
         f"{b82['avoided_vs_expected_low']}"
     )
+
+
+# -- the marks teams made on the lists ----------------------------------------------------
+
+# Latest marks: falls review A reviewed (admitted, 0.30), J reviewed (0.40), B declined,
+# C contacted; medication review G not appropriate. Everyone else is unmarked.
+MARKS = pd.DataFrame(
+    [
+        ("falls_review", A, "reviewed"),
+        ("falls_review", J, "reviewed"),
+        ("falls_review", B, "declined"),
+        ("falls_review", C, "contacted"),
+        ("medication_review", G, "not_appropriate"),
+        ("advance_care_planning", A, "reviewed"),  # A is not on that list: not counted
+    ],
+    columns=["intervention", "nhs_number", "status"],
+)
+
+
+def test_outcomes_by_the_marks_on_the_lists(followed):
+    from riskstrat.cohorts.outcomes import MARK_GROUPS, mark_table, summarise_marks
+
+    full, _ = followed
+    summary = _by_intervention(summarise_marks(mark_table(members(), full, MARKS)))
+    assert set(summary) == set(CONFIG.interventions)
+    falls = summary["falls_review"]
+    counts = {g: falls[f"{g}_people"] for g in MARK_GROUPS}
+    assert counts == {
+        "reviewed": 2, "declined": 1, "not_appropriate": 0, "contacted": 1, "unmarked": 3,
+    }  # fmt: skip
+    # reviewed A (0.30, admitted) and J (0.40); the rest B, C (admitted), E, F, H (admitted)
+    assert falls["reviewed_expected"] == pytest.approx(0.70) and falls["reviewed_observed"] == 1
+    assert falls["reviewed_oe"] == pytest.approx(1 / 0.70)
+    low, high = poisson_ci(1)
+    assert (falls["reviewed_oe_low"], falls["reviewed_oe_high"]) == pytest.approx(
+        (low / 0.70, high / 0.70)
+    )
+    assert falls["rest_people"] == 5 and falls["rest_expected"] == pytest.approx(1.45)
+    assert falls["rest_observed"] == 2 and falls["rest_oe"] == pytest.approx(2 / 1.45)
+    meds = summary["medication_review"]
+    assert (meds["not_appropriate_people"], meds["unmarked_people"]) == (1, 3)
+    assert meds["reviewed_people"] == 0 and pd.isna(meds["reviewed_oe"])  # nobody reviewed
+    assert meds["rest_people"] == 4 and meds["rest_observed"] == 1
+    acp = summary["advance_care_planning"]
+    assert (acp["reviewed_people"], acp["unmarked_people"]) == (0, 2)
+    no_marks = summarise_marks(mark_table(members(), full, MARKS.iloc[:0]))
+    assert (no_marks["unmarked_people"] == no_marks["rest_people"]).all()
+    assert no_marks["rest_people"].sum() == len(members())
+    with pytest.raises(ValueError, match="unknown mark statuses"):
+        mark_table(members(), full, MARKS.assign(status="done"))

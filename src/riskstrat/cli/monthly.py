@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from riskstrat.cli.common import library_errors, out, parse_month_option, progress_bar, setup
+from riskstrat.cli.home import require_registry, require_store
 from riskstrat.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def score(
@@ -39,6 +43,7 @@ def score(
         index_date = read_manifest(data).extract_date.replace(day=1)
     else:
         index_date = parse_month_option(month)
+    require_registry()
     with library_errors(), progress_bar("score") as progress:
         result = run_scoring(
             data, month=index_date, model_ref=model, cohorts_file=cohorts, progress=progress
@@ -67,6 +72,33 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None or value != value else f"{value:.{digits}f}"
 
 
+def _print_marks(by_mark: pd.DataFrame, *, title: str) -> None:
+    """The people on each list by their latest mark, and O/E for the reviewed and the rest;
+    nothing when nobody on any list was marked."""
+    marked = ("reviewed", "declined", "not_appropriate", "contacted")
+    if by_mark.empty or not by_mark[[f"{g}_people" for g in marked]].to_numpy().any():
+        return
+    table = Table(title=title)
+    for col in ("intervention", "reviewed", "declined", "not appropriate", "contacted",
+                "unmarked", "reviewed: O / E (95% CI)", "the rest: O / E (95% CI)"):  # fmt: skip
+        table.add_column(col)
+    for r in by_mark.to_dict(orient="records"):
+        cells = [str(r["intervention"])]
+        for group in ("reviewed", "declined", "not_appropriate", "contacted", "unmarked"):
+            cells.append(f"{r[f'{group}_people']:,}")
+        for g in ("reviewed", "rest"):
+            cells.append(
+                f"{r[f'{g}_observed']} / {r[f'{g}_expected']:.1f} = {_num(r[f'{g}_oe'], 2)} "
+                f"({_num(r[f'{g}_oe_low'], 2)}-{_num(r[f'{g}_oe_high'], 2)})"
+            )
+        table.add_row(*cells)
+    out.print(table)
+    out.print(
+        "marks = the latest mark a team made for that intervention before the 90 days ended. "
+        "Who is reviewed is not random either."
+    )
+
+
 def outcomes(
     month: Annotated[str, typer.Option(help="Month of the published run to follow up (YYYY-MM).")],
     data: Annotated[Path, typer.Option("--data", help="A later extract covering 90 days after.")],
@@ -81,6 +113,7 @@ def outcomes(
 
     setup()
     when = parse_month_option(month)
+    require_store()
     with library_errors(), progress_bar("outcomes") as progress:
         result = run_outcomes(data, month=when, progress=progress)
     frames = [("intervention", result.by_intervention)]
@@ -116,6 +149,7 @@ def outcomes(
             cells.append(_num(r["avoided_vs_not_delivered"]))
             table.add_row(*cells)
         out.print(table)
+    _print_marks(result.by_mark, title=f"Marks on run {result.run_id}'s lists ({when:%Y-%m})")
     if csv_out is not None:
         result.by_practice.to_csv(csv_out, index=False)
         out.print(f"wrote {csv_out}")
@@ -156,6 +190,7 @@ def export(
     if fmt not in ("csv", "xlsx"):
         raise UsageError("--format must be csv or xlsx")
     when = parse_month_option(month)
+    require_store()
     with library_errors():
         result = run_export(
             month=when,

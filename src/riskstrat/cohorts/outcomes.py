@@ -1,8 +1,10 @@
 """Outcomes after a month's lists were used: expected against observed admissions.
 
 For a published run's cohorts, a later extract says who was admitted in the 90 days after
-the index date and who received the intervention in that window. Everything here is a pure
-function of frames and returns aggregates only: no identifiers leave this module.
+the index date and who received the intervention in that window. The marks teams made on
+the lists (reviewed, declined, ...) split the same people another way (``mark_table``).
+Everything here is a pure function of frames and returns aggregates only: no identifiers
+leave this module.
 """
 
 from __future__ import annotations
@@ -102,5 +104,72 @@ def summarise_outcomes(
             if intervention is None or intervention.effect is None
             else exp_d * intervention.effect
         )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+#: How a listed person's latest mark (see ``riskstrat.store.marks``) is counted, in order:
+#: the marks a team can make, then nobody marked them.
+MARK_GROUPS = ("reviewed", "declined", "not_appropriate", "contacted", "unmarked")
+
+
+def mark_table(members: pd.DataFrame, followed: pd.DataFrame, marks: pd.DataFrame) -> pd.DataFrame:
+    """Per intervention and latest mark: people, expected and observed admissions.
+
+    Args:
+        members: the run's cohort members (``intervention``, ``nhs_number``, ``risk``).
+        followed: ``labels.outcomes_after`` for those people (``admitted``).
+        marks: each marked member's latest mark for that intervention (``intervention``,
+            ``nhs_number``, ``status``); members with none count as ``unmarked``.
+
+    Returns:
+        Columns ``intervention, mark, people, expected, observed`` (aggregates only).
+    """
+    joined = members[["intervention", "nhs_number", "risk"]].merge(
+        followed[["nhs_number", "admitted"]], on="nhs_number", how="left", validate="many_to_one"
+    )
+    if joined["admitted"].isna().any():
+        raise ValueError("some cohort members have no follow-up row")
+    latest = marks.reindex(columns=["intervention", "nhs_number", "status"])
+    joined = joined.merge(
+        latest, on=["intervention", "nhs_number"], how="left", validate="one_to_one"
+    )
+    joined["mark"] = joined["status"].fillna("unmarked").astype(str)
+    unknown = set(joined["mark"]) - set(MARK_GROUPS)
+    if unknown:
+        raise ValueError(f"unknown mark statuses: {sorted(unknown)}")
+    joined["admitted"] = joined["admitted"].astype(int)
+    table = (
+        joined.groupby(["intervention", "mark"], sort=True)
+        .agg(people=("nhs_number", "size"), expected=("risk", "sum"), observed=("admitted", "sum"))
+        .reset_index()
+    )
+    table["observed"] = table["observed"].astype(int)
+    return table
+
+
+def summarise_marks(table: pd.DataFrame) -> pd.DataFrame:
+    """Roll ``mark_table`` up by intervention: how many listed people have each latest mark
+    (``<mark>_people`` for each of ``MARK_GROUPS``), and observed against expected admissions
+    (O/E with exact Poisson CIs, as ``summarise_outcomes``) for the people marked reviewed and
+    for the rest. Marking is not random: a difference is not an effect of the review."""
+    rows: list[dict[str, Any]] = []
+    for intervention, part in table.groupby("intervention", sort=True):
+        row: dict[str, Any] = {"intervention": intervention}
+        people = part.groupby("mark")["people"].sum()
+        for group in MARK_GROUPS:
+            row[f"{group}_people"] = int(people.get(group, 0))
+        reviewed = part["mark"] == "reviewed"
+        for label, sub in (("reviewed", part[reviewed]), ("rest", part[~reviewed])):
+            observed, expected = int(sub["observed"].sum()), float(sub["expected"].sum())
+            oe = oe_ratio(observed, expected)
+            row |= {
+                f"{label}_people": int(sub["people"].sum()),
+                f"{label}_expected": expected,
+                f"{label}_observed": observed,
+                f"{label}_oe": oe["oe"],
+                f"{label}_oe_low": oe["oe_low"],
+                f"{label}_oe_high": oe["oe_high"],
+            }
         rows.append(row)
     return pd.DataFrame(rows)

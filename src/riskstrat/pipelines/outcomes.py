@@ -1,15 +1,21 @@
 """Outcomes of a past month's cohorts, from a later extract: expected against observed
-admissions, split by whether the intervention was delivered. Aggregates only."""
+admissions, split by whether the intervention was delivered, and by the marks teams made on
+the lists (reviewed against the rest). Aggregates only."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pandas as pd
 
-from riskstrat.cohorts.outcomes import outcome_table, summarise_outcomes
+from riskstrat.cohorts.outcomes import (
+    mark_table,
+    outcome_table,
+    summarise_marks,
+    summarise_outcomes,
+)
 from riskstrat.cohorts.select import CohortConfig, Criterion, Intervention, Requirement
 from riskstrat.config import Settings, get_settings
 from riskstrat.errors import ConflictError, DataError, NotFoundError
@@ -26,6 +32,9 @@ class OutcomeResult:
     outcome_extract_date: date
     by_intervention: pd.DataFrame
     by_practice: pd.DataFrame
+    #: Per intervention: listed people by their latest mark (``<mark>_people``), and O/E for
+    #: the people marked reviewed and for the rest (``cohorts.outcomes.summarise_marks``).
+    by_mark: pd.DataFrame
 
 
 def config_from_run(run: RunInfo) -> CohortConfig:
@@ -50,6 +59,22 @@ def config_from_run(run: RunInfo) -> CohortConfig:
             require=[Requirement(name="recorded", any=criteria)],
         )
     return CohortConfig(version=str(record["version"]), interventions=interventions)
+
+
+def latest_marks(store: Store, run: RunInfo, members: pd.DataFrame, *, until: date) -> pd.DataFrame:
+    """Each cohort member's latest mark for that intervention made before the follow-up
+    window closed (``until``): ``intervention, nhs_number, status``. Marks hold across months,
+    so one made before the run (reviewed in an earlier month) counts too."""
+    people = sorted(set(members["nhs_number"].astype(str)))
+    latest = store.marks.latest(
+        people,
+        identifier_kind=run.identifier_kind,
+        as_of=datetime.combine(until, time.min, tzinfo=UTC),
+    )
+    return pd.DataFrame(
+        [(m.intervention, m.person, m.status) for m in latest.values()],
+        columns=["intervention", "nhs_number", "status"],
+    )
 
 
 def run_outcomes(
@@ -91,6 +116,7 @@ def run_outcomes(
             outcome_extract_date = extract.extract_date
         table = outcome_table(members, followed, config)
         store.outcomes.replace(run.id, table, outcome_extract_date=outcome_extract_date)
+        marks = latest_marks(store, run, members, until=window_end)
         report(progress, "done", 1.0)
         return OutcomeResult(
             run_id=run.id,
@@ -98,6 +124,7 @@ def run_outcomes(
             outcome_extract_date=outcome_extract_date,
             by_intervention=summarise_outcomes(table, config),
             by_practice=summarise_outcomes(table, config, by=("intervention", "practice_code")),
+            by_mark=summarise_marks(mark_table(members, followed, marks)),
         )
     finally:
         store.dispose()

@@ -1,7 +1,8 @@
 """The serving store: the only package that talks to the serving database (SQLAlchemy).
 
 :class:`Store` owns the engine and exposes one repository per aggregate (``store.runs``,
-``store.scores``, ``store.cohorts``, ``store.outcomes``, ``store.audit``, ``store.users``).
+``store.scores``, ``store.cohorts``, ``store.outcomes``, ``store.audit``, ``store.users``,
+``store.marks``).
 The modules: ``schema`` (tables), ``engine`` (opening, migrations), ``records`` (the values
 handed out, and row conversion), ``paging`` (ranked-list pages), one module per repository,
 ``facade`` (:class:`Store`).

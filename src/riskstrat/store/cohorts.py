@@ -45,11 +45,17 @@ class CohortRepository:
         offset: int = 0,
         limit: int = 50,
         pcn_codes: Sequence[str] | None = None,
+        hide_done: bool = False,
+        identifier_kind: str = "nhs_number",
     ) -> tuple[int, list[tuple[CohortMember, PatientScore]]]:
         """One page of an intervention's cohort in rank order, with each person's score and
-        reasons, and the number of people in the (filtered) cohort."""
+        reasons, and the number of people in the (filtered) cohort. ``hide_done`` leaves out
+        people whose latest mark is done, in the query (so pages and the total agree), with
+        marks matched as ``identifier_kind`` (the run's) identifies people."""
         s = patient_scores.c
-        scope = Scope(run_id, intervention, pcn_code, practice_code, pcn_codes)
+        scope = Scope(
+            run_id, intervention, pcn_code, practice_code, pcn_codes, hide_done, identifier_kind
+        )
         columns = [cohort_members, s.percentile, s.reasons, s.rank.label("overall_rank")]
         total, rows = fetch_page(
             self.engine, scope, columns, offset=offset, limit=limit, with_scores=True
@@ -81,11 +87,15 @@ class CohortRepository:
         offset: int = 0,
         limit: int = 50,
         pcn_codes: Sequence[str] | None = None,
+        hide_done: bool = False,
+        identifier_kind: str = "nhs_number",
     ) -> tuple[int, list[tuple[str, str]]] | None:
         """A page of a cohort as the API items written at publication: the number of people
         in the (filtered) cohort, and ``(nhs_number, item_json)`` in rank order. ``None``
         for a run published before items were stored (use ``page_raw``)."""
-        scope = Scope(run_id, intervention, pcn_code, practice_code, pcn_codes)
+        scope = Scope(
+            run_id, intervention, pcn_code, practice_code, pcn_codes, hide_done, identifier_kind
+        )
         total, found = fetch_page(
             self.engine,
             scope,
@@ -109,12 +119,16 @@ class CohortRepository:
         offset: int = 0,
         limit: int = 50,
         pcn_codes: Sequence[str] | None = None,
+        hide_done: bool = False,
+        identifier_kind: str = "nhs_number",
     ) -> tuple[int, list[CohortRowRaw]]:
         """``page`` for the API's hot path: criteria and reasons come back as the JSON text
         stored at publication, so a page can be written without decoding and re-encoding a
         hundred people's reasons."""
         m, s = cohort_members.c, patient_scores.c
-        scope = Scope(run_id, intervention, pcn_code, practice_code, pcn_codes)
+        scope = Scope(
+            run_id, intervention, pcn_code, practice_code, pcn_codes, hide_done, identifier_kind
+        )
         columns = [
             m.rank,
             m.nhs_number,
@@ -140,9 +154,13 @@ class CohortRepository:
         practice_code: str | None = None,
         limit: int | None = None,
         pcn_codes: Sequence[str] | None = None,
+        hide_done: bool = False,
+        identifier_kind: str = "nhs_number",
     ) -> list[float]:
         """Risks of an intervention's cohort in rank order (for capacity summaries)."""
-        scope = Scope(run_id, intervention, pcn_code, practice_code, pcn_codes)
+        scope = Scope(
+            run_id, intervention, pcn_code, practice_code, pcn_codes, hide_done, identifier_kind
+        )
         query = select(cohort_members.c.risk).where(*scope.where()).order_by(cohort_members.c.rank)
         if limit is not None:
             query = query.limit(limit)

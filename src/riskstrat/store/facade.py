@@ -7,6 +7,7 @@ from sqlalchemy import Engine
 from riskstrat.store.audit import AuditRepository
 from riskstrat.store.cohorts import CohortRepository
 from riskstrat.store.engine import create_schema, make_engine, ping
+from riskstrat.store.marks import MarkRepository
 from riskstrat.store.outcomes import OutcomeRepository
 from riskstrat.store.runs import RunRepository
 from riskstrat.store.scores import ScoreRepository
@@ -23,6 +24,7 @@ class Store:
     ``store.cohorts``     a run's intervention cohorts: pages, risks, sizes, members
     ``store.outcomes``    a run's outcome summary (aggregates)
     ``store.audit``       the access log: record, queue, index and read it
+    ``store.marks``       what teams did about listed people: record, latest, history
     ``store.users``       API users and their keys, and browser sessions
     ====================  ==========================================================
     """
@@ -36,6 +38,7 @@ class Store:
         self.outcomes = OutcomeRepository(self.engine)
         self.audit = AuditRepository(self.engine)
         self.users = UserRepository(self.engine)
+        self.marks = MarkRepository(self.engine)
 
     def create_schema(self) -> None:
         """Create the tables, or upgrade them, with the migrations (Alembic).

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, Table, func, select
 
 from riskstrat.store.engine import mark
+from riskstrat.store.marks import done_sql, not_done
 from riskstrat.store.schema import cohort_members, patient_scores
 
 
@@ -18,13 +19,17 @@ from riskstrat.store.schema import cohort_members, patient_scores
 class Scope:
     """Which rows of a run a list shows: one intervention's cohort (or, with no
     ``intervention``, everyone scored), in one PCN and one practice if given, within a
-    caller's PCNs (``pcn_codes``; None means every PCN)."""
+    caller's PCNs (``pcn_codes``; None means every PCN). ``hide_done`` leaves out cohort
+    members whose latest mark for the intervention is done (``store.marks.DONE_STATUSES``),
+    matching marks of people identified as the run identifies them (``identifier_kind``)."""
 
     run_id: int
     intervention: str | None = None
     pcn_code: str | None = None
     practice_code: str | None = None
     pcn_codes: Sequence[str] | None = None
+    hide_done: bool = False
+    identifier_kind: str = "nhs_number"
 
     @property
     def table(self) -> Table:
@@ -47,6 +52,8 @@ class Scope:
             where.append(c.pcn_code == self.pcn_code)
         if self.practice_code:
             where.append(c.practice_code == self.practice_code)
+        if self.hide_done and self.intervention is not None:
+            where.append(not_done(c.nhs_number, c.intervention, self.identifier_kind))
         return where
 
     def sql(self, placeholder: str) -> tuple[str, list[Any]]:
@@ -66,6 +73,10 @@ class Scope:
         if self.practice_code:
             where += f" AND practice_code = {placeholder}"
             params.append(self.practice_code)
+        if self.hide_done and self.intervention is not None:
+            done, more = done_sql(self.table.name, placeholder, self.identifier_kind)
+            where += f" AND {done}"
+            params.extend(more)
         return where, params
 
 

@@ -3,8 +3,9 @@
 A monthly run is one row in ``score_runs`` plus its people in ``patient_scores`` and its
 cohorts in ``cohort_members``; ``cohort_outcomes`` holds a run's outcome summary;
 ``access_log`` (and its per-patient index ``access_patients``) records every patient-level
-read; ``api_users`` and ``web_sessions`` are the API's callers. The ``nhs_number`` columns hold
-an NHS number or, in a pseudonymous run, a pseudonym (``RunInfo.identifier_kind``).
+read; ``patient_marks`` what teams did about listed people; ``api_users`` and
+``web_sessions`` are the API's callers. The ``nhs_number`` columns hold an NHS number or,
+in a pseudonymous run, a pseudonym (``RunInfo.identifier_kind``).
 """
 
 from __future__ import annotations
@@ -154,6 +155,25 @@ access_patients = Table(
            primary_key=True),
     sqlite_with_rowid=False,
 )  # fmt: skip
+
+#: What a team did about a listed person, per intervention (see ``riskstrat.store.marks``):
+#: appended, never updated, and kept across runs (no foreign key to a run, so pruning runs
+#: leaves them). ``person`` is stored as the runs store it: an NHS number, or a pseudonym of up
+#: to 64 characters (as ``patient_scores.nhs_number`` after 0004), with its kind beside it.
+patient_marks = Table(
+    "patient_marks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("person", String(64), nullable=False),
+    Column("identifier_kind", String(20), nullable=False),
+    Column("intervention", String(50), nullable=False),
+    Column("status", String(20), nullable=False),  # contacted, reviewed, declined, ...
+    Column("pcn_code", String(6), nullable=False),  # the person's PCN when marked
+    Column("marked_by", String(200), nullable=False),
+    Column("marked_at", DateTime(timezone=True), nullable=False),
+    Column("note", String(500)),  # free text: never logged
+    Index("ix_patient_marks_person", "person", "intervention", "marked_at", "id"),
+)
 
 #: Browser sessions of the web pages: the cookie holds a random token, this table its hash.
 web_sessions = Table(
