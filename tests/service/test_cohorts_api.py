@@ -159,7 +159,8 @@ def test_cohort_as_csv(world):
     expected = members[members.practice_code == "B82001"]
     assert len(frame) == len(expected)
     assert list(frame.nhs_number.str.replace(" ", "")) == list(expected.nhs_number)
-    assert frame.reasons.iloc[0] == "aged 80 (+1.5 points)"
+    # the verb comes from the sign of the size (issue 24)
+    assert frame.reasons.iloc[0] == "aged 80 (raises the risk by 1.5 points)"
 
 
 def test_unknown_intervention_and_month(world):

@@ -132,8 +132,8 @@ def _reference_reasons(booster, X, *, top_raising, top_lowering, min_pp=0.001):
             [
                 {
                     "group": gc.groups[j].key,
-                    "text": gc.groups[j].phrase(values, fc),
-                    "direction": "raises" if gc.log_odds[i, j] > 0 else "lowers",
+                    "text": gc.groups[j].phrase(values, fc, gc.percentage_points[i, j] > 0),
+                    "direction": "raises" if gc.percentage_points[i, j] > 0 else "lowers",
                     "log_odds": round(float(gc.log_odds[i, j]), 4),
                     "percentage_points": round(float(gc.percentage_points[i, j]), 3),
                 }

@@ -123,7 +123,11 @@ def test_an_nhs_number_export_is_as_before(tmp_path):
     mine = made["scores"][made["scores"].pcn_code == PCN].sort_values("rank")
     assert list(sheets["cohort"].nhs_number.str.replace(" ", "")) == list(mine.nhs_number)
     assert sheets["cohort"].nhs_number[0].count(" ") == 2  # "999 123 4567"
-    assert "identifiers" not in set(sheets["about"]["item"])
+    # every about sheet says what identifies the people (issue 24): here, NHS numbers
+    about = dict(zip(sheets["about"]["item"], sheets["about"]["value"], strict=True))
+    assert (
+        about["identifiers"].startswith("NHS numbers") and "pseudonym" not in about["identifiers"]
+    )
     [record] = _records(settings)
     assert (record["purpose"], record["request_id"], record["identifier_kind"]) == (
         "export xlsx",

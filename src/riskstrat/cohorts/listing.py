@@ -1,22 +1,47 @@
 """Cohort lists as a practice team reads them: one row per person, in rank order, with the
 NHS number formatted as text (or, in a pseudonymous run, the pseudonym as it is, under its own
-heading) and the criteria and reasons in words."""
+heading), the rank within the whole run and within the person's practice, and the criteria,
+reasons and expected benefit in words. The numbers in words (percentages, chances, admissions
+avoided) are in ``riskstrat.cohorts.words``; the "about" sheet every Excel list carries is
+built here (``about_rows``) and written with the list (``write_xlsx``)."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import pandas as pd
 
+from riskstrat.cohorts.words import (
+    benefit_in_words,
+    chance_words,
+    intervention_label,
+    no_effect_in_words,
+    person_benefit_in_words,
+    points_words,
+)
 from riskstrat.data.contract import IdentifierKind
-from riskstrat.store.records import CohortMember, PatientScore, json_text
+from riskstrat.store.records import CohortMember, PatientScore, RunInfo, json_text
 
+__all__ = [
+    "IDENTIFIER_COLUMNS", "IDENTIFIER_LABELS", "LISTING_COLUMNS", "about_frame", "about_rows",
+    "benefit_in_words", "chance_words", "cohort_item_json", "cohort_items_json",
+    "criteria_json", "display_identifier", "format_nhs_number", "intervention_label",
+    "json_code", "json_number", "json_rank", "listed_for", "listing_columns", "listing_frame",
+    "no_effect_in_words",
+    "person_benefit_in_words", "points_words", "practice_ranks", "reason_sentence",
+    "reasons_text", "write_xlsx",
+]  # fmt: skip
+
+#: The columns of a list: ``rank`` is the position in the run's whole list (every PCN in the
+#: run), ``practice_rank`` the position within the person's practice (1 = first there).
 LISTING_COLUMNS = (
-    "rank", "nhs_number", "practice_code", "pcn_code", "risk_percent",
-    "expected_admissions_avoided", "eligible_because", "reasons",
+    "rank", "nhs_number", "practice_code", "practice_rank", "pcn_code", "risk_percent",
+    "expected_admissions_avoided", "expected_benefit_in_words", "eligible_because", "reasons",
 )  # fmt: skip
 #: The heading of the identifier column in lists and exports, by what it holds.
 IDENTIFIER_COLUMNS: dict[IdentifierKind, str] = {
@@ -49,9 +74,40 @@ def display_identifier(identifier: str, identifier_kind: IdentifierKind) -> str:
     return format_nhs_number(identifier) if identifier_kind == "nhs_number" else identifier
 
 
+def reason_sentence(reason: Mapping[str, Any]) -> str:
+    """One reason with its verb and size from the sign of its size:
+    ``2 emergency admissions in the last 12 months (raises the risk by 4.1 points)``."""
+    return f"{reason['text']} ({points_words(float(reason['percentage_points']))})"
+
+
 def reasons_text(reasons: Sequence[Mapping[str, Any]]) -> str:
-    """Reasons as one readable cell: ``text (+4.1 points); text (-0.3 points)``."""
-    return "; ".join(f"{r['text']} ({float(r['percentage_points']):+.1f} points)" for r in reasons)
+    """Reasons as one readable cell: ``text (raises the risk by 4.1 points); text (lowers the
+    risk by 0.3 points)``."""
+    return "; ".join(reason_sentence(r) for r in reasons)
+
+
+def practice_ranks(
+    practice_codes: Sequence[str], *, offset: int = 0, one_practice: bool = False
+) -> list[int | None]:
+    """Each row's rank within its practice (1 first), for rows of a ranked list that start
+    at position ``offset`` (0-based) of a list filtered to whole practices (a PCN, the
+    caller's PCNs, or one practice).
+
+    A list for one practice counts on from ``offset``. Any other list counts each practice
+    from 1, which is right only from the top (``offset`` 0): a practice belongs to one PCN,
+    so the top of a PCN's list holds the top of each of its practices' lists. Further down,
+    the rank within the practice is not known from the page alone (``None``).
+    """
+    if one_practice:
+        return [offset + i + 1 for i in range(len(practice_codes))]
+    if offset:
+        return [None] * len(practice_codes)
+    seen: dict[str, int] = {}
+    out: list[int | None] = []
+    for code in practice_codes:
+        seen[code] = seen.get(code, 0) + 1
+        out.append(seen[code])
+    return out
 
 
 def listing_frame(
@@ -59,26 +115,185 @@ def listing_frame(
     criteria_text: Mapping[str, str],
     *,
     identifier_kind: IdentifierKind = "nhs_number",
+    offset: int = 0,
+    one_practice: bool = False,
+    ranks_known: bool = True,
 ) -> pd.DataFrame:
     """A cohort page as a table for CSV or Excel (``listing_columns(identifier_kind)``: the
-    identifier column is ``pseudonym`` in a pseudonymous run)."""
+    identifier column is ``pseudonym`` in a pseudonymous run). ``offset`` is the position of
+    the first row in the (filtered) list and ``one_practice`` says the list is one
+    practice's, for ``practice_rank`` (see ``practice_ranks``); ``ranks_known=False`` (a list
+    with people left out, such as those marked done) leaves ``practice_rank`` empty."""
     heading = IDENTIFIER_COLUMNS[identifier_kind]
+    codes = [m.practice_code for m, _ in rows]
+    ranks = (
+        practice_ranks(codes, offset=offset, one_practice=one_practice)
+        if ranks_known
+        else [None] * len(codes)
+    )
     records = [
         {
             "rank": member.rank,
             heading: display_identifier(member.nhs_number, identifier_kind),
             "practice_code": member.practice_code,
+            "practice_rank": practice_rank,
             "pcn_code": member.pcn_code,
-            "risk_percent": round(100.0 * member.risk, 1),
+            "risk_percent": round(100.0 * min(max(member.risk, 0.0), 1.0), 1),
             "expected_admissions_avoided": (
                 None if member.expected_benefit is None else round(member.expected_benefit, 4)
             ),
+            "expected_benefit_in_words": person_benefit_in_words(member.expected_benefit),
             "eligible_because": "; ".join(criteria_text.get(k, k) for k in member.criteria),
             "reasons": reasons_text(score.reasons),
         }
-        for member, score in rows
+        for (member, score), practice_rank in zip(rows, ranks, strict=True)
     ]
-    return pd.DataFrame(records, columns=list(listing_columns(identifier_kind)))
+    frame = pd.DataFrame(records, columns=list(listing_columns(identifier_kind)))
+    frame["practice_rank"] = frame["practice_rank"].astype("Int64")
+    return frame
+
+
+# ---- The "about" sheet of every Excel list ---------------------------------------------
+
+
+def listed_for(
+    *, pcn: str | None = None, practice: str | None = None, pcns: Sequence[str] | None = None
+) -> str:
+    """Whose list it is, in words: "practice A81001", "PCN U12345", "PCNs U1, U2" (the
+    caller's), or "every PCN in the run"."""
+    if practice:
+        return f"practice {practice}" + (f" (PCN {pcn})" if pcn else "")
+    if pcn:
+        return f"PCN {pcn}"
+    if pcns:
+        return ("PCN " if len(pcns) == 1 else "PCNs ") + ", ".join(sorted(pcns))
+    return "every PCN in the run"
+
+
+#: What every list says about itself, whoever made it.
+CAVEATS = (
+    "A prediction to help prioritise proactive care, not a diagnosis. Risks are the model's "
+    "estimates of an emergency admission in the 90 days after the index date, from the "
+    "record as it stood then; people whose record is short or incomplete may be ranked too "
+    "low. Expected benefit assumes the effect named here; it is an average over many people, "
+    "not a promise for any one person. Check each person's record before acting."
+)
+
+
+def about_rows(
+    *,
+    run: RunInfo,
+    intervention: str,
+    listed_for: str,
+    risks: Sequence[float],
+    identifier_kind: IdentifierKind = "nhs_number",
+    reidentified: bool = False,
+    exported_at: datetime | None = None,
+) -> list[tuple[str, str]]:
+    """What a list is, in rows of (item, words), for the "about" sheet of every Excel list:
+    the cohort and its criteria, the run and model it comes from, how it is ranked, what it
+    is expected to yield, caveats and what identifies the people.
+
+    Args:
+        run: the published run the list is from.
+        intervention: the cohort's key in the run.
+        listed_for: whose list it is, in words ("practice A81001", "PCN U12345").
+        risks: the listed people's risks, in list order.
+        identifier_kind: what the identifier column holds.
+        reidentified: NHS numbers were added from a linkage file.
+        exported_at: when (UTC); now when not given.
+    """
+    record = run.interventions.get(intervention, {})
+    title = str(record.get("title", intervention))
+    effect = record.get("effect")
+    label = intervention_label(title)
+    expected = float(sum(min(max(float(r), 0.0), 1.0) for r in risks))
+    if effect is not None:
+        effect_words = f"{float(effect):.0%} fewer emergency admissions among people who receive it"
+        benefit = benefit_in_words(
+            expected * float(effect), len(risks), intervention_label=label, effect=float(effect)
+        )
+    else:
+        effect_words = "none claimed"
+        benefit = no_effect_in_words(
+            expected, len(risks), intervention_label=label, served_by=record.get("served_by")
+        )
+    criteria = record.get("criteria") or {}
+    at = exported_at or datetime.now(UTC)
+    items = [
+        ("cohort", title),
+        ("list for", listed_for),
+        ("people listed", str(len(risks))),
+        ("month (index date)", run.month.isoformat()),
+        ("run id", str(run.id)),
+        ("model name", run.model_name),
+        ("model version", run.model_version),
+        ("cohort configuration version", run.cohort_config_version or "not recorded"),
+        ("criteria source", str(record.get("source", ""))),
+        (
+            "criteria",
+            "; ".join(str(t) for t in criteria.values())
+            + " (each person's eligible_because names those they meet)",
+        ),
+        ("ranked by", str(record.get("ranked_by", ""))),
+        ("effect assumed", effect_words),
+        ("expected benefit", benefit),
+        (
+            "ranks",
+            "rank is the position in the run's whole list (every PCN in the run); "
+            "practice_rank is the position within the person's practice",
+        ),
+        ("note", str(record.get("note") or "")),
+        ("caveats", CAVEATS),
+        (
+            "identifiers",
+            "pseudonyms (the pseudonym column), not NHS numbers: the run was scored from a "
+            "pseudonymous extract"
+            if identifier_kind == "pseudonym"
+            else "NHS numbers (the nhs_number column, as text: 999 123 4567)",
+        ),
+    ]
+    if reidentified:
+        items.append(
+            (
+                "re-identified",
+                "NHS numbers added from the practice's linkage file, for direct care only; "
+                "this list identifies people: handle it as identifiable patient data",
+            )
+        )
+    items.append(("exported at (UTC)", at.astimezone(UTC).strftime("%Y-%m-%d %H:%M")))
+    return items
+
+
+def about_frame(rows: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """``about_rows`` as the sheet's table (columns ``item`` and ``value``)."""
+    return pd.DataFrame(list(rows), columns=["item", "value"])
+
+
+def write_xlsx(frame: pd.DataFrame, target: Path | BinaryIO, about: pd.DataFrame) -> None:
+    """A list as an Excel workbook: the ``cohort`` sheet (identifiers as text, readable
+    widths, header frozen) and the ``about`` sheet."""
+    with pd.ExcelWriter(target, engine="openpyxl") as writer:
+        frame.to_excel(writer, sheet_name="cohort", index=False)
+        about.to_excel(writer, sheet_name="about", index=False)
+        sheet = writer.sheets["cohort"]
+        for name in ("nhs_number", "pseudonym"):
+            if name not in frame.columns:
+                continue
+            col = list(frame.columns).index(name) + 1
+            for (cell,) in sheet.iter_rows(min_row=2, min_col=col, max_col=col):
+                cell.number_format = "@"  # text: never a number in scientific notation
+        widths = {
+            "nhs_number": 14, "pseudonym": 14, "eligible_because": 60, "reasons": 90,
+            "expected_benefit_in_words": 50,
+        }  # fmt: skip
+        for i, name in enumerate(frame.columns, start=1):
+            letter = sheet.cell(row=1, column=i).column_letter
+            sheet.column_dimensions[letter].width = widths.get(name, 14)
+        sheet.freeze_panes = "A2"
+        notes = writer.sheets["about"]
+        notes.column_dimensions["A"].width = 28
+        notes.column_dimensions["B"].width = 120
 
 
 # ---- The API's cohort page items, as JSON text -----------------------------------------
@@ -101,6 +316,11 @@ def json_number(value: float | None) -> str:
     return repr(number) if math.isfinite(number) else json.dumps(number)
 
 
+def json_rank(rank: int | None) -> str:
+    """A rank as a JSON number, or null."""
+    return "null" if rank is None else str(int(rank))
+
+
 def criteria_json(keys: Sequence[str], criteria_text: Mapping[str, str]) -> str:
     """The ``eligible_because`` list of a cohort item."""
     return json.dumps([{"key": k, "text": criteria_text.get(k, k)} for k in keys])
@@ -109,6 +329,7 @@ def criteria_json(keys: Sequence[str], criteria_text: Mapping[str, str]) -> str:
 def cohort_item_json(
     *,
     rank: int,
+    practice_rank: int | None = None,
     nhs_number: str,
     practice_code: str,
     pcn_code: str,
@@ -124,6 +345,7 @@ def cohort_item_json(
         f'{{"cohort_rank":{int(rank)},"nhs_number":{json_code(nhs_number)},'
         f'"identifier_kind":"{identifier_kind}",'
         f'"practice_code":{json_code(practice_code)},"pcn_code":{json_code(pcn_code)},'
+        f'"practice_rank":{json_rank(practice_rank)},'
         f'"risk":{json_number(risk)},"percentile":{json_number(percentile)},'
         f'"expected_admissions_avoided":{json_number(expected_benefit)},'
         f'"eligible_because":{because_json},"reasons":{reasons_json}}}'
@@ -155,6 +377,14 @@ def cohort_items_json(
         return []
     people = scores.set_index("nhs_number")
     percentile = people["percentile"].reindex(cohorts["nhs_number"]).to_numpy()
+    # Within each practice, by the cohort's order (the frame is in rank order per cohort).
+    by_practice = (
+        cohorts.sort_values(["intervention", "rank"], kind="stable")
+        .groupby(["intervention", "practice_code"], sort=False)
+        .cumcount()
+        + 1
+    ).reindex(cohorts.index)
+    practice_rank = by_practice.to_numpy()
     reasons = people["reasons"].reindex(cohorts["nhs_number"]).tolist()
     out = []
     because: dict[tuple[str, tuple[str, ...]], str] = {}
@@ -169,7 +399,8 @@ def cohort_items_json(
             because[key] = criteria_json(key[1], criteria_text.get(key[0], {}))
         out.append(
             cohort_item_json(
-                rank=int(rank), nhs_number=str(nhs), practice_code=str(practice),
+                rank=int(rank), practice_rank=int(practice_rank[i]), nhs_number=str(nhs),
+                practice_code=str(practice),
                 pcn_code=str(pcn), risk=float(risk), percentile=float(percentile[i]),
                 expected_benefit=None if pd.isna(benefit) else float(benefit),
                 because_json=because[key], reasons_json=json_text(reasons[i]),

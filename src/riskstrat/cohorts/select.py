@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from riskstrat.cohorts.words import benefit_in_words, no_effect_in_words
 from riskstrat.data.contract import INTERVENTION_CODES
 from riskstrat.errors import ConfigError, MissingFileError, UsageError
 from riskstrat.resources import model_dir
@@ -317,22 +318,61 @@ def tranche(risks: Sequence[float], *, start: int, size: int, effect: float | No
     )
 
 
+def tranche_in_words(
+    part: Tranche, *, effect: float | None, intervention_label: str, served_by: str | None = None
+) -> str:
+    """A tranche's expected benefit in words (``words.benefit_in_words``), or, with no
+    admissions effect claimed, why not and what its people are expected to need instead."""
+    if effect is None or part.expected_admissions_avoided is None:
+        return no_effect_in_words(
+            part.expected_admissions,
+            part.people,
+            intervention_label=intervention_label,
+            served_by=served_by,
+        )
+    return benefit_in_words(
+        part.expected_admissions_avoided,
+        part.people,
+        intervention_label=intervention_label,
+        effect=effect,
+    )
+
+
 def capacity_summary(
-    risks: Sequence[float], *, capacity: int, effect: float | None
+    risks: Sequence[float],
+    *,
+    capacity: int,
+    effect: float | None,
+    intervention_label: str = "the intervention",
+    served_by: str | None = None,
 ) -> dict[str, Any]:
     """What reviewing the top ``capacity`` people of a ranked list is expected to yield, and
     what the next ``capacity`` would add (the value of more capacity).
 
     Expected admissions are sums of 90-day risks; admissions avoided multiply them by the
-    intervention's effect (none when no effect is claimed).
+    intervention's effect (none when no effect is claimed). ``listed_in_words`` and
+    ``next_in_words`` say each in words, with the assumption they rest on;
+    ``intervention_label`` names the intervention mid-sentence and ``served_by`` (its
+    intervention code) says what an intervention that claims no admissions effect is about
+    instead.
     """
     if capacity < 1:
         raise UsageError("capacity must be at least 1", hint="ask for a capacity of 1 or more")
+    listed = tranche(risks, start=0, size=capacity, effect=effect)
+    after = tranche(risks, start=capacity, size=capacity, effect=effect)
+    listed_words, next_words = (
+        tranche_in_words(
+            part, effect=effect, intervention_label=intervention_label, served_by=served_by
+        )
+        for part in (listed, after)
+    )
     return {
         "eligible": len(risks),
         "capacity": capacity,
-        "listed": tranche(risks, start=0, size=capacity, effect=effect).as_dict(),
-        "next": tranche(risks, start=capacity, size=capacity, effect=effect).as_dict(),
+        "listed": listed.as_dict(),
+        "next": after.as_dict(),
+        "listed_in_words": listed_words,
+        "next_in_words": next_words,
     }
 
 

@@ -13,13 +13,21 @@ import os
 import tempfile
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
 import pandas as pd
 
-from riskstrat.cohorts.listing import IDENTIFIER_COLUMNS, format_nhs_number, listing_frame
+from riskstrat.cohorts.listing import (
+    IDENTIFIER_COLUMNS,
+    about_frame,
+    about_rows,
+    format_nhs_number,
+    listed_for,
+    listing_frame,
+    write_xlsx,
+)
 from riskstrat.config import Settings, acting_user, get_settings
 from riskstrat.data.contract import IdentifierKind
 from riskstrat.data.linkage import DIRECT_CARE, is_direct_care, read_linkage, reidentify
@@ -102,7 +110,9 @@ def run_export(
             run.id, cohort, pcn_code=pcn, practice_code=practice, offset=0, limit=limit
         )
         identifiers = [m.nhs_number for m, _ in rows]
-        frame = listing_frame(rows, record[cohort]["criteria"], identifier_kind=kind)
+        frame = listing_frame(
+            rows, record[cohort]["criteria"], identifier_kind=kind, one_practice=bool(practice)
+        )
         actor = acting_user()
         key = settings.pseudonym_key.get_secret_value()
         request_id = None
@@ -129,12 +139,15 @@ def run_export(
             frame,
             path,
             fmt,
-            about=_about(
-                run.month,
-                run.model_version,
-                record[cohort],
-                identifier_kind=kind,
-                reidentified=linkage is not None,
+            about=about_frame(
+                about_rows(
+                    run=run,
+                    intervention=cohort,
+                    listed_for=listed_for(pcn=pcn, practice=practice),
+                    risks=[m.risk for m, _ in rows],
+                    identifier_kind=kind,
+                    reidentified=linkage is not None,
+                )
             ),
         )
         store.audit.record(
@@ -168,46 +181,6 @@ def with_nhs_numbers(frame: pd.DataFrame, nhs_numbers: list[str]) -> pd.DataFram
     return out
 
 
-def _about(
-    month: date,
-    model_version: str,
-    intervention: dict[str, object],
-    *,
-    identifier_kind: IdentifierKind = "nhs_number",
-    reidentified: bool = False,
-) -> pd.DataFrame:
-    items = [
-        ("cohort", intervention["title"]),
-        ("month (index date)", month.isoformat()),
-        ("model version", model_version),
-        ("criteria source", intervention["source"]),
-        ("ranked by", intervention["ranked_by"]),
-        (
-            "effect assumed",
-            intervention["effect"] if intervention["effect"] is not None else "none claimed",
-        ),
-        ("note", intervention.get("note") or ""),
-        ("exported at (UTC)", datetime.now(UTC).strftime("%Y-%m-%d %H:%M")),
-    ]
-    if identifier_kind == "pseudonym":
-        items.append(
-            (
-                "identifiers",
-                "pseudonyms (the pseudonym column), not NHS numbers: the run was scored from "
-                "a pseudonymous extract",
-            )
-        )
-    if reidentified:
-        items.append(
-            (
-                "re-identified",
-                "NHS numbers added from the practice's linkage file, for direct care only; "
-                "this list identifies people: handle it as identifiable patient data",
-            )
-        )
-    return pd.DataFrame(items, columns=["item", "value"])
-
-
 def _write_atomically(
     frame: pd.DataFrame, path: Path, fmt: ExportFormat, *, about: pd.DataFrame
 ) -> None:
@@ -219,27 +192,8 @@ def _write_atomically(
         if fmt == "csv":
             frame.to_csv(tmp, index=False, encoding="utf-8-sig")  # BOM: Excel reads UTF-8
         else:
-            _write_xlsx(frame, tmp, about)
+            write_xlsx(frame, tmp, about)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _write_xlsx(frame: pd.DataFrame, path: Path, about: pd.DataFrame) -> None:
-    with pd.ExcelWriter(path, engine="openpyxl") as writer:
-        frame.to_excel(writer, sheet_name="cohort", index=False)
-        about.to_excel(writer, sheet_name="about", index=False)
-        sheet = writer.sheets["cohort"]
-        for name in ("nhs_number", "pseudonym"):
-            if name not in frame.columns:
-                continue
-            col = list(frame.columns).index(name) + 1
-            for (cell,) in sheet.iter_rows(min_row=2, min_col=col, max_col=col):
-                cell.number_format = "@"  # text: never a number in scientific notation
-        widths = {"nhs_number": 14, "pseudonym": 14, "eligible_because": 60, "reasons": 90}
-        for i, name in enumerate(frame.columns, start=1):
-            sheet.column_dimensions[sheet.cell(row=1, column=i).column_letter].width = widths.get(
-                name, 14
-            )
-        sheet.freeze_panes = "A2"
