@@ -70,6 +70,25 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
+    public_base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~\-/]*)?$",
+        description="The address clients reach the service at (scheme, host, port, path), "
+        "for absolute URLs such as FHIR fullUrl; default http://HOST:PORT. Never taken from "
+        "the request's Host header.",
+    )
+    trust_forwarded_proto: bool = Field(
+        default=False,
+        description="Believe X-Forwarded-Proto (set only behind a proxy that overwrites it): "
+        "'https' there turns on Strict-Transport-Security.",
+    )
+    audit_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=30,
+        description="How long a patient-level read waits for its audit record to commit "
+        "before it is refused with a 503 (no data is returned unaudited).",
+    )
     max_page_size: int = 500
     retain_months: int = Field(
         default=24,
@@ -93,6 +112,13 @@ class Settings(BaseSettings):
     @property
     def serving_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'serving.db'}"
+
+    @property
+    def base_url(self) -> str:
+        """Where clients reach the service, without a trailing slash: RISKSTRAT_PUBLIC_BASE_URL,
+        else built from the bind address (``host`` and ``port``)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        return (self.public_base_url or f"http://{host}:{self.port}").rstrip("/")
 
     @property
     def tracking_uri(self) -> str:

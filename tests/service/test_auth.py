@@ -189,12 +189,12 @@ def test_audit_failure_means_no_data(world, monkeypatch):
     response = safe.get(
         f"/api/v1/patients/{person}/risk", headers=bearer(key_for("care_coordinator", PCNS[0]))
     )
-    assert response.status_code == 500 and person not in response.text
+    assert response.status_code == 503 and person not in response.text
     response = safe.get(
         f"/api/v1/cohorts/falls_review?pcn={PCNS[0]}&page_size=100",
         headers=bearer(key_for("pcn_team", PCNS[0])),
     )
-    assert response.status_code == 500 and "999" not in response.text
+    assert response.status_code == 503 and "999" not in response.text
 
 
 def test_expired_revoked_and_malformed_keys(world, tmp_path):
@@ -353,6 +353,7 @@ def test_users_cli_adds_lists_and_revokes(tmp_path, monkeypatch):
     get_settings.cache_clear()
     runner = CliRunner()
     try:
+        assert runner.invoke(cli, ["init"]).exit_code == 0  # users live in an existing home
         key_file = tmp_path / "keys" / "jo.key"
         added = runner.invoke(
             cli, ["users", "add", "--name", "jo", "--role", "care_coordinator",

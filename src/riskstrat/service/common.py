@@ -4,6 +4,7 @@ the audit of patient-level reads, and the building blocks of their answers."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Annotated, Any
 
@@ -13,7 +14,8 @@ from pydantic import BaseModel
 
 from riskstrat.calendar import parse_month
 from riskstrat.data.contract import PSEUDONYM_PATTERN, IdentifierKind
-from riskstrat.errors import NotFoundError
+from riskstrat.errors import NotFoundError, StoreError
+from riskstrat.nhs_number import normalise_nhs_number
 from riskstrat.service.auth import Caller
 from riskstrat.service.schemas import (
     Criterion,
@@ -45,11 +47,16 @@ NO_MONTH_HINT = (
     "GET /api/v1/runs lists the months with a published run; leave out `month` for the latest"
 )
 NHS_NUMBER_PATTERN = r"^[0-9]{10}$"
+#: An NHS number as people write it: 3, 3 and 4 digits, apart or joined by a space or a dash
+#: ("999 725 7952", "999-725-7952"), with spaces around it: what
+#: :func:`riskstrat.nhs_number.normalise_nhs_number` turns into ten digits.
+WRITTEN_NHS_NUMBER_PATTERN = r"\s*[0-9]{3}[ -]?[0-9]{3}[ -]?[0-9]{4}\s*"
 #: What a patient parameter may look like before the run is known: a pseudonym's shape, of
-#: which ten digits are one case. A run of NHS numbers then asks for ten digits (422 as
-#: before) and the Modulus 11 check; a pseudonymous run takes any pseudonym and never checks
-#: one as an NHS number.
-IDENTIFIER_PATTERN = f"^{PSEUDONYM_PATTERN}$"
+#: which ten digits are one case, or an NHS number as written. A run of NHS numbers then
+#: takes the written form as its ten digits, asks for ten digits (422 as before) and the
+#: Modulus 11 check; a pseudonymous run takes any pseudonym and never checks one as an NHS
+#: number (nor turns one into digits: a pseudonym may hold dashes).
+IDENTIFIER_PATTERN = f"^({PSEUDONYM_PATTERN}|{WRITTEN_NHS_NUMBER_PATTERN})$"
 PcnQuery = Annotated[str | None, Query(pattern=r"^U[0-9]{5}$", description="PCN ODS code")]
 PracticeQuery = Annotated[
     str | None, Query(pattern=r"^[A-Z][0-9]{5}$", description="Practice ODS code")
@@ -80,6 +87,13 @@ def run_for(store: Store, month: str | None) -> RunInfo:
 def served_kind(run: RunInfo | None) -> IdentifierKind:
     """What the served run identifies people by (NHS numbers when none is published)."""
     return run.identifier_kind if run is not None else "nhs_number"
+
+
+def as_typed(value: str, kind: IdentifierKind) -> str:
+    """A patient parameter as the served run stores it: in a run of NHS numbers, an NHS
+    number written with spaces or dashes ("999 725 7952") as its ten digits; anything else,
+    and every value in a pseudonymous run, unchanged (then judged as before)."""
+    return normalise_nhs_number(value) if kind == "nhs_number" else value
 
 
 def require_shape(value: str, pattern: str, loc: tuple[str, str]) -> None:
@@ -172,6 +186,11 @@ def public_risk(score: PatientScore, identifier_kind: IdentifierKind) -> Patient
     )
 
 
+AUDIT_FAILED = "the read could not be recorded in the audit trail, so no data was returned"
+AUDIT_FAILED_HINT = "try again shortly; if it persists, check the serving database"
+_log = logging.getLogger("riskstrat.api")
+
+
 def _access_record(
     request: Request,
     settings: Any,
@@ -206,11 +225,17 @@ def audit(
     *,
     identifier_kind: IdentifierKind,
 ) -> None:
-    """Record a patient-level read before the response is built. If the record cannot be
-    written this raises, and the caller gets a 500 with no data. ``identifier_kind`` is
-    what the served run identifies people by, recorded with the read."""
+    """Record a patient-level read before the response is built. If the record is not
+    committed within ``settings.audit_timeout_seconds`` (or cannot be written) this raises a
+    :class:`StoreError`: the caller gets a 503 with no data. ``identifier_kind`` is what the
+    served run identifies people by, recorded with the read."""
     record = _access_record(request, settings, caller, route, nhs_numbers, purpose, identifier_kind)
-    store.audit.submit(record).result()
+    future = store.audit.submit(record)
+    try:
+        future.result(timeout=settings.audit_timeout_seconds)
+    except Exception as exc:  # the database's error, or TimeoutError
+        future.cancel()  # not written if its batch has not started: no data is returned
+        raise _audit_failed(route, exc) from None
 
 
 async def audit_async(
@@ -225,6 +250,21 @@ async def audit_async(
     identifier_kind: IdentifierKind,
 ) -> None:
     """``audit`` for async routes: the event loop serves other requests while the record
-    waits for its batch to commit; nothing is returned until it has."""
+    waits for its batch to commit; nothing is returned until it has (the same bounded wait
+    and the same 503)."""
     record = _access_record(request, settings, caller, route, nhs_numbers, purpose, identifier_kind)
-    await asyncio.wrap_future(store.audit.submit(record))
+    future = store.audit.submit(record)
+    try:
+        # On timeout, wait_for cancels the wrapper, which cancels ``future`` too.
+        await asyncio.wait_for(asyncio.wrap_future(future), settings.audit_timeout_seconds)
+    except Exception as exc:  # the database's error, or TimeoutError
+        future.cancel()
+        raise _audit_failed(route, exc) from None
+
+
+def _audit_failed(route: str, exc: BaseException) -> StoreError:
+    """The refusal of a read whose audit record was not committed, logged as one line: the
+    error's type and the route template only. Never the error's text, which for a database
+    error can hold the statement and its values (an NHS number among them)."""
+    _log.error("audit write failed", extra={"error": type(exc).__name__, "route": route})
+    return StoreError(AUDIT_FAILED, hint=AUDIT_FAILED_HINT)

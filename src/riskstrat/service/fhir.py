@@ -83,7 +83,8 @@ def risk_assessment(run: RunInfo, score: PatientScore, *, horizon_days: int = 90
 
 
 def bundle(resources: list[dict[str, Any]], base: str) -> dict[str, Any]:
-    """A searchset Bundle."""
+    """A searchset Bundle; ``base`` is the service's configured public address
+    (``Settings.base_url``), never one taken from the request."""
     return {
         "resourceType": "Bundle",
         "type": "searchset",

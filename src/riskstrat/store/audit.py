@@ -122,7 +122,9 @@ class AccessWriter:
 
     Each record's future completes only after the transaction holding it has committed, so
     "committed before the response is sent" still holds for every caller. If a batch fails,
-    every record in it fails with the error and nothing of the batch is kept.
+    every record in it fails with the error and nothing of the batch is kept. A caller may
+    stop waiting and cancel its future: a record cancelled before its batch starts is not
+    written; one already in a transaction is (the trail may then hold a refused read).
     """
 
     #: Most records in one transaction; a cohort page carries up to a few hundred patients.
@@ -172,6 +174,12 @@ class AccessWriter:
                     stopping = True
                     break
                 batch.append(more)
+            # A caller that gave up waiting (its request was refused, with no data) may have
+            # cancelled its record: it is not written, and its future is left alone.
+            batch = [(record, future) for record, future in batch
+                     if future.set_running_or_notify_cancel()]  # fmt: skip
+            if not batch:
+                continue
             try:
                 with self._engine.begin() as conn:
                     _insert_access(conn, [record for record, _ in batch])

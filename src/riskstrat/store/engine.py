@@ -28,12 +28,16 @@ class StoreSchemaError(StoreError):
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; on SQLite, with the folder made and the pragmas the store needs."""
+    """An engine for ``url``; on SQLite, with the folder made and the pragmas the store needs.
+
+    ``hide_parameters``: a statement's values (NHS numbers among them) never appear in the
+    text of an error or a log line, whoever prints it.
+    """
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(url, connect_args={"check_same_thread": False}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -48,7 +52,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 def create_schema(engine: Engine) -> None:

@@ -9,7 +9,15 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, st
 
 from riskstrat.data.contract import PSEUDONYM_PATTERN
 from riskstrat.nhs_number import is_valid_nhs_number
-from riskstrat.service.common import ERRORS, PurposeHeader, audit, require_shape, served_kind
+from riskstrat.service.common import (
+    ERRORS,
+    WRITTEN_NHS_NUMBER_PATTERN,
+    PurposeHeader,
+    as_typed,
+    audit,
+    require_shape,
+    served_kind,
+)
 from riskstrat.service.deps import CareCoordinator, SettingsDep, StoreDep
 from riskstrat.service.fhir import NHS_NUMBER_SYSTEM, PSEUDONYM_SYSTEM, bundle, risk_assessment
 
@@ -18,7 +26,8 @@ router = APIRouter()
 FhirJson = "application/fhir+json"
 FHIR_NHS_PATTERN = r"^(https://fhir\.nhs\.uk/Id/nhs-number\|)?[0-9]{10}$"
 FHIR_PATIENT_PATTERN = (
-    r"^((https://fhir\.nhs\.uk/Id/nhs-number|urn:riskstrat:pseudonym)\|)?" + PSEUDONYM_PATTERN + "$"
+    r"^((https://fhir\.nhs\.uk/Id/nhs-number|urn:riskstrat:pseudonym)\|)?"
+    f"({PSEUDONYM_PATTERN}|{WRITTEN_NHS_NUMBER_PATTERN})$"
 )
 
 
@@ -39,7 +48,8 @@ def fhir_risk_assessment_search(
     patient: Annotated[
         str,
         Query(
-            description="NHS number, alone or as https://fhir.nhs.uk/Id/nhs-number|<number>; "
+            description="NHS number (ten digits, or as written: 999 725 7952), alone or as "
+            "https://fhir.nhs.uk/Id/nhs-number|<number>; "
             "or, when the latest run is pseudonymous, the pseudonym, alone or as "
             "urn:riskstrat:pseudonym|<pseudonym>",
             pattern=FHIR_PATIENT_PATTERN,
@@ -54,6 +64,8 @@ def fhir_risk_assessment_search(
     kind = served_kind(latest)
     if kind == "nhs_number":
         if system != PSEUDONYM_SYSTEM:
+            identifier = as_typed(identifier, kind)  # "999 725 7952" as its ten digits
+            patient = f"{system}|{identifier}" if system else identifier
             require_shape(patient, FHIR_NHS_PATTERN, ("query", "patient"))
         # A pseudonym names nobody in a run of NHS numbers.
         wanted = system != PSEUDONYM_SYSTEM and is_valid_nhs_number(identifier)
@@ -69,7 +81,8 @@ def fhir_risk_assessment_search(
             request, store, settings, caller, "GET /fhir/RiskAssessment", [identifier], purpose,
             identifier_kind=kind,
         )  # fmt: skip
-    return _fhir_response(bundle(resources, str(request.base_url).rstrip("/")))
+    # Absolute URLs come from configuration, never from the request's Host header.
+    return _fhir_response(bundle(resources, settings.base_url))
 
 
 @router.get(
