@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from riskstrat.cli import app
 from riskstrat.config import get_settings
 from tests.support.extracts import base_tables, write_extract
+from tests.support.home import initialised_home
 
 
 @pytest.fixture(autouse=True)
@@ -89,18 +90,21 @@ def test_train_without_an_extract_exits_1(tmp_path):
     assert result.exit_code == 1 and "does not exist" in result.output
 
 
-def test_score_without_a_model_exits_1(tmp_path):
+def test_score_without_a_model_exits_1(tmp_path, home):
+    initialised_home(home)  # a home, but no model trained in it
     root = write_extract(tmp_path / "x")
     result = runner.invoke(app, ["score", "--data", str(root), "--month", "2026-10"])
     assert result.exit_code == 1 and "no version 'champion'" in result.output
 
 
-def test_score_whose_pruning_failed_says_so_and_exits_0(tmp_path, monkeypatch):
+def test_score_whose_pruning_failed_says_so_and_exits_0(tmp_path, monkeypatch, home):
     """The month was published; only the retention pruning after it failed."""
     from datetime import date
 
     import riskstrat.pipelines.score
     from riskstrat.pipelines.score import ScoreResult
+
+    initialised_home(home)
 
     root = write_extract(tmp_path / "x")
     published = ScoreResult(

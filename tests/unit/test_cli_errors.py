@@ -13,6 +13,7 @@ import riskstrat.errors
 from riskstrat.cli import app
 from riskstrat.config import get_settings
 from riskstrat.errors import RiskstratError
+from tests.support.home import initialised_home
 
 runner = CliRunner()
 
@@ -44,7 +45,8 @@ def test_a_malformed_month_exits_2_with_message_and_hint():
     assert _says_no_class_name(result.output)
 
 
-def test_promote_without_versions_exits_1_saying_what_to_do():
+def test_promote_without_versions_exits_1_saying_what_to_do(home):
+    initialised_home(home)  # a home with an empty registry
     result = runner.invoke(app, ["promote"])
     assert result.exit_code == 1
     lines = _lines(result.output)
@@ -88,9 +90,10 @@ def _explode(*args, **kwargs):
     raise RuntimeError("the flux capacitor is empty")
 
 
-def test_an_unexpected_failure_exits_1_and_asks_for_a_report(monkeypatch, tmp_path):
+def test_an_unexpected_failure_exits_1_and_asks_for_a_report(monkeypatch, tmp_path, home):
     import riskstrat.pipelines.score
 
+    initialised_home(home)
     monkeypatch.setattr(riskstrat.pipelines.score, "run_scoring", _explode)
     result = runner.invoke(app, ["score", "--data", str(tmp_path), "--month", "2026-10"])
     assert result.exit_code == 1
@@ -113,9 +116,11 @@ def test_clicks_own_usage_errors_stay_as_they_were():
     assert "error: unexpected failure" not in result.output
 
 
-def test_a_pipelines_own_hint_is_printed(tmp_path, monkeypatch):
+def test_a_pipelines_own_hint_is_printed(tmp_path, monkeypatch, home):
     import riskstrat.pipelines.score
     from riskstrat.errors import ConflictError
+
+    initialised_home(home)
 
     def busy(*args, **kwargs):
         raise ConflictError("another process is scoring 2026-10", hint="wait for it to finish")

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from riskstrat.cli import bench, data, models, monthly, service
+from riskstrat.cli import bench, data, home, models, monthly, service
 from riskstrat.cli.handler import RiskstratGroup
 
 app = typer.Typer(
@@ -35,6 +35,7 @@ def _options(
 
 # In this order in `riskstrat --help`; the groups (import, users) follow the commands.
 for command in (
+    home.init,
     data.generate,
     data.validate,
     data.profile,

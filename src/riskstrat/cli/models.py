@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +14,7 @@ import typer
 from rich.table import Table
 
 from riskstrat.cli.common import console, library_errors, out, parse_date, progress_bar, setup
+from riskstrat.cli.home import require_registry, sqlite_file
 from riskstrat.errors import NotFoundError
 
 
@@ -30,11 +36,16 @@ def train(
     ] = None,
 ) -> None:
     """Train, evaluate on held-out months, audit fairness, and register a challenger."""
+    from riskstrat.config import get_settings
     from riskstrat.pipelines.train import run_training
 
     setup()
+    registry_file = sqlite_file(get_settings().tracking_uri)
+    new_registry = registry_file is not None and not registry_file.is_file()
     with library_errors(), progress_bar("train") as progress:
         result = run_training(data, spec_dir=spec, oracle_path=oracle, progress=progress)
+    if new_registry:
+        console.print(f"made a new model registry at {registry_file}", highlight=False)
     r = result.report
     p = r.primary
     table = Table(
@@ -96,6 +107,7 @@ def promote(
     from riskstrat.pipelines.promote import run_promotion
 
     setup()
+    require_registry()
     with library_errors():
         model_spec = load_spec(spec or default_spec_dir())
         decision = run_promotion(model_spec, version=version, force=force, reason=reason)
@@ -122,6 +134,7 @@ def models(
     from riskstrat.modelling.spec import default_spec_dir, load_spec
 
     setup()
+    require_registry()
     with library_errors():
         model_spec = load_spec(spec or default_spec_dir())
     versions = registry_for(get_settings()).versions(model_spec.name)
@@ -178,7 +191,10 @@ def _metric_ci(metrics: dict[str, float], name: str) -> str:
 def card(
     version: Annotated[str, typer.Argument(help="Version number or alias (champion, challenger).")],
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Folder to write; default ./model-card-vN.")
+        Path | None,
+        typer.Option(
+            "--out", help="Folder to write; default RISKSTRAT_HOME/cards/<model>-v<version>."
+        ),
     ] = None,
     spec: Annotated[
         Path | None, typer.Option(help="Model folder; default the 90-day model.")
@@ -190,13 +206,16 @@ def card(
     from riskstrat.modelling.spec import default_spec_dir, load_spec
 
     setup()
+    require_registry()
     with library_errors():
         model_spec = load_spec(spec or default_spec_dir())
-    registry = registry_for(get_settings())
+    settings = get_settings()
+    registry = registry_for(settings)
     info = registry.describe(model_spec.name, version)
-    target = out_dir or Path(f"model-card-v{info.version}")
+    target = out_dir or settings.home / "cards" / f"{info.name}-v{info.version}"
     if info.run_id is None:
         raise NotFoundError(f"version {info.version} has no training run to take the card from")
+    target.parent.mkdir(parents=True, exist_ok=True)
     folder = registry.download_artifacts(info.run_id, "card", target.parent / f".{target.name}.tmp")
     if target.exists():
         import shutil
@@ -213,14 +232,89 @@ def ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
 ) -> None:
     """Open MLflow's own UI on the local store (loopback only)."""
-    import subprocess
-
     from riskstrat.config import get_settings
     from riskstrat.modelling.registry import registry_for
 
+    setup()
+    require_registry()
     command = registry_for(get_settings()).ui_command(host="127.0.0.1", port=port)
-    console.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
-    raise typer.Exit(subprocess.call(command))  # noqa: S603 - the venv's own mlflow
+    console.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)", highlight=False)
+    raise typer.Exit(run_process_group(command))
+
+
+def run_process_group(command: list[str]) -> int:
+    """Run ``command`` as the leader of a process group of its own and wait for it. However
+    this process ends (the command exits, Ctrl-C, SIGTERM or SIGHUP), the whole group (the
+    command and every worker it started) is stopped before it returns: SIGTERM, then SIGKILL
+    after five seconds. Returns the command's exit code, or 128 + the signal that stopped us.
+    """
+    posix = os.name == "posix"
+    child = subprocess.Popen(command, start_new_session=posix)  # noqa: S603 - the venv's own
+
+    def stop(signum: int, _frame: object) -> None:
+        raise _Stopped(signum)
+
+    handled = [signal.SIGTERM] + ([signal.SIGHUP] if posix else [])
+    previous = {s: signal.getsignal(s) for s in [*handled, signal.SIGINT]}
+    for s in handled:
+        signal.signal(s, stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except _Stopped as stopped:
+        return 128 + stopped.signum
+    finally:
+        for s in previous:  # a second Ctrl-C or SIGTERM must not cut the cleanup short
+            signal.signal(s, signal.SIG_IGN)
+        try:
+            _stop_group(child, posix)
+        finally:
+            for s, handler in previous.items():
+                if handler is not None:  # None: set outside Python, cannot be put back
+                    signal.signal(s, handler)
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP arrived: unwind, so that the process group is stopped."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_group(child: subprocess.Popen[bytes], posix: bool) -> None:
+    """SIGTERM to ``child``'s whole process group (on POSIX; else to ``child``), then
+    SIGKILL to whatever is left after five seconds."""
+
+    def signal_group(kill: bool) -> None:
+        try:
+            if posix:  # the group lives on after its leader exits: signal the group
+                os.killpg(child.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            elif kill:
+                child.kill()
+            else:
+                child.terminate()
+        except (ProcessLookupError, PermissionError):
+            pass  # gone already
+
+    signal_group(kill=False)
+    deadline = time.monotonic() + 5
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(timeout=5)
+    while posix and _group_alive(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    signal_group(kill=True)
+    child.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def predict(
@@ -236,6 +330,7 @@ def predict(
 
     setup()
     when = parse_date(as_of, "--as-of")
+    require_registry()
     with library_errors(), progress_bar("predict") as progress:
         n = run_predict(data, as_of=when, out=out_file, model_ref=model, progress=progress)
     out.print(f"wrote {n:,} risks to {out_file}")

@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from riskstrat.cli.common import console, library_errors, out, parse_date, setup
-from riskstrat.errors import NotFoundError, UsageError
+from riskstrat.cli.home import require_store
+from riskstrat.errors import ConflictError, NotFoundError, RiskstratError, UsageError
 
 
 def serve(
@@ -25,7 +26,10 @@ def serve(
 
     setup()
     settings = get_settings()
+    require_store(settings)  # the service would make an empty one: refuse it here
     bind_host, bind_port = host or settings.host, port or settings.port
+    check_port(bind_host, bind_port)  # a port in use is reported before any banner
+    app = create_app(settings)
     base = f"http://{bind_host}:{bind_port}"
     console.print(
         f"\n[bold]riskstrat API[/] on {base}\n"
@@ -36,13 +40,65 @@ def serve(
         f"'{base}/api/v1/cohorts/falls_review?capacity=5'\n",
         highlight=False,
     )
-    uvicorn.run(
-        create_app(settings),
-        host=bind_host,
-        port=bind_port,
-        access_log=False,
-        log_level=os.environ.get("RISKSTRAT_LOG_LEVEL", "info").lower(),
-    )
+    try:
+        uvicorn.run(
+            app,
+            host=bind_host,
+            port=bind_port,
+            access_log=False,
+            log_level=os.environ.get("RISKSTRAT_LOG_LEVEL", "info").lower(),
+            server_header=False,  # no "Server: uvicorn" (nor its version) on any response
+        )
+    except SystemExit as exc:  # uvicorn's way of saying it could not start
+        if exc.code in (0, None):
+            raise
+        check_port(bind_host, bind_port)  # taken since the check above: say so
+        raise RiskstratError(
+            f"the API server could not start on {bind_host}:{bind_port}",
+            hint="its log above says why; rerun with RISKSTRAT_LOG_LEVEL=debug for more",
+        ) from None
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse, before anything is printed, a host and port the server could not listen on:
+    each address of ``host`` is bound as the server would bind it (SO_REUSEADDR, as asyncio
+    does on POSIX, so that a port left in TIME_WAIT by a server just stopped stays usable,
+    while one another program listens on is refused), then released."""
+    import errno
+    import socket
+
+    try:
+        addresses = socket.getaddrinfo(
+            host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise UsageError(
+            f"--host {host} is not an address of this machine ({exc.strerror})",
+            hint="pass --host 127.0.0.1 (this machine only) or --host 0.0.0.0 (every interface)",
+        ) from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            if os.name == "posix":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise ConflictError(
+                        f"port {port} on {host} is in use",
+                        hint="stop the other server or pass --port",
+                    ) from None
+                if exc.errno == errno.EACCES:
+                    raise ConflictError(
+                        f"not allowed to listen on port {port} on {host}",
+                        hint="pass --port with a port above 1023",
+                    ) from None
+                raise ConflictError(
+                    f"cannot listen on {host}:{port}: {exc.strerror}",
+                    hint="pass --host with an address of this machine, e.g. 127.0.0.1",
+                ) from None
 
 
 users_app = typer.Typer(help="API users: keys with one role and the PCNs they may see.")
@@ -74,6 +130,15 @@ def users_add(
     setup()
     if role not in ROLES:
         raise UsageError(f"--role must be one of {', '.join(ROLES)}")
+    if role == "admin" and any(p != "*" for p in pcn or []):
+        # An admin reads the whole audit trail, which is kept per reader, not per patient's
+        # PCN: a trail cut to some PCNs could answer "nobody has looked at this record"
+        # wrongly, so a PCN is refused rather than stored and ignored.
+        raise UsageError(
+            "an admin key reads the whole audit trail: --pcn does not apply to it",
+            hint="leave out --pcn (or give --pcn '*') for an admin; PCNs scope pcn_team and "
+            "care_coordinator keys",
+        )
     try:
         pcns = check_pcns(pcn or ([] if role in ("pcn_team", "care_coordinator") else ["*"]))
     except UsageError:
@@ -81,6 +146,7 @@ def users_add(
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     settings = get_settings()
+    require_store(settings)  # a key in a store no server reads would be a trap
     new = new_api_key()
     expires = datetime.now(UTC) + timedelta(days=days or settings.api_key_days)
     store = Store(settings.serving_database_url)
@@ -117,6 +183,7 @@ def users_list() -> None:
     from riskstrat.store import Store
 
     setup()
+    require_store()
     store = Store(get_settings().serving_database_url)
     store.create_schema()
     users = store.users.all()
@@ -143,6 +210,7 @@ def users_revoke(name: Annotated[str, typer.Argument(help="The user to revoke.")
     from riskstrat.store import Store
 
     setup()
+    require_store()
     store = Store(get_settings().serving_database_url)
     store.create_schema()
     done = store.users.revoke(name)
@@ -156,7 +224,11 @@ def users_revoke(name: Annotated[str, typer.Argument(help="The user to revoke.")
 
 def audit_report(
     patient: Annotated[
-        str | None, typer.Option(help="NHS number: who has looked at this record?")
+        str | None,
+        typer.Option(
+            help="NHS number, as ten digits or as written (999 725 7952): who has looked at "
+            "this record?"
+        ),
     ] = None,
     user: Annotated[str | None, typer.Option(help="What has this user looked at?")] = None,
     since: Annotated[str | None, typer.Option(help="From this date (YYYY-MM-DD).")] = None,
@@ -174,7 +246,7 @@ def audit_report(
     from datetime import UTC, datetime
 
     from riskstrat.config import get_settings
-    from riskstrat.nhs_number import is_valid_nhs_number
+    from riskstrat.nhs_number import is_valid_nhs_number, normalise_nhs_number
     from riskstrat.store import Store
     from riskstrat.store.audit import pseudonymise
 
@@ -182,6 +254,7 @@ def audit_report(
     settings = get_settings()
     stored = None
     if patient is not None:
+        patient = normalise_nhs_number(patient)  # "999 725 7952" as written on a letter
         if not is_valid_nhs_number(patient):
             raise UsageError("--patient must be a valid NHS number")
         stored = (
@@ -192,6 +265,7 @@ def audit_report(
     start = (
         datetime.combine(parse_date(since, "--since"), datetime.min.time(), UTC) if since else None
     )
+    require_store(settings)
     store = Store(settings.serving_database_url)
     store.create_schema()
     if index:

@@ -15,6 +15,7 @@ from riskstrat.service.common import (
     IDENTIFIER_PATTERN,
     NHS_NUMBER_PATTERN,
     PurposeHeader,
+    as_typed,
     audit_async,
     criteria,
     interventions_of,
@@ -42,8 +43,9 @@ async def patient_risk(
         str,
         Path(
             pattern=IDENTIFIER_PATTERN,
-            description="10-digit NHS number; or, when the latest run is pseudonymous, the "
-            "person's pseudonym (1-64 letters, digits, '.', '_' or '-').",
+            description="NHS number: ten digits, or as written (999 725 7952, 999-725-7952); "
+            "or, when the latest run is pseudonymous, the person's pseudonym (1-64 letters, "
+            "digits, '.', '_' or '-').",
         ),
     ],
     purpose: PurposeHeader = None,
@@ -53,6 +55,7 @@ async def patient_risk(
     patients registered in its PCNs."""
     run, previous = store.runs.latest_two()
     kind = served_kind(run)
+    nhs_number = as_typed(nhs_number, kind)  # found, and audited, as its ten digits
     if kind == "nhs_number":
         require_shape(nhs_number, NHS_NUMBER_PATTERN, ("path", "nhs_number"))
         if not is_valid_nhs_number(nhs_number):
