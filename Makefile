@@ -37,7 +37,8 @@ $(STAMP): pyproject.toml uv.lock
 
 install: $(STAMP) ## create .venv and install riskstrat from uv.lock
 
-demo: $(STAMP) ## generate 20,000 people, validate, train, promote, score the latest month, make demo keys, serve the API
+demo: $(STAMP) ## make the home, generate 20,000 people, validate, train, promote, score the latest month, make demo keys, serve the API
+	$(BIN)/riskstrat init
 	@if [ ! -f "$(DEMO_EXTRACT)/manifest.json" ]; then \
 	  $(BIN)/riskstrat generate --out "$(DEMO_EXTRACT)" --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --oracle; \
 	fi
@@ -52,9 +53,15 @@ demo: $(STAMP) ## generate 20,000 people, validate, train, promote, score the la
 	done
 	@echo "demo API keys, one per role, every PCN: $(DEMO_KEYS)/<role>.key"
 	@echo "try: curl -H \"Authorization: Bearer \$$(cat $(DEMO_KEYS)/pcn_team.key)\" 'http://127.0.0.1:8000/api/v1/cohorts/falls_review?capacity=5'"
+	@echo "pages: sign in at http://127.0.0.1:8000/login with a role's key; each role lands on its home:"
+	@echo "  care_coordinator ($(DEMO_KEYS)/care_coordinator.key) -> /patients: find a patient by NHS number, recently viewed"
+	@echo "  pcn_team         ($(DEMO_KEYS)/pcn_team.key) -> /cohorts: the current lists, marks, hide done, downloads"
+	@echo "  analyst          ($(DEMO_KEYS)/analyst.key) -> /model: the champion model, its measures and card"
+	@echo "  admin            ($(DEMO_KEYS)/admin.key) -> /admin: who can sign in"
 	$(BIN)/riskstrat serve
 
 demo-omop: $(STAMP) ## the demo from an OMOP CDM: generate the population as a CDM 5.4, import it (pseudonymous), train, promote, score, serve
+	RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat init
 	@if [ ! -f "$(OMOP_CDM)/cdm.duckdb" ]; then \
 	  $(BIN)/riskstrat generate --out "$(OMOP_CDM)" --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --format omop; \
 	fi

@@ -98,3 +98,58 @@ def test_sign_in_open_cohort_open_patient_download_csv(server, tmp_path):
         assert "Reasons" in page.content() and "Falls review" in page.content()
         page.screenshot(path=str(ARTIFACTS / "patient.png"), full_page=True)
         browser.close()
+
+
+def test_care_coordinator_finds_a_patient_marks_them_and_hides_the_done(server):
+    """Sign in as a care coordinator (landing on the search), find a patient written with
+    spaces, open their page, mark their falls review as reviewed, and see the status on the
+    list, then hide the done."""
+    executable = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    from riskstrat.cohorts.listing import format_nhs_number
+
+    base, world = server
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    scores = world["scores"]
+    mine = scores[scores.pcn_code == PCNS[0]].sort_values("rank")
+    person = mine.nhs_number.iloc[0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=executable,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"],
+        )  # fmt: skip
+        page = browser.new_page()
+        page.goto(f"{base}/")
+        assert page.url.endswith("/login")
+        page.get_by_label("API key").fill(key_for("care_coordinator", PCNS[0]))
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{base}/patients")  # the care coordinator's home: the search
+        page.get_by_label("NHS number").fill(f" {format_nhs_number(person)} ")
+        page.get_by_role("button", name="Search").click()
+        page.wait_for_url(f"{base}/patients/{person}")
+        assert format_nhs_number(person) in page.locator("h1").inner_text()
+        page.get_by_label("Mark falls review as").select_option("reviewed")
+        page.get_by_label("Note for falls review (optional)").fill("reviewed at the practice")
+        page.get_by_role("button", name="Save mark").click()
+        page.wait_for_url(f"{base}/patients/{person}")
+        history = page.locator("#marks").inner_text()
+        assert "Reviewed" in history and "reviewed at the practice" in history
+        page.screenshot(path=str(ARTIFACTS / "patient-marked.png"), full_page=True)
+        page.get_by_role("link", name="Lists").click()
+        page.wait_for_url(f"{base}/cohorts")
+        row = page.locator("tbody tr", has=page.locator(f"a[href='/patients/{person}']"))
+        assert "Reviewed" in row.inner_text()
+        page.get_by_label("Hide people marked done").check()
+        page.get_by_role("button", name="Show list").click()
+        page.wait_for_load_state()
+        assert "hide_done=true" in page.url
+        assert page.locator(f"a[href='/patients/{person}']").count() == 0
+        assert "marked done is hidden" in page.locator("#hidden-note").inner_text()
+        page.get_by_role("link", name="Find a patient").click()
+        page.wait_for_url(f"{base}/patients")
+        assert format_nhs_number(person) in page.locator("#recent").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "care-coordinator-search.png"), full_page=True)
+        browser.close()

@@ -70,7 +70,11 @@ def test_patient_page_in_and_out_of_scope(site):
     assert "aged 80" in page.text and "Falls review" in page.text
     other = client.get(f"/patients/{theirs.nhs_number}")
     assert other.status_code == 404 and theirs.nhs_number not in other.text
-    assert client.get("/cohorts").status_code == 403  # not this role's page
+    # Care coordinators see their PCNs' lists (issue 24: they mark people on them), but not
+    # the downloads or the model page, which are other roles' pages.
+    assert client.get("/cohorts").status_code == 200
+    assert client.get("/cohorts/download").status_code == 403
+    assert client.get("/model").status_code == 403
 
 
 def test_sign_out_ends_the_session(site):

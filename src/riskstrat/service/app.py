@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import metadata
@@ -17,10 +16,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riskstrat.config import Settings, get_settings
 from riskstrat.modelling.registry import registry_for
-from riskstrat.service import problems
+from riskstrat.service import problems, security
 from riskstrat.service.auth import OidcConfig, OidcVerifier
-from riskstrat.service.pages import SignInRequired, pages
-from riskstrat.service.routers import audit, cohorts, fhir, health, models, patients, runs
+from riskstrat.service.pages import SignInRequired, install_error_pages, pages
+from riskstrat.service.routers import audit, cohorts, fhir, health, marks, models, patients, runs
 from riskstrat.store import Store
 
 _log = logging.getLogger("riskstrat.api")
@@ -33,19 +32,6 @@ token from the configured issuer. Each route says which role may use it; a patie
 outside the caller's PCNs answers 404. Every patient-level read is recorded in the audit
 trail before the response is sent.
 """
-
-#: Sent with every response. The API serves JSON and CSV only, so the policy allows nothing
-#: to load; the docs pages get the looser policy they need.
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
-}
-_STRICT_CSP = "default-src 'none'; frame-ancestors 'none'"
-_DOCS_PATHS = ("/docs", "/redoc", "/docs/oauth2-redirect")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -62,6 +48,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=metadata.version("riskstrat"),
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs is served from local assets (``security.install_docs``); no ReDoc.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     store = Store(settings.serving_database_url)
     store.create_schema()
@@ -84,10 +74,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else None
     )
     # In this order the OpenAPI schema lists /health and FHIR first, then /api/v1.
-    for module in (health, fhir, cohorts, patients, models, runs, audit):
+    for module in (health, fhir, cohorts, patients, marks, models, runs, audit):
         app.include_router(module.router)
     app.include_router(pages)
+    security.install_docs(app)
     problems.install(app)
+    install_error_pages(app)  # pages answer errors as pages; the rest as above
+    security.quiet_server_errors()
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(_request: Request, _exc: SignInRequired) -> Response:
@@ -95,7 +88,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # No CORS middleware: browsers on other origins cannot call the API (the default).
 
-    app.add_middleware(RequestMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        RequestMiddleware,
+        max_bytes=settings.max_request_bytes,
+        trust_forwarded_proto=settings.trust_forwarded_proto,
+    )
     return app
 
 
@@ -106,9 +103,12 @@ class RequestMiddleware:
     route template, never the path, because paths can hold NHS numbers.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, trust_forwarded_proto: bool = False
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.trust_forwarded_proto = trust_forwarded_proto
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -116,9 +116,12 @@ class RequestMiddleware:
             return
         start = time.perf_counter()
         headers = Headers(scope=scope)
-        request_id = (headers.get("x-request-id") or uuid.uuid4().hex)[:64]
+        # A client's id is logged and audited, so only a safe one is kept (security.py).
+        request_id = security.request_id(headers.get("x-request-id"))
         scope.setdefault("state", {})["request_id"] = request_id
-        path = scope.get("path", "")
+        https = security.over_https(
+            scope, headers, trust_forwarded_proto=self.trust_forwarded_proto
+        )
         status_code = 500
 
         async def send_with_headers(message: Message) -> None:
@@ -127,10 +130,7 @@ class RequestMiddleware:
                 status_code = message["status"]
                 out = MutableHeaders(scope=message)
                 out["X-Request-ID"] = request_id
-                for name, value in SECURITY_HEADERS.items():
-                    out[name] = value
-                if path not in _DOCS_PATHS and "content-security-policy" not in out:
-                    out["Content-Security-Policy"] = _STRICT_CSP
+                security.add_security_headers(out, https=https)
             await send(message)
 
         length = headers.get("content-length")

@@ -121,6 +121,12 @@ class CapacitySummary(BaseModel):
     capacity: int
     listed: Tranche = Field(description="The top `capacity` people.")
     next: Tranche = Field(description="The next `capacity`: what more capacity would add.")
+    listed_in_words: str = Field(
+        default="",
+        description="What reviewing the top `capacity` people is expected to yield, in words, "
+        "with the assumption it rests on (or, with no admissions effect claimed, why not).",
+    )
+    next_in_words: str = Field(default="", description="The same for the next `capacity`.")
 
 
 class CohortMemberPublic(BaseModel):
@@ -129,6 +135,11 @@ class CohortMemberPublic(BaseModel):
     identifier_kind: IdentifierKind = _identifier_kind("`nhs_number`")
     practice_code: str
     pcn_code: str
+    practice_rank: int | None = Field(
+        default=None,
+        description="Position in the cohort within the person's practice, 1 first. Null only "
+        "for runs published before it was stored, when the page is not one practice's.",
+    )
     risk: float = Field(ge=0, le=1)
     percentile: float
     expected_admissions_avoided: float | None
@@ -146,6 +157,56 @@ class CohortPage(BaseModel):
     page: int
     page_size: int
     items: list[CohortMemberPublic]
+
+
+MarkStatus = Literal["contacted", "reviewed", "declined", "not_appropriate"]
+
+
+class MarkIn(BaseModel):
+    """What a team did about a listed person, for one intervention."""
+
+    intervention: str = Field(
+        pattern=r"^[a-z][a-z0-9_]{0,49}$", description="e.g. falls_review (one of the run's)"
+    )
+    status: MarkStatus = Field(
+        description="contacted (still under way), or done: reviewed, declined, not_appropriate."
+    )
+    note: str | None = Field(
+        default=None,
+        max_length=500,
+        description="Optional, at most 500 characters. Kept with the mark; never logged. Not "
+        "the place for clinical detail: that belongs in the patient's record.",
+    )
+
+
+class MarkPublic(BaseModel):
+    person: str = Field(description="The person's identifier (see `identifier_kind`).")
+    identifier_kind: IdentifierKind = _identifier_kind("`person`")
+    intervention: str
+    status: MarkStatus
+    by: str = Field(description="Who made the mark (the caller's name).")
+    at: datetime = Field(description="When the mark was made (UTC).")
+    note: str | None
+
+
+class MarkHistory(BaseModel):
+    person: str = Field(description="The person's identifier (see `identifier_kind`).")
+    identifier_kind: IdentifierKind = _identifier_kind("`person`")
+    marks: list[MarkPublic] = Field(description="Every mark, for every intervention, newest first.")
+
+
+class CohortMemberWithStatus(CohortMemberPublic):
+    status: MarkStatus | None = Field(
+        default=None,
+        description="The latest mark for this intervention (kept across months); null if none.",
+    )
+    status_by: str | None = Field(default=None, description="Who made the latest mark.")
+    status_at: datetime | None = Field(default=None, description="When (UTC).")
+
+
+class CohortPageWithStatus(CohortPage):
+    # Narrows the items to ones with a status (pydantic takes the subclass's field).
+    items: list[CohortMemberWithStatus]  # type: ignore[assignment]
 
 
 class EligibleIntervention(BaseModel):

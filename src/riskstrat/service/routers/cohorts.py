@@ -9,7 +9,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 
-from riskstrat.cohorts.listing import cohort_item_json, criteria_json, listing_frame
+from riskstrat.cohorts.listing import (
+    cohort_item_json,
+    criteria_json,
+    intervention_label,
+    json_rank,
+    listing_frame,
+    practice_ranks,
+)
 from riskstrat.cohorts.select import capacity_summary
 from riskstrat.service.auth import Caller
 from riskstrat.service.common import (
@@ -31,7 +38,13 @@ from riskstrat.service.common import (
     run_summary,
 )
 from riskstrat.service.deps import PcnTeam, SettingsDep, StoreDep, require
-from riskstrat.service.schemas import CapacitySummary, CohortIndex, CohortPage, RiskListPage
+from riskstrat.service.routers.marks import status_columns, with_status
+from riskstrat.service.schemas import (
+    CapacitySummary,
+    CohortIndex,
+    CohortPageWithStatus,
+    RiskListPage,
+)
 
 router = APIRouter(prefix=API_PREFIX, responses=ERRORS)
 
@@ -95,7 +108,7 @@ def cohort_index(
 
 @router.get(
     "/cohorts/{intervention}",
-    response_model=CohortPage,
+    response_model=CohortPageWithStatus,
     tags=["cohorts"],
     responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"}},
 )
@@ -117,6 +130,13 @@ async def cohort(
     page: PageQuery = 1,
     page_size: PageSizeQuery = 50,
     format: Annotated[Literal["json", "csv"], Query(description="csv: the page as CSV")] = "json",
+    hide_done: Annotated[
+        bool,
+        Query(
+            description="Leave out people whose latest mark for this intervention is reviewed, "
+            "declined or not_appropriate (totals, pages and the capacity summary count the rest)."
+        ),
+    ] = False,
 ) -> Any:
     """An intervention's cohort for a PCN or practice, ranked by expected benefit, with why
     each person is eligible, their reasons, and (with `capacity`) what the top N and the next
@@ -136,18 +156,19 @@ async def cohort(
     if format == "csv":
         total, rows = store.cohorts.page(
             run.id, intervention, pcn_code=pcn, practice_code=practice, offset=offset,
-            limit=limit, pcn_codes=scope,
+            limit=limit, pcn_codes=scope, hide_done=hide_done, identifier_kind=run.identifier_kind,
         )  # fmt: skip
         nhs_numbers = [m.nhs_number for m, _ in rows]
     else:
         items = store.cohorts.page_items(
             run.id, intervention, pcn_code=pcn, practice_code=practice, offset=offset,
-            limit=limit, pcn_codes=scope,
+            limit=limit, pcn_codes=scope, hide_done=hide_done, identifier_kind=run.identifier_kind,
         )  # fmt: skip
         if items is None:  # a run published before items were stored
             total, raw = store.cohorts.page_raw(
                 run.id, intervention, pcn_code=pcn, practice_code=practice, offset=offset,
-                limit=limit, pcn_codes=scope,
+                limit=limit, pcn_codes=scope, hide_done=hide_done,
+                identifier_kind=run.identifier_kind,
             )  # fmt: skip
             nhs_numbers = [r.nhs_number for r in raw]
         else:
@@ -162,19 +183,29 @@ async def cohort(
             practice_code=practice,
             limit=2 * capacity,
             pcn_codes=scope,
+            hide_done=hide_done,
+            identifier_kind=run.identifier_kind,
         )
-        summary = CapacitySummary(
-            **{**capacity_summary(risks, capacity=capacity, effect=info.effect), "eligible": total}
-        )
+        yields = capacity_summary(
+            risks, capacity=capacity, effect=info.effect,
+            intervention_label=intervention_label(info.title),
+            served_by=interventions_of(run)[intervention].get("served_by"),
+        )  # fmt: skip
+        summary = CapacitySummary(**{**yields, "eligible": total})
         total = min(total, capacity)
     kind = run.identifier_kind
     await audit_async(
         request, store, settings, caller, "GET /api/v1/cohorts/{intervention}", nhs_numbers,
         purpose, identifier_kind=kind,
     )  # fmt: skip
+    marks = store.marks.latest(nhs_numbers, intervention=intervention, identifier_kind=kind)
     texts = interventions_of(run)[intervention]["criteria"]
     if format == "csv":
-        frame = listing_frame(rows, texts, identifier_kind=kind)
+        frame = listing_frame(
+            rows, texts, identifier_kind=kind, offset=offset, one_practice=bool(practice),
+            ranks_known=not hide_done,
+        )  # fmt: skip
+        frame = status_columns(frame, nhs_numbers, marks, intervention)
         buffer = io.StringIO()
         frame.to_csv(buffer, index=False)
         name = f"{run.month:%Y-%m}_{intervention}_{pcn or practice or 'all'}_p{page}.csv"
@@ -186,7 +217,8 @@ async def cohort(
     # Written as JSON text: each item as stored at publication (already checked then), or
     # for older runs built here from the stored criteria and reasons. Decoding, modelling
     # and re-encoding a hundred people's reasons cost more than the rest of the request. The
-    # OpenAPI schema is still CohortPage's, and schemathesis checks answers against it.
+    # OpenAPI schema is still CohortPageWithStatus's, and schemathesis checks answers against
+    # it. Each person's latest mark (status, status_by, status_at) goes on the end of the item.
     if items is not None:
         parts = [item for _, item in stored]
         if parts and '"identifier_kind":' not in parts[0]:
@@ -194,20 +226,34 @@ async def cohort(
             # written by one version): the field goes in after the identifier.
             field = f',"identifier_kind":"{kind}","practice_code":'
             parts = [p.replace(',"practice_code":', field, 1) for p in parts]
+        if parts and '"practice_rank":' not in parts[0]:
+            # Items stored before they held the rank within the practice: known here for a
+            # practice's list read whole (see listing.practice_ranks), null otherwise.
+            rank_known = practice is not None and not hide_done
+            ranks = [json_rank(offset + i + 1 if rank_known else None) for i in range(len(parts))]
+            parts = [
+                p.replace(',"risk":', f',"practice_rank":{r},"risk":', 1)
+                for p, r in zip(parts, ranks, strict=True)
+            ]
     else:
         because: dict[str, str] = {}
         parts = []
-        for r in raw:
+        by_practice = practice_ranks(
+            [r.practice_code for r in raw], offset=offset, one_practice=practice is not None
+        )
+        for r, practice_rank in zip(raw, by_practice, strict=True):
             if r.criteria_json not in because:
                 because[r.criteria_json] = criteria_json(json.loads(r.criteria_json), texts)
             parts.append(
                 cohort_item_json(
-                    rank=r.rank, nhs_number=r.nhs_number, practice_code=r.practice_code,
+                    rank=r.rank, practice_rank=None if hide_done else practice_rank,
+                    nhs_number=r.nhs_number, practice_code=r.practice_code,
                     pcn_code=r.pcn_code, risk=r.risk, percentile=r.percentile,
                     expected_benefit=r.expected_benefit, because_json=because[r.criteria_json],
                     reasons_json=r.reasons_json, identifier_kind=kind,
                 )
             )  # fmt: skip
+    parts = with_status(parts, nhs_numbers, marks, intervention)
     head = json.dumps(
         {
             "run": run_summary(run).model_dump(mode="json"),
