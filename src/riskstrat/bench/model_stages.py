@@ -26,15 +26,25 @@ from riskstrat.errors import MissingFileError
 #: What to do when a stage runs without the one it needs.
 _FIRST = "run {0} first: in this run (--stages {0},{1}) or in an earlier one with --keep"
 
-#: Model quality targets of issue 4, checked by the train stage (never by a test).
+#: Model quality targets (issue 25, replacing issue 4's), checked by the train stage (never
+#: by a test); the same numbers as the default spec's ``targets``. Logistic regression is to
+#: be matched (not worse by more than 0.005 AUROC), not beaten by 0.02: the generator's true
+#: risk is log-linear in the features, so logistic regression is near the best model there.
+#: The per-month entries are the held-out month furthest from 1.
 MODEL_TARGETS = {
-    "auroc_ratio_to_oracle": (">=", 0.95),
-    "auroc_gain_over_each_baseline": (">=", 0.02),
+    "auroc_ratio_to_oracle": (">=", 0.945),
+    "auroc_vs_logistic_regression": (">=", -0.005),
     "oe": ("within", (0.95, 1.05)),
     "calibration_slope": ("within", (0.9, 1.1)),
-    "share_flagged_ratio_to_oracle": ("<=", 1.3),
+    "oe_worst_held_out_month": ("within", (0.95, 1.05)),
+    "calibration_slope_worst_held_out_month": ("within", (0.9, 1.1)),
+    "share_flagged_ratio_to_oracle": ("<=", 1.45),
     "train_seconds": ("<=", 300.0),
 }
+
+
+def _furthest_from_one(values: list[float]) -> float | None:
+    return max(values, key=lambda v: abs(v - 1.0)) if values else None
 
 
 def _meets(value: float, op: str, bound: Any) -> bool:
@@ -69,9 +79,15 @@ def stage_train(args: dict[str, Any]) -> dict[str, Any]:
         "auroc": m["validation_auroc"],
         "oracle_auroc": m.get("validation_oracle_auroc"),
         "auroc_ratio_to_oracle": m.get("validation_auroc_ratio_to_oracle"),
-        "auroc_gain_over_each_baseline": min(gains.values()) if gains else None,
+        "auroc_vs_logistic_regression": gains.get("logistic_regression"),
         "oe": m["validation_oe"],
         "calibration_slope": m["validation_calibration_slope"],
+        "oe_worst_held_out_month": _furthest_from_one(
+            [float(s["oe"]["value"]) for s in report.stability]
+        ),
+        "calibration_slope_worst_held_out_month": _furthest_from_one(
+            [float(s["slope"]["value"]) for s in report.stability if s.get("slope")]
+        ),
         "share_flagged_for_70pct_recall": m["validation_share_flagged_for_70pct_recall"],
         "share_flagged_ratio_to_oracle": (
             m["validation_share_flagged_for_70pct_recall"]

@@ -7,7 +7,7 @@ fairness audit builds its subgroup gates from :func:`range_gate`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -137,3 +137,131 @@ def calibration_gate_results(
             level=level,
         ),
     ]
+
+
+def non_inferiority_gate(
+    name: str,
+    subject: str,
+    difference: Mapping[str, Any] | None,
+    margin: float,
+    *,
+    rule: Literal["ci", "point"],
+    level: float,
+) -> GateResult:
+    """Check that a difference (this model minus another, e.g. a paired-bootstrap AUROC
+    difference) is not below ``-margin``.
+
+    Under ``rule="ci"`` the gate fails only when the whole interval lies below ``-margin``;
+    under ``rule="point"`` (or without an interval) the point estimate must not.
+    """
+    if difference is None or difference.get("value") is None:
+        return GateResult(name, subject, False, "the difference could not be estimated")
+    value = float(difference["value"])
+    text = _fmt_ci("difference", difference, level, 3)
+    allowed = f"not below -{margin:g}"
+    has_ci = difference.get("lo") is not None and difference.get("hi") is not None
+    if rule == "point" or not has_ci:
+        passed = value >= -margin
+        return GateResult(name, subject, passed, f"{text} is {'' if passed else 'not '}{allowed}")
+    if float(difference["hi"]) < -margin:
+        return GateResult(
+            name, subject, False, f"{text}: the whole interval lies below -{margin:g}"
+        )
+    return GateResult(name, subject, True, f"{text} is {allowed} on the evidence")
+
+
+def logistic_gate_results(
+    baselines: Sequence[Mapping[str, Any]],
+    *,
+    margin: float | None,
+    rule: Literal["ci", "point"] = "ci",
+    level: float = 0.95,
+) -> list[GateResult]:
+    """The non-inferiority gate against logistic regression (``key == "logistic_regression"``
+    in the baseline rows of ``evaluate_version``); none when not gated or not fitted."""
+    if margin is None:
+        return []
+    for row in baselines:
+        if row.get("key") == "logistic_regression":
+            return [
+                non_inferiority_gate(
+                    "AUROC vs logistic regression",
+                    "overall",
+                    row.get("auroc_difference"),
+                    margin,
+                    rule=rule,
+                    level=level,
+                )
+            ]
+    return []
+
+
+def target_results(
+    *,
+    primary: Mapping[str, Any],
+    baselines: Sequence[Mapping[str, Any]],
+    stability: Sequence[Mapping[str, Any]],
+    oracle: Mapping[str, Any] | None,
+    max_auroc_below_logistic: float,
+    min_auroc_ratio_to_oracle: float,
+    max_share_flagged_ratio_to_oracle: float,
+    oe_range: tuple[float, float],
+    slope_range: tuple[float, float],
+) -> list[GateResult]:
+    """The model-quality targets (``ModelSpec.targets``) on point estimates, for the card and
+    the benchmark. A target that cannot be measured here (no oracle on real data, no
+    logistic regression fitted) is left out."""
+    out: list[GateResult] = []
+    level = float(primary.get("ci_level", 0.95))
+    for row in baselines:
+        if row.get("key") == "logistic_regression" and row.get("auroc_difference"):
+            out.append(
+                non_inferiority_gate(
+                    "AUROC vs logistic regression",
+                    "primary month",
+                    row["auroc_difference"],
+                    max_auroc_below_logistic,
+                    rule="point",
+                    level=level,
+                )
+            )
+    if oracle:
+        ratio = float(oracle["ratio"])
+        out.append(
+            GateResult(
+                "model / oracle AUROC",
+                "primary month",
+                ratio >= min_auroc_ratio_to_oracle,
+                f"{ratio:.3f} (model {float(oracle['model_auroc']):.3f}, oracle "
+                f"{float(oracle['auroc']):.3f}: the ceiling the unobservable individual effect "
+                f"sets); target at least {min_auroc_ratio_to_oracle:g}",
+            )
+        )
+        model_share = oracle.get("model_share_flagged_for_recall")
+        oracle_share = float(oracle["share_flagged_for_recall"])
+        if model_share is not None and oracle_share > 0:
+            times = float(model_share) / oracle_share
+            out.append(
+                GateResult(
+                    "share flagged vs oracle",
+                    "primary month",
+                    times <= max_share_flagged_ratio_to_oracle,
+                    f"{float(model_share):.1%} against the oracle's {oracle_share:.1%}: "
+                    f"{times:.2f} x; target at most {max_share_flagged_ratio_to_oracle:g} x",
+                )
+            )
+    cal = primary["calibration"]
+    checks: list[tuple[str, str, Mapping[str, Any] | None, tuple[float, float]]] = [
+        ("calibration O/E", "overall", cal["oe"], oe_range),
+        ("calibration slope", "overall", cal["slope"], slope_range),
+    ]
+    for month in stability:
+        checks.append(("calibration O/E", f"month {month['month']}", month.get("oe"), oe_range))
+        if month.get("slope") is not None:
+            checks.append(
+                ("calibration slope", f"month {month['month']}", month["slope"], slope_range)
+            )
+    for name, subject, ci, allowed in checks:
+        label = "O/E" if "O/E" in name else "slope"
+        out.append(range_gate(name, subject, label, ci, allowed, rule="point", level=level))
+    return out

@@ -34,7 +34,12 @@ from riskstrat.modelling.evaluation import (
     compare_predictions,
     evaluate_predictions,
 )
-from riskstrat.modelling.gates import GateResult, calibration_gate_results
+from riskstrat.modelling.gates import (
+    GateResult,
+    calibration_gate_results,
+    logistic_gate_results,
+    target_results,
+)
 from riskstrat.modelling.model import IndexPlan, RiskModel
 from riskstrat.modelling.spec import ModelSpec
 
@@ -243,23 +248,33 @@ def evaluate_version(
                 "events": month_eval["events"],
                 "auroc": month_eval["auroc"],
                 "oe": month_eval["calibration"]["oe"],
+                "slope": month_eval["calibration"]["slope"],
                 "brier": month_eval["brier"],
             }
         )
     audit = done["fairness"]
-    gates = calibration_gate_results(
-        primary,
-        oe_range=spec.gates.calibration.oe_range,
-        slope_range=spec.gates.calibration.slope_range,
-        rule=spec.gates.rule,
-    ) + fairness_gate_results(
-        audit,
-        FairnessGates(
-            oe_range=spec.gates.fairness.oe_range,
-            max_auroc_gap=spec.gates.fairness.max_auroc_gap,
-            auroc_gap_attributes=tuple(spec.gates.fairness.auroc_gap_attributes),
+    gates = (
+        calibration_gate_results(
+            primary,
+            oe_range=spec.gates.calibration.oe_range,
+            slope_range=spec.gates.calibration.slope_range,
             rule=spec.gates.rule,
-        ),
+        )
+        + logistic_gate_results(
+            baseline_rows,
+            margin=spec.gates.max_auroc_below_logistic,
+            rule=spec.gates.rule,
+            level=eplan.ci_level,
+        )
+        + fairness_gate_results(
+            audit,
+            FairnessGates(
+                oe_range=spec.gates.fairness.oe_range,
+                max_auroc_gap=spec.gates.fairness.max_auroc_gap,
+                auroc_gap_attributes=tuple(spec.gates.fairness.auroc_gap_attributes),
+                rule=spec.gates.rule,
+            ),
+        )
     )
 
     report = EvaluationReport(
@@ -278,6 +293,22 @@ def evaluate_version(
         }
         report.fairness_comparison = compare_audits(audit, done["champion fairness"])
     return report
+
+
+def quality_targets(report: EvaluationReport, spec: ModelSpec) -> list[GateResult]:
+    """The spec's model-quality targets (``targets``) checked on a report's point estimates."""
+    t = spec.targets
+    return target_results(
+        primary=report.primary,
+        baselines=report.baselines,
+        stability=report.stability,
+        oracle=report.oracle,
+        max_auroc_below_logistic=t.max_auroc_below_logistic,
+        min_auroc_ratio_to_oracle=t.min_auroc_ratio_to_oracle,
+        max_share_flagged_ratio_to_oracle=t.max_share_flagged_ratio_to_oracle,
+        oe_range=t.oe_range,
+        slope_range=t.slope_range,
+    )
 
 
 def _oracle_section(
@@ -433,6 +464,7 @@ def card_context(
         "fairness_comparison": report.fairness_comparison,
         "gates": [g.as_dict() for g in report.gates],
         "gates_passed": report.gates_passed,
+        "targets": [t.as_dict() for t in quality_targets(report, spec)],
         "champion_comparison": report.champion_comparison,
         "plots": {k: f"plots/{p.name}" for k, p in report.plots.items()},
     }

@@ -157,6 +157,32 @@ class Promotion(TypedDict):
     decided_at: str | None
 
 
+class ExternalValidation(TypedDict):
+    """One evaluation of this version on another population (``riskstrat evaluate``)."""
+
+    source: str  # the other extract's manifest source, e.g. "ICB B feed"
+    data_digest: str  # digest of that extract's manifest (which files, how many rows)
+    extract_date: str
+    month: str  # the primary held-out month there
+    rows: int
+    events: int
+    auroc: CI
+    oe: CI
+    slope: CI
+    gates_passed: bool
+    gate_failures: list[str]  # "name (subject)" of each failed gate
+    run_id: str  # the MLflow run that holds the whole evaluation
+
+
+class Lineage(TypedDict):
+    """Where a locally recalibrated version came from (``riskstrat recalibrate``)."""
+
+    parent_version: str
+    recalibrated_on: str  # the extract's source, date and digest
+    method: str  # the calibration method refitted
+    calibration_months: list[str]
+
+
 class CardContext(TypedDict):
     """Everything the card template reads. ``evaluation`` and ``fairness`` are the dicts that
     ``riskstrat.modelling.evaluation.evaluate_predictions`` and
@@ -178,6 +204,11 @@ class CardContext(TypedDict):
     champion_comparison: ChampionComparison | None
     plots: dict[str, str]
     promotion: NotRequired[Promotion | None]
+    #: The spec's model-quality targets on point estimates (``Gate``-shaped: passed = met).
+    targets: NotRequired[list[Gate]]
+    #: Evaluations on other populations, newest last; the section shows only when present.
+    external_validation: NotRequired[list[ExternalValidation]]
+    lineage: NotRequired[Lineage | None]
 
 
 # --------------------------------------------------------------------------------------------
