@@ -24,6 +24,7 @@ ROLE_OF = {
     "/fhir/RiskAssessment": "care_coordinator",
     "/fhir/RiskAssessment/{resource_id}": "care_coordinator",
     "/api/v1/models/current": "analyst",
+    "/api/v1/monitoring": "analyst",
     "/api/v1/runs": "analyst",
     "/api/v1/runs/{run_id}/outcomes": "analyst",
     "/api/v1/audit": "admin",

@@ -31,6 +31,7 @@ LAYERS: dict[str, set[str]] = {
     "reports": {"data", "features", "modelling", "explain", "fairness"},
     "store": {"data"},
     "cohorts": {"data", "store"},
+    "monitoring": {"modelling", "fairness"},
     "pipelines": {
         "data",
         "synth",
@@ -41,6 +42,7 @@ LAYERS: dict[str, set[str]] = {
         "reports",
         "store",
         "cohorts",
+        "monitoring",
     },
     # The service knows the store, the registry and the words of the contract; it never
     # trains, scores or reads an extract (see test_the_service_never_trains_or_reads_extracts).

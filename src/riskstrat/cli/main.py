@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from riskstrat.cli import bench, data, home, models, monthly, service
+from riskstrat.cli import bench, data, home, models, monitor, monthly, service
 from riskstrat.cli.handler import RiskstratGroup
 
 app = typer.Typer(
@@ -40,6 +40,8 @@ for command in (
     data.validate,
     data.profile,
     models.train,
+    models.evaluate,
+    models.recalibrate,
     models.promote,
     models.models,
     models.card,
@@ -48,6 +50,7 @@ for command in (
     monthly.score,
     monthly.outcomes,
     monthly.export,
+    monitor.monitor,
     bench.bench,
     bench.bench_report,
     service.serve,

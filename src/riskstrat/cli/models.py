@@ -1,4 +1,4 @@
-"""Commands on models: train, promote, models, card, ui and predict."""
+"""Commands on models: train, evaluate, recalibrate, promote, models, card, ui and predict."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -89,6 +89,124 @@ def train(
         f"({result.plan.train_months[0]} to {result.plan.train_months[-1]}); registered "
         f"{result.model.name} version {result.model.version} as challenger in "
         f"{result.seconds:.0f} s. Next: riskstrat promote {result.model.version}"
+    )
+
+
+def _gate_lines(gates: list[Any]) -> None:
+    failed = [g for g in gates if not g.passed]
+    out.print(f"gates: {len(gates) - len(failed)} of {len(gates)} passed")
+    for g in failed:
+        out.print(f"  [red]failed[/] {g.name} ({g.subject}): {g.detail}")
+
+
+def evaluate(
+    version: Annotated[str, typer.Argument(help="Version number or alias (champion, challenger).")],
+    data: Annotated[Path, typer.Option("--data", help="Another population's extract folder.")],
+    spec: Annotated[
+        Path | None, typer.Option(help="Model folder with spec.yaml; default the 90-day model.")
+    ] = None,
+    oracle: Annotated[
+        Path | None,
+        typer.Option(help="True-risk file of a synthetic extract; default DIR.oracle.parquet."),
+    ] = None,
+) -> None:
+    """Evaluate a registered version on another population (external validation).
+
+    The full evaluation, fairness audit and gates on the extract's latest complete months,
+    logged as an MLflow run linked to the version and added to its card. Failed gates are
+    reported, and the command still succeeds: it is an evaluation.
+    """
+    from riskstrat.pipelines.external import run_external_validation
+
+    setup()
+    require_registry()
+    with library_errors(), progress_bar("evaluate") as progress:
+        result = run_external_validation(
+            version, data, spec_dir=spec, oracle_path=oracle, progress=progress
+        )
+    p = result.report.primary
+    fairness = [g for g in result.report.gates if g.name.startswith("subgroup")]
+    table = Table(
+        "measure",
+        "value (95% CI)",
+        title=(
+            f"Version {result.version} on {result.population.describe()}: "
+            f"{result.population.plan.validation_month} ({p['rows']:,} people)"
+        ),
+    )
+    table.add_row("AUROC", _ci(p["auroc"]))
+    table.add_row("observed / expected", _ci(p["calibration"]["oe"]))
+    table.add_row("calibration slope", _ci(p["calibration"]["slope"]))
+    table.add_row(
+        "fairness gates",
+        f"{sum(g.passed for g in fairness)} of {len(fairness)} passed",
+    )
+    out.print(table)
+    _gate_lines(result.report.gates)
+    out.print(
+        f"logged as MLflow run {result.run_id}, linked to version {result.version}, and added "
+        f"to its card (riskstrat card {result.version})"
+    )
+    if not result.report.gates_passed:
+        out.print(
+            f"the version does not pass its gates on this population; to calibrate it here: "
+            f"riskstrat recalibrate {result.version} --data {data}"
+        )
+
+
+def recalibrate(
+    version: Annotated[str, typer.Argument(help="Version number or alias (champion, challenger).")],
+    data: Annotated[Path, typer.Option("--data", help="The local population's extract folder.")],
+    months: Annotated[
+        int, typer.Option(min=1, max=24, help="Complete index months to calibrate on.")
+    ] = 3,
+    spec: Annotated[
+        Path | None, typer.Option(help="Model folder with spec.yaml; default the 90-day model.")
+    ] = None,
+    oracle: Annotated[
+        Path | None,
+        typer.Option(help="True-risk file of a synthetic extract; default DIR.oracle.parquet."),
+    ] = None,
+) -> None:
+    """Refit only a version's calibration on a local population and register the result.
+
+    The trees are kept; the calibrator (the spec's method) is fitted on the extract's
+    complete months before its held-out months, evaluated with the same gates, and
+    registered as a new version (challenger) whose lineage names the parent and the data.
+    """
+    from riskstrat.pipelines.recalibrate import run_recalibration
+
+    setup()
+    require_registry()
+    with library_errors(), progress_bar("recalibrate") as progress:
+        result = run_recalibration(
+            version,
+            data,
+            spec_dir=spec,
+            calibration_months=months,
+            oracle_path=oracle,
+            progress=progress,
+        )
+    p = result.report.primary
+    table = Table(
+        "measure",
+        "value (95% CI)",
+        title=f"Held-out month {result.population.plan.validation_month} ({p['rows']:,} people)",
+    )
+    table.add_row("AUROC", _ci(p["auroc"]))
+    table.add_row("observed / expected", _ci(p["calibration"]["oe"]))
+    table.add_row("calibration slope", _ci(p["calibration"]["slope"]))
+    old, new = result.parent_calibrator, result.calibrator
+    table.add_row(
+        "calibration (a * log-odds + b)",
+        f"a {old.a:.3f} -> {new.a:.3f}, b {old.b:.3f} -> {new.b:.3f}",
+    )
+    out.print(table)
+    _gate_lines(result.report.gates)
+    out.print(
+        f"registered {result.model.name} version {result.model.version} as challenger: "
+        f"version {result.parent_version}'s trees recalibrated on "
+        f"{result.population.describe()}. Next: riskstrat promote {result.model.version}"
     )
 
 

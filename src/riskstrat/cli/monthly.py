@@ -66,6 +66,26 @@ def score(
             f"[yellow]warning:[/] removing months older than the retention window failed "
             f"({result.prune_error}); the month is published, and the next run removes them"
         )
+    _monitor_after(data)
+
+
+def _monitor_after(data: Path) -> None:
+    """Monitoring, when this extract lets an earlier month's outcomes mature; its failure is
+    reported by type and never fails the publish."""
+    from riskstrat.pipelines.monitor import monitor_after_score
+
+    report, error = monitor_after_score(data)
+    if error is not None:
+        out.print(
+            f"[yellow]warning:[/] monitoring failed ({error}); the month is published. "
+            "Run `riskstrat monitor --data EXTRACT` to see why"
+        )
+    elif report is not None:
+        colour = {"green": "green", "amber": "yellow", "red": "bold red"}.get(report.overall, "")
+        out.print(
+            f"monitoring: [{colour or 'dim'}]{report.overall}[/] "
+            f"({len(report.months)} matured month(s)); details: `riskstrat monitor --data EXTRACT`"
+        )
 
 
 def _num(value: float | None, digits: int = 1) -> str:

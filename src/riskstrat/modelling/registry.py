@@ -37,6 +37,17 @@ from riskstrat.modelling.model import Calibrator, RiskModel
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 EXPERIMENT = "riskstrat-training"
+#: Evaluations of a registered version on another population (``riskstrat evaluate``).
+EXTERNAL_EXPERIMENT = "riskstrat-external-validation"
+#: Version tags: the version an evaluation run validates, and each evaluation's summary
+#: (one tag per run: ``riskstrat.external_validation.<run id>``, a JSON object).
+VALIDATES_VERSION_TAG = "riskstrat.validates_version"
+VALIDATES_MODEL_TAG = "riskstrat.validates_model"
+DATA_DIGEST_TAG = "riskstrat.data_digest"
+EXTERNAL_SUMMARY_PREFIX = "riskstrat.external_validation."
+#: Lineage of a locally recalibrated version (on its run and its version).
+PARENT_VERSION_TAG = "riskstrat.lineage.parent_version"
+RECALIBRATED_ON_TAG = "riskstrat.lineage.recalibrated_on"
 _PYFUNC_CODE = Path(__file__).with_name("_mlflow_pyfunc.py")
 _log = logging.getLogger(__name__)
 
@@ -145,6 +156,74 @@ class ModelRegistry:
                     client.set_registered_model_alias(model_name, alias, version)
                 _log.info("registered %s version %s (run %s)", model_name, version, run.info.run_id)
         return self.describe(model_name, version)
+
+    def log_external_validation(
+        self,
+        model_name: str,
+        version: str,
+        *,
+        metrics: Mapping[str, float],
+        json_artifacts: Mapping[str, Any],
+        tags: Mapping[str, str],
+        summary: Mapping[str, Any],
+        files: Mapping[str, Path] | None = None,
+    ) -> str:
+        """Log an evaluation of a registered version on another population as its own run,
+        linked to the version: the run is tagged with the model, the version and the data's
+        digest (``tags`` must hold ``DATA_DIGEST_TAG``), and the version gets the ``summary``
+        as a tag of its own (``EXTERNAL_SUMMARY_PREFIX`` + run id). Returns the run id.
+
+        Raises:
+            ModelNotFoundError: no such version.
+            ValueError: ``tags`` does not name the data's digest.
+        """
+        if not tags.get(DATA_DIGEST_TAG):
+            raise ValueError(f"an external validation run needs the {DATA_DIGEST_TAG} tag")
+        with self._mlflow() as mlflow:
+            client = mlflow.MlflowClient()
+            mv = self._resolve(client, model_name, version)
+            experiment = mlflow.get_experiment_by_name(EXTERNAL_EXPERIMENT)
+            experiment_id = (
+                str(experiment.experiment_id)
+                if experiment is not None
+                else str(
+                    mlflow.create_experiment(
+                        EXTERNAL_EXPERIMENT, artifact_location=self.artifact_root.as_uri()
+                    )
+                )
+            )
+            link = {
+                VALIDATES_MODEL_TAG: model_name,
+                VALIDATES_VERSION_TAG: str(mv.version),
+                "riskstrat.validates_run": str(mv.run_id or ""),
+            }
+            with mlflow.start_run(experiment_id=experiment_id) as run:
+                mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+                mlflow.set_tags({**tags, **link})
+                for name, value in json_artifacts.items():
+                    mlflow.log_dict(value, name)
+                for name, path in (files or {}).items():
+                    parent = str(Path(name).parent)
+                    mlflow.log_artifact(str(path), None if parent == "." else parent)
+                run_id = str(run.info.run_id)
+            record = json.dumps({**summary, "run_id": run_id}, default=str)
+            if len(record) > 5000:  # MLflow's limit on a tag's value
+                raise ValueError("an external validation summary must stay under 5000 characters")
+            client.set_model_version_tag(
+                model_name, str(mv.version), EXTERNAL_SUMMARY_PREFIX + run_id, record
+            )
+        _log.info("external validation of %s version %s: run %s", model_name, mv.version, run_id)
+        return run_id
+
+    def external_validations(self, model_name: str, version: str) -> list[dict[str, Any]]:
+        """The summaries ``log_external_validation`` recorded on a version, oldest first."""
+        info = self.describe(model_name, version)
+        found = [
+            json.loads(value)
+            for key, value in info.tags.items()
+            if key.startswith(EXTERNAL_SUMMARY_PREFIX)
+        ]
+        return sorted(found, key=lambda s: str(s.get("evaluated_at", "")))
 
     def log_run_folder(self, run_id: str, folder: Path, artifact_path: str) -> None:
         """Add a folder of files to a finished run's artefacts (the model card)."""
@@ -268,6 +347,44 @@ class ModelRegistry:
             raise ModelNotFoundError(
                 f"no version '{version_or_alias}' of model {model_name} in the registry"
             ) from exc
+
+    # ---- monitoring ---------------------------------------------------------------------
+
+    def read_json_artifact_or_none(self, run_id: str | None, name: str) -> Any | None:
+        """A run's JSON artefact, or None when the run or the artefact does not exist
+        (a version trained before the artefact was written)."""
+        if run_id is None:
+            return None
+        with self._mlflow() as mlflow:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = mlflow.artifacts.download_artifacts(
+                        run_id=run_id, artifact_path=name, dst_path=tmp
+                    )
+                    return json.loads(Path(path).read_text(encoding="utf-8"))
+            except (MlflowException, OSError):
+                return None
+
+    def log_monitoring(
+        self, model_name: str, version: str, metrics: Mapping[str, float], *, step: int
+    ) -> None:
+        """Log monitoring metrics as a time series (``step`` = the month's index) on the
+        training run of a version, so they appear with that version's own metrics."""
+        with self._mlflow() as mlflow:
+            client = mlflow.MlflowClient()
+            mv = self._resolve(client, model_name, version)
+            from mlflow.entities import Metric
+
+            now = int(datetime.now(UTC).timestamp() * 1000)
+            batch = [
+                Metric(key=k, value=float(v), timestamp=now, step=step)
+                for k, v in metrics.items()
+                if v == v  # NaN: not logged
+            ]
+            if batch and mv.run_id:
+                client.log_batch(mv.run_id, metrics=batch)
 
 
 def _param(value: Any) -> Any:

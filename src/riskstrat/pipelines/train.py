@@ -33,7 +33,13 @@ from riskstrat.features.build import (
 )
 from riskstrat.features.labels import build_labels
 from riskstrat.modelling.baselines import fit_baselines
-from riskstrat.modelling.model import IndexPlan, RiskModel, hold_out_people, plan_index_months
+from riskstrat.modelling.model import (
+    IndexPlan,
+    RiskModel,
+    hold_out_people,
+    plan_index_months,
+    predict_risk,
+)
 from riskstrat.modelling.registry import (
     CHALLENGER,
     CHAMPION,
@@ -43,6 +49,7 @@ from riskstrat.modelling.registry import (
     registry_for,
 )
 from riskstrat.modelling.spec import ModelSpec, default_spec_dir, load_spec
+from riskstrat.monitoring.psi import reference_distributions
 from riskstrat.pipelines.common import Progress, open_extract, report
 from riskstrat.pipelines.evaluate import (
     ChampionPredictions,
@@ -394,6 +401,8 @@ def run_training(
                 "features.json": names,
                 "calibrator.json": model.calibrator_.as_dict(),
                 "feature_importance_gain.json": _importance(model),
+                # The training window's distributions, for `riskstrat monitor`'s drift checks.
+                "monitoring/reference.json": training_reference(model, train, names),
             },
             text_artifacts={"spec.yaml": Path(spec.source).read_text(encoding="utf-8")}
             if spec.source
@@ -466,6 +475,18 @@ def _audit_csv(result: EvaluationReport, path: Path) -> Path:
         rows.append(row)
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
+
+
+def training_reference(
+    model: RiskModel, train: pd.DataFrame, names: Sequence[str], *, max_rows: int = 200_000
+) -> dict[str, Any]:
+    """Decile bins and shares of every feature and of the score in the training months
+    (a random sample of at most ``max_rows`` rows): the reference of the PSI drift checks."""
+    sample = train.sample(n=max_rows, random_state=0) if len(train) > max_rows else train
+    score = predict_risk(model.booster_, sample[list(names)], model.calibrator_)
+    return reference_distributions(sample, names, score=score) | {
+        "months": sorted({str(d)[:10] for d in sample["index_date"]}),
+    }
 
 
 def _importance(model: RiskModel) -> dict[str, float]:

@@ -19,7 +19,17 @@ from riskstrat.modelling.registry import registry_for
 from riskstrat.service import problems, security
 from riskstrat.service.auth import OidcConfig, OidcVerifier
 from riskstrat.service.pages import SignInRequired, install_error_pages, pages
-from riskstrat.service.routers import audit, cohorts, fhir, health, marks, models, patients, runs
+from riskstrat.service.routers import (
+    audit,
+    cohorts,
+    fhir,
+    health,
+    marks,
+    models,
+    monitoring,
+    patients,
+    runs,
+)
 from riskstrat.store import Store
 
 _log = logging.getLogger("riskstrat.api")
@@ -74,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else None
     )
     # In this order the OpenAPI schema lists /health and FHIR first, then /api/v1.
-    for module in (health, fhir, cohorts, patients, marks, models, runs, audit):
+    for module in (health, fhir, cohorts, patients, marks, models, monitoring, runs, audit):
         app.include_router(module.router)
     app.include_router(pages)
     security.install_docs(app)

@@ -342,3 +342,25 @@ class ValidationProblem(BaseModel):
     title: str
     status: int
     detail: list[ValidationIssue]
+
+
+class MonitoringRun(BaseModel):
+    """The champion's monitoring of one published month, at one check date (aggregates)."""
+
+    run_id: int
+    month: date
+    check_date: date
+    model_name: str
+    model_version: str
+    status: str = Field(description="Overall: green, amber, red (or unknown).")
+    checks: dict[str, str] = Field(description="Status per check: auroc, oe, slope, ...")
+    computed_at: datetime
+    payload: dict[str, Any] = Field(
+        description="Everything computed: months (performance overall, per PCN, per fairness "
+        "group, actioned and not), drift, rejects, notes. Aggregates only."
+    )
+
+
+class MonitoringOverview(BaseModel):
+    latest: MonitoringRun | None = Field(description="The newest result, or null if none yet.")
+    history: list[MonitoringRun] = Field(description="Every stored result, oldest first.")

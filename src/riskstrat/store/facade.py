@@ -8,6 +8,7 @@ from riskstrat.store.audit import AuditRepository
 from riskstrat.store.cohorts import CohortRepository
 from riskstrat.store.engine import create_schema, make_engine, ping
 from riskstrat.store.marks import MarkRepository
+from riskstrat.store.monitoring import MonitoringRepository
 from riskstrat.store.outcomes import OutcomeRepository
 from riskstrat.store.runs import RunRepository
 from riskstrat.store.scores import ScoreRepository
@@ -25,6 +26,7 @@ class Store:
     ``store.outcomes``    a run's outcome summary (aggregates)
     ``store.audit``       the access log: record, queue, index and read it
     ``store.marks``       what teams did about listed people: record, latest, history
+    ``store.monitoring``  the champion's monitoring results per run and check date
     ``store.users``       API users and their keys, and browser sessions
     ====================  ==========================================================
     """
@@ -39,6 +41,7 @@ class Store:
         self.audit = AuditRepository(self.engine)
         self.users = UserRepository(self.engine)
         self.marks = MarkRepository(self.engine)
+        self.monitoring = MonitoringRepository(self.engine)
 
     def create_schema(self) -> None:
         """Create the tables, or upgrade them, with the migrations (Alembic).

@@ -201,3 +201,21 @@ api_users = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
 )
+
+#: Monitoring results (migration 0006): one JSON payload of aggregates per monitored run and
+#: check date (the date of the extract the outcomes matured in). No foreign key to the run:
+#: the record of how the model did outlives the pruning of the run's people.
+model_monitoring = Table(
+    "model_monitoring",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, nullable=False),
+    Column("month", Date, nullable=False),
+    Column("check_date", Date, nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("model_version", String(50), nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("payload", JSON, nullable=False),  # aggregates only: no identifiers
+    Column("computed_at", DateTime(timezone=True), nullable=False),
+    Index("ix_model_monitoring_run", "run_id", "check_date"),
+)

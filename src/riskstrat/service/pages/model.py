@@ -31,14 +31,18 @@ NO_MODEL = "No champion model yet: train one with riskstrat train, then riskstra
 
 
 @router.get("/model", response_class=HTMLResponse)
-def model_page(registry: RegistryDep, settings: SettingsDep, caller: PageCaller) -> Response:
+def model_page(
+    registry: RegistryDep, settings: SettingsDep, store: StoreDep, caller: PageCaller
+) -> Response:
     require_role(caller, "analyst")
     try:
         info = registry.describe(settings.model_name, CHAMPION)
     except ModelNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NO_MODEL) from None
+    monitoring = store.monitoring.latest()
+    history = store.monitoring.all()
     return html("model.html", title="Model", caller=caller, info=info, measures=MEASURES,
-                plots=PLOTS)  # fmt: skip
+                plots=PLOTS, monitoring=monitoring, monitoring_history=history)  # fmt: skip
 
 
 def _artifact(registry: RegistryDep, settings: SettingsDep, name: str) -> bytes:
