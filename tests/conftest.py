@@ -4,9 +4,11 @@ Builders that make data (extracts, OMOP CDMs, keys, published runs, model-card c
 live in ``tests/support/``; the fixtures here wrap them for tests. Test modules never import
 from one another.
 
-Markers (``pyproject.toml``): ``slow`` (a generated extract, a trained model or a timed load;
-``pytest -m "not slow"`` is the fast loop) and ``postgres`` (needs the server at
-127.0.0.1:5432; skipped without it unless ``RISKSTRAT_REQUIRE_POSTGRES=1``).
+Markers (``pyproject.toml``): ``slow`` (a generated extract, a trained model, a browser, a
+timed load; ``pytest -m "not slow"`` is the fast loop) and ``postgres`` (needs the server at
+127.0.0.1:5432; skipped without it unless ``RISKSTRAT_REQUIRE_POSTGRES=1``). Every
+``postgres`` test is also ``slow``: the fast loop needs no server, and ``make test`` runs the
+PostgreSQL variants of every store test.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ from riskstrat.config import Settings, get_settings
 from riskstrat.service.app import create_app
 from tests.support.postgres import postgres_url
 from tests.support.world import publish_world
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("postgres") is not None:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

@@ -135,6 +135,7 @@ def quick(request, tmp_path):
         next(urls, None)
 
 
+@pytest.mark.slow  # waits out the audit timeout on a real lock
 def test_a_locked_store_refuses_reads_within_the_timeout_and_recovers(quick):
     client, settings, person = quick["client"], quick["settings"], _person(quick)
     coordinator = bearer(key_for("care_coordinator", PCNS[0]))

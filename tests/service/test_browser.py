@@ -25,6 +25,9 @@ from tests.support.world import PCNS, key_for, publish_world
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 CHROMIUM = os.environ.get("RISKSTRAT_CHROMIUM", "/usr/bin/chromium")
 
+# Slow: each test starts a server and a headless Chromium.
+pytestmark = pytest.mark.slow
+
 
 def _chromium() -> str:
     found = shutil.which(CHROMIUM) or (CHROMIUM if Path(CHROMIUM).is_file() else None)

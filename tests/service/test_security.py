@@ -299,6 +299,7 @@ def _chromium() -> str:
     return found
 
 
+@pytest.mark.slow  # a headless Chromium
 def test_docs_render_offline_under_their_policy_in_a_browser(settings):
     """Headless Chromium opens /docs: Swagger UI draws the routes, every request stays on
     this server, and the browser reports no Content-Security-Policy violation."""

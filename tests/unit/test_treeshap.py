@@ -294,6 +294,7 @@ def test_multiclass_and_linear_trees_are_refused():
         TreeShapExplainer(linear)
 
 
+@pytest.mark.slow  # imports in a fresh process
 def test_importing_compiles_nothing():
     code = "import sys, riskstrat.explain.treeshap; print('numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -43,6 +43,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow  # trains several LightGBM models
 @pytest.mark.parametrize("params", CASES, ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()))
 @pytest.mark.parametrize("seed", [1, 2])
 def test_equal_to_pred_contrib(params, seed):
