@@ -6,6 +6,7 @@ Everything here is computed on the evaluation months only; nothing here fits tre
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -41,6 +42,7 @@ from riskstrat.modelling.gates import (
     target_results,
 )
 from riskstrat.modelling.model import IndexPlan, RiskModel
+from riskstrat.modelling.registry import ModelRegistry
 from riskstrat.modelling.spec import ModelSpec
 
 MODEL_LABEL = "riskstrat model"
@@ -468,3 +470,24 @@ def card_context(
         "champion_comparison": report.champion_comparison,
         "plots": {k: f"plots/{p.name}" for k, p in report.plots.items()},
     }
+
+
+def log_card(
+    registry: ModelRegistry,
+    run_id: str | None,
+    context: dict[str, Any],
+    spec: ModelSpec,
+    plots_dir: Path,
+    out_dir: Path,
+) -> None:
+    """Write the card (Markdown, standalone HTML, plots, its context) into ``out_dir`` and log
+    it as the run's ``card/`` folder: training, recalibration and a card refreshed with
+    external validations all write it this one way."""
+    from riskstrat.reports.card import write_card
+
+    write_card(context, template=spec.card_template_path, out_dir=out_dir, plots_dir=plots_dir)
+    (out_dir / "context.json").write_text(
+        json.dumps(context, indent=2, default=str), encoding="utf-8"
+    )
+    if run_id:
+        registry.log_run_folder(run_id, out_dir, "card")

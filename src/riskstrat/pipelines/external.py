@@ -40,7 +40,7 @@ from riskstrat.modelling.registry import (
 )
 from riskstrat.modelling.spec import ModelSpec, default_spec_dir, load_spec
 from riskstrat.pipelines.common import Progress, open_extract, report
-from riskstrat.pipelines.evaluate import EvaluationReport, evaluate_version
+from riskstrat.pipelines.evaluate import EvaluationReport, evaluate_version, log_card
 from riskstrat.pipelines.train import training_parts
 from riskstrat.synth import default_oracle_path
 
@@ -288,8 +288,6 @@ def run_external_validation(
 def refresh_card(registry: ModelRegistry, spec: ModelSpec, version: str) -> bool:
     """Render a version's card again with its external validations, from the context its
     training run stored (``card/context.json``). False when the version has no card."""
-    from riskstrat.reports.card import write_card
-
     info = registry.describe(spec.name, version)
     if info.run_id is None:
         return False
@@ -304,11 +302,5 @@ def refresh_card(registry: ModelRegistry, spec: ModelSpec, version: str) -> bool
         context = json.loads(context_file.read_text(encoding="utf-8"))
         context["external_validation"] = registry.external_validations(spec.name, version)
         out_dir = Path(tmp) / "card"
-        write_card(
-            context, template=spec.card_template_path, out_dir=out_dir, plots_dir=folder / "plots"
-        )
-        (out_dir / "context.json").write_text(
-            json.dumps(context, indent=2, default=str), encoding="utf-8"
-        )
-        registry.log_run_folder(info.run_id, out_dir, "card")
+        log_card(registry, info.run_id, context, spec, folder / "plots", out_dir)
     return True

@@ -16,7 +16,6 @@ on data the local population may not have enough of.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from riskstrat.pipelines.evaluate import (
     card_context,
     draw_plots,
     evaluate_version,
+    log_card,
 )
 from riskstrat.pipelines.external import Population, load_population, load_version, oracle_for
 
@@ -259,7 +259,7 @@ def run_recalibration(
             "method": CALIBRATION_WORDS[spec.calibration.method].split(",")[0],
             "calibration_months": [d.isoformat() for d in plan.calibration_months],
         }
-        _write_card(registry, info, context, spec, plots_dir, Path(tmp) / "card")
+        log_card(registry, info.run_id, context, spec, plots_dir, Path(tmp) / "card")
     report(progress, "done", 1.0)
     return RecalibrationResult(
         model=info,
@@ -270,21 +270,3 @@ def run_recalibration(
         report=result,
         seconds=time.perf_counter() - started,
     )
-
-
-def _write_card(
-    registry: ModelRegistry,
-    info: ModelVersionInfo,
-    context: dict[str, Any],
-    spec: ModelSpec,
-    plots_dir: Path,
-    out_dir: Path,
-) -> None:
-    from riskstrat.reports.card import write_card
-
-    write_card(context, template=spec.card_template_path, out_dir=out_dir, plots_dir=plots_dir)
-    (out_dir / "context.json").write_text(
-        json.dumps(context, indent=2, default=str), encoding="utf-8"
-    )
-    if info.run_id:
-        registry.log_run_folder(info.run_id, out_dir, "card")

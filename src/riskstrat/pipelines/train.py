@@ -6,7 +6,6 @@ Promotion to champion is a separate, gated step (``riskstrat.pipelines.promote``
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -57,6 +56,7 @@ from riskstrat.pipelines.evaluate import (
     card_context,
     draw_plots,
     evaluate_version,
+    log_card,
 )
 from riskstrat.synth import default_oracle_path
 
@@ -426,7 +426,7 @@ def run_training(
             identifier_kind=manifest.identifier_kind,
             provenance=manifest.provenance,
         )
-        _log_card(registry, info, context, spec, plots_dir, Path(tmp) / "card")
+        log_card(registry, info.run_id, context, spec, plots_dir, Path(tmp) / "card")
     report(progress, "done", 1.0)
     return TrainResult(
         model=info,
@@ -437,25 +437,6 @@ def run_training(
         validation_rows=int(result.primary["rows"]),
         seconds=time.perf_counter() - started,
     )
-
-
-def _log_card(
-    registry: ModelRegistry,
-    info: ModelVersionInfo,
-    context: dict[str, Any],
-    spec: ModelSpec,
-    plots_dir: Path,
-    out_dir: Path,
-) -> None:
-    """Write the card (Markdown, standalone HTML, plots, its context) into the run's `card/`."""
-    from riskstrat.reports.card import write_card
-
-    write_card(context, template=spec.card_template_path, out_dir=out_dir, plots_dir=plots_dir)
-    (out_dir / "context.json").write_text(
-        json.dumps(context, indent=2, default=str), encoding="utf-8"
-    )
-    if info.run_id:
-        registry.log_run_folder(info.run_id, out_dir, "card")
 
 
 def _audit_csv(result: EvaluationReport, path: Path) -> Path:
