@@ -131,3 +131,14 @@ def test_a_version_without_a_stored_reference_falls_back_to_its_training_months(
     assert report.reference_source.startswith("computed from this extract's last training months")
     assert any("drift reference was computed" in n for n in report.notes)
     assert {d["name"] for d in report.drift} == {d["name"] for d in world["report"].drift}
+
+
+def test_a_generated_extract_is_not_an_omop_import_so_coverage_is_skipped(world):
+    report = world["report"]
+    coverage = report.mapping_coverage
+    assert coverage["applies"] is False and coverage["tables"] == []
+    assert coverage["note"].startswith("not an OMOP import")
+    assert "mapping_coverage" not in report.status
+    # the thresholds judged against are kept with the result (the page's charts shade them)
+    assert report.payload()["thresholds"]["oe_range"] == list(report.thresholds["oe_range"])
+    assert {"psi_amber", "psi_red", "slope_range"} <= set(report.thresholds)

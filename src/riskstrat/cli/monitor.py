@@ -37,6 +37,9 @@ WHAT_TO_DO = {
     "missingness": "a feature arrives empty more often than in training: check the extract feed",
     "rejects": "more rows are rejected than in training: read the rejects file "
     "(`riskstrat validate`)",
+    "mapping_coverage": "fewer OMOP source records map to the contract than in training: "
+    "read the import's mapping-report.md (top unmapped concepts), fix the codelists or the "
+    "vocabulary, and import again before trusting the risks",
 }
 
 

@@ -223,8 +223,13 @@ def summarise(
     months: Sequence[Mapping[str, Any]],
     drift: Sequence[Mapping[str, Any]],
     rejects: Sequence[Mapping[str, Any]],
+    coverage: Mapping[str, Any] | None = None,
 ) -> dict[str, Status]:
-    """One status per check (the worst over months, features and tables) and overall."""
+    """One status per check (the worst over months, features and tables) and overall.
+
+    ``coverage`` (:func:`riskstrat.monitoring.coverage.coverage_checks`) adds a
+    ``mapping_coverage`` check for an extract imported from OMOP; for any other extract the
+    check does not apply and is left out."""
     latest = months[-1] if months else None
     perf = latest["performance"]["overall"]["status"] if latest else {}
     out: dict[str, Status] = {
@@ -240,5 +245,7 @@ def summarise(
         "missingness": worst(d["status"]["missingness"] for d in drift),
         "rejects": worst(r["status"] for r in rejects),
     }
+    if coverage is not None and coverage.get("applies"):
+        out["mapping_coverage"] = coverage["status"]
     out["overall"] = worst(out.values())
     return out

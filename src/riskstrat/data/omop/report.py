@@ -6,10 +6,15 @@ text). Written as JSON (for tools and the next import's comparison) and Markdown
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from riskstrat.data.errors import ExtractError
+from riskstrat.data.files import check_plain_file
 from riskstrat.data.omop.mapping import EVENT_TABLES
 
 #: How many unmapped concepts, and matched concepts per contract code, the report lists.
@@ -264,6 +269,70 @@ def codes(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     ):
         out[f"{table}/{code}"] = {"records": int(n)}
     return dict(sorted(out.items()))
+
+
+# --------------------------------------------------------------------------------------
+# Mapping coverage (for monitoring)
+
+#: The source tables whose rows are mapped to the contract, in the report's order. The
+#: observation periods are left out: one period per person is used by design, so the share
+#: used says nothing about the mapping.
+COVERAGE_TABLES = ("person", "death", "visit_occurrence", *EVENT_TABLES, "drug_exposure")
+#: What the importer writes as the manifest's ``provenance.adapter``.
+OMOP_ADAPTER = "riskstrat import omop"
+#: The report's file in the extract folder (the importer's ``REPORT_JSON``).
+REPORT_FILE = "mapping-report.json"
+
+
+def is_omop_import(provenance: Mapping[str, Any]) -> bool:
+    """True when an extract's manifest provenance says it was imported from an OMOP CDM."""
+    return provenance.get("adapter") == OMOP_ADAPTER or "omop" in provenance
+
+
+def mapping_coverage(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Share of each source table's rows mapped to the contract, from a mapping report.
+
+    Returns ``{table: {"rows_read", "mapped", "coverage"}}`` for the tables of
+    :data:`COVERAGE_TABLES` the report holds; ``coverage`` is ``mapped / rows_read``, None
+    when the table had no rows. For the event tables "mapped" means matched to a contract
+    code, so the share is small by nature (most records are not in any codelist): what
+    matters is its change between extracts of the same source.
+    """
+    tables: Mapping[str, Any] = report.get("source_tables", {})
+    out: dict[str, dict[str, Any]] = {}
+    for table in COVERAGE_TABLES:
+        info = tables.get(table)
+        if not isinstance(info, Mapping) or "mapped" not in info:
+            continue
+        read, mapped = int(info.get("rows_read") or 0), int(info.get("mapped") or 0)
+        out[table] = {
+            "rows_read": read,
+            "mapped": mapped,
+            "coverage": mapped / read if read else None,
+        }
+    return out
+
+
+def read_mapping_coverage(extract_dir: Path) -> dict[str, dict[str, Any]] | None:
+    """:func:`mapping_coverage` of the mapping report an OMOP import left in
+    ``extract_dir``; None when there is no report (not an OMOP import).
+
+    Raises:
+        ExtractError: the report is a link out of the folder, not a file, or not JSON.
+    """
+    path = extract_dir / REPORT_FILE
+    if not path.exists() and not path.is_symlink():
+        return None
+    check_plain_file(extract_dir, path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExtractError(
+            f"mapping report is not valid JSON ({type(exc).__name__})", file=str(path)
+        ) from None
+    if not isinstance(data, dict):
+        raise ExtractError("mapping report must be a JSON object", file=str(path))
+    return mapping_coverage(data)
 
 
 # --------------------------------------------------------------------------------------

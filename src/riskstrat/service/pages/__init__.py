@@ -5,13 +5,14 @@ Each role has a home it lands on after signing in: a care coordinator finds a pa
 an admin who can sign in (``/admin``). Every page that shows a patient is audited exactly like
 the API; errors answer as pages in the site's layout (``errors.install``).
 
-=================  =========================================================================
+=====================  =====================================================================
 ``session``        signing in and out, the session behind every page, CSRF tokens, homes
 ``cohorts``        the lists, marks on them, "hide done", CSV and Excel downloads
 ``patients``       finding a patient, their page, marking them
 ``model``          the analyst's model page and the admin's home
+``monitoring_charts`` the model page's monitoring charts (inline SVG, drawn on the server)
 ``errors``         error pages (403, 404, 422, 500, ...) for page paths
-=================  =========================================================================
+=====================  =====================================================================
 """
 
 from __future__ import annotations

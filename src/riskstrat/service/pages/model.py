@@ -1,5 +1,5 @@
-"""The analyst's home (the champion model: measures, plots, card) and the admin's home (who
-can sign in)."""
+"""The analyst's home (the champion model: measures, plots, card, monitoring with its time
+series) and the admin's home (who can sign in)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 from riskstrat.modelling.registry import CHAMPION, ModelNotFoundError
 from riskstrat.service.auth import ROLES
 from riskstrat.service.deps import RegistryDep, SettingsDep, StoreDep
+from riskstrat.service.pages.monitoring_charts import monitoring_charts
 from riskstrat.service.pages.session import PAGE_CSP, PageCaller, html, require_role, router
 
 MEASURES = (
@@ -42,7 +43,8 @@ def model_page(
     monitoring = store.monitoring.latest()
     history = store.monitoring.all()
     return html("model.html", title="Model", caller=caller, info=info, measures=MEASURES,
-                plots=PLOTS, monitoring=monitoring, monitoring_history=history)  # fmt: skip
+                plots=PLOTS, monitoring=monitoring, monitoring_history=history,
+                monitoring_charts=monitoring_charts(history, model_name=info.name))  # fmt: skip
 
 
 def _artifact(registry: RegistryDep, settings: SettingsDep, name: str) -> bytes:
