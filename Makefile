@@ -15,6 +15,8 @@ export UV_PYTHON_DOWNLOADS := never
 DEMO_PATIENTS ?= 20000
 DEMO_SEED ?= 1
 DEMO_EXTRACT := $(RISKSTRAT_HOME)/demo/extract-$(DEMO_PATIENTS)-seed$(DEMO_SEED)
+# A second area for external validation and local recalibration (another seed, half the size).
+DEMO_OTHER := $(RISKSTRAT_HOME)/demo/other-area-$(DEMO_PATIENTS)-seed$(DEMO_SEED)
 DEMO_KEYS := $(RISKSTRAT_HOME)/demo/keys
 # demo-omop keeps its own home: its registry and store hold a pseudonymous run.
 OMOP_HOME := $(RISKSTRAT_HOME)/omop-demo
@@ -37,7 +39,7 @@ $(STAMP): pyproject.toml uv.lock
 
 install: $(STAMP) ## create .venv and install riskstrat from uv.lock
 
-demo: $(STAMP) ## make the home, generate 20,000 people, validate, train, promote, score the latest month, make demo keys, serve the API
+demo: $(STAMP) ## make the home, generate 20,000 people, train and promote the admission and mortality models, score three months, monitor, validate externally, recalibrate, make demo keys, serve the API
 	$(BIN)/riskstrat init
 	@if [ ! -f "$(DEMO_EXTRACT)/manifest.json" ]; then \
 	  $(BIN)/riskstrat generate --out "$(DEMO_EXTRACT)" --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --oracle; \
@@ -45,7 +47,20 @@ demo: $(STAMP) ## make the home, generate 20,000 people, validate, train, promot
 	$(BIN)/riskstrat validate "$(DEMO_EXTRACT)"
 	$(BIN)/riskstrat train --data "$(DEMO_EXTRACT)"
 	$(BIN)/riskstrat promote
+	@echo "the advance care planning list is ranked by 12-month mortality: its model, from a spec alone"
+	$(BIN)/riskstrat train --data "$(DEMO_EXTRACT)" --spec death_12m
+	$(BIN)/riskstrat promote --spec death_12m
+	@echo "three months: one whose 90-day outcomes have matured (monitoring follows it), then the last two ('what changed')"
+	$(BIN)/riskstrat score --data "$(DEMO_EXTRACT)" --month latest-3
+	$(BIN)/riskstrat score --data "$(DEMO_EXTRACT)" --month latest-1
 	$(BIN)/riskstrat score --data "$(DEMO_EXTRACT)" --month latest
+	$(BIN)/riskstrat monitor --data "$(DEMO_EXTRACT)"
+	@if [ ! -f "$(DEMO_OTHER)/manifest.json" ]; then \
+	  $(BIN)/riskstrat generate --out "$(DEMO_OTHER)" --patients $$(( $(DEMO_PATIENTS) / 2 )) --seed $$(( $(DEMO_SEED) + 1000 )); \
+	fi
+	@echo "another area: the champion validated there, then recalibrated on it (a challenger; not promoted)"
+	$(BIN)/riskstrat evaluate champion --data "$(DEMO_OTHER)"
+	$(BIN)/riskstrat recalibrate champion --data "$(DEMO_OTHER)"
 	@for role in pcn_team care_coordinator analyst admin; do \
 	  if [ ! -s "$(DEMO_KEYS)/$$role.key" ]; then \
 	    $(BIN)/riskstrat users add --name demo-$$role --role $$role --pcn '*' --key-file "$(DEMO_KEYS)/$$role.key" || exit 1; \
@@ -56,7 +71,7 @@ demo: $(STAMP) ## make the home, generate 20,000 people, validate, train, promot
 	@echo "pages: sign in at http://127.0.0.1:8000/login with a role's key; each role lands on its home:"
 	@echo "  care_coordinator ($(DEMO_KEYS)/care_coordinator.key) -> /patients: find a patient by NHS number, recently viewed"
 	@echo "  pcn_team         ($(DEMO_KEYS)/pcn_team.key) -> /cohorts: the current lists, marks, hide done, downloads"
-	@echo "  analyst          ($(DEMO_KEYS)/analyst.key) -> /model: the champion model, its measures and card"
+	@echo "  analyst          ($(DEMO_KEYS)/analyst.key) -> /model: the champion model, its measures, monitoring and card"
 	@echo "  admin            ($(DEMO_KEYS)/admin.key) -> /admin: who can sign in"
 	$(BIN)/riskstrat serve
 
@@ -71,6 +86,8 @@ demo-omop: $(STAMP) ## the demo from an OMOP CDM: generate the population as a C
 	RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat validate "$(OMOP_EXTRACT)"
 	RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat train --data "$(OMOP_EXTRACT)"
 	RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat promote
+	RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat train --data "$(OMOP_EXTRACT)" --spec death_12m
+	RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat promote --spec death_12m
 	RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat score --data "$(OMOP_EXTRACT)" --month latest
 	@for role in pcn_team care_coordinator analyst admin; do \
 	  if [ ! -s "$(OMOP_HOME)/keys/$$role.key" ]; then \

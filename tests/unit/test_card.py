@@ -351,3 +351,49 @@ def test_the_data_section_says_what_identifies_people_and_which_codelists_mapped
         "version 1.0.0, except observations/SMOKER 1.0.1 |" in markdown
     )
     assert codelist_summary({}) == ""
+
+
+def test_a_mortality_spec_and_censored_time_say_so_on_the_card(card_context, plots_dir):
+    from riskstrat.features.labels import OUTCOMES
+    from riskstrat.modelling.spec import load_spec
+    from riskstrat.resources import model_dir
+
+    spec = load_spec(model_dir("death_12m"))
+    context = copy.deepcopy(card_context)
+    death = OUTCOMES["death"]
+    context["model"] |= {
+        "horizon_days": 365,
+        "outcome": death.model_dump(include={"name", "noun", "plural", "happened", "rate"})
+        | {"definition": death.definition},
+        "intended_use": spec.card.intended_use,
+        "out_of_scope": spec.card.out_of_scope,
+    }
+    context["data"]["post_intervention"] = {
+        "policy": "censor", "interventions": ["FALLS_ASSESSMENT"], "censored_rows": 1234,
+    }  # fmt: skip
+    markdown, _ = render_card(context, template=TEMPLATE, plots_dir=plots_dir)
+    assert "the probability of death from any cause in the 365 days" in markdown
+    assert "died within 365 days" in markdown and "under-predicts deaths" in markdown
+    assert "dying in the next 12 months" in markdown  # the spec's intended use
+    assert "must not be used to withhold or limit treatment" in markdown
+    assert "**It is not a falls risk prediction tool.**" not in markdown
+    assert "predicts the risk of death from any cause under current care" in markdown
+    assert "because they predict deaths" in markdown
+    assert "censored: a person-month with FALLS_ASSESSMENT" in markdown and "1,234" in markdown
+    # A generated population with no oracle for this outcome still says it is synthetic.
+    context["oracle"] = None
+    context["data"]["synthetic"] = True
+    markdown, _ = render_card(context, template=TEMPLATE, plots_dir=plots_dir)
+    assert "- **Synthetic data.**" in markdown
+    assert "this model predicts deaths, so there is no oracle" in markdown
+
+
+def test_a_context_stored_before_outcomes_were_recorded_still_renders(card_context, plots_dir):
+    context = copy.deepcopy(card_context)
+    for key in ("outcome", "intended_use", "out_of_scope"):
+        context["model"].pop(key, None)
+    context["data"].pop("post_intervention", None)
+    markdown, _ = render_card(context, template=TEMPLATE, plots_dir=plots_dir)
+    assert "one or more emergency admissions in the 90 days" in markdown
+    assert "included: the outcome counts whatever care followed" in markdown
+    assert "The lists themselves change the outcome" in markdown

@@ -119,3 +119,39 @@ def test_score_whose_pruning_failed_says_so_and_exits_0(tmp_path, monkeypatch, h
     said = " ".join(result.output.split())  # as wrapped to the terminal's width
     assert "published run 7" in said
     assert "(OperationalError); the month is published, and the next run removes them" in said
+
+
+@pytest.mark.parametrize(
+    ("month", "index_date"),
+    [("latest", "2026-11-01"), ("latest-1", "2026-10-01"), ("latest-12", "2025-11-01")],
+)
+def test_score_latest_and_months_before_it(tmp_path, monkeypatch, home, month, index_date):
+    from datetime import date
+
+    import riskstrat.pipelines.score
+    from riskstrat.pipelines.score import ScoreResult
+
+    initialised_home(home)
+    root = write_extract(tmp_path / "x")  # extract date 2026-11-01
+    asked: list[date] = []
+
+    def scored(*args, month, **kwargs):
+        asked.append(month)
+        return ScoreResult(
+            run_id=1, month=month, model_name="m", model_version="1", n_scored=1,
+            n_type1_opt_outs_excluded=0, seconds=0.1, cohort_sizes={}, replaced_runs=[],
+            pruned_runs=[],
+        )  # fmt: skip
+
+    monkeypatch.setattr(riskstrat.pipelines.score, "run_scoring", scored)
+    result = runner.invoke(app, ["score", "--data", str(root), "--month", month])
+    assert result.exit_code == 0, result.output
+    assert asked == [date.fromisoformat(index_date)]
+
+
+@pytest.mark.parametrize("month", ["latest-", "latest-x", "latest+1", "latest-999"])
+def test_score_refuses_what_is_not_a_month(tmp_path, home, month):
+    initialised_home(home)
+    root = write_extract(tmp_path / "x")
+    result = runner.invoke(app, ["score", "--data", str(root), "--month", month])
+    assert result.exit_code == 2 and "latest-N" in " ".join(result.output.split())

@@ -15,6 +15,7 @@ import yaml
 
 from riskstrat.cohorts.select import (
     Criterion,
+    Intervention,
     build_cohort,
     build_cohorts,
     capacity_summary,
@@ -90,7 +91,11 @@ def test_the_real_config_loads_with_version_and_digest():
     assert CONFIG.get("medication_review").effect == 0.25
     acp = CONFIG.get("advance_care_planning")
     assert acp.effect is None and acp.lookback_days is None
-    assert acp.ranked_by == "admission risk"
+    assert acp.ranked_by == "12-month mortality risk (expected bed days saved)"
+    assert acp.rank_by is not None and acp.rank_by.model == "riskstrat-death-12m"
+    assert acp.bed_days is not None and acp.bed_days.per_event == 5
+    assert CONFIG.model == "riskstrat-emergency-admission-90d"
+    assert CONFIG.ranking_models() == ["riskstrat-death-12m"]
     assert falls.ranked_by == "expected admissions avoided"
     assert set(DAYS_SINCE) | {"risk", "age_years", "emergency_admissions_180d"} <= CONFIG.columns()
     with pytest.raises(KeyError, match="unknown intervention 'nope'"):
@@ -106,11 +111,11 @@ def _write_variant(tmp_path: Path, old: str, new: str) -> Path:
 
 
 def test_a_copy_of_the_config_loads_and_a_changed_file_changes_the_digest(tmp_path):
-    same = _write_variant(tmp_path, 'version: "2026.11-1"', 'version: "2026.11-1"')
+    same = _write_variant(tmp_path, 'version: "2026.12-1"', 'version: "2026.12-1"')
     assert load_cohort_config(same).digest == CONFIG.digest
-    bumped = _write_variant(tmp_path, 'version: "2026.11-1"', 'version: "2026.12-1"')
+    bumped = _write_variant(tmp_path, 'version: "2026.12-1"', 'version: "2026.12-9"')
     changed = load_cohort_config(bumped)
-    assert changed.version == "2026.12-1" and changed.digest != CONFIG.digest
+    assert changed.version == "2026.12-9" and changed.digest != CONFIG.digest
 
 
 @pytest.mark.parametrize(
@@ -139,7 +144,7 @@ def test_a_bad_condition_string_is_rejected_naming_the_file(tmp_path, bad):
         # an unknown key on an intervention
         ("    effect: 0.35\n", "    effect: 0.35\n    colour: blue\n"),
         # an unknown top-level key
-        ('version: "2026.11-1"\n', 'version: "2026.11-1"\nowner: someone\n'),
+        ('version: "2026.12-1"\n', 'version: "2026.12-1"\nowner: someone\n'),
         # an unknown key on a criterion
         ("            text: aged 65 or over\n", "            text: aged 65 or over\n            x: 1\n"),
         # an unknown intervention code
@@ -517,6 +522,8 @@ def test_ranking_by_risk_with_ties_by_nhs_number():
             "risk",
             "criteria",
             "expected_benefit",
+            "ranking_risk",
+            "expected_bed_days",
             "rank",
         ]
         assert members.nhs_number.tolist() == order, key
@@ -530,6 +537,40 @@ def test_ranking_by_risk_with_ties_by_nhs_number():
             np.testing.assert_allclose(
                 members.expected_benefit, [risks[n] * effect for n in order], rtol=1e-12
             )
+
+
+def test_a_list_with_rank_by_is_ranked_by_that_models_risk_with_bed_days():
+    base = {"age_years": 80, "ltc_palliative": 1, "care_home": 1}
+    admission = {NHS[0]: 0.1, NHS[1]: 0.5, NHS[2]: 0.3}
+    scores = frame(*(person(n, **base, risk=r) for n, r in admission.items()))
+    mortality = np.array([0.6, 0.05, 0.2])  # the scores' rows: NHS[0], NHS[1], NHS[2]
+    acp = CONFIG.get("advance_care_planning")
+    members = build_cohort(scores, acp, {"riskstrat-death-12m": mortality})
+    assert members.nhs_number.tolist() == [NHS[0], NHS[2], NHS[1]]  # by mortality
+    assert members.ranking_risk.tolist() == [0.6, 0.2, 0.05]
+    np.testing.assert_allclose(members.expected_bed_days, [3.0, 1.0, 0.25])
+    assert members.risk.tolist() == [0.1, 0.3, 0.5]  # the admission risk is kept
+    assert members.expected_benefit.isna().all()  # no admissions effect claimed
+    # Without that model's risks (no champion), the list falls back to admission risk.
+    fallback = build_cohort(scores, acp, {})
+    assert fallback.nhs_number.tolist() == [NHS[1], NHS[2], NHS[0]]
+    assert fallback.ranking_risk.isna().all() and fallback.expected_bed_days.isna().all()
+    # Other lists never read another model's risks.
+    falls = build_cohort(scores, CONFIG.get("falls_review"), {"riskstrat-death-12m": mortality})
+    assert falls.ranking_risk.isna().all()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"effect": 0.3}, "not both"),
+        ({"rank_by": None}, "bed_days needs rank_by"),
+    ],
+)
+def test_bed_days_go_with_a_ranking_model_and_no_admissions_effect(change, message):
+    raw = CONFIG.get("advance_care_planning").model_dump(exclude={"key"}) | change
+    with pytest.raises(ValueError, match=message):
+        Intervention.model_validate(raw)
 
 
 def test_criteria_stay_with_their_person_after_ranking():

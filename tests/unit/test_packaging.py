@@ -55,6 +55,7 @@ def test_the_wheel_has_one_top_level_name_and_every_resource(tmp_path):
         "riskstrat/models/emergency_admission_90d/card.md.j2",
         "riskstrat/models/emergency_admission_90d/cohorts.yaml",
         "riskstrat/models/emergency_admission_12m/spec.yaml",
+        "riskstrat/models/death_12m/spec.yaml",
         "riskstrat/service/templates/base.html",
         "riskstrat/store/migrations/env.py",
         "riskstrat/modelling/_mlflow_pyfunc.py",

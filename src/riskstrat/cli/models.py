@@ -17,6 +17,11 @@ from riskstrat.cli.common import console, library_errors, out, parse_date, progr
 from riskstrat.cli.home import require_registry, sqlite_file
 from riskstrat.errors import NotFoundError
 
+#: Every --spec option's help.
+SPEC_HELP = (
+    "Model folder with spec.yaml, or a shipped model by name (death_12m); default the 90-day model."
+)
+
 
 def _ci(ci: dict[str, float | None], digits: int = 3) -> str:
     value = f"{ci['value']:.{digits}f}"
@@ -27,9 +32,7 @@ def _ci(ci: dict[str, float | None], digits: int = 3) -> str:
 
 def train(
     data: Annotated[Path, typer.Option("--data", help="Extract folder.")],
-    spec: Annotated[
-        Path | None, typer.Option(help="Model folder with spec.yaml; default the 90-day model.")
-    ] = None,
+    spec: Annotated[Path | None, typer.Option(help=SPEC_HELP)] = None,
     oracle: Annotated[
         Path | None,
         typer.Option(help="True-risk file of a synthetic extract; default DIR.oracle.parquet."),
@@ -102,9 +105,7 @@ def _gate_lines(gates: list[Any]) -> None:
 def evaluate(
     version: Annotated[str, typer.Argument(help="Version number or alias (champion, challenger).")],
     data: Annotated[Path, typer.Option("--data", help="Another population's extract folder.")],
-    spec: Annotated[
-        Path | None, typer.Option(help="Model folder with spec.yaml; default the 90-day model.")
-    ] = None,
+    spec: Annotated[Path | None, typer.Option(help=SPEC_HELP)] = None,
     oracle: Annotated[
         Path | None,
         typer.Option(help="True-risk file of a synthetic extract; default DIR.oracle.parquet."),
@@ -160,9 +161,7 @@ def recalibrate(
     months: Annotated[
         int, typer.Option(min=1, max=24, help="Complete index months to calibrate on.")
     ] = 3,
-    spec: Annotated[
-        Path | None, typer.Option(help="Model folder with spec.yaml; default the 90-day model.")
-    ] = None,
+    spec: Annotated[Path | None, typer.Option(help=SPEC_HELP)] = None,
     oracle: Annotated[
         Path | None,
         typer.Option(help="True-risk file of a synthetic extract; default DIR.oracle.parquet."),
@@ -214,9 +213,7 @@ def promote(
     version: Annotated[
         str | None, typer.Argument(help="Version to promote; default the challenger.")
     ] = None,
-    spec: Annotated[
-        Path | None, typer.Option(help="Model folder; default the 90-day model.")
-    ] = None,
+    spec: Annotated[Path | None, typer.Option(help=SPEC_HELP)] = None,
     force: Annotated[bool, typer.Option(help="Promote even though a check failed.")] = False,
     reason: Annotated[str | None, typer.Option(help="Why (required with --force).")] = None,
 ) -> None:
@@ -242,9 +239,7 @@ def promote(
 
 
 def models(
-    spec: Annotated[
-        Path | None, typer.Option(help="Model folder; default the 90-day model.")
-    ] = None,
+    spec: Annotated[Path | None, typer.Option(help=SPEC_HELP)] = None,
 ) -> None:
     """List registered versions with aliases, key metrics, gates and promotion decisions."""
     from riskstrat.config import get_settings
@@ -314,9 +309,7 @@ def card(
             "--out", help="Folder to write; default RISKSTRAT_HOME/cards/<model>-v<version>."
         ),
     ] = None,
-    spec: Annotated[
-        Path | None, typer.Option(help="Model folder; default the 90-day model.")
-    ] = None,
+    spec: Annotated[Path | None, typer.Option(help=SPEC_HELP)] = None,
 ) -> None:
     """Write a version's model card (Markdown and HTML, with its plots)."""
     from riskstrat.config import get_settings

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
+from riskstrat.calendar import add_months
 from riskstrat.cli.common import library_errors, out, parse_month_option, progress_bar, setup
 from riskstrat.cli.home import require_registry, require_store
 from riskstrat.errors import UsageError
@@ -19,7 +21,11 @@ if TYPE_CHECKING:
 def score(
     data: Annotated[Path, typer.Option("--data", help="Extract folder.")],
     month: Annotated[
-        str, typer.Option(help="Month to score (YYYY-MM, or 'latest'); index date is its 1st.")
+        str,
+        typer.Option(
+            help="Month to score: YYYY-MM, 'latest' (the extract's month), or 'latest-N' "
+            "(N months before it); the index date is its 1st."
+        ),
     ],
     model: Annotated[
         str, typer.Option(help="champion, another alias, or a version number.")
@@ -38,9 +44,16 @@ def score(
     from riskstrat.pipelines.score import run_scoring
 
     setup()
-    if month == "latest":
-        # The latest month whose first day has complete data before it.
-        index_date = read_manifest(data).extract_date.replace(day=1)
+    if month.startswith("latest"):
+        # The latest month whose first day has complete data before it, or N before it.
+        match = re.fullmatch(r"latest(?:-(\d{1,3}))?", month)
+        if match is None or int(match.group(1) or 0) > 240:
+            raise UsageError(
+                f"not a month: {month!r}",
+                hint="give YYYY-MM, 'latest' or 'latest-N' (N up to 240), e.g. latest-1",
+            )
+        back = int(match.group(1) or 0)
+        index_date = add_months(read_manifest(data).extract_date.replace(day=1), -back)
     else:
         index_date = parse_month_option(month)
     require_registry()
@@ -59,6 +72,14 @@ def score(
         f"{result.model_name} v{result.model_version} ({result.n_type1_opt_outs_excluded:,} type 1 "
         f"opt-outs left out) in {result.seconds:.1f} s{replaced}\ncohorts: {sizes}"
     )
+    for name, version in (result.ranking_models or {}).items():
+        out.print(f"ranked by {name}: {version.split()[-1]} (its champion) where a list names it")
+    for name in result.ranking_missing or []:
+        out.print(
+            f"[yellow]warning:[/] {name} has no champion: the lists it ranks are ranked by "
+            f"admission risk this month, and say so. Train and promote it: riskstrat train "
+            f"--spec <its model folder>, then riskstrat promote --spec <its model folder>"
+        )
     if result.pruned_runs:
         out.print(f"retention: removed {len(result.pruned_runs)} old run(s)")
     if result.prune_error:

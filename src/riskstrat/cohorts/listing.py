@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 import pandas as pd
 
 from riskstrat.cohorts.words import (
+    bed_days_in_words,
     benefit_in_words,
     chance_words,
     intervention_label,
@@ -28,13 +29,35 @@ from riskstrat.data.contract import IdentifierKind
 from riskstrat.store.records import CohortMember, PatientScore, RunInfo, json_text
 
 __all__ = [
-    "IDENTIFIER_COLUMNS", "IDENTIFIER_LABELS", "LISTING_COLUMNS", "about_frame", "about_rows",
-    "benefit_in_words", "chance_words", "cohort_item_json", "cohort_items_json",
-    "criteria_json", "display_identifier", "format_nhs_number", "intervention_label",
-    "json_code", "json_number", "json_rank", "listed_for", "listing_columns", "listing_frame",
+    "IDENTIFIER_COLUMNS",
+    "IDENTIFIER_LABELS",
+    "LISTING_COLUMNS",
+    "RANKING_COLUMNS",
+    "about_frame",
+    "about_rows",
+    "benefit_in_words",
+    "chance_words",
+    "cohort_item_json",
+    "cohort_items_json",
+    "criteria_json",
+    "display_identifier",
+    "format_nhs_number",
+    "intervention_label",
+    "json_code",
+    "json_number",
+    "json_rank",
+    "listed_for",
+    "listing_columns",
+    "listing_frame",
     "no_effect_in_words",
-    "person_benefit_in_words", "points_words", "practice_ranks", "reason_sentence",
-    "reasons_text", "write_xlsx",
+    "person_benefit_in_words",
+    "points_words",
+    "practice_ranks",
+    "ranking_cells",
+    "ranking_model_words",
+    "reason_sentence",
+    "reasons_text",
+    "write_xlsx",
 ]  # fmt: skip
 
 #: The columns of a list: ``rank`` is the position in the run's whole list (every PCN in the
@@ -43,6 +66,9 @@ LISTING_COLUMNS = (
     "rank", "nhs_number", "practice_code", "practice_rank", "pcn_code", "risk_percent",
     "expected_admissions_avoided", "expected_benefit_in_words", "eligible_because", "reasons",
 )  # fmt: skip
+#: The columns a list ranked by another model adds after ``LISTING_COLUMNS``: that model's
+#: risk, the bed days expected to be saved and its reasons. Left out of other lists.
+RANKING_COLUMNS = ("ranking_risk_percent", "expected_bed_days_saved", "ranking_reasons")
 #: The heading of the identifier column in lists and exports, by what it holds.
 IDENTIFIER_COLUMNS: dict[IdentifierKind, str] = {
     "nhs_number": "nhs_number",
@@ -55,10 +81,14 @@ IDENTIFIER_LABELS: dict[IdentifierKind, str] = {
 }
 
 
-def listing_columns(identifier_kind: IdentifierKind = "nhs_number") -> tuple[str, ...]:
-    """``LISTING_COLUMNS`` with the identifier column named for what it holds."""
+def listing_columns(
+    identifier_kind: IdentifierKind = "nhs_number", *, ranked: bool = False
+) -> tuple[str, ...]:
+    """``LISTING_COLUMNS`` with the identifier column named for what it holds; the ranking
+    columns only for a list ranked by another model (``ranked``)."""
     heading = IDENTIFIER_COLUMNS[identifier_kind]
-    return tuple(heading if c == "nhs_number" else c for c in LISTING_COLUMNS)
+    columns = (*LISTING_COLUMNS, *(RANKING_COLUMNS if ranked else ()))
+    return tuple(heading if c == "nhs_number" else c for c in columns)
 
 
 def format_nhs_number(nhs_number: str) -> str:
@@ -145,12 +175,26 @@ def listing_frame(
             "expected_benefit_in_words": person_benefit_in_words(member.expected_benefit),
             "eligible_because": "; ".join(criteria_text.get(k, k) for k in member.criteria),
             "reasons": reasons_text(score.reasons),
+            **ranking_cells(member.ranking),
         }
         for (member, score), practice_rank in zip(rows, ranks, strict=True)
     ]
-    frame = pd.DataFrame(records, columns=list(listing_columns(identifier_kind)))
+    ranked = any(member.ranking for member, _ in rows)
+    frame = pd.DataFrame(records, columns=list(listing_columns(identifier_kind, ranked=ranked)))
     frame["practice_rank"] = frame["practice_rank"].astype("Int64")
     return frame
+
+
+def ranking_cells(ranking: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A list row's cells from another model's ranking (empty for other lists)."""
+    if not ranking:
+        return dict.fromkeys(RANKING_COLUMNS)
+    days = ranking.get("expected_bed_days")
+    return {
+        "ranking_risk_percent": round(100.0 * min(max(float(ranking["risk"]), 0.0), 1.0), 1),
+        "expected_bed_days_saved": None if days is None else round(float(days), 2),
+        "ranking_reasons": reasons_text(ranking.get("reasons") or []),
+    }
 
 
 # ---- The "about" sheet of every Excel list ---------------------------------------------
@@ -178,6 +222,27 @@ CAVEATS = (
     "low. Expected benefit assumes the effect named here; it is an average over many people, "
     "not a promise for any one person. Check each person's record before acting."
 )
+#: What a list ranked by another model adds to the caveats ({label}, {model}).
+RANKED_CAVEAT = (
+    "This list is ranked by the {label} of another model ({model}): ranking_risk_percent and "
+    "ranking_reasons are that model's estimate of its own outcome and its reasons, from the "
+    "same record; risk_percent and reasons stay the emergency admission risk in 90 days. "
+    "Both are estimates with the same limits."
+)
+
+
+def ranking_model_words(ranking: Mapping[str, Any]) -> str:
+    """Which model ranked a list, in words, from the run's record of it (``model``,
+    ``version``, ``label``, ``fell_back``): "riskstrat-death-12m version 3 (12-month
+    mortality risk)", or that it had no champion and the list fell back to admission risk."""
+    model, label = str(ranking.get("model", "")), str(ranking.get("label", "its risk"))
+    if ranking.get("fell_back"):
+        return (
+            f"{model} had no champion when this run was scored, so the list is ranked by the "
+            f"risk of an emergency admission instead of the {label}"
+        )
+    version = ranking.get("version")
+    return f"{model}" + (f" version {version}" if version else "") + f" ({label})"
 
 
 def about_rows(
@@ -189,6 +254,7 @@ def about_rows(
     identifier_kind: IdentifierKind = "nhs_number",
     reidentified: bool = False,
     exported_at: datetime | None = None,
+    ranking_risks: Sequence[float] | None = None,
 ) -> list[tuple[str, str]]:
     """What a list is, in rows of (item, words), for the "about" sheet of every Excel list:
     the cohort and its criteria, the run and model it comes from, how it is ranked, what it
@@ -202,6 +268,8 @@ def about_rows(
         identifier_kind: what the identifier column holds.
         reidentified: NHS numbers were added from a linkage file.
         exported_at: when (UTC); now when not given.
+        ranking_risks: for a list ranked by another model, the listed people's risks by
+            that model, in list order (for the bed days it is expected to save).
     """
     record = run.interventions.get(intervention, {})
     title = str(record.get("title", intervention))
@@ -218,6 +286,30 @@ def about_rows(
         benefit = no_effect_in_words(
             expected, len(risks), intervention_label=label, served_by=record.get("served_by")
         )
+    ranking: Mapping[str, Any] = record.get("ranking") or {}
+    bed_days: Mapping[str, Any] | None = record.get("bed_days")
+    # Ranked by that model when the run recorded the version that ranked it.
+    ranked = bool(ranking) and not ranking.get("fell_back") and bool(ranking.get("version"))
+    caveats = CAVEATS
+    if ranked:
+        caveats += " " + RANKED_CAVEAT.format(label=ranking["label"], model=ranking["model"])
+    if ranked and bed_days is not None:
+        per_event = float(bed_days["per_event"])
+        effect_words = (
+            f"none claimed on emergency admissions; {per_event:g} bed days saved for each "
+            f"person with the outcome of the {ranking['label']}: {bed_days['text']}"
+        )
+        if ranking_risks is not None:
+            days = per_event * sum(min(max(float(r), 0.0), 1.0) for r in ranking_risks)
+            benefit = bed_days_in_words(
+                days, len(ranking_risks), intervention_label=label, per_event=per_event,
+                ranking_label=str(ranking["label"]), served_by=record.get("served_by"),
+            )  # fmt: skip
+        else:
+            benefit = (
+                f"each person's expected_bed_days_saved ({ranking['label']} x {per_event:g} "
+                "days); their sum is the list's"
+            )
     criteria = record.get("criteria") or {}
     at = exported_at or datetime.now(UTC)
     items = [
@@ -236,15 +328,25 @@ def about_rows(
             + " (each person's eligible_because names those they meet)",
         ),
         ("ranked by", str(record.get("ranked_by", ""))),
+        *(
+            [("ranked by model", ranking_model_words(ranking))]
+            if ranked or ranking.get("fell_back")
+            else []
+        ),
         ("effect assumed", effect_words),
         ("expected benefit", benefit),
+        *(
+            [("expected benefit source", str(bed_days["source"]))]
+            if ranked and bed_days is not None
+            else []
+        ),
         (
             "ranks",
             "rank is the position in the run's whole list (every PCN in the run); "
             "practice_rank is the position within the person's practice",
         ),
         ("note", str(record.get("note") or "")),
-        ("caveats", CAVEATS),
+        ("caveats", caveats),
         (
             "identifiers",
             "pseudonyms (the pseudonym column), not NHS numbers: the run was scored from a "
@@ -339,6 +441,7 @@ def cohort_item_json(
     because_json: str,
     reasons_json: str,
     identifier_kind: IdentifierKind = "nhs_number",
+    ranking_json: str = "null",
 ) -> str:
     """One item of the API's cohort page (``CohortMemberPublic``) as JSON text."""
     return (
@@ -348,7 +451,8 @@ def cohort_item_json(
         f'"practice_rank":{json_rank(practice_rank)},'
         f'"risk":{json_number(risk)},"percentile":{json_number(percentile)},'
         f'"expected_admissions_avoided":{json_number(expected_benefit)},'
-        f'"eligible_because":{because_json},"reasons":{reasons_json}}}'
+        f'"eligible_because":{because_json},"reasons":{reasons_json},'
+        f'"ranking":{ranking_json}}}'
     )
 
 
@@ -386,6 +490,7 @@ def cohort_items_json(
     ).reindex(cohorts.index)
     practice_rank = by_practice.to_numpy()
     reasons = people["reasons"].reindex(cohorts["nhs_number"]).tolist()
+    ranking = cohorts["ranking"].tolist() if "ranking" in cohorts else [None] * len(cohorts)
     out = []
     because: dict[tuple[str, tuple[str, ...]], str] = {}
     for i, (intervention, nhs, practice, pcn, risk, benefit, rank, criteria) in enumerate(
@@ -405,6 +510,7 @@ def cohort_items_json(
                 expected_benefit=None if pd.isna(benefit) else float(benefit),
                 because_json=because[key], reasons_json=json_text(reasons[i]),
                 identifier_kind=identifier_kind,
+                ranking_json="null" if ranking[i] is None else json_text(ranking[i]),
             )
         )  # fmt: skip
     return out

@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from riskstrat.cohorts.words import benefit_in_words, no_effect_in_words
+from riskstrat.cohorts.words import bed_days_in_words, benefit_in_words, no_effect_in_words
 from riskstrat.data.contract import INTERVENTION_CODES
 from riskstrat.errors import ConfigError, MissingFileError, UsageError
 from riskstrat.resources import model_dir
@@ -120,6 +120,28 @@ class Requirement(BaseModel):
     any: list[Criterion] = Field(min_length=1)
 
 
+class RankBy(BaseModel):
+    """A list ranked by another registered model's champion (for advance care planning, the
+    risk of death within 12 months) instead of the lists' admission model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(min_length=1, description="The registered model whose champion ranks.")
+    label: str = Field(min_length=1, description='Its risk in words: "12-month mortality risk".')
+
+
+class BedDaysBenefit(BaseModel):
+    """Expected benefit in hospital bed days: ``per_event`` days saved for each person who has
+    the ranking model's outcome (the expected benefit of a listed person is their ranking risk
+    times ``per_event``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_event: float = Field(gt=0, le=365)
+    source: str = Field(min_length=1)
+    text: str = Field(min_length=1, description="What the figure means, for the list's about.")
+
+
 class Intervention(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -136,7 +158,17 @@ class Intervention(BaseModel):
     served_by: Literal["FALLS_ASSESSMENT", "MEDICATION_REVIEW", "ADVANCE_CARE_PLAN"]
     lookback_days: int | None = Field(default=None, ge=1)
     note: str | None = None
+    rank_by: RankBy | None = None
+    bed_days: BedDaysBenefit | None = None
     require: list[Requirement] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_benefit(self) -> Intervention:
+        if self.bed_days is not None and self.rank_by is None:
+            raise ValueError("bed_days needs rank_by: the days are per outcome of that model")
+        if self.bed_days is not None and self.effect is not None:
+            raise ValueError("give effect (admissions avoided) or bed_days, not both")
+        return self
 
     @property
     def served_column(self) -> str:
@@ -148,6 +180,10 @@ class Intervention(BaseModel):
 
     @property
     def ranked_by(self) -> str:
+        if self.rank_by is not None:
+            return self.rank_by.label + (
+                " (expected bed days saved)" if self.bed_days is not None else ""
+            )
         return "expected admissions avoided" if self.effect is not None else "admission risk"
 
 
@@ -157,6 +193,9 @@ class CohortConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: str
+    #: The registered model whose champion scores everyone: the risk every list shows and
+    #: criteria read as ``risk`` (``Settings.model_name`` when not given).
+    model: str | None = None
     interventions: dict[str, Intervention]
     digest: str = ""
 
@@ -179,6 +218,12 @@ class CohortConfig(BaseModel):
             for criterion in intervention.criteria:
                 cols |= condition_columns(criterion.when)
         return cols
+
+    def ranking_models(self) -> list[str]:
+        """The other models whose champions rank a list, in the file's order."""
+        return list(
+            dict.fromkeys(i.rank_by.model for i in self.interventions.values() if i.rank_by)
+        )
 
     def get(self, key: str) -> Intervention:
         try:
@@ -222,18 +267,27 @@ def check_columns(config: CohortConfig, available: Sequence[str]) -> None:
         )
 
 
-def build_cohort(frame: pd.DataFrame, intervention: Intervention) -> pd.DataFrame:
+def build_cohort(
+    frame: pd.DataFrame,
+    intervention: Intervention,
+    ranking: Mapping[str, npt.NDArray[np.float64]] | None = None,
+) -> pd.DataFrame:
     """One intervention's cohort from a scored frame.
 
     Args:
         frame: one row per person with ``nhs_number``, ``practice_code``, ``pcn_code``,
             ``risk`` and every column the criteria read.
         intervention: the intervention's typed configuration.
+        ranking: other models' risks for the rows of ``frame``, by registered model name
+            (for interventions with ``rank_by``).
 
     Returns:
         The eligible people not served within the look-back, ranked (``rank`` 1 first) by
-        expected admissions avoided (``risk x effect``) or, with no effect, by risk; ties by
-        NHS number. ``criteria`` lists the keys of the criteria that held.
+        expected admissions avoided (``risk x effect``), by risk with no effect, or, with
+        ``rank_by`` and that model's risks given, by its risk (``ranking_risk``; with
+        ``bed_days``, ``expected_bed_days`` is it times the days per outcome); ties by NHS
+        number. ``criteria`` lists the keys of the criteria that held. With ``rank_by`` but
+        no risks of that model, the list falls back to admission risk (``ranking_risk`` NaN).
     """
     ok = np.ones(len(frame), dtype=bool)
     held: dict[str, npt.NDArray[np.bool_]] = {}
@@ -257,18 +311,33 @@ def build_cohort(frame: pd.DataFrame, intervention: Intervention) -> pd.DataFram
     members["criteria"] = [[k for k, h in zip(keys, row, strict=True) if h] for row in hits]
     effect = intervention.effect
     members["expected_benefit"] = members["risk"] * effect if effect is not None else np.nan
+    other = (
+        None
+        if intervention.rank_by is None or ranking is None
+        else ranking.get(intervention.rank_by.model)
+    )
+    members["ranking_risk"] = np.nan if other is None else np.asarray(other)[keep]
+    bed = intervention.bed_days
+    members["expected_bed_days"] = (
+        members["ranking_risk"] * bed.per_event if bed is not None else np.nan
+    )
+    by = "risk" if other is None else "ranking_risk"
     members = members.sort_values(
-        ["risk", "nhs_number"], ascending=[False, True], kind="stable"
+        [by, "nhs_number"], ascending=[False, True], kind="stable"
     ).reset_index(drop=True)
     members["rank"] = np.arange(1, len(members) + 1)
     members.insert(0, "intervention", intervention.key)
     return members
 
 
-def build_cohorts(frame: pd.DataFrame, config: CohortConfig) -> pd.DataFrame:
+def build_cohorts(
+    frame: pd.DataFrame,
+    config: CohortConfig,
+    ranking: Mapping[str, npt.NDArray[np.float64]] | None = None,
+) -> pd.DataFrame:
     """Every intervention's cohort, stacked (see ``build_cohort``)."""
     check_columns(config, list(frame.columns))
-    parts = [build_cohort(frame, i) for i in config.interventions.values()]
+    parts = [build_cohort(frame, i, ranking) for i in config.interventions.values()]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -292,9 +361,12 @@ class Tranche:
     people: int
     expected_admissions: float
     expected_admissions_avoided: float | None
+    #: For a list ranked by another model with its benefit in bed days: the people's ranking
+    #: risks summed x the days per outcome; None otherwise.
+    expected_bed_days_saved: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "first_rank": self.first_rank,
             "people": self.people,
             "expected_admissions_90d": round(self.expected_admissions, 3),
@@ -304,25 +376,62 @@ class Tranche:
                 else round(self.expected_admissions_avoided, 3)
             ),
         }
+        if self.expected_bed_days_saved is not None:  # only lists that claim bed days
+            out["expected_bed_days_saved"] = round(self.expected_bed_days_saved, 2)
+        return out
 
 
-def tranche(risks: Sequence[float], *, start: int, size: int, effect: float | None) -> Tranche:
-    """People ``start..start+size-1`` (0-based) of a ranked list of risks."""
+def tranche(
+    risks: Sequence[float],
+    *,
+    start: int,
+    size: int,
+    effect: float | None,
+    ranking_risks: Sequence[float | None] | None = None,
+    bed_days_per_event: float | None = None,
+) -> Tranche:
+    """People ``start..start+size-1`` (0-based) of a ranked list of risks; with the list's
+    ``ranking_risks`` (another model's, in the same order) and ``bed_days_per_event``, the
+    bed days they are expected to save (none when any of them has no ranking risk)."""
     part = np.asarray(risks[start : start + size], dtype=np.float64)
     expected = float(part.sum())
+    days = None
+    if ranking_risks is not None and bed_days_per_event is not None:
+        ranked = list(ranking_risks[start : start + size])
+        if len(ranked) == len(part) and all(r is not None for r in ranked):
+            days = float(np.clip(np.asarray(ranked, dtype=np.float64), 0.0, 1.0).sum())
+            days *= bed_days_per_event
     return Tranche(
         first_rank=start + 1,
         people=len(part),
         expected_admissions=expected,
         expected_admissions_avoided=None if effect is None else expected * effect,
+        expected_bed_days_saved=days,
     )
 
 
 def tranche_in_words(
-    part: Tranche, *, effect: float | None, intervention_label: str, served_by: str | None = None
+    part: Tranche,
+    *,
+    effect: float | None,
+    intervention_label: str,
+    served_by: str | None = None,
+    bed_days_per_event: float | None = None,
+    ranking_label: str = "ranking risk",
 ) -> str:
-    """A tranche's expected benefit in words (``words.benefit_in_words``), or, with no
-    admissions effect claimed, why not and what its people are expected to need instead."""
+    """A tranche's expected benefit in words: admissions avoided (``words.benefit_in_words``),
+    bed days saved for a list ranked by another model that claims them
+    (``words.bed_days_in_words``), or, with neither, why not and what its people are expected
+    to need instead."""
+    if part.expected_bed_days_saved is not None and bed_days_per_event is not None:
+        return bed_days_in_words(
+            part.expected_bed_days_saved,
+            part.people,
+            intervention_label=intervention_label,
+            per_event=bed_days_per_event,
+            ranking_label=ranking_label,
+            served_by=served_by,
+        )
     if effect is None or part.expected_admissions_avoided is None:
         return no_effect_in_words(
             part.expected_admissions,
@@ -345,24 +454,44 @@ def capacity_summary(
     effect: float | None,
     intervention_label: str = "the intervention",
     served_by: str | None = None,
+    ranking_risks: Sequence[float | None] | None = None,
+    bed_days_per_event: float | None = None,
+    ranking_label: str = "ranking risk",
 ) -> dict[str, Any]:
     """What reviewing the top ``capacity`` people of a ranked list is expected to yield, and
     what the next ``capacity`` would add (the value of more capacity).
 
     Expected admissions are sums of 90-day risks; admissions avoided multiply them by the
-    intervention's effect (none when no effect is claimed). ``listed_in_words`` and
-    ``next_in_words`` say each in words, with the assumption they rest on;
-    ``intervention_label`` names the intervention mid-sentence and ``served_by`` (its
-    intervention code) says what an intervention that claims no admissions effect is about
-    instead.
+    intervention's effect (none when no effect is claimed). For a list ranked by another
+    model whose benefit is in bed days, ``ranking_risks`` (that model's risks, in the same
+    rank order) summed x ``bed_days_per_event`` are the bed days each tranche is expected to
+    save (``expected_bed_days_saved``), and its words say so, naming the ranking risk
+    (``ranking_label``). ``listed_in_words`` and ``next_in_words`` say each in words, with
+    the assumption they rest on; ``intervention_label`` names the intervention mid-sentence
+    and ``served_by`` (its intervention code) says what an intervention that claims no
+    admissions effect is about instead.
     """
     if capacity < 1:
         raise UsageError("capacity must be at least 1", hint="ask for a capacity of 1 or more")
-    listed = tranche(risks, start=0, size=capacity, effect=effect)
-    after = tranche(risks, start=capacity, size=capacity, effect=effect)
+    listed, after = (
+        tranche(
+            risks,
+            start=start,
+            size=capacity,
+            effect=effect,
+            ranking_risks=ranking_risks,
+            bed_days_per_event=bed_days_per_event,
+        )
+        for start in (0, capacity)
+    )
     listed_words, next_words = (
         tranche_in_words(
-            part, effect=effect, intervention_label=intervention_label, served_by=served_by
+            part,
+            effect=effect,
+            intervention_label=intervention_label,
+            served_by=served_by,
+            bed_days_per_event=bed_days_per_event,
+            ranking_label=ranking_label,
         )
         for part in (listed, after)
     )

@@ -15,7 +15,13 @@ import re
 #: about instead, by the intervention code it is served by (from cohorts.yaml's comments).
 OWN_MEASURES = {
     "ADVANCE_CARE_PLAN": "fewer days in hospital in the last months of life, which needs a "
-    "mortality estimate this service does not make",
+    "mortality estimate",
+}
+#: For a list whose benefit is in bed days (cohort file ``bed_days``), whom the days are
+#: saved for, by the intervention code it is served by. Others say "who has the outcome the
+#: <ranking risk> is about".
+BED_DAYS_FOR = {
+    "ADVANCE_CARE_PLAN": "who dies within the year with a plan in place",
 }
 
 #: The horizon of every risk and every benefit, in words.
@@ -169,6 +175,56 @@ def no_effect_in_words(
             f"{_who(people)} {HORIZON}."
         )
     return f"{why} {tail}"
+
+
+def days_text(days: float) -> str:
+    """A number of bed days as it reads: "less than 0.1", "2.4", "41", "1,250"."""
+    d = max(_finite(days), 0.0)
+    if d == 0.0:
+        return "0"
+    if d < 0.05:
+        return "less than 0.1"
+    if d < 10:
+        return f"{d:.1f}"
+    return f"{int(d + 0.5):,}"
+
+
+def bed_days_in_words(
+    expected_bed_days: float,
+    people: int,
+    *,
+    intervention_label: str,
+    per_event: float,
+    ranking_label: str,
+    served_by: str | None = None,
+) -> str:
+    """Expected hospital bed days saved by a list ranked by another model's risk (cohort file
+    ``bed_days``), with the assumption they rest on.
+
+    "Reaching these 30 people with advance care planning is expected to save about 41 days
+    in hospital (about 140 per 100 reached), assuming it saves 5 bed days for each person who
+    dies within the year with a plan in place (each person's 12-month mortality risk x 5
+    days). No effect on emergency admissions is claimed." The days are clamped to
+    0..people x ``per_event``.
+    """
+    if not 0.0 < per_event <= 365.0:
+        raise ValueError(f"per_event must be above 0 and at most 365 days, not {per_event!r}")
+    who = BED_DAYS_FOR.get(served_by or "", f"who has the outcome the {ranking_label} is about")
+    assumption = (
+        f"assuming it saves {per_event:g} bed days for each person {who} (each person's "
+        f"{ranking_label} x {per_event:g} days)"
+    )
+    if people <= 0:
+        return "Nobody is in this part of the list, so no bed days can be saved here."
+    days = min(max(_finite(expected_bed_days), 0.0), people * per_event)
+    per100 = _per_hundred(100.0 * days / people)
+    amount = days_text(days)
+    about = "no" if amount == "0" else amount if amount.startswith("less") else f"about {amount}"
+    return (
+        f"Reaching {_who(people)} with {intervention_label} is expected to save {about} "
+        f"days in hospital ({per100} per 100 reached), {assumption}. "
+        "No effect on emergency admissions is claimed."
+    )
 
 
 def person_benefit_in_words(expected_benefit: float | None) -> str:

@@ -8,7 +8,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from riskstrat.data.contract import INTERVENTION_CODES
 from riskstrat.errors import ConfigError, MissingFileError
+from riskstrat.features.labels import OutcomeDefinition, outcome_definition
 from riskstrat.features.sql import feature_columns
 from riskstrat.modelling.baselines import BASELINE_NAMES, BaselineName
 from riskstrat.resources import model_dir
@@ -33,6 +35,23 @@ class TrainingPlan(BaseModel):
     early_stopping_people: float = Field(default=0.15, ge=0, lt=1)
     calibration_months: int = Field(default=1, ge=0)
     evaluation_months: int = Field(default=3, ge=1)
+    #: How time after an intervention the lists trigger is treated. ``include``: the outcome
+    #: counts whatever care followed (the model learns risk under current care, reviews
+    #: included). ``censor``: a person-month with one of ``censor_interventions`` recorded in
+    #: its window before the outcome is left out of every stage (the model learns risk
+    #: without those interventions; the card says how many were left out).
+    post_intervention: Literal["include", "censor"] = "include"
+    censor_interventions: list[str] = Field(
+        default_factory=lambda: ["FALLS_ASSESSMENT", "MEDICATION_REVIEW", "ADVANCE_CARE_PLAN"]
+    )
+
+    @field_validator("censor_interventions")
+    @classmethod
+    def _intervention_codes(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(INTERVENTION_CODES))
+        if unknown:
+            raise ValueError(f"not intervention codes: {', '.join(unknown)}")
+        return value
 
 
 class MonotoneConfig(BaseModel):
@@ -169,6 +188,15 @@ class MonitoringConfig(BaseModel):
     )
 
 
+class CardText(BaseModel):
+    """What a model's card says it is for, where that differs from the admission model's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    intended_use: str | None = None
+    out_of_scope: str | None = None
+
+
 class LightGBMConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -184,7 +212,10 @@ class ModelSpec(BaseModel):
 
     name: str
     description: str = ""
-    outcome: Literal["emergency_admission"] = "emergency_admission"
+    #: A built-in outcome's name (``features.labels.OUTCOMES``) or a declared one.
+    outcome: OutcomeDefinition = Field(
+        default_factory=lambda: outcome_definition("emergency_admission")
+    )
     horizon_days: int = Field(default=90, ge=1, le=730)
     features: Literal["all"] | list[str] = "all"
     exclude_features: list[str] = Field(default_factory=list)
@@ -199,6 +230,7 @@ class ModelSpec(BaseModel):
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     card_template: str = "card.md.j2"
+    card: CardText = Field(default_factory=CardText)
     source: str | None = Field(default=None, description="Where the spec was read from.")
 
     @property
@@ -211,6 +243,11 @@ class ModelSpec(BaseModel):
         if self.folder is not None and (self.folder / self.card_template).is_file():
             return self.folder / self.card_template
         return default_spec_dir() / "card.md.j2"
+
+    @field_validator("outcome", mode="before")
+    @classmethod
+    def _named_outcome(cls, value: Any) -> Any:
+        return outcome_definition(value)
 
     @field_validator("features", "exclude_features")
     @classmethod
@@ -241,7 +278,8 @@ def default_spec_dir() -> Path:
 
 
 def load_spec(path: Path | str) -> ModelSpec:
-    """Read a spec from a model folder or a YAML file.
+    """Read a spec from a model folder, a YAML file, or a shipped model's folder name
+    (``death_12m``, when no such path exists here).
 
     Raises:
         MissingFileError: there is no spec there (also a ``FileNotFoundError``).
@@ -249,6 +287,8 @@ def load_spec(path: Path | str) -> ModelSpec:
             and what is wrong with it (also a ``ValueError``).
     """
     p = Path(path)
+    if not p.exists() and len(p.parts) == 1 and (model_dir(p.name) / SPEC_FILE).is_file():
+        p = model_dir(p.name)  # a shipped model by its folder's name: "death_12m"
     file = p / SPEC_FILE if p.is_dir() else p
     if not file.is_file():
         raise MissingFileError(

@@ -418,9 +418,11 @@ def card_context(
     train_rows: int,
     identifier_kind: str = "nhs_number",
     provenance: Mapping[str, Any] | None = None,
+    censored_rows: int | None = None,
 ) -> dict[str, Any]:
     """The model card's context (see ``riskstrat.reports.card``); ``identifier_kind`` and
-    ``provenance`` come from the extract's manifest."""
+    ``provenance`` come from the extract's manifest; ``censored_rows`` is how many
+    person-months ``training.post_intervention: censor`` left out (None: not counted)."""
     return {
         "model": {
             "name": spec.name,
@@ -429,6 +431,12 @@ def card_context(
             "run_id": run_id,
             "spec_source": spec.source,
             "horizon_days": spec.horizon_days,
+            "outcome": {
+                **spec.outcome.model_dump(include={"name", "noun", "plural", "happened", "rate"}),
+                "definition": spec.outcome.definition,
+            },
+            "intended_use": spec.card.intended_use,
+            "out_of_scope": spec.card.out_of_scope,
             "algorithm": f"LightGBM gradient-boosted trees ({model.best_iteration_} trees, "
             "binary log loss, early stopping on a held-back month)",
             "n_features": len(model.feature_names_),
@@ -440,6 +448,8 @@ def card_context(
         "data": {
             "extract_date": extract_date.isoformat(),
             "source": source or "not stated",
+            "synthetic": report.oracle is not None
+            or (source or "").startswith("riskstrat synthetic generator"),
             "train_months": [d.isoformat() for d in plan.train_months],
             "early_stopping_months": [d.isoformat() for d in plan.early_stopping_months],
             "early_stopping_people": (
@@ -457,6 +467,11 @@ def card_context(
             if identifier_kind == "pseudonym"
             else "NHS numbers",
             "codelists": codelist_summary(provenance or {}),
+            "post_intervention": {
+                "policy": spec.training.post_intervention,
+                "interventions": list(spec.training.censor_interventions),
+                "censored_rows": censored_rows,
+            },
         },
         "evaluation": report.primary,
         "baselines": report.baselines,

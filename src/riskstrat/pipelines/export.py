@@ -145,6 +145,11 @@ def run_export(
                     intervention=cohort,
                     listed_for=listed_for(pcn=pcn, practice=practice),
                     risks=[m.risk for m, _ in rows],
+                    ranking_risks=(
+                        [float(m.ranking["risk"]) for m, _ in rows if m.ranking]
+                        if rows and all(m.ranking for m, _ in rows)
+                        else None
+                    ),
                     identifier_kind=kind,
                     reidentified=linkage is not None,
                 )

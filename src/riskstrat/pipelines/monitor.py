@@ -1,7 +1,8 @@
 """Monitoring the champion: for every published month whose outcomes have matured in the
 latest extract, discrimination and calibration on what happened (overall, per PCN, per
 fairness group, actioned and not); input drift (PSI of every feature and of the score, the
-latest month against the training window); data-quality drift (missingness, reject rates);
+latest month against the training window); data-quality drift (missingness, reject rates,
+and for an extract imported from OMOP the share of source rows mapped to the contract);
 a green / amber / red status per check against the model spec's ``monitoring`` thresholds.
 
 Results are stored with each run (``store.monitoring``, aggregates only) and logged to MLflow
@@ -19,18 +20,21 @@ from typing import Any
 import pandas as pd
 
 from riskstrat.config import Settings, get_settings
+from riskstrat.data.errors import ExtractError
+from riskstrat.data.omop.report import is_omop_import, read_mapping_coverage
 from riskstrat.errors import NotFoundError
 from riskstrat.features.build import GROUP_COLUMNS, build_features
 from riskstrat.features.labels import build_labels
 from riskstrat.modelling.model import predict_risk
 from riskstrat.modelling.registry import CHAMPION, LoadedModel, ModelRegistry, registry_for
-from riskstrat.modelling.spec import ModelSpec, default_spec_dir, load_spec
+from riskstrat.modelling.spec import ModelSpec, MonitoringConfig, default_spec_dir, load_spec
 from riskstrat.monitoring.checks import (
     drift_checks,
     performance_checks,
     reject_checks,
     summarise,
 )
+from riskstrat.monitoring.coverage import coverage_checks
 from riskstrat.monitoring.psi import reference_distributions
 from riskstrat.pipelines.common import Progress, open_extract, report
 from riskstrat.store import Store
@@ -58,6 +62,10 @@ class MonitoringReport:
     status: dict[str, str]
     reference_source: str
     notes: list[str] = field(default_factory=list)
+    #: OMOP mapping coverage against the reference (``monitoring.coverage.coverage_checks``).
+    mapping_coverage: dict[str, Any] = field(default_factory=dict)
+    #: The thresholds the statuses were judged against (the spec's ``monitoring`` section).
+    thresholds: dict[str, Any] = field(default_factory=dict)
 
     @property
     def overall(self) -> str:
@@ -76,6 +84,8 @@ class MonitoringReport:
             "status": self.status,
             "reference_source": self.reference_source,
             "notes": self.notes,
+            "mapping_coverage": self.mapping_coverage,
+            "thresholds": self.thresholds,
         }
 
 
@@ -186,7 +196,11 @@ def run_monitoring(
             if trained_on is None:
                 notes.append("The training extract's reject rates are not recorded.")
             rejects = reject_checks(trained_on, extract.summary.as_dict(), config)
-        status = summarise(months, drift, rejects)
+            omop = is_omop_import(extract.summary.manifest.provenance)
+        coverage = coverage_against_reference(
+            data_dir, omop, reference, store, info.name, info.version, config, notes
+        )
+        status = summarise(months, drift, rejects, coverage)
         result = MonitoringReport(
             model_name=info.name,
             model_version=info.version,
@@ -198,6 +212,8 @@ def run_monitoring(
             status=dict(status),
             reference_source=source,
             notes=notes,
+            mapping_coverage=coverage,
+            thresholds=config.model_dump(mode="json"),
         )
         if store_results:
             report(progress, "store", 0.9)
@@ -220,6 +236,45 @@ def run_monitoring(
         store.dispose()
 
 
+def coverage_against_reference(
+    data_dir: Path,
+    omop: bool,
+    reference: dict[str, Any],
+    store: Store,
+    model_name: str,
+    model_version: str,
+    config: MonitoringConfig,
+    notes: list[str],
+) -> dict[str, Any]:
+    """Mapping coverage of the latest extract against the training extract's (stored in the
+    version's reference as ``mapping_coverage``) or, for a version trained before that was
+    stored, against the first stored check of the same version that recorded coverage."""
+    if not omop:
+        return coverage_checks(None, None, config, omop=False)
+    try:
+        latest = read_mapping_coverage(data_dir)
+    except ExtractError as exc:
+        notes.append(f"The OMOP mapping report could not be read: {exc}")
+        latest = None
+    trained = reference.get("mapping_coverage")
+    if trained is not None:
+        source = "the training extract's mapping report"
+        return coverage_checks(trained, latest, config, omop=True, reference_source=source)
+    earlier = [
+        r for r in store.monitoring.all()
+        if r.model_name == model_name and r.model_version == model_version
+        and (r.payload.get("mapping_coverage") or {}).get("latest")
+    ]  # fmt: skip
+    if not earlier:
+        return coverage_checks(None, latest, config, omop=True)
+    first = min(earlier, key=lambda r: (r.check_date, r.computed_at))
+    return coverage_checks(
+        first.payload["mapping_coverage"]["latest"], latest, config, omop=True,
+        reference_source=f"the extract of {first.check_date.isoformat()}, the first checked "
+        f"for version {model_version} (the training extract's coverage was not stored)",
+    )  # fmt: skip
+
+
 def _month(
     store: Store,
     extract: Any,
@@ -231,7 +286,9 @@ def _month(
     """Performance of one matured run: its published risks against what happened."""
     del registry
     risks = store.monitoring.published_risks(run.id)
-    labels = build_labels(extract.con, index_dates=[run.month], horizon_days=spec.horizon_days)
+    labels = build_labels(
+        extract.con, index_dates=[run.month], horizon_days=spec.horizon_days, outcome=spec.outcome
+    )
     groups = build_features(extract.con, index_dates=[run.month])[
         ["nhs_number", *[c for c in GROUP_COLUMNS if c in spec.fairness.attributes]]
     ]
@@ -273,6 +330,11 @@ def _log_metrics(registry: ModelRegistry, result: MonitoringReport) -> None:
         kept = {k: v for k, v in metrics.items() if v is not None}
         registry.log_monitoring(result.model_name, month["model_version"], kept, step=step)
     drift = {f"monitoring_psi_{d['name'].strip('()')}": d["psi"] for d in result.drift}
+    drift |= {
+        f"monitoring_mapping_coverage_{t['table']}": t["coverage"]
+        for t in result.mapping_coverage.get("tables", [])
+        if t["coverage"] is not None
+    }
     registry.log_monitoring(
         result.model_name, result.model_version, drift, step=month_step(result.latest_month)
     )

@@ -11,6 +11,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from riskstrat.cohorts.listing import cohort_items_json
@@ -23,11 +25,17 @@ from riskstrat.cohorts.select import (
 )
 from riskstrat.config import Settings, get_settings
 from riskstrat.data.contract import IdentifierKind
-from riskstrat.errors import DataError, UsageError
+from riskstrat.errors import ConfigError, DataError, UsageError
 from riskstrat.explain.reasons import explain_with_contributions
 from riskstrat.features.build import COHORT_COLUMNS, build_features
 from riskstrat.modelling.model import predict_risk
-from riskstrat.modelling.registry import CHAMPION, LoadedModel, registry_for
+from riskstrat.modelling.registry import (
+    CHAMPION,
+    LoadedModel,
+    ModelNotFoundError,
+    ModelRegistry,
+    registry_for,
+)
 from riskstrat.pipelines.common import Progress, open_extract, report
 from riskstrat.store import Store
 
@@ -51,6 +59,10 @@ class ScoreResult:
     prune_error: str | None = None
     #: What the run's people are identified by: NHS numbers, or pseudonyms (from the extract).
     identifier_kind: IdentifierKind = "nhs_number"
+    #: Models that rank a list (cohort file ``rank_by``) by "name version"; and those named
+    #: with no champion, whose lists fell back to admission risk.
+    ranking_models: dict[str, str] | None = None
+    ranking_missing: list[str] | None = None
 
 
 def check_as_of(as_of: date, extract_date: date) -> None:
@@ -98,6 +110,72 @@ def score_frame(
     return out.sort_values("rank").reset_index(drop=True)
 
 
+def ranking_risks(
+    registry: ModelRegistry, config: CohortConfig, features: pd.DataFrame, order: pd.Series
+) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, LoadedModel], list[str]]:
+    """Each ``rank_by`` model's champion risk for everyone in ``features``, in the order of
+    the identifiers ``order`` (the scores' rows); the models loaded; and the names with no
+    champion (their lists fall back to admission risk, and the run says so)."""
+    risks: dict[str, npt.NDArray[np.float64]] = {}
+    loaded: dict[str, LoadedModel] = {}
+    missing: list[str] = []
+    for name in config.ranking_models():
+        try:
+            model = registry.load(name, CHAMPION)
+        except ModelNotFoundError:
+            _log.warning("no champion of %s: its lists are ranked by admission risk", name)
+            missing.append(name)
+            continue
+        absent = [f for f in model.feature_names if f not in features.columns]
+        if absent:
+            raise ConfigError(
+                f"the champion of {name} needs features this version does not build: "
+                f"{', '.join(absent)}",
+                hint=f"retrain {name} with this version of riskstrat",
+            )
+        risk = predict_risk(model.booster, features[model.feature_names], model.calibrator)
+        by_person = pd.Series(risk, index=features["nhs_number"].to_numpy())
+        risks[name] = np.asarray(by_person.reindex(order.to_numpy()), dtype=np.float64)
+        loaded[name] = model
+    return risks, loaded, missing
+
+
+def ranking_records(
+    cohorts: pd.DataFrame,
+    config: CohortConfig,
+    features: pd.DataFrame,
+    models: dict[str, LoadedModel],
+) -> list[dict[str, Any] | None]:
+    """For each cohort row ranked by another model: that model, its risk and its reasons
+    (exact TreeSHAP, as for admission risk) and the expected bed days; None elsewhere."""
+    out: list[dict[str, Any] | None] = [None] * len(cohorts)
+    for key, intervention in config.interventions.items():
+        rank_by = intervention.rank_by
+        if rank_by is None or rank_by.model not in models:
+            continue
+        model = models[rank_by.model]
+        rows = np.flatnonzero(
+            (cohorts["intervention"] == key).to_numpy() & cohorts["ranking_risk"].notna().to_numpy()
+        )
+        if not len(rows):
+            continue
+        people = cohorts["nhs_number"].to_numpy()[rows]
+        X = features.set_index("nhs_number").loc[people, model.feature_names].reset_index(drop=True)
+        reasons, _ = explain_with_contributions(model.booster, X, calibrator=model.calibrator)
+        risk = cohorts["ranking_risk"].to_numpy()[rows]
+        days = cohorts["expected_bed_days"].to_numpy()[rows]
+        for i, row in enumerate(rows):
+            out[row] = {
+                "model": model.info.name,
+                "version": model.info.version,
+                "label": rank_by.label,
+                "risk": float(risk[i]),
+                "expected_bed_days": None if np.isnan(days[i]) else float(days[i]),
+                "reasons": reasons[i],
+            }
+    return out
+
+
 def run_scoring(
     data_dir: Path,
     *,
@@ -127,6 +205,12 @@ def run_scoring(
     run_id: int | None = None
     try:
         report(progress, "load model", 0.0)
+        if config.model is not None and config.model != settings.model_name:
+            raise ConfigError(
+                f"the cohort file is for model {config.model}, not {settings.model_name}",
+                hint="its criteria read that model's risk: score with that model, or name "
+                "the cohort file written for this one (--cohorts)",
+            )
         model = registry.load(settings.model_name, model_ref)
         report(progress, "validate extract", 0.05)
         with open_extract(settings, data_dir) as extract:
@@ -153,9 +237,19 @@ def run_scoring(
         report(progress, f"score and explain {len(features):,} people", 0.35)
         scores = score_frame(model, features)
         report(progress, "build cohorts", 0.8)
-        cohorts = build_cohorts(scores, config)
+        ranking, ranking_models, ranking_missing = ranking_risks(
+            registry, config, features, scores["nhs_number"]
+        )
+        cohorts = build_cohorts(scores, config, ranking)
+        cohorts["ranking"] = pd.Series(
+            ranking_records(cohorts, config, features, ranking_models),
+            index=cohorts.index,
+            dtype=object,
+        )
         summary = cohort_summary(scores, cohorts, config)
-        config_record = cohort_config_record(config)
+        config_record = cohort_config_record(
+            config, ranking_models=ranking_models, ranking_missing=ranking_missing
+        )
         cohorts = cohorts.assign(
             item_json=cohort_items_json(
                 cohorts,
@@ -228,6 +322,8 @@ def run_scoring(
         pruned_runs=pruned,
         prune_error=prune_error,
         identifier_kind=info.identifier_kind,
+        ranking_models={k: f"{m.info.name} {m.info.version}" for k, m in ranking_models.items()},
+        ranking_missing=ranking_missing,
     )
 
 
@@ -259,6 +355,11 @@ def cohort_summary(
     for key, intervention in config.interventions.items():
         members = cohorts[cohorts["intervention"] == key]
         expected = float(members["risk"].sum())
+        bed_days = (
+            members["expected_bed_days"].sum(min_count=1)
+            if "expected_bed_days" in members
+            else float("nan")
+        )
         out[key] = {
             "title": intervention.title,
             "eligible": len(members),
@@ -267,17 +368,45 @@ def cohort_summary(
             "expected_admissions_avoided": (
                 None if intervention.effect is None else round(expected * intervention.effect, 2)
             ),
+            "expected_bed_days_saved": None if pd.isna(bed_days) else round(float(bed_days), 1),
             "by_pcn": {str(k): int(v) for k, v in members.groupby("pcn_code").size().items()},
         }
     return out
 
 
-def cohort_config_record(config: CohortConfig) -> dict[str, Any]:
+def cohort_config_record(
+    config: CohortConfig,
+    *,
+    ranking_models: dict[str, LoadedModel] | None = None,
+    ranking_missing: list[str] | None = None,
+) -> dict[str, Any]:
     """What a run records of its cohort configuration, so that lists, exports and outcomes
-    read the words and effects the run was made with, not today's file."""
+    read the words and effects the run was made with, not today's file; for a list ranked
+    by another model, which version ranked it (or that none could, and it fell back)."""
+    models = ranking_models or {}
+    missing = set(ranking_missing or [])
+
+    def ranking(i: Any) -> dict[str, Any] | None:
+        if i.rank_by is None:
+            return None
+        name = i.rank_by.model
+        loaded = models.get(name)
+        return {
+            "model": name,
+            "version": None if loaded is None else loaded.info.version,
+            "label": i.rank_by.label,
+            "fell_back": name in missing,
+        }
+
+    def ranked_by(i: Any) -> str:
+        if i.rank_by is not None and i.rank_by.model in missing:
+            return f"admission risk ({i.rank_by.model} has no champion yet)"
+        return str(i.ranked_by)
+
     return {
         "version": config.version,
         "digest": config.digest,
+        "model": config.model,
         "interventions": {
             key: {
                 "title": i.title,
@@ -285,7 +414,9 @@ def cohort_config_record(config: CohortConfig) -> dict[str, Any]:
                 "effect": i.effect,
                 "served_by": i.served_by,
                 "lookback_days": i.lookback_days,
-                "ranked_by": i.ranked_by,
+                "ranked_by": ranked_by(i),
+                "ranking": ranking(i),
+                "bed_days": None if i.bed_days is None else i.bed_days.model_dump(),
                 "note": i.note,
                 "criteria": {c.key: c.text for c in i.criteria},
             }

@@ -21,7 +21,8 @@ import pandas as pd
 
 from riskstrat.config import Settings, get_settings
 from riskstrat.data.extract import read_oracle
-from riskstrat.errors import DataError
+from riskstrat.data.omop.report import read_mapping_coverage
+from riskstrat.errors import DataError, UsageError
 from riskstrat.features.build import (
     KEY_COLUMNS,
     build_features,
@@ -98,21 +99,34 @@ def build_training_frame(
 
 
 def training_parts(
-    con: Any, spec: ModelSpec, plan: IndexPlan, *, people: Sequence[str] | None = None
+    con: Any,
+    spec: ModelSpec,
+    plan: IndexPlan,
+    *,
+    people: Sequence[str] | None = None,
+    censored: dict[date, int] | None = None,
 ) -> list[pd.DataFrame]:
     """``build_training_frame`` in pieces, a few months each, to concatenate once DuckDB
     has been closed: at a million people, DuckDB's tables and the whole frame side by side
     were the peak of training's memory."""
-    return list(iter_training_parts(con, spec, plan, people=people))
+    return list(iter_training_parts(con, spec, plan, people=people, censored=censored))
 
 
 def iter_training_parts(
-    con: Any, spec: ModelSpec, plan: IndexPlan, *, people: Sequence[str] | None = None
+    con: Any,
+    spec: ModelSpec,
+    plan: IndexPlan,
+    *,
+    people: Sequence[str] | None = None,
+    censored: dict[date, int] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """``training_parts`` one piece at a time, for a caller that keeps less of each."""
     # A few months per query: DuckDB's result and its pandas copy are the peak of training
     # memory, so each chunk is made compact before the next is built. Held-out months hold
     # everyone (a million people is ~800,000 rows a month), so they go one at a time.
+    censor_codes = (
+        spec.training.censor_interventions if spec.training.post_intervention == "censor" else []
+    )
     chunks = [
         *((plan.development_months[i : i + 3], True)
           for i in range(0, len(plan.development_months), 3)),
@@ -125,16 +139,29 @@ def iter_training_parts(
             who = sample if sampled else None
             part = build_features(con, index_dates=list(months), people=who)
             labels = build_labels(
-                con, index_dates=list(months), horizon_days=spec.horizon_days, people=who
+                con,
+                index_dates=list(months),
+                horizon_days=spec.horizon_days,
+                people=who,
+                outcome=spec.outcome,
+                censor_codes=censor_codes,
             )
             # Both come sorted by index date and NHS number over the same population.
             for key in KEY_COLUMNS:
                 if not np.array_equal(part[key].to_numpy(), labels[key].to_numpy()):
                     raise RuntimeError(f"features and labels disagree on {key}")
             part["label"] = labels["label"].to_numpy()
+            keep = ~part["type1_opt_out"].astype(bool).to_numpy()
+            if censor_codes:
+                # training.post_intervention: censor: reached before the outcome, left out.
+                cut = labels["censored"].to_numpy().astype(bool) & keep
+                if censored is not None:
+                    for month in part["index_date"].to_numpy()[cut].tolist():
+                        censored[month] = censored.get(month, 0) + 1
+                keep &= ~cut
             del labels
             part = _compact(part, spec.feature_names)  # before the copy that drops opt-outs
-            yield part.loc[~part["type1_opt_out"].astype(bool)]
+            yield part.loc[keep]
             del part
 
 
@@ -305,7 +332,8 @@ def run_training(
                 "training on a sample of %.1f%% of people (training.max_train_rows)",
                 100 * people_fraction,
             )
-        pieces = training_parts(extract.con, spec, plan, people=people)
+        censored: dict[date, int] = {}
+        pieces = training_parts(extract.con, spec, plan, people=people, censored=censored)
         validation_summary = extract.summary.as_dict()
         extract_date, source = extract.extract_date, extract.summary.manifest.source
         manifest = extract.summary.manifest
@@ -326,7 +354,19 @@ def run_training(
 
     report(progress, "evaluate on held-out months (with bootstrap CIs)", 0.6)
     oracle_file = oracle_path or default_oracle_path(Path(data_dir))
-    oracle = read_oracle(oracle_file) if oracle_path is not None or oracle_file.is_file() else None
+    # The generator's oracle is the true risk of an emergency admission: no other outcome's.
+    if oracle_path is not None and spec.outcome.name != "emergency_admission":
+        raise UsageError(
+            f"the oracle file holds true risks of an emergency admission, not of "
+            f"{spec.outcome.plural}",
+            hint="leave out --oracle for this model",
+        )
+    admission = spec.outcome.name == "emergency_admission"
+    oracle = (
+        read_oracle(oracle_file)
+        if admission and (oracle_path is not None or oracle_file.is_file())
+        else None
+    )
     evaluation_rows = parts["evaluate"]
     primary_rows = evaluation_rows.loc[evaluation_rows["index_date"] == plan.validation_month]
     champion = _champion_predictions(registry, spec, primary_rows)
@@ -345,6 +385,7 @@ def run_training(
         "train_event_rate": float(train["label"].mean()),
         "early_stopping_rows": float(len(parts["stop"])),
         "calibration_rows": float(len(parts["calibrate"])),
+        "censored_rows": float(sum(censored.values())),
         "best_iteration": float(model.best_iteration_),
         "calibration_a": model.calibrator_.a,
         "calibration_b": model.calibrator_.b,
@@ -402,7 +443,9 @@ def run_training(
                 "calibrator.json": model.calibrator_.as_dict(),
                 "feature_importance_gain.json": _importance(model),
                 # The training window's distributions, for `riskstrat monitor`'s drift checks.
-                "monitoring/reference.json": training_reference(model, train, names),
+                # With an OMOP import's mapping coverage (None otherwise), for its drift check.
+                "monitoring/reference.json": training_reference(model, train, names)
+                | {"mapping_coverage": read_mapping_coverage(Path(data_dir))},
             },
             text_artifacts={"spec.yaml": Path(spec.source).read_text(encoding="utf-8")}
             if spec.source
@@ -425,6 +468,7 @@ def run_training(
             train_rows=len(train),
             identifier_kind=manifest.identifier_kind,
             provenance=manifest.provenance,
+            censored_rows=sum(censored.values()),
         )
         log_card(registry, info.run_id, context, spec, plots_dir, Path(tmp) / "card")
     report(progress, "done", 1.0)

@@ -47,6 +47,17 @@ class CI(TypedDict):
     hi: float | None
 
 
+class OutcomeWords(TypedDict):
+    """The outcome, as the card says it."""
+
+    name: str  # e.g. "emergency_admission", "death"
+    noun: str  # e.g. "one or more emergency admissions"
+    plural: str  # e.g. "emergency admissions"
+    happened: str  # e.g. "were admitted"
+    rate: str  # e.g. "admission rate"
+    definition: str  # the contract rows that count, e.g. "deaths: patients rows, dated by ..."
+
+
 class ModelInfo(TypedDict):
     """The registered model version."""
 
@@ -56,6 +67,12 @@ class ModelInfo(TypedDict):
     run_id: str  # MLflow run id
     spec_source: str  # e.g. "models/emergency_admission_90d/spec.yaml" (+ git commit if known)
     horizon_days: int  # outcome window in days, e.g. 90
+    # What is predicted, in words (``features.labels.OutcomeDefinition``); the spec's own
+    # intended use (None: the admission model's text); a further out-of-scope use it names.
+    # Absent in contexts stored before them, which read as the admission model's.
+    outcome: NotRequired[OutcomeWords]
+    intended_use: NotRequired[str | None]
+    out_of_scope: NotRequired[str | None]
     algorithm: str  # e.g. "LightGBM gradient-boosted trees (binary log-loss), 312 trees"
     n_features: int
     features: list[str]
@@ -78,6 +95,11 @@ class DataInfo(TypedDict):
     train_rows: int
     evaluation_rows: int  # rows in the primary month
     population: str  # plain-English eligible population, e.g. "registered and alive on ..."
+    # How time after an intervention the lists trigger was treated (``training``
+    # ``post_intervention``): {"policy": "include" | "censor", "interventions": [codes],
+    # "censored_rows": person-months left out, or None where not counted}
+    post_intervention: NotRequired[dict[str, Any]]
+    synthetic: NotRequired[bool]  # a generated population (with or without an oracle)
     identifiers: str  # "NHS numbers" or "pseudonyms ..." (the extract's identifier_kind)
     codelists: str  # for an imported extract: the codelists it was mapped with; else ""
 

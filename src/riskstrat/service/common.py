@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
 from riskstrat.calendar import parse_month
+from riskstrat.cohorts.select import capacity_summary
+from riskstrat.cohorts.words import intervention_label
 from riskstrat.data.contract import PSEUDONYM_PATTERN, IdentifierKind
 from riskstrat.errors import NotFoundError, StoreError
 from riskstrat.nhs_number import normalise_nhs_number
@@ -127,11 +129,48 @@ def intervention_info(run: RunInfo, key: str) -> InterventionInfo:
         source=record["source"],
         effect=record["effect"],
         ranked_by=record["ranked_by"],
+        ranking=record.get("ranking"),
+        bed_days=record.get("bed_days"),
         lookback_days=record["lookback_days"],
         note=record.get("note"),
         eligible=int(counts.get("eligible", 0)),
         served_within_lookback=int(counts.get("served_within_lookback", 0)),
     )
+
+
+def capacity_yields(
+    store: Store, run: RunInfo, info: InterventionInfo, *, capacity: int, **where: Any
+) -> dict[str, Any]:
+    """What the top ``capacity`` people of a cohort (narrowed by ``where``: the keywords of
+    ``store.cohorts.risks``) and the next ``capacity`` are expected to yield
+    (``select.capacity_summary``): for a list ranked by another model that claims bed days,
+    the bed days saved (that model's risks x the days per outcome) with their source."""
+    risks = store.cohorts.risks(run.id, info.key, limit=2 * capacity, **where)
+    ranking, bed_days = info.ranking, info.bed_days
+    by_days = (
+        bed_days is not None
+        and ranking is not None
+        and not ranking.fell_back
+        and ranking.version is not None
+    )
+    ranking_risks = (
+        store.cohorts.ranking_risks(run.id, info.key, limit=2 * capacity, **where)
+        if by_days
+        else None
+    )
+    yields = capacity_summary(
+        risks,
+        capacity=capacity,
+        effect=info.effect,
+        intervention_label=intervention_label(info.title),
+        served_by=interventions_of(run)[info.key].get("served_by"),
+        ranking_risks=ranking_risks,
+        bed_days_per_event=bed_days.per_event if by_days and bed_days is not None else None,
+        ranking_label=ranking.label if ranking is not None else "ranking risk",
+    )
+    if bed_days is not None and "expected_bed_days_saved" in yields["listed"]:
+        yields["bed_days_source"] = bed_days.source
+    return yields
 
 
 def criteria(run: RunInfo, key: str, keys: list[str]) -> list[Criterion]:

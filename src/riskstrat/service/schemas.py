@@ -84,6 +84,23 @@ class Criterion(BaseModel):
     text: str = Field(description="The published criterion, in words.")
 
 
+class RankingModel(BaseModel):
+    """The model whose risk ranks a list, where it is not the admission model."""
+
+    model: str = Field(description="Registered model name, e.g. riskstrat-death-12m.")
+    version: str | None = Field(description="The champion version that ranked this run.")
+    label: str = Field(description='Its risk in words: "12-month mortality risk".')
+    fell_back: bool = Field(
+        description="The model had no champion: the list is ranked by admission risk instead."
+    )
+
+
+class BedDays(BaseModel):
+    per_event: float = Field(description="Bed days saved per person with the outcome.")
+    source: str = Field(description="The published source of the figure.")
+    text: str
+
+
 class InterventionInfo(BaseModel):
     key: str
     title: str
@@ -92,6 +109,12 @@ class InterventionInfo(BaseModel):
         description="Assumed relative reduction in emergency admissions; null if none claimed."
     )
     ranked_by: str
+    ranking: RankingModel | None = Field(
+        default=None, description="The other model that ranks this list, if any."
+    )
+    bed_days: BedDays | None = Field(
+        default=None, description="Expected benefit in bed days, where that is the claim."
+    )
     lookback_days: int | None = Field(
         description="People with the intervention recorded this recently are left out; null "
         "means ever."
@@ -114,6 +137,12 @@ class Tranche(BaseModel):
     expected_admissions_avoided: float | None = Field(
         description="Expected admissions x the intervention's effect, if all are reached."
     )
+    expected_bed_days_saved: float | None = Field(
+        default=None,
+        description="For a list ranked by another model with its benefit in bed days (the "
+        "intervention's `bed_days`): the people's ranking risks summed x the bed days saved "
+        "per outcome, if all are reached; null for other lists.",
+    )
 
 
 class CapacitySummary(BaseModel):
@@ -127,6 +156,22 @@ class CapacitySummary(BaseModel):
         "with the assumption it rests on (or, with no admissions effect claimed, why not).",
     )
     next_in_words: str = Field(default="", description="The same for the next `capacity`.")
+    bed_days_source: str | None = Field(
+        default=None,
+        description="Where the bed days saved per outcome come from, when the tranches give "
+        "`expected_bed_days_saved`.",
+    )
+
+
+class RankedBy(BaseModel):
+    model: str
+    version: str
+    label: str = Field(description='The risk in words: "12-month mortality risk".')
+    risk: float = Field(ge=0, le=1)
+    expected_bed_days: float | None = Field(
+        description="The risk x the bed days saved per outcome (the cohort's `bed_days`)."
+    )
+    reasons: list[Reason]
 
 
 class CohortMemberPublic(BaseModel):
@@ -145,6 +190,11 @@ class CohortMemberPublic(BaseModel):
     expected_admissions_avoided: float | None
     eligible_because: list[Criterion]
     reasons: list[Reason]
+    ranking: RankedBy | None = Field(
+        default=None,
+        description="For a list ranked by another model: its risk of this person and its "
+        "reasons (the admission `risk` and `reasons` above are shown as well).",
+    )
 
 
 class CohortPage(BaseModel):
@@ -214,6 +264,9 @@ class EligibleIntervention(BaseModel):
     title: str
     cohort_rank: int
     expected_admissions_avoided: float | None
+    ranking: RankedBy | None = Field(
+        default=None, description="For a list ranked by another model: its risk and reasons."
+    )
     eligible_because: list[Criterion]
 
 

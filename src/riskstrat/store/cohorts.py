@@ -1,5 +1,6 @@
 """A run's intervention cohorts: pages of a cohort (with each member's score, as stored API
-items, or as raw JSON text for the API's hot path), its risks, sizes and members."""
+items, or as raw JSON text for the API's hot path), its risks (and, for a list ranked by
+another model, that model's risks), sizes and members."""
 
 from __future__ import annotations
 
@@ -166,6 +167,33 @@ class CohortRepository:
             query = query.limit(limit)
         with self.engine.connect() as conn:
             return [float(r) for r in conn.execute(query).scalars()]
+
+    def ranking_risks(
+        self,
+        run_id: int,
+        intervention: str,
+        *,
+        pcn_code: str | None = None,
+        practice_code: str | None = None,
+        limit: int | None = None,
+        pcn_codes: Sequence[str] | None = None,
+        hide_done: bool = False,
+        identifier_kind: str = "nhs_number",
+    ) -> list[float | None]:
+        """``risks``' sibling for a list ranked by another model: that model's risk of each
+        member (``cohort_members.ranking``), in rank order; None for a member with none (a
+        list that fell back to admission risk, or one not ranked by another model). Read in
+        the database (``json_extract`` on SQLite, ``->>`` on PostgreSQL), not the members'
+        reasons."""
+        scope = Scope(
+            run_id, intervention, pcn_code, practice_code, pcn_codes, hide_done, identifier_kind
+        )
+        m = cohort_members.c
+        query = select(m.ranking["risk"].as_float()).where(*scope.where()).order_by(m.rank)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [None if r is None else float(r) for r in conn.execute(query).scalars()]
 
     def sizes(self, run_id: int) -> dict[str, int]:
         """The number of members of each of a run's cohorts."""

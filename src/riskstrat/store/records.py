@@ -145,6 +145,9 @@ class CohortMember:
     expected_benefit: float | None
     rank: int
     criteria: list[str]
+    #: A list ranked by another model: its name, version, label, risk, reasons and expected
+    #: bed days (``pipelines.score.ranking_records``); None for lists ranked by admission risk.
+    ranking: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,7 @@ def member_from_row(row: Any) -> CohortMember:
         expected_benefit=None if benefit is None else float(benefit),
         rank=int(row["rank"]),
         criteria=list(from_json(row["criteria"]) or []),
+        ranking=from_json(row["ranking"]) if row.get("ranking") else None,
     )
 
 

@@ -133,9 +133,11 @@ class RunRepository:
     def stage_cohorts(
         self, run_id: int, members: pd.DataFrame, *, chunk_rows: int = 10_000
     ) -> None:
-        """Add cohort members to a staging run, one transaction per chunk. An ``item_json``
-        column (``listing.cohort_items_json``) is stored when the frame has one."""
-        columns = [*COHORT_COLUMNS, *(["item_json"] if "item_json" in members.columns else [])]
+        """Add cohort members to a staging run, one transaction per chunk. ``item_json``
+        (``listing.cohort_items_json``) and ``ranking`` columns are stored when the frame has
+        them."""
+        extra = [c for c in ("item_json", "ranking") if c in members.columns]
+        columns = [*COHORT_COLUMNS, *extra]
         self._stage(run_id, cohort_members, members, columns, chunk_rows)
 
     def _stage(

@@ -85,6 +85,9 @@ cohort_members = Table(
     # The member's API item as JSON text, written at publication (migration 0002); null in
     # runs published before it, which the API then builds at request time.
     Column("item_json", Text),
+    # For a list ranked by another model (cohort file ``rank_by``, migration 0007): that
+    # model's name, version, label, risk, reasons and expected bed days; null otherwise.
+    Column("ranking", JSON),
     Index("ix_cohort_members_run_int_rank", "run_id", "intervention", "rank"),
     Index("ix_cohort_members_run_int_pcn_rank", "run_id", "intervention", "pcn_code", "rank"),
     Index(

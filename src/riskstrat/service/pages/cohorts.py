@@ -8,6 +8,7 @@ downloaded is audited exactly like the API.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -19,16 +20,21 @@ from riskstrat.cohorts.listing import (
     about_frame,
     about_rows,
     display_identifier,
-    intervention_label,
     listed_for,
     listing_frame,
     practice_ranks,
+    reason_sentence,
     reasons_text,
     write_xlsx,
 )
-from riskstrat.cohorts.select import capacity_summary
 from riskstrat.service.auth import Caller
-from riskstrat.service.common import audit, intervention_info, interventions_of, pcn_scope
+from riskstrat.service.common import (
+    audit,
+    capacity_yields,
+    intervention_info,
+    interventions_of,
+    pcn_scope,
+)
 from riskstrat.service.deps import SettingsDep, StoreDep
 from riskstrat.service.pages.session import (
     PageCaller,
@@ -37,9 +43,10 @@ from riskstrat.service.pages.session import (
     require_role,
     router,
 )
+from riskstrat.service.schemas import RankingModel
 from riskstrat.store import Store
 from riskstrat.store.marks import DONE_STATUSES, MARK_STATUSES
-from riskstrat.store.records import RunInfo
+from riskstrat.store.records import CohortMember, RunInfo
 
 #: The roles that see lists on the pages (the API's cohort routes are the PCN team's).
 LIST_ROLES = ("pcn_team", "care_coordinator")
@@ -96,17 +103,12 @@ def _cohort_rows(
     total, rows = store.cohorts.page(
         run.id, key, offset=0, limit=capacity, hide_done=hide_done, **where
     )
-    risks = store.cohorts.risks(run.id, key, limit=2 * capacity, hide_done=hide_done, **where)
     hidden = store.cohorts.page(run.id, key, offset=0, limit=0, **where)[0] - total
     info = intervention_info(run, key)
     summary = {
-        **capacity_summary(
-            risks, capacity=capacity, effect=info.effect,
-            intervention_label=intervention_label(info.title),
-            served_by=interventions[key].get("served_by"),
-        ),
+        **capacity_yields(store, run, info, capacity=capacity, hide_done=hide_done, **where),
         "eligible": total,
-    }  # fmt: skip
+    }
     audit(
         request, store, settings, caller, route, [m.nhs_number for m, _ in rows], None,
         identifier_kind=run.identifier_kind,
@@ -119,6 +121,36 @@ def _cohort_rows(
         "run": run, "interventions": interventions, "info": info, "key": key, "rows": rows,
         "summary": summary, "practices": practices, "hidden": hidden if hide_done else 0,
     }  # fmt: skip
+
+
+def ranking_view(ranking: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A membership's ranking by another model as the patient page shows it: the model, its
+    risk, the expected bed days saved and its reasons in words (None for other lists)."""
+    if not ranking:
+        return None
+    days = ranking.get("expected_bed_days")
+    return {
+        "model": ranking["model"], "version": ranking.get("version"),
+        "label": ranking.get("label", "risk"),
+        "percent": 100.0 * min(max(float(ranking["risk"]), 0.0), 1.0),
+        "bed_days": None if days is None else float(days),
+        "reasons": [reason_sentence(r) for r in ranking.get("reasons") or []],
+    }  # fmt: skip
+
+
+def ranked_by_model(ranking: RankingModel | None) -> bool:
+    """The list was ranked by another model: the run recorded which version ranked it (and
+    did not fall back to admission risk for want of a champion)."""
+    return ranking is not None and not ranking.fell_back and ranking.version is not None
+
+
+def ranking_risks(rows: list[tuple[CohortMember, Any]]) -> list[float] | None:
+    """The listed people's risks by the model that ranks their list, in list order; None
+    unless every one of them has one (a list not ranked by another model, or fallen back)."""
+    found = [m.ranking for m, _ in rows]
+    if any(r is None for r in found):
+        return None
+    return [float(r["risk"]) for r in found if r is not None]
 
 
 @router.get("/cohorts", response_class=HTMLResponse)
@@ -156,10 +188,12 @@ def cohort_page(
             "because": "; ".join(criteria.get(k, k) for k in m.criteria),
             "reasons": reasons_text(s.reasons), "mark": mark,
             "done": mark is not None and mark.status in DONE_STATUSES,
+            "ranking": ranking_view(m.ranking),
         })  # fmt: skip
     query = {"intervention": key, "pcn": pcn or "", "practice": practice or "",
              "capacity": capacity}  # fmt: skip
     here = "/cohorts?" + urlencode({**query, **({"hide_done": "true"} if hide_done else {})})
+    ranking = data["info"].ranking
     return html(
         "cohorts.html", title=data["info"].title, caller=caller, run=run,
         interventions=data["interventions"], info=data["info"], practices=data["practices"],
@@ -168,6 +202,8 @@ def cohort_page(
         identifier_label=IDENTIFIER_LABELS[kind], hide_done=hide_done, hidden=data["hidden"],
         statuses=STATUS_LABELS, done_words=DONE_WORDS, csrf=csrf_token(request), here=here,
         downloads=caller.role == "pcn_team",
+        ranking=ranking, ranked=ranked_by_model(ranking),
+        by_days="expected_bed_days_saved" in data["summary"]["listed"],
     )  # fmt: skip
 
 
@@ -207,6 +243,7 @@ def cohort_download(
         run=data["run"], intervention=data["key"], identifier_kind=kind,
         listed_for=listed_for(pcn=pcn, practice=practice, pcns=caller.pcns),
         risks=[m.risk for m, _ in data["rows"]],
+        ranking_risks=ranking_risks(data["rows"]),
     )  # fmt: skip
     write_xlsx(frame, buffer, about_frame(about))
     return Response(

@@ -26,7 +26,7 @@ from riskstrat.nhs_number import is_valid_nhs_number, normalise_nhs_number
 from riskstrat.service.auth import Caller
 from riskstrat.service.common import audit, interventions_of
 from riskstrat.service.deps import SettingsDep, StoreDep
-from riskstrat.service.pages.cohorts import LIST_ROLES, STATUS_LABELS
+from riskstrat.service.pages.cohorts import LIST_ROLES, STATUS_LABELS, ranking_view
 from riskstrat.service.pages.session import (
     PageCaller,
     check_csrf,
@@ -227,6 +227,7 @@ def patient_page(
                 for k in m.criteria
             ),
             "mark": latest.get(m.intervention),
+            "ranking": ranking_view(m.ranking),
         }
         for m in store.cohorts.memberships(run.id, nhs_number)
     ]  # fmt: skip
@@ -251,6 +252,7 @@ def patient_page(
         "patient.html", title="Patient", caller=caller, run=run, score=score,
         nhs_number=nhs_number, nhs_display=display_identifier(nhs_number, kind),
         memberships=memberships, changed=changed, identifier_label=IDENTIFIER_LABELS[kind],
+        any_ranking=any(m["ranking"] for m in memberships),
         bar_scale=200.0 / max(biggest, 1e-9), history=history, titles=titles,
         statuses=STATUS_LABELS, done=DONE_STATUSES, csrf=csrf_token(request),
         here=f"/patients/{quote(nhs_number, safe='')}", max_note=MAX_NOTE,

@@ -12,12 +12,10 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from riskstrat.cohorts.listing import (
     cohort_item_json,
     criteria_json,
-    intervention_label,
     json_rank,
     listing_frame,
     practice_ranks,
 )
-from riskstrat.cohorts.select import capacity_summary
 from riskstrat.service.auth import Caller
 from riskstrat.service.common import (
     API_PREFIX,
@@ -30,6 +28,7 @@ from riskstrat.service.common import (
     PurposeHeader,
     audit,
     audit_async,
+    capacity_yields,
     intervention_info,
     interventions_of,
     pcn_scope,
@@ -176,20 +175,9 @@ async def cohort(
             nhs_numbers = [n for n, _ in stored]
     summary = None
     if capacity is not None:
-        risks = store.cohorts.risks(
-            run.id,
-            intervention,
-            pcn_code=pcn,
-            practice_code=practice,
-            limit=2 * capacity,
-            pcn_codes=scope,
-            hide_done=hide_done,
-            identifier_kind=run.identifier_kind,
-        )
-        yields = capacity_summary(
-            risks, capacity=capacity, effect=info.effect,
-            intervention_label=intervention_label(info.title),
-            served_by=interventions_of(run)[intervention].get("served_by"),
+        yields = capacity_yields(
+            store, run, info, capacity=capacity, pcn_code=pcn, practice_code=practice,
+            pcn_codes=scope, hide_done=hide_done, identifier_kind=run.identifier_kind,
         )  # fmt: skip
         summary = CapacitySummary(**{**yields, "eligible": total})
         total = min(total, capacity)

@@ -26,7 +26,12 @@ from riskstrat.service.common import (
     served_kind,
 )
 from riskstrat.service.deps import CareCoordinator, SettingsDep, StoreDep
-from riskstrat.service.schemas import EligibleIntervention, PatientRiskResponse, WhatChanged
+from riskstrat.service.schemas import (
+    EligibleIntervention,
+    PatientRiskResponse,
+    RankedBy,
+    WhatChanged,
+)
 
 router = APIRouter(prefix=API_PREFIX, responses=ERRORS)
 
@@ -84,6 +89,7 @@ async def patient_risk(
             title=interventions_of(run).get(m.intervention, {}).get("title", m.intervention),
             cohort_rank=m.rank,
             expected_admissions_avoided=m.expected_benefit,
+            ranking=None if m.ranking is None else RankedBy.model_validate(m.ranking),
             eligible_because=criteria(run, m.intervention, m.criteria),
         )
         for m in store.cohorts.memberships(run.id, nhs_number)
