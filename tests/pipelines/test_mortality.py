@@ -34,7 +34,7 @@ def world(tmp_path_factory):
     extract = root / "extract"
     out = {}
     out["generate"] = runner.invoke(app, [
-        "generate", "--out", str(extract), "--patients", "4000", "--seed", "11", "--months", "60",
+        "generate", "--out", str(extract), "--patients", "10000", "--seed", "11", "--months", "60",
         "--extract-date", EXTRACT_DATE.isoformat(),
     ])  # fmt: skip
     out["train_admission"] = runner.invoke(app, ["train", "--data", str(extract)])

@@ -156,24 +156,26 @@ def test_each_block_has_its_own_stream_keyed_by_its_index(small_blocks: int) -> 
 # to the generator (its parameters, its random streams or its writing); any other change in
 # them means generation stopped being deterministic. (December 2026, issue 22: the manifest
 # became contract version 2 with row counts, and patients' IMD decile is recorded exactly when
-# their LSOA is; every other file kept its digest, so the random streams are unchanged.)
+# their LSOA is; every other file kept its digest, so the random streams are unchanged.
+# December 2026, issue 25: the winter rise is England's published size, winter_amplitude
+# 0.15 -> 0.095; every file that records admissions, and the oracle, changed.)
 PINNED_CSV = {
-    "activity.csv": "de346bea03ebd4c0965a3b2db877750cbdd65373206ddf972c0b277722fdfcf4",
-    "conditions.csv": "27e31bb63bc46751e4fc720b5e344fce8d600f621bf03afbf0c29aabf7022caf",
-    "manifest.json": "d800d76e6793c725a92991a491d1ce7588c9fb5a9a8c3168f16986f44b6b887c",
-    "medications.csv": "432552e0da01a904c2f80e3cf49d4496662fa8d111a770a1ba283a8adf1e5059",
-    "observations.csv": "34cc7b31497032e78a1966a0ceeade507cc089daf2b8748e21ee826f18394569",
-    "patients.csv": "c57dedddcb594dc7d3a567597fb6613ede990cc54b2de270e7bc92a3073a221f",
-    "oracle": "9d7365ad150a610bd5cede76811f3cfcb46be712ff82f72621b8aa210fe3a4f0",  # values, see _oracle_digest
+    "activity.csv": "94586867aec1959e3f877417b3c1a19e2f41cc0c8d5f54136c1b42fdf14018ee",
+    "conditions.csv": "6221ad5d8ce2b56eb72ae59151c072aea86ab09df1decf7775a6dbbabbb48c91",
+    "manifest.json": "49faf5d0f7e08b2db5c7fd2c14bf6797bfe8a2ac100157afcafd464ce70d97c0",
+    "medications.csv": "62733b3876270bd6363744823b78675ecf89201c78ed26c507dcaa1954a8e0e0",
+    "observations.csv": "2242a27449773117fb8bf0107d0108307fe0fba48707e15448614e5b6e95d9eb",
+    "patients.csv": "b1fa4d35ed7f2b7df762c7c5f3f0baca7ab2b9ecf673b76ad7df4fc28f00cf40",
+    "oracle": "1e4a3e2ee86164bd26619ac74691a8a9fd6880c4fa4360f11f3de035da2b79a3",  # values, see _oracle_digest
 }
 PINNED_PARQUET = {
-    "activity.parquet": "15b16e58ca7ece0c5d41963721d39043048e9d3818bf99fc8c39dcae1fc09176",
-    "conditions.parquet": "891c23cfe725d9175bac0f4ff7f074e119aa1fec650bcffee64a1c160f521b0b",
-    "manifest.json": "d800d76e6793c725a92991a491d1ce7588c9fb5a9a8c3168f16986f44b6b887c",
-    "medications.parquet": "e6106e12354e40ebbbf5f664f6767a8ea594f78f83a928fed25bc9f7fdd7d14c",
-    "observations.parquet": "a338b98e4b21aa0d0e743b9fce93127a2913d677869a5a0e821b3d5a4e2cb0f7",
-    "patients.parquet": "1e2dba87d2b26d70b5c33427171a562a49dc1adea7b045611c75ee14695525ee",
-    "oracle": "9d7365ad150a610bd5cede76811f3cfcb46be712ff82f72621b8aa210fe3a4f0",  # values, see _oracle_digest
+    "activity.parquet": "ff51b4f233d7cc2ca3a7745852023db1ca4ab380abfed17fa34187da5b3d6908",
+    "conditions.parquet": "1c008abcde8f0417c46dc4ef6e7370cdb9b0369a77a2b982510afbfdc7e62f33",
+    "manifest.json": "49faf5d0f7e08b2db5c7fd2c14bf6797bfe8a2ac100157afcafd464ce70d97c0",
+    "medications.parquet": "f256312771901bc97445d452cfe95239bf1fe4c8c6282497234cb58850cb71dd",
+    "observations.parquet": "89453a79934c2357f0ea143912e4448a52ccb67a5f3f127eb614f9fdb3002608",
+    "patients.parquet": "73bb3b93639a7c6787e6b77949cd425259b4ac874b9993af79f0efc01ba690e4",
+    "oracle": "1e4a3e2ee86164bd26619ac74691a8a9fd6880c4fa4360f11f3de035da2b79a3",  # values, see _oracle_digest
 }
 
 

@@ -17,6 +17,9 @@ from riskstrat.cli.common import console, library_errors, out, parse_date, progr
 from riskstrat.cli.home import require_registry, sqlite_file
 from riskstrat.errors import NotFoundError
 
+#: Local months a recalibration fits on unless told (``pipelines.recalibrate``'s default).
+DEFAULT_CALIBRATION_MONTHS = 12
+
 #: Every --spec option's help.
 SPEC_HELP = (
     "Model folder with spec.yaml, or a shipped model by name (death_12m); default the 90-day model."
@@ -159,8 +162,14 @@ def recalibrate(
     version: Annotated[str, typer.Argument(help="Version number or alias (champion, challenger).")],
     data: Annotated[Path, typer.Option("--data", help="The local population's extract folder.")],
     months: Annotated[
-        int, typer.Option(min=1, max=24, help="Complete index months to calibrate on.")
-    ] = 3,
+        int,
+        typer.Option(
+            min=1,
+            max=24,
+            help="Complete index months to calibrate on; a year by default, so that no "
+            "season sets the level.",
+        ),
+    ] = DEFAULT_CALIBRATION_MONTHS,
     spec: Annotated[Path | None, typer.Option(help=SPEC_HELP)] = None,
     oracle: Annotated[
         Path | None,

@@ -13,6 +13,12 @@ import numpy.typing as npt
 import pandas as pd
 
 from riskstrat.calendar import add_months, first_of_month, latest_complete_month, month_starts
+from riskstrat.modelling.seasons import (
+    SEASON_FEATURE,
+    SeasonalBaseline,
+    fit_seasonal_baseline,
+    seasonal_booster,
+)
 
 
 @dataclass(frozen=True)
@@ -223,6 +229,7 @@ class RiskModel:
         monotone_increasing: Sequence[str] = (),
         monotone_decreasing: Sequence[str] = (),
         calibration: Literal["none", "platt", "isotonic"] = "platt",
+        seasonal_baseline: bool = False,
     ) -> None:
         self.params = params
         self.num_boost_round = num_boost_round
@@ -230,6 +237,7 @@ class RiskModel:
         self.monotone_increasing = monotone_increasing
         self.monotone_decreasing = monotone_decreasing
         self.calibration = calibration
+        self.seasonal_baseline = seasonal_baseline
 
     def fit(
         self,
@@ -240,24 +248,45 @@ class RiskModel:
         y_stop: npt.ArrayLike | None = None,
         X_calibrate: pd.DataFrame | None = None,
         y_calibrate: npt.ArrayLike | None = None,
+        index_dates: npt.ArrayLike | None = None,
     ) -> RiskModel:
         """Fit trees on ``X, y``, stop early on ``X_stop`` and calibrate on ``X_calibrate``.
 
-        Without calibration rows the calibrator is the identity (``method="none"``).
+        Without calibration rows the calibrator is the identity (``method="none"``). With
+        ``seasonal_baseline``, the trees start from a harmonic in ``index_month`` fitted to
+        ``y`` (:mod:`riskstrat.modelling.seasons`; ``index_dates``, one per row of ``X``, let
+        it tell a drift in time from the season), which is the model's first tree; the trees
+        after it do not split on the month again, whose noise would undo an estimate made from
+        every row. ``best_iteration_`` then counts the baseline's tree.
         """
         names = list(X.columns)
         params = {"objective": "binary", "verbosity": -1, **(self.params or {})}
         constraints = monotone_vector(names, self.monotone_increasing, self.monotone_decreasing)
         if any(constraints):
             params["monotone_constraints"] = constraints
+        baseline: SeasonalBaseline | None = None
+        init_model: lgb.Booster | None = None
+        if self.seasonal_baseline:
+            if SEASON_FEATURE not in names:
+                raise ValueError(f"a seasonal baseline needs {SEASON_FEATURE} among the features")
+            baseline = fit_seasonal_baseline(X[SEASON_FEATURE], y, index_dates=index_dates)
+            init_model = seasonal_booster(baseline, names)
+            params["feature_contri"] = [0.0 if n == SEASON_FEATURE else 1.0 for n in names]
+        # Starting from a model needs the rows kept, to score them with it.
+        keep_rows = init_model is not None
         train = lgb.Dataset(
-            _as_float(X), label=np.asarray(y), feature_name=names, free_raw_data=True
+            _as_float(X), label=np.asarray(y), feature_name=names, free_raw_data=not keep_rows
         )
         callbacks: list[Callable[..., Any]] = []
         valid_sets = None
         if X_stop is not None and y_stop is not None and len(X_stop) and self.early_stopping_rounds:
             valid_sets = [
-                lgb.Dataset(_as_float(X_stop[names]), label=np.asarray(y_stop), reference=train)
+                lgb.Dataset(
+                    _as_float(X_stop[names]),
+                    label=np.asarray(y_stop),
+                    reference=train,
+                    free_raw_data=not keep_rows,
+                )
             ]
             callbacks.append(lgb.early_stopping(self.early_stopping_rounds, verbose=False))
         booster = lgb.train(
@@ -266,6 +295,7 @@ class RiskModel:
             num_boost_round=self.num_boost_round,
             valid_sets=valid_sets,
             callbacks=callbacks,
+            init_model=init_model,
         )
         best = int(booster.best_iteration or booster.num_trees())
         # Keep only the trees early stopping chose, so every later use sees the same model.
@@ -273,6 +303,7 @@ class RiskModel:
         self.feature_names_ = names
         self.best_iteration_ = best
         self.monotone_constraints_ = dict(zip(names, constraints, strict=True))
+        self.seasonal_baseline_ = baseline
         if X_calibrate is not None and y_calibrate is not None and len(X_calibrate):
             self.calibrator_ = Calibrator.fit(
                 self.calibration, raw_log_odds(self.booster_, X_calibrate), y_calibrate
@@ -290,6 +321,7 @@ class RiskModel:
         model.feature_names_ = list(booster.feature_name())
         model.best_iteration_ = int(booster.num_trees())
         model.monotone_constraints_ = {}
+        model.seasonal_baseline_ = None  # if there was one, it is the booster's first tree
         return model
 
     def predict_proba(self, X: pd.DataFrame) -> npt.NDArray[np.float64]:

@@ -35,6 +35,10 @@ class TrainingPlan(BaseModel):
     early_stopping_people: float = Field(default=0.15, ge=0, lt=1)
     calibration_months: int = Field(default=1, ge=0)
     evaluation_months: int = Field(default=3, ge=1)
+    #: Start the trees from a yearly harmonic in ``index_month`` fitted to every training row
+    #: (``modelling.seasons``): the season the trees alone learn too little of before early
+    #: stopping, and the one calibration month (usually in the other season) cannot fix.
+    seasonal_baseline: bool = False
     #: How time after an intervention the lists trigger is treated. ``include``: the outcome
     #: counts whatever care followed (the model learns risk under current care, reviews
     #: included). ``censor``: a person-month with one of ``censor_interventions`` recorded in
@@ -262,6 +266,12 @@ class ModelSpec(BaseModel):
     def feature_names(self) -> list[str]:
         chosen = feature_columns() if self.features == "all" else list(self.features)
         return [f for f in chosen if f not in set(self.exclude_features)]
+
+    @model_validator(mode="after")
+    def _season_needs_the_month(self) -> ModelSpec:
+        if self.training.seasonal_baseline and "index_month" not in self.feature_names:
+            raise ValueError("training.seasonal_baseline needs the feature index_month")
+        return self
 
     @model_validator(mode="after")
     def _monotone_features_are_used(self) -> ModelSpec:

@@ -444,6 +444,11 @@ def card_context(
             "monotone_increasing": list(spec.monotone.increasing),
             "monotone_decreasing": list(spec.monotone.decreasing),
             "calibration_method": CALIBRATION_WORDS[spec.calibration.method],
+            "seasonal_baseline": (
+                season.as_dict()
+                if (season := getattr(model, "seasonal_baseline_", None)) is not None
+                else None
+            ),
         },
         "data": {
             "extract_date": extract_date.isoformat(),

@@ -258,6 +258,7 @@ def fit_model(spec: ModelSpec, parts: Mapping[str, pd.DataFrame]) -> RiskModel:
         monotone_increasing=spec.monotone.increasing,
         monotone_decreasing=spec.monotone.decreasing,
         calibration=spec.calibration.method,
+        seasonal_baseline=spec.training.seasonal_baseline,
     ).fit(
         train[names],
         train["label"],
@@ -265,6 +266,7 @@ def fit_model(spec: ModelSpec, parts: Mapping[str, pd.DataFrame]) -> RiskModel:
         y_stop=parts["stop"]["label"],
         X_calibrate=parts["calibrate"][names],
         y_calibrate=parts["calibrate"]["label"],
+        index_dates=train["index_date"].to_numpy(),
     )
 
 
@@ -387,6 +389,14 @@ def run_training(
         "calibration_rows": float(len(parts["calibrate"])),
         "censored_rows": float(sum(censored.values())),
         "best_iteration": float(model.best_iteration_),
+        **(
+            {
+                "seasonal_peak_month": float(model.seasonal_baseline_.peak_month),
+                "seasonal_peak_to_trough": float(model.seasonal_baseline_.peak_to_trough),
+            }
+            if model.seasonal_baseline_ is not None
+            else {}
+        ),
         "calibration_a": model.calibrator_.a,
         "calibration_b": model.calibrator_.b,
     }

@@ -79,6 +79,8 @@ class ModelInfo(TypedDict):
     monotone_increasing: list[str]  # features whose increase never lowers the risk
     monotone_decreasing: list[str]  # features whose increase never raises the risk
     calibration_method: str  # e.g. "isotonic regression on the calibration months"
+    # The season the trees start from (``modelling.seasons.SeasonalBaseline.as_dict``), or None
+    seasonal_baseline: NotRequired[dict[str, float] | None]
 
 
 class DataInfo(TypedDict):

@@ -68,8 +68,13 @@ class HazardParams:
     emergency_medication_review: float = float(np.log(0.75))
     #: Ceiling of the monthly hazard (keeps the most extreme repeat admitters plausible).
     emergency_max_monthly: float = 1.0
-    #: Winter rise: multiplier ``1 + winter_amplitude * cos(2 pi (month - 1) / 12)``.
-    winter_amplitude: float = 0.15
+    #: Winter rise: multiplier ``1 + winter_amplitude * cos(2 pi (month - 1) / 12)``, x1.095
+    #: in January and x0.905 in July: the size published for England, about 200,000 extra
+    #: emergency admissions a winter (Department of Health, 2015: some eight for each of about
+    #: 25,000 excess winter deaths) on 5.3 million a year (HES, 2013-14), about 12% more per
+    #: day from December to March than the rest of the year (docs/synthetic-population.md,
+    #: "Seasons"). Until December 2026 it was 0.15 (about 19%), on the strong side.
+    winter_amplitude: float = 0.095
     #: Standard deviation of the unobserved individual effect (log scale).
     individual_effect_sd: float = 0.9
 
