@@ -17,9 +17,6 @@ from riskstrat.cli.common import console, library_errors, out, parse_date, progr
 from riskstrat.cli.home import require_registry, sqlite_file
 from riskstrat.errors import NotFoundError
 
-#: Local months a recalibration fits on unless told (``pipelines.recalibrate``'s default).
-DEFAULT_CALIBRATION_MONTHS = 12
-
 #: Every --spec option's help.
 SPEC_HELP = (
     "Model folder with spec.yaml, or a shipped model by name (death_12m); default the 90-day model."
@@ -162,14 +159,14 @@ def recalibrate(
     version: Annotated[str, typer.Argument(help="Version number or alias (champion, challenger).")],
     data: Annotated[Path, typer.Option("--data", help="The local population's extract folder.")],
     months: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
             max=24,
             help="Complete index months to calibrate on; a year by default, so that no "
             "season sets the level.",
         ),
-    ] = DEFAULT_CALIBRATION_MONTHS,
+    ] = None,
     spec: Annotated[Path | None, typer.Option(help=SPEC_HELP)] = None,
     oracle: Annotated[
         Path | None,
@@ -182,7 +179,7 @@ def recalibrate(
     complete months before its held-out months, evaluated with the same gates, and
     registered as a new version (challenger) whose lineage names the parent and the data.
     """
-    from riskstrat.pipelines.recalibrate import run_recalibration
+    from riskstrat.pipelines.recalibrate import DEFAULT_CALIBRATION_MONTHS, run_recalibration
 
     setup()
     require_registry()
@@ -191,7 +188,7 @@ def recalibrate(
             version,
             data,
             spec_dir=spec,
-            calibration_months=months,
+            calibration_months=DEFAULT_CALIBRATION_MONTHS if months is None else months,
             oracle_path=oracle,
             progress=progress,
         )

@@ -197,6 +197,15 @@ def ranking_cells(ranking: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def ranking_risks(members: Sequence[tuple[CohortMember, Any]]) -> list[float] | None:
+    """The listed people's risks by the model that ranks their list, in list order; None
+    unless every one of them has one (a list not ranked by another model, or fallen back)."""
+    found = [m.ranking for m, _ in members]
+    if not found or any(r is None for r in found):
+        return None
+    return [float(r["risk"]) for r in found if r is not None]
+
+
 # ---- The "about" sheet of every Excel list ---------------------------------------------
 
 

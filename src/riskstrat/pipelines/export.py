@@ -26,6 +26,7 @@ from riskstrat.cohorts.listing import (
     format_nhs_number,
     listed_for,
     listing_frame,
+    ranking_risks,
     write_xlsx,
 )
 from riskstrat.config import Settings, acting_user, get_settings
@@ -145,11 +146,7 @@ def run_export(
                     intervention=cohort,
                     listed_for=listed_for(pcn=pcn, practice=practice),
                     risks=[m.risk for m, _ in rows],
-                    ranking_risks=(
-                        [float(m.ranking["risk"]) for m, _ in rows if m.ranking]
-                        if rows and all(m.ranking for m, _ in rows)
-                        else None
-                    ),
+                    ranking_risks=ranking_risks(rows),
                     identifier_kind=kind,
                     reidentified=linkage is not None,
                 )

@@ -57,7 +57,7 @@ __all__ = ["RecalibrationResult", "lineage_tags", "recalibrate_model", "run_reca
 #: so that the level is fitted across every season (the trees carry the season: a few months
 #: in one season set the level of that season, and a recalibrated version judged on a month in
 #: another season was 5-8% off in the recovery test) and a smaller population has enough
-#: admissions. The CLI's default is the same (``cli.models.DEFAULT_CALIBRATION_MONTHS``).
+#: admissions. The CLI uses it when --months is not given.
 DEFAULT_CALIBRATION_MONTHS = 12
 
 

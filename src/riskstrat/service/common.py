@@ -23,6 +23,7 @@ from riskstrat.service.schemas import (
     Criterion,
     InterventionInfo,
     PatientRiskPublic,
+    RankingModel,
     Reason,
     RunSummary,
 )
@@ -138,6 +139,12 @@ def intervention_info(run: RunInfo, key: str) -> InterventionInfo:
     )
 
 
+def ranked_by_model(ranking: RankingModel | None) -> bool:
+    """The list was ranked by another model: the run recorded which version ranked it (and
+    did not fall back to admission risk for want of a champion)."""
+    return ranking is not None and not ranking.fell_back and ranking.version is not None
+
+
 def capacity_yields(
     store: Store, run: RunInfo, info: InterventionInfo, *, capacity: int, **where: Any
 ) -> dict[str, Any]:
@@ -147,12 +154,7 @@ def capacity_yields(
     the bed days saved (that model's risks x the days per outcome) with their source."""
     risks = store.cohorts.risks(run.id, info.key, limit=2 * capacity, **where)
     ranking, bed_days = info.ranking, info.bed_days
-    by_days = (
-        bed_days is not None
-        and ranking is not None
-        and not ranking.fell_back
-        and ranking.version is not None
-    )
+    by_days = bed_days is not None and ranked_by_model(ranking)
     ranking_risks = (
         store.cohorts.ranking_risks(run.id, info.key, limit=2 * capacity, **where)
         if by_days

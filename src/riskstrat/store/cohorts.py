@@ -5,6 +5,7 @@ another model, that model's risks), sizes and members."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import Engine, Text, bindparam, cast, func, select
@@ -162,11 +163,7 @@ class CohortRepository:
         scope = Scope(
             run_id, intervention, pcn_code, practice_code, pcn_codes, hide_done, identifier_kind
         )
-        query = select(cohort_members.c.risk).where(*scope.where()).order_by(cohort_members.c.rank)
-        if limit is not None:
-            query = query.limit(limit)
-        with self.engine.connect() as conn:
-            return [float(r) for r in conn.execute(query).scalars()]
+        return [float(r) for r in self._in_rank_order(cohort_members.c.risk, scope, limit)]
 
     def ranking_risks(
         self,
@@ -188,12 +185,16 @@ class CohortRepository:
         scope = Scope(
             run_id, intervention, pcn_code, practice_code, pcn_codes, hide_done, identifier_kind
         )
-        m = cohort_members.c
-        query = select(m.ranking["risk"].as_float()).where(*scope.where()).order_by(m.rank)
+        column = cohort_members.c.ranking["risk"].as_float()
+        return [None if r is None else float(r) for r in self._in_rank_order(column, scope, limit)]
+
+    def _in_rank_order(self, column: Any, scope: Scope, limit: int | None) -> list[Any]:
+        """One column of a scope's members, in rank order, the first ``limit`` of them."""
+        query = select(column).where(*scope.where()).order_by(cohort_members.c.rank)
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as conn:
-            return [None if r is None else float(r) for r in conn.execute(query).scalars()]
+            return list(conn.execute(query).scalars())
 
     def sizes(self, run_id: int) -> dict[str, int]:
         """The number of members of each of a run's cohorts."""

@@ -23,6 +23,7 @@ from riskstrat.cohorts.listing import (
     listed_for,
     listing_frame,
     practice_ranks,
+    ranking_risks,
     reason_sentence,
     reasons_text,
     write_xlsx,
@@ -34,6 +35,7 @@ from riskstrat.service.common import (
     intervention_info,
     interventions_of,
     pcn_scope,
+    ranked_by_model,
 )
 from riskstrat.service.deps import SettingsDep, StoreDep
 from riskstrat.service.pages.session import (
@@ -43,10 +45,9 @@ from riskstrat.service.pages.session import (
     require_role,
     router,
 )
-from riskstrat.service.schemas import RankingModel
 from riskstrat.store import Store
 from riskstrat.store.marks import DONE_STATUSES, MARK_STATUSES
-from riskstrat.store.records import CohortMember, RunInfo
+from riskstrat.store.records import RunInfo
 
 #: The roles that see lists on the pages (the API's cohort routes are the PCN team's).
 LIST_ROLES = ("pcn_team", "care_coordinator")
@@ -136,21 +137,6 @@ def ranking_view(ranking: Mapping[str, Any] | None) -> dict[str, Any] | None:
         "bed_days": None if days is None else float(days),
         "reasons": [reason_sentence(r) for r in ranking.get("reasons") or []],
     }  # fmt: skip
-
-
-def ranked_by_model(ranking: RankingModel | None) -> bool:
-    """The list was ranked by another model: the run recorded which version ranked it (and
-    did not fall back to admission risk for want of a champion)."""
-    return ranking is not None and not ranking.fell_back and ranking.version is not None
-
-
-def ranking_risks(rows: list[tuple[CohortMember, Any]]) -> list[float] | None:
-    """The listed people's risks by the model that ranks their list, in list order; None
-    unless every one of them has one (a list not ranked by another model, or fallen back)."""
-    found = [m.ranking for m, _ in rows]
-    if any(r is None for r in found):
-        return None
-    return [float(r["risk"]) for r in found if r is not None]
 
 
 @router.get("/cohorts", response_class=HTMLResponse)
