@@ -4,7 +4,7 @@ Builders that make data (extracts, OMOP CDMs, keys, published runs, model-card c
 live in ``tests/support/``; the fixtures here wrap them for tests. Test modules never import
 from one another.
 
-Markers (``pyproject.toml``): ``slow`` (a generated extract, a trained model, a browser, a
+Markers (``pyproject.toml``): ``spark`` (a local Spark session, shared; also ``slow``), ``slow`` (a generated extract, a trained model, a browser, a
 timed load; ``pytest -m "not slow"`` is the fast loop) and ``postgres`` (needs the server at
 127.0.0.1:5432; skipped without it unless ``RISKSTRAT_REQUIRE_POSTGRES=1``). Every
 ``postgres`` test is also ``slow``: the fast loop needs no server, and ``make test`` runs the
@@ -27,8 +27,20 @@ from tests.support.world import publish_world
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.get_closest_marker("postgres") is not None:
+        if item.get_closest_marker("postgres") or item.get_closest_marker("spark"):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory) -> Iterator[Any]:
+    """One local Spark session for the whole run (Spark allows one per JVM, and starting
+    one takes seconds): two cores, few shuffle partitions, stopped at the end."""
+    from riskstrat.engines.spark import spark_session
+
+    home = tmp_path_factory.mktemp("spark-home")
+    settings = Settings(home=home, spark_master="local[2]", spark_shuffle_partitions=4)
+    with spark_session(settings) as session:
+        yield session
 
 
 @pytest.fixture(autouse=True)

@@ -42,6 +42,19 @@ class Settings(BaseSettings):
         description="DuckDB's memory limit for extracts; beyond it DuckDB spills to home.",
     )
     duckdb_threads: int | None = Field(default=None, description="DuckDB threads; None: all.")
+    engine: Literal["duckdb", "spark"] = Field(
+        default="duckdb",
+        description="Where validate, features, predict, score and cohorts run: embedded "
+        "DuckDB, or Apache Spark (docs/scale.md).",
+    )
+    spark_master: str = Field(
+        default="local[*]",
+        description="Spark master URL; local[*] runs Spark in this process's JVM on every core.",
+    )
+    spark_driver_memory: str = Field(default="4g", description="Spark driver memory (local mode).")
+    spark_shuffle_partitions: int = Field(
+        default=8, ge=1, description="Spark SQL shuffle partitions (spark.sql.shuffle.partitions)."
+    )
     publish_type1_opt_outs: bool = Field(
         default=False,
         description="Publish type 1 opt-outs in lists (only if the deployment's IG allows it).",

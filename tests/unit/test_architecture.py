@@ -23,9 +23,11 @@ CORE = {"errors", "config", "calendar", "logs", "nhs_number", "resources"}
 
 #: Each subpackage and the subpackages it may import: the layering, lowest first.
 LAYERS: dict[str, set[str]] = {
-    "data": set(),
+    # Session start-up and the DuckDB-to-Spark SQL bridge: below everything that runs SQL.
+    "engines": set(),
+    "data": {"engines"},
     "synth": {"data"},
-    "features": {"data"},
+    "features": {"data", "engines"},
     "modelling": {"data", "features"},
     "explain": {"data", "modelling"},
     "fairness": {"modelling"},
@@ -34,6 +36,7 @@ LAYERS: dict[str, set[str]] = {
     "cohorts": {"data", "store"},
     "monitoring": {"modelling", "fairness"},
     "pipelines": {
+        "engines",
         "data",
         "synth",
         "features",
@@ -49,6 +52,7 @@ LAYERS: dict[str, set[str]] = {
     # trains, scores or reads an extract (see test_the_service_never_trains_or_reads_extracts).
     "service": {"data", "modelling", "explain", "store", "cohorts"},
     "bench": {
+        "engines",
         "data",
         "synth",
         "features",
@@ -59,6 +63,7 @@ LAYERS: dict[str, set[str]] = {
         "service",
     },
     "cli": {
+        "engines",
         "data",
         "synth",
         "features",
@@ -237,16 +242,27 @@ def test_only_the_store_talks_to_the_serving_database():
 
 
 def test_only_the_data_layer_reads_source_files():
-    # extract.py reads extracts; the OMOP adapter reads a CDM (source.py) and the site map and
-    # IMD lookup beside it, and counts the rows it wrote (importer.py).
+    # extract.py reads extracts (spark_extract.py on Spark); the OMOP adapter reads a CDM
+    # (source.py, spark_source.py on Spark) and the site map and IMD lookup beside it, and
+    # counts the rows it wrote (importer.py); sample.py and combine.py count the rows of the
+    # extracts they write.
     readers = {
         _rel(p)
         for p in CODE
         if any(
-            s in p.read_text(encoding="utf-8") for s in ("read_csv(", "read_parquet(", "pd.read_")
+            s in p.read_text(encoding="utf-8")
+            for s in ("read_csv(", "read_parquet(", "pd.read_", ".read.parquet(", ".read.format(")
         )
     }
-    assert readers == {"data/extract.py", "data/omop/source.py", "data/omop/importer.py"}
+    assert readers == {
+        "data/extract.py",
+        "data/spark_extract.py",
+        "data/omop/source.py",
+        "data/omop/spark_source.py",
+        "data/omop/importer.py",
+        "data/sample.py",
+        "data/combine.py",
+    }
 
 
 @pytest.mark.parametrize(

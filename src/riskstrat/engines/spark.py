@@ -1,0 +1,122 @@
+"""Apache Spark sessions for riskstrat: one place that knows how Spark is started.
+
+``--engine spark`` runs validate, features, predict, score and cohorts on Spark. Locally the
+session runs in this process's JVM (``local[*]``, Java 17); on a platform it is whatever
+``spark_master`` names. PySpark is an optional dependency (the ``spark`` extra, installed by
+``make install``): nothing here imports it until a session is asked for.
+
+Spark's shuffle and spill files hold personal data, like DuckDB's spill files: they are kept
+under the riskstrat home (``spark-tmp``) and deleted when the session stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import sys
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from riskstrat.config import Settings, get_settings
+from riskstrat.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+_log = logging.getLogger(__name__)
+
+#: Anything that looks like an NHS number (or other long digit run) is removed from Spark's
+#: messages, which can quote the values a query failed on.
+_DIGIT_RUN = re.compile(r"\d[\d \-]{7,}\d")
+
+
+def _pyspark() -> Any:
+    try:
+        import pyspark.sql
+    except ImportError:  # pragma: no cover - the extra is part of make install
+        raise ConfigError(
+            "the Spark engine needs PySpark, which is not installed",
+            hint="install riskstrat with its spark extra (make install does), or use "
+            "--engine duckdb",
+        ) from None
+    return pyspark.sql
+
+
+def spark_conf(settings: Settings, local_dir: Path) -> dict[str, str]:
+    """The configuration riskstrat starts Spark with (see docs/scale.md for each)."""
+    return {
+        "spark.master": settings.spark_master,
+        "spark.app.name": "riskstrat",
+        "spark.driver.memory": settings.spark_driver_memory,
+        "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
+        # Dates are calendar dates: never shifted by the machine's time zone.
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "20000",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.local.dir": str(local_dir),
+        # The features query joins a few thousand rows of index dates and registrations;
+        # broadcasting small sides keeps the event tables from being shuffled twice.
+        "spark.sql.autoBroadcastJoinThreshold": str(64 * 1024 * 1024),
+        "spark.sql.adaptive.enabled": "true",
+    }
+
+
+@contextmanager
+def spark_session(settings: Settings | None = None) -> Iterator[SparkSession]:
+    """A Spark session configured for riskstrat, stopped (and its scratch files deleted) at
+    the end of the block. Within one process a session is reused when one is active: Spark
+    allows one per JVM."""
+    settings = settings or get_settings()
+    sql = _pyspark()
+    active = sql.SparkSession.getActiveSession()
+    if active is not None:
+        yield active
+        return
+    local_dir = settings.home / "spark-tmp" / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    local_dir.mkdir(parents=True, exist_ok=True)
+    # Python workers run this interpreter, so they see the same packages (the model, numba).
+    _quiet_pandas_notices()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = sql.SparkSession.builder
+    for key, value in spark_conf(settings, local_dir).items():
+        builder = builder.config(key, value)
+    try:
+        session = builder.getOrCreate()
+    except Exception as exc:
+        shutil.rmtree(local_dir, ignore_errors=True)
+        raise ConfigError(
+            f"Spark did not start ({redact(exc)})",
+            hint="the Spark engine needs Java 17 (java -version) and PySpark; check "
+            "RISKSTRAT_SPARK_MASTER",
+        ) from None
+    session.sparkContext.setLogLevel("ERROR")
+    try:
+        yield session
+    finally:
+        session.stop()
+        shutil.rmtree(local_dir, ignore_errors=True)
+
+
+def _quiet_pandas_notices() -> None:
+    """PySpark 4.3 warns at every conversion that pandas 3 is "not fully supported", and
+    pandas 3 that PySpark passes a deprecated ``copy``; the conversions riskstrat makes are
+    checked value for value against the embedded path (tests/engines), so the notices are
+    noise for users."""
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+    warnings.filterwarnings("ignore", message="The copy keyword is deprecated", module="pyspark")
+
+
+def redact(exc: BaseException) -> str:
+    """The first line of a Spark error with long digit runs (possible NHS numbers) removed."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return _DIGIT_RUN.sub("[digits removed]", first)[:300]
