@@ -22,6 +22,7 @@ import pandas as pd
 from riskstrat.errors import UsageError
 from riskstrat.features.sql import (
     EVENT_TABLES,
+    INDEX_DATES_TABLE,
     SAMPLE_TABLE,
     event_tables,
     features_sql,
@@ -95,15 +96,14 @@ def build_features(
     _check_index_dates(index_dates)
     tables = people.tables if isinstance(people, PeopleSample) else None
     sampled = people is not None
-    with sampled_people(con, people):
+    with sampled_people(con, people), index_dates_table(con, index_dates):
         ranges = person_ranges(con, sampled=sampled, tables=tables, chunk_people=chunk_people)
         results = (
             con.execute(
                 features_sql(
                     sampled=sampled, tables=tables, lower=lo is not None, upper=hi is not None
                 ),
-                {"index_dates": list(index_dates)}
-                | ({"range_lo": lo} if lo is not None else {})
+                ({"range_lo": lo} if lo is not None else {})
                 | ({"range_hi": hi} if hi is not None else {}),
             ).df()
             for lo, hi in ranges
@@ -260,7 +260,22 @@ def population_size(con: duckdb.DuckDBPyConnection, index_date: date) -> int:
     """How many people are registered and alive at ``index_date`` (the rows one index
     month contributes)."""
     sql = f"WITH {index_sql().strip()},\n{population_sql().strip()}\nSELECT count(*) FROM pop"
-    return int(con.execute(sql, [[index_date]]).fetchall()[0][0])
+    with index_dates_table(con, [index_date]):
+        return int(con.execute(sql).fetchall()[0][0])
+
+
+@contextmanager
+def index_dates_table(
+    con: duckdb.DuckDBPyConnection, index_dates: Sequence[date]
+) -> Iterator[None]:
+    """Register ``index_dates`` as ``INDEX_DATES_TABLE`` (the table ``index_sql`` reads) for
+    the block."""
+    frame = pd.DataFrame({"index_date": pd.to_datetime(pd.Series(list(index_dates)))})
+    con.register(INDEX_DATES_TABLE, frame)
+    try:
+        yield
+    finally:
+        con.unregister(INDEX_DATES_TABLE)
 
 
 @dataclass(frozen=True)

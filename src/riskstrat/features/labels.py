@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from riskstrat.data.contract import INTERVENTION_CODES, TABLES
 from riskstrat.errors import UsageError
-from riskstrat.features.build import PeopleSample, sampled_people
+from riskstrat.features.build import PeopleSample, index_dates_table, sampled_people
 from riskstrat.features.sql import index_sql, population_sql
 
 DEFAULT_HORIZON_DAYS = 90
@@ -142,6 +142,27 @@ def build_labels(
         Columns ``nhs_number``, ``index_date``, ``label`` (0/1), and ``censored`` (0/1) with
         ``censor_codes``, sorted like the features.
     """
+    sql = labels_sql(
+        horizon_days=horizon_days,
+        sampled=people is not None,
+        outcome=outcome,
+        censor_codes=censor_codes,
+    )
+    with sampled_people(con, people), index_dates_table(con, index_dates):
+        frame = con.execute(sql).df()
+    frame["index_date"] = pd.to_datetime(frame["index_date"]).dt.date
+    return frame
+
+
+def labels_sql(
+    *,
+    horizon_days: int = DEFAULT_HORIZON_DAYS,
+    sampled: bool = False,
+    outcome: OutcomeDefinition = EMERGENCY_ADMISSION,
+    censor_codes: Sequence[str] = (),
+) -> str:
+    """The labels query ``build_labels`` runs (and Spark runs transpiled): index dates from
+    ``INDEX_DATES_TABLE``, people from ``SAMPLE_TABLE`` with ``sampled``."""
     if horizon_days <= 0:
         raise UsageError("horizon_days must be positive")
     codes = list(dict.fromkeys(censor_codes))
@@ -172,7 +193,7 @@ def build_labels(
     )
     sql = f"""
     WITH {index_sql().strip()},
-    {population_sql(sampled=people is not None).strip()},
+    {population_sql(sampled=sampled).strip()},
     events AS ({outcome.event_sql()}),
     outcome AS (
         SELECT pop.nhs_number, pop.index_date, min(e.event_date) AS first_event
@@ -188,10 +209,7 @@ def build_labels(
     {"LEFT JOIN treated USING (nhs_number, index_date)" if codes else ""}
     ORDER BY pop.index_date, pop.nhs_number
     """
-    with sampled_people(con, people):
-        frame = con.execute(sql, [list(index_dates)]).df()
-    frame["index_date"] = pd.to_datetime(frame["index_date"]).dt.date
-    return frame
+    return sql
 
 
 def outcomes_after(

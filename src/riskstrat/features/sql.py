@@ -4,13 +4,15 @@ The query uses only data dated strictly before the index date. Static patient fi
 (date of birth, sex, deprivation, practice) are used as recorded; registration and death
 dates only decide who is in the population at the index date and never become features.
 
-The SQL sticks to constructs that Spark SQL also runs (CTEs, equi-joins with range
-conditions, ``FILTER`` aggregates, interval arithmetic). DuckDB-only pieces, with their Spark
-equivalents: ``date_sub('year', ...)`` (``floor(months_between(...) / 12)``), ``date_diff``
-(``datediff``), ``arg_max`` (``max_by``; its ``(date, value)`` key is ``struct(...)``),
-``SELECT * EXCLUDE`` (explicit columns) and
-``unnest`` of the index-date list parameter (a join to an index-date table). Parameters
-are DuckDB's ``$name`` (Spark SQL: ``:name`` markers).
+The SQL is written once, in DuckDB's dialect, and runs on Spark SQL as sqlglot transpiles
+it (``riskstrat.engines.dialect.to_spark``; ``riskstrat.features.spark`` runs it there). It
+therefore avoids what has no Spark form: no ``SELECT * EXCLUDE`` (columns are named), no
+``unnest`` of a list parameter (index dates are the table ``INDEX_DATES_TABLE``), no
+``date_sub('year', ...)`` (age is written with year, month and day), and rounding goes
+through ``round_half_up`` (the engines round doubles differently). The NHS-number range
+parameters (``$range_lo``, ``$range_hi``) are DuckDB's alone: Spark partitions the work
+itself, so its query has none. tests/engines/test_spark_equality.py holds the two engines'
+results equal, column by column.
 
 :mod:`riskstrat.features.build` runs the query (in NHS-number ranges, on samples of people);
 this module only writes it.
@@ -18,7 +20,8 @@ this module only writes it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 
 from riskstrat.data.contract import (
     CONDITIONS,
@@ -29,6 +32,7 @@ from riskstrat.data.contract import (
     STATE_CODES,
     STATE_CURRENT_MONTHS,
 )
+from riskstrat.engines.dialect import round_half_up
 
 _ACTIVITY_COUNTS = {
     # feature stem: SQL condition on an activity row `a`
@@ -126,7 +130,13 @@ def event_tables(tables: Mapping[str, str] | None) -> dict[str, str]:
     return {name: name for name in EVENT_TABLES} | dict(tables or {})
 
 
-_AGE_SQL = "date_sub('year', p.date_of_birth, i.index_date)"
+#: Completed years of age: the years between the two dates, less one before the birthday
+#: (written with year/month/day so that DuckDB and Spark SQL compute it alike).
+_AGE_SQL = (
+    "(year(i.index_date) - year(p.date_of_birth) - CASE WHEN month(i.index_date) * 100 "
+    "+ day(i.index_date) < month(p.date_of_birth) * 100 + day(p.date_of_birth) "
+    "THEN 1 ELSE 0 END)"
+)
 
 
 def population_sql(*, sampled: bool = False, lower: bool = False, upper: bool = False) -> str:
@@ -154,9 +164,14 @@ def population_sql(*, sampled: bool = False, lower: bool = False, upper: bool = 
     )"""
 
 
-def index_sql(parameter: str = "?") -> str:
-    """SQL for ``idx`` from a list parameter of index dates (``parameter``: its
-    placeholder)."""
+#: The table the index dates are read from: one ``index_date`` column, registered by the
+#: engine that runs the query (``features.build.index_dates_table``; on Spark a temp view).
+INDEX_DATES_TABLE = "_index_dates"
+
+
+def index_sql() -> str:
+    """SQL for ``idx``: the distinct dates of ``INDEX_DATES_TABLE`` and the window starts
+    measured back from each."""
     return f"""
     idx AS (
         SELECT index_date,
@@ -166,7 +181,7 @@ def index_sql(parameter: str = "?") -> str:
                CAST(index_date - INTERVAL 365 DAY AS DATE) AS d365,
                CAST(index_date - INTERVAL 730 DAY AS DATE) AS d730,
                CAST(index_date - INTERVAL {STATE_CURRENT_MONTHS} MONTH AS DATE) AS d24m
-        FROM (SELECT DISTINCT CAST(unnest({parameter}) AS DATE) AS index_date)
+        FROM (SELECT DISTINCT CAST(index_date AS DATE) AS index_date FROM {INDEX_DATES_TABLE})
     )"""
 
 
@@ -176,6 +191,24 @@ def range_sql(alias: str, *, lower: bool, upper: bool) -> str:
     population, so that DuckDB skips the other ranges' row groups (Spark: its partitions)."""
     sql = f" AND {alias}.nhs_number >= $range_lo" if lower else ""
     return sql + (f" AND {alias}.nhs_number < $range_hi" if upper else "")
+
+
+def _rate(count: str) -> str:
+    """``count`` per year of record (see ``MIN_RATE_DAYS``), to 4 decimals. In doubles in
+    both engines (a ``365.0`` literal would be a decimal in Spark SQL) and rounded by
+    ``round_half_up``, so DuckDB and Spark give the same value to the last bit."""
+    per_year = f"CAST({count} AS DOUBLE) * 365 / greatest(g.recorded_history_days, {MIN_RATE_DAYS})"
+    return round_half_up(per_year, 4)
+
+
+def _columns(alias: str, named: Sequence[str]) -> str:
+    """``alias.name`` for each column, where ``named`` holds names or ``... AS name``
+    expressions."""
+    names = [_ALIAS.search(item).group(1) if " AS " in item else item for item in named]  # type: ignore[union-attr]
+    return ", ".join(f"{alias}.{name}" for name in names)
+
+
+_ALIAS = re.compile(r"\bAS (\w+)\s*$")
 
 
 def features_sql(
@@ -235,7 +268,8 @@ def features_sql(
     # The latest value; two on the same day give the higher, so the result never depends
     # on the order rows are read in.
     obs_aggs += [
-        f"arg_max(o.value, (o.observed_on, o.value)) FILTER (WHERE o.code = '{code}') AS {name}"
+        f"arg_max(o.value, {{'d': o.observed_on, 'v': o.value}}) FILTER (WHERE o.code = '{code}') "
+        f"AS {name}"
         for code, name in (("BMI", "bmi_latest"), ("CFS", "cfs_latest"))
     ]
     obs_aggs.append(
@@ -274,8 +308,19 @@ def features_sql(
     ltc_count = " + ".join(f"ltc_{_lower(c)}" for c in CONDITIONS)
     nullable = {"bmi_latest", "cfs_latest"}
     filled = ",\n".join(f"coalesce(f.{c}, 0) AS {c}" for c in zero_fill if c not in nullable)
+    # g's columns, named: the query never uses ``SELECT * EXCLUDE``, which Spark SQL lacks.
+    g_columns = [
+        *("nhs_number", "index_date", "practice_code", "pcn_code", "type1_opt_out"),
+        *("age_years", "sex_female", "imd_decile", "days_since_last_emergency_admission"),
+        *("days_since_last_ae_attendance", "index_month", "bmi_latest", "cfs_latest"),
+        *("advance_care_plan_ever", "days_since_falls_assessment"),
+        *("days_since_medication_review", "days_since_advance_care_plan"),
+        *("emergency_admissions_180d", "recorded_history_days"),
+        *(c for c in zero_fill if c not in nullable),
+        "sex",
+    ]
     return f"""
-    WITH {index_sql("$index_dates").strip()},
+    WITH {index_sql().strip()},
     {population_sql(sampled=sampled, lower=lower, upper=upper).strip()},
     act AS (
         SELECT pop.nhs_number, pop.index_date, {", ".join(act_aggs)}
@@ -354,15 +399,16 @@ def features_sql(
         SELECT min(start_date) AS history_start FROM activity
     ),
     f AS (
-        SELECT pop.*, act.* EXCLUDE (nhs_number, index_date),
+        SELECT pop.*, {_columns("act", act_aggs)},
                last_em.days_since_last_emergency_admission,
                last_em.days_since_last_ae_attendance,
                last_em.emergency_admissions_730d, last_em.ae_attendances_730d,
                last_em.emergency_admissions_30d, last_em.ae_attendances_30d,
                last_em.ae_attendances_180d, last_em.emergency_admissions_ever,
                last_em.ae_attendances_ever,
-               ltc.* EXCLUDE (nhs_number, index_date), med.* EXCLUDE (nhs_number, index_date),
-               obs.* EXCLUDE (nhs_number, index_date),
+               {_columns("ltc", ltc_aggs)},
+               {_columns("med", med_aggs)},
+               {_columns("obs", obs_aggs)},
                coalesce(acp.advance_care_plan_ever, 0) AS advance_care_plan_ever,
                acp.days_since_falls_assessment, acp.days_since_medication_review,
                acp.days_since_advance_care_plan,
@@ -399,15 +445,11 @@ def features_sql(
                f.sex, f.ethnic_category
         FROM f CROSS JOIN hist
     )
-    SELECT g.* EXCLUDE (ethnic_category),
-           round(g.emergency_admissions_ever * 365.0
-                 / greatest(g.recorded_history_days, {MIN_RATE_DAYS}), 4)
-               AS emergency_admissions_per_year,
-           round(g.ae_attendances_ever * 365.0
-                 / greatest(g.recorded_history_days, {MIN_RATE_DAYS}), 4)
-               AS ae_attendances_per_year,
+    SELECT {_columns("g", g_columns)},
+           {_rate("g.emergency_admissions_ever")} AS emergency_admissions_per_year,
+           {_rate("g.ae_attendances_ever")} AS ae_attendances_per_year,
            ({ltc_count}) AS ltc_count,
-           round(({efi}) / {EFI_DEFICIT_TOTAL}.0, 4) AS efi,
+           {round_half_up(f"CAST(({efi}) AS DOUBLE) / {EFI_DEFICIT_TOTAL}", 4)} AS efi,
            CASE WHEN g.age_years < 18 THEN '0-17' WHEN g.age_years < 45 THEN '18-44'
                 WHEN g.age_years < 65 THEN '45-64' WHEN g.age_years < 75 THEN '65-74'
                 WHEN g.age_years < 85 THEN '75-84' ELSE '85+' END AS age_band,
