@@ -2,7 +2,7 @@
 
 The rule (NHS Data Dictionary): multiply digits 1-9 by the weights 10..2, sum, take
 ``11 - (sum mod 11)``; 11 means a check digit of 0 and 10 means the number is invalid.
-The same rule is written once more in SQL for DuckDB (the ``nhs_check_digit_ok`` macro in
+The same rule is written once more in SQL, for DuckDB and Spark alike (``check_digit_sql`` in
 ``riskstrat.data.rules``); a test checks that the two agree.
 """
 

@@ -40,14 +40,12 @@ from riskstrat.data.errors import ExtractError
 from riskstrat.data.files import CsvScan, scan_csv
 from riskstrat.data.manifest import FileFormat, Manifest, locate_files, read_manifest
 from riskstrat.data.rules import (
+    REJECTS_TABLE,
     RuleCount,
-    any_violation,
-    clean_expr,
+    clean_rows_sql,
+    clean_sql,
     count_rejects,
-    create_check_digit_macro,
-    duck_type,
-    parsed_expr,
-    raw_expr,
+    parsed_sql,
     record_rejects,
     top_rule,
     write_rejects,
@@ -175,6 +173,72 @@ def validate_extract(
         TooManyRejectsError: after writing the rejects file, when a table's reject share is
             above ``max_reject_share``.
     """
+    folder = read_structure(extract_dir)
+    manifest, files, headers, scans = folder.manifest, folder.files, folder.headers, folder.scans
+    own_con = con is None
+    db = con if con is not None else connect()
+    try:
+        db.execute(REJECTS_TABLE)
+        rows_read: dict[str, int] = {}
+        for name in TABLE_ORDER:
+            path, fmt = files[name]
+            rows_read[name] = _load_table(
+                db, TABLES[name], path, fmt, headers[name], manifest, scans.get(name)
+            )
+            _check_row_count(manifest, name, path, rows_read[name])
+        rule_counts, rows_rejected = count_rejects(db)
+        summary = folder.summary(rows_read, rows_rejected, rule_counts)
+        if rejects_path is not None:
+            write_rejects(db, rejects_path)
+            summary.rejects_path = rejects_path
+        check_reject_share(summary, max_reject_share)
+        for name in TABLE_ORDER:
+            for prefix in ("_raw_", "_parsed_", "_bad_", "_clean_"):
+                _drop_relation(db, prefix + name)
+        # A file database's tables move from its write-ahead log into compressed blocks.
+        db.execute("CHECKPOINT")
+        return Extract(con=db, summary=summary)
+    except BaseException:
+        if own_con:
+            db.close()
+        raise
+
+
+@dataclass
+class ExtractFolder:
+    """An extract folder's structure, checked before any row is read (by either engine)."""
+
+    root: Path
+    manifest: Manifest
+    files: dict[str, tuple[Path, FileFormat]]
+    #: {table: {column: source type}} (``_check_columns``).
+    headers: dict[str, dict[str, str]]
+    scans: dict[str, CsvScan]
+    warnings: list[str]
+
+    def summary(
+        self,
+        rows_read: dict[str, int],
+        rows_rejected: dict[str, int],
+        rule_counts: list[RuleCount],
+    ) -> ValidationSummary:
+        return ValidationSummary(
+            extract_dir=self.root,
+            manifest=self.manifest,
+            files={n: str(p) for n, (p, _) in self.files.items()},
+            rows_read=rows_read,
+            rows_rejected=rows_rejected,
+            rule_counts=rule_counts,
+            warnings=self.warnings,
+        )
+
+
+def read_structure(extract_dir: Path | str) -> ExtractFolder:
+    """Check the folder, its manifest, its files and their columns (CSVs are scanned).
+
+    Raises:
+        ExtractError: as ``validate_extract`` does for a structural problem.
+    """
     root = Path(extract_dir)
     if not root.is_dir():
         raise ExtractError(
@@ -193,58 +257,26 @@ def validate_extract(
         if scan is not None:
             scans[name] = scan
         headers[name] = _check_columns(TABLES[name], path, fmt, warnings, scan)
+    return ExtractFolder(root, manifest, files, headers, scans, warnings)
 
-    own_con = con is None
-    db = con if con is not None else connect()
-    try:
-        db.execute(
-            "CREATE OR REPLACE TEMP TABLE _rejects ("
-            "table_name VARCHAR, row_number BIGINT, column_name VARCHAR, rule VARCHAR)"
+
+def check_reject_share(summary: ValidationSummary, max_reject_share: float) -> None:
+    """Raise ``TooManyRejectsError`` when a table's reject share is above the limit."""
+    rows_read, rows_rejected = summary.rows_read, summary.rows_rejected
+    over = [t for t in TABLE_ORDER if summary.reject_share(t) > max_reject_share]
+    if over:
+        detail = "; ".join(
+            f"{t}: {rows_rejected[t]:,} of {rows_read[t]:,} rows rejected "
+            f"({summary.reject_share(t):.1%}), most often {top_rule(summary.rule_counts, t)}"
+            for t in over
         )
-        rows_read: dict[str, int] = {}
-        create_check_digit_macro(db)
-        for name in TABLE_ORDER:
-            path, fmt = files[name]
-            rows_read[name] = _load_table(
-                db, TABLES[name], path, fmt, headers[name], manifest, scans.get(name)
-            )
-            _check_row_count(manifest, name, path, rows_read[name])
-        rule_counts, rows_rejected = count_rejects(db)
-        summary = ValidationSummary(
-            extract_dir=root,
-            manifest=manifest,
-            files={n: str(p) for n, (p, _) in files.items()},
-            rows_read=rows_read,
-            rows_rejected=rows_rejected,
-            rule_counts=rule_counts,
-            warnings=warnings,
+        rejects_path = summary.rejects_path
+        raise TooManyRejectsError(
+            f"too many rejected rows (limit {max_reject_share:.1%} of a table): {detail}"
+            + (f". See {rejects_path}" if rejects_path else ""),
+            file=Path(summary.files[over[0]]).name,
+            summary=summary,
         )
-        if rejects_path is not None:
-            write_rejects(db, rejects_path)
-            summary.rejects_path = rejects_path
-        over = [t for t in TABLE_ORDER if summary.reject_share(t) > max_reject_share]
-        if over:
-            detail = "; ".join(
-                f"{t}: {rows_rejected[t]:,} of {rows_read[t]:,} rows rejected "
-                f"({summary.reject_share(t):.1%}), most often {top_rule(rule_counts, t)}"
-                for t in over
-            )
-            raise TooManyRejectsError(
-                f"too many rejected rows (limit {max_reject_share:.1%} of a table): {detail}"
-                + (f". See {rejects_path}" if rejects_path else ""),
-                file=files[over[0]][0].name,
-                summary=summary,
-            )
-        for name in TABLE_ORDER:
-            for prefix in ("_raw_", "_parsed_", "_bad_", "_clean_"):
-                _drop_relation(db, prefix + name)
-        # A file database's tables move from its write-ahead log into compressed blocks.
-        db.execute("CHECKPOINT")
-        return Extract(con=db, summary=summary)
-    except BaseException:
-        if own_con:
-            db.close()
-        raise
 
 
 ORACLE_COLUMNS = ("nhs_number", "index_date", "true_risk")
@@ -448,9 +480,7 @@ def _split_rows(con: duckdb.DuckDBPyConnection, table: Table, kind: IdentifierKi
     )
     record_rejects(con, table, kind)
     bad = con.execute(f"SELECT count(*) FROM _bad_{name}").fetchall()[0][0]
-    clean_cols = ", ".join(ident(c.name) for c in table.columns)
-    where = f" WHERE _row NOT IN (SELECT _row FROM _bad_{name})" if bad else ""
-    con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT {clean_cols} FROM _clean_{name}{where}")
+    con.execute(f"CREATE OR REPLACE TABLE {name} AS {clean_rows_sql(table, any_bad=bool(bad))}")
 
 
 def _drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
@@ -545,6 +575,12 @@ def _reconcile(con: duckdb.DuckDBPyConnection, name: str, path: Path, scan: CsvS
         f"SELECT (SELECT count(*) FROM _csv_{name}) + "
         f"(SELECT count(DISTINCT line) FROM _csv_errors_{name})"
     ).fetchall()[0][0]
+    reconcile_rows(int(read), path, scan)
+
+
+def reconcile_rows(read: int, path: Path, scan: CsvScan) -> None:
+    """Raise unless ``read`` (records read plus records rejected by a CSV reader) is every
+    record of the file."""
     if read == scan.rows:
         return
     counted = scan_csv(path, count_blank=True)
@@ -570,58 +606,16 @@ def _parse_table(
 ) -> None:
     """Create ``_parsed_<table>``: raw values, typed values and the context rules need."""
     name = table.name
-    select = ["r._row"]
-    for col in table.columns:
-        raw = f"r.{ident(col.name)}" if col.name in present else "CAST(NULL AS VARCHAR)"
-        source_type = present.get(col.name, "VARCHAR")
-        select.append(f"{raw_expr(raw, source_type)} AS {ident('_raw_' + col.name)}")
-        parsed = parsed_expr(col, raw, source_type, manifest.identifier_kind)
-        if name != "patients" and col.name == "nhs_number" and col.name in present:
-            # A number equal to an accepted patient's has passed the same checks there; only
-            # the rest (unknown, malformed) are checked digit by digit, which for tens of
-            # millions of event rows was most of the validation time.
-            parsed = f"CASE WHEN pc.nhs_number IS NOT NULL THEN pc.nhs_number ELSE {parsed} END"
-        select.append(f"{parsed} AS {ident(col.name)}")
-    select.append(f"DATE '{manifest.extract_date.isoformat()}' AS extract_date")
-    joins = ""
-    if name == "patients":
-        nhs = "NULLIF(r.nhs_number, '')"
-        select.append(
-            f"CASE WHEN {nhs} IS NULL THEN 1 ELSE count(*) OVER (PARTITION BY {nhs}) END "
-            "AS _nhs_count"
-        )
-    else:
-        # Patients as read (any row) and as accepted, to tell unknown from rejected patients.
-        select.append("pk.nhs_number IS NOT NULL AS _patient_known")
-        select.append("pc.nhs_number IS NOT NULL AS _patient_clean")
-        select.append("pc.date_of_birth AS patient_date_of_birth")
-        nhs = "r.nhs_number" if "nhs_number" in present else "NULL"
-        joins = (
-            f" LEFT JOIN (SELECT DISTINCT _raw_nhs_number AS nhs_number FROM _parsed_patients) pk "
-            f"ON pk.nhs_number = {nhs}"
-            f" LEFT JOIN patients pc ON pc.nhs_number = {nhs}"
-        )
     # ``_bad``: the row breaks at least one check. A view for the event tables, read once
     # for its bad rows (``_split_rows``): cheaper than writing tens of millions of
     # raw-and-parsed rows out and reading them back. Patients are a table, as every later
     # table joins them.
     kind = "TABLE" if name == "patients" else "VIEW"
-    violation = any_violation(table, manifest.identifier_kind)
-    con.execute(
-        f"CREATE OR REPLACE TEMP {kind} _parsed_{name} AS SELECT *, ({violation}) "
-        f"AS _bad FROM (SELECT {', '.join(select)} FROM _raw_{name} r{joins})"
-    )
+    sql = parsed_sql(table, present, manifest.identifier_kind, manifest.extract_date)
+    con.execute(f"CREATE OR REPLACE TEMP {kind} _parsed_{name} AS {sql}")
     # The same rows' typed values by a shorter road, right for the rows that break no check
     # (and only those): the clean table is built from it without the checks and joins.
-    clean = ", ".join(
-        f"{clean_expr(col, f'r.{ident(col.name)}', present[col.name])} AS {ident(col.name)}"
-        if col.name in present
-        else f"CAST(NULL AS {duck_type(col)}) AS {ident(col.name)}"
-        for col in table.columns
-    )
-    con.execute(
-        f"CREATE OR REPLACE TEMP VIEW _clean_{name} AS SELECT r._row, {clean} FROM _raw_{name} r"
-    )
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _clean_{name} AS {clean_sql(table, present)}")
 
 
 # --------------------------------------------------------------------------------------

@@ -1,5 +1,15 @@
-"""The contract's rules as DuckDB SQL: how each column's raw text is parsed and checked, how
-rows that break a rule are recorded, and the rejects file that lists them."""
+"""The contract's rules as SQL: how each column's raw text is parsed and checked, how rows that
+break a rule are recorded, and the rejects file that lists them.
+
+The SQL is written once, in DuckDB's dialect, and is portable: DuckDB runs it as written
+(``riskstrat.data.extract``) and Spark runs ``riskstrat.engines.dialect.to_spark`` of the same
+text (``riskstrat.data.spark_extract``). So it uses no DuckDB macro, ``unnest`` or list
+lambda: the check digit is an inline expression (``check_digit_sql``), and each bad row's
+broken checks are one text (``broken_sql``) that each engine splits its own way. The
+relations it reads are named by convention: ``_raw_<table>`` (``_row`` and the source
+columns), ``_parsed_<table>``, ``_bad_<table>``, ``_clean_<table>`` and the clean
+``patients``.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +17,11 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
 from riskstrat.data.contract import (
     GENERIC_RULES,
@@ -23,6 +35,11 @@ from riskstrat.data.contract import (
 from riskstrat.data.duck import ident, sql_path
 
 REJECTS_COLUMNS = ("table", "row_number", "column", "rule", "message")
+#: The table rejects are collected in before they are counted and written.
+REJECTS_TABLE = (
+    "CREATE OR REPLACE TEMP TABLE _rejects ("
+    "table_name VARCHAR, row_number BIGINT, column_name VARCHAR, rule VARCHAR)"
+)
 _NUMBER_PATTERN = r"[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?"
 
 
@@ -81,7 +98,7 @@ def parsed_expr(
         return f"CASE WHEN regexp_full_match({value}, '{PSEUDONYM_PATTERN}') THEN {value} END"
     if col.kind == "nhs_number":
         return (
-            f"CASE WHEN regexp_full_match({value}, '[0-9]{{10}}') AND nhs_check_digit_ok({value}) "
+            f"CASE WHEN regexp_full_match({value}, '[0-9]{{10}}') AND {check_digit_sql(value)} "
             f"THEN {value} END"
         )
     if col.pattern:
@@ -139,7 +156,7 @@ def _generic_checks(
                 col.name,
                 "nhs_number_check_digit",
                 f"{known}regexp_full_match(CAST({raw} AS VARCHAR), '[0-9]{{10}}') "
-                f"AND NOT nhs_check_digit_ok(CAST({raw} AS VARCHAR))",
+                f"AND NOT {check_digit_sql(f'CAST({raw} AS VARCHAR)')}",
             )
             yield col.name, "duplicate_nhs_number", "_nhs_count > 1"
             continue
@@ -172,31 +189,134 @@ def any_violation(table: Table, identifier_kind: IdentifierKind) -> str:
     )
 
 
-def record_rejects(
-    con: duckdb.DuckDBPyConnection, table: Table, identifier_kind: IdentifierKind
-) -> None:
-    """Every (row, column, rule) that is broken goes to _rejects. Only the rows marked
-    ``_bad`` build the list of what they break (building a list for each of 50 million
-    clean rows cost more than the checks)."""
+def broken_sql(table: Table, identifier_kind: IdentifierKind) -> str:
+    """SQL listing each row of ``_bad_<table>`` (``_row``) with the checks it breaks,
+    ``broken``: ``column|rule`` items joined by commas (``split_broken`` reads them). Only the
+    rows marked ``_bad`` (usually few) are read, so the checks run a second time on those
+    alone (building a list for each of 50 million clean rows cost more than the checks)."""
     cases = ", ".join(
         f"CASE WHEN coalesce(({pred}), false) THEN '{col}|{rule}' END"
         for col, rule, pred in _checks(table, identifier_kind)
     )
+    return f"SELECT _row, concat_ws(',', {cases}) AS broken FROM _bad_{table.name}"
+
+
+def record_rejects(
+    con: duckdb.DuckDBPyConnection, table: Table, identifier_kind: IdentifierKind
+) -> None:
+    """Every (row, column, rule) of ``_bad_<table>`` that is broken goes to _rejects."""
     con.execute(
         f"INSERT INTO _rejects SELECT '{table.name}', _row, split_part(v, '|', 1), "
-        f"split_part(v, '|', 2) FROM (SELECT _row, unnest(list_filter([{cases}], "
-        f"lambda x: x IS NOT NULL)) AS v FROM _bad_{table.name})"
+        f"split_part(v, '|', 2) FROM (SELECT _row, unnest(string_split(broken, ',')) AS v "
+        f"FROM ({broken_sql(table, identifier_kind)}))"
     )
 
 
-def create_check_digit_macro(con: duckdb.DuckDBPyConnection) -> None:
-    # Modulus 11 (see riskstrat.nhs_number): weights 10..2; 11 -> 0; 10 -> invalid, which can
-    # never equal a single digit, so the equality below rejects it.
-    terms = " + ".join(f"TRY_CAST(substr(n, {i + 1}, 1) AS INTEGER) * {10 - i}" for i in range(9))
-    con.execute(
-        "CREATE OR REPLACE TEMP MACRO nhs_check_digit_ok(n) AS "
-        f"(11 - ({terms}) % 11) % 11 = TRY_CAST(substr(n, 10, 1) AS INTEGER)"
+def split_broken(table: str, rows: list[tuple[int, str]]) -> pd.DataFrame:
+    """``broken_sql``'s rows, one reject a row (the columns of ``_rejects``)."""
+    items = [(int(row), *item.split("|", 1)) for row, broken in rows for item in broken.split(",")]
+    return pd.DataFrame(
+        {
+            "table_name": pd.Series([table] * len(items), dtype=object),
+            "row_number": pd.Series([i[0] for i in items], dtype="int64"),
+            "column_name": pd.Series([i[1] for i in items], dtype=object),
+            "rule": pd.Series([i[2] for i in items], dtype=object),
+        }
     )
+
+
+def check_digit_sql(value: str) -> str:
+    """SQL true when the 10-digit text ``value`` has a valid Modulus 11 check digit (see
+    riskstrat.nhs_number): weights 10..2; 11 -> 0; 10 -> invalid, which can never equal a
+    single digit, so the equality rejects it. NULL for NULL; callers test the 10-digit shape
+    first."""
+    terms = " + ".join(
+        f"TRY_CAST(substr({value}, {i + 1}, 1) AS INTEGER) * {10 - i}" for i in range(9)
+    )
+    return f"((11 - ({terms}) % 11) % 11 = TRY_CAST(substr({value}, 10, 1) AS INTEGER))"
+
+
+def parsed_sql(
+    table: Table, present: dict[str, str], identifier_kind: IdentifierKind, extract_date: date
+) -> str:
+    """SQL for ``_parsed_<table>``: each row of ``_raw_<table>`` with its raw values, typed
+    values, the context rules need and ``_bad`` (the row breaks at least one check).
+    ``present`` is {column: source type} of the file's columns."""
+    name = table.name
+    select = ["r._row"]
+    for col in table.columns:
+        raw = f"r.{ident(col.name)}" if col.name in present else "CAST(NULL AS VARCHAR)"
+        source_type = present.get(col.name, "VARCHAR")
+        select.append(f"{raw_expr(raw, source_type)} AS {ident('_raw_' + col.name)}")
+        parsed = parsed_expr(col, raw, source_type, identifier_kind)
+        if name != "patients" and col.name == "nhs_number" and col.name in present:
+            # A number equal to an accepted patient's has passed the same checks there; only
+            # the rest (unknown, malformed) are checked digit by digit, which for tens of
+            # millions of event rows was most of the validation time.
+            parsed = f"CASE WHEN pc.nhs_number IS NOT NULL THEN pc.nhs_number ELSE {parsed} END"
+        select.append(f"{parsed} AS {ident(col.name)}")
+    select.append(f"DATE '{extract_date.isoformat()}' AS extract_date")
+    joins = ""
+    if name == "patients":
+        nhs = "NULLIF(r.nhs_number, '')"
+        select.append(
+            f"CASE WHEN {nhs} IS NULL THEN 1 ELSE count(*) OVER (PARTITION BY {nhs}) END "
+            "AS _nhs_count"
+        )
+    else:
+        # Patients as read (any row) and as accepted, to tell unknown from rejected patients.
+        select.append("pk.nhs_number IS NOT NULL AS _patient_known")
+        select.append("pc.nhs_number IS NOT NULL AS _patient_clean")
+        select.append("pc.date_of_birth AS patient_date_of_birth")
+        nhs = "r.nhs_number" if "nhs_number" in present else "NULL"
+        joins = (
+            f" LEFT JOIN (SELECT DISTINCT _raw_nhs_number AS nhs_number FROM _parsed_patients) pk "
+            f"ON pk.nhs_number = {nhs}"
+            f" LEFT JOIN patients pc ON pc.nhs_number = {nhs}"
+        )
+    violation = any_violation(table, identifier_kind)
+    return (
+        f"SELECT *, ({violation}) AS _bad FROM "
+        f"(SELECT {', '.join(select)} FROM _raw_{name} r{joins}) AS p"
+    )
+
+
+def clean_sql(table: Table, present: dict[str, str]) -> str:
+    """SQL for ``_clean_<table>``: the typed values of ``_raw_<table>`` by a shorter road than
+    ``parsed_sql``, right for the rows that break no check (and only those)."""
+    clean = ", ".join(
+        f"{clean_expr(col, f'r.{ident(col.name)}', present[col.name])} AS {ident(col.name)}"
+        if col.name in present
+        else f"CAST(NULL AS {duck_type(col)}) AS {ident(col.name)}"
+        for col in table.columns
+    )
+    return f"SELECT r._row, {clean} FROM _raw_{table.name} r"
+
+
+def clean_rows_sql(table: Table, *, any_bad: bool) -> str:
+    """SQL for the clean table: ``_clean_<table>`` less the rows of ``_bad_<table>``, told apart
+    by row number, so the checks are not evaluated again."""
+    name = table.name
+    cols = ", ".join(ident(c.name) for c in table.columns)
+    where = f" WHERE _row NOT IN (SELECT _row FROM _bad_{name})" if any_bad else ""
+    return f"SELECT {cols} FROM _clean_{name}{where}"
+
+
+def load_rejects(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
+    """Create ``_rejects`` in ``con`` holding ``rows`` (columns as ``REJECTS_TABLE``): rejects
+    found by another engine, counted and written by ``count_rejects`` and ``write_rejects``
+    exactly as DuckDB's own."""
+    con.execute(REJECTS_TABLE)
+    if len(rows):
+        con.register("_rejects_found", rows)
+        try:
+            con.execute(
+                "INSERT INTO _rejects SELECT CAST(table_name AS VARCHAR), "
+                "CAST(row_number AS BIGINT), CAST(column_name AS VARCHAR), CAST(rule AS VARCHAR) "
+                "FROM _rejects_found"
+            )
+        finally:
+            con.unregister("_rejects_found")
 
 
 def count_rejects(con: duckdb.DuckDBPyConnection) -> tuple[list[RuleCount], dict[str, int]]:
