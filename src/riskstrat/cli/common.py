@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -18,6 +19,9 @@ from riskstrat.errors import (
     RiskstratError,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    from riskstrat.config import Settings
 
 #: Progress, warnings and notes: stderr, so that stdout holds only results.
 console = Console(stderr=True)
@@ -33,6 +37,25 @@ def setup() -> None:
     for console_ in (out, console):
         if not console_.is_terminal:  # piped or captured: keep tables whole, not cut at 80
             console_.width = 160
+
+
+#: ``--engine`` on the commands that read an extract (validate, predict, score).
+ENGINE_HELP = (
+    "duckdb (embedded, the default) or spark (Apache Spark: local[*], or "
+    "RISKSTRAT_SPARK_MASTER); default RISKSTRAT_ENGINE. docs/scale.md."
+)
+
+
+def settings_for_engine(engine: str | None) -> Settings:
+    """The settings, with ``--engine`` (when given) in place of ``RISKSTRAT_ENGINE``."""
+    from riskstrat.config import get_settings
+
+    settings = get_settings()
+    if engine is None:
+        return settings
+    if engine not in ("duckdb", "spark"):
+        raise UsageError(f"not an engine: {engine!r}", hint="give --engine duckdb or spark")
+    return settings.model_copy(update={"engine": engine})
 
 
 def parse_date(text: str, option: str) -> date:

@@ -10,7 +10,15 @@ import typer
 from rich.table import Table
 
 from riskstrat.calendar import add_months
-from riskstrat.cli.common import library_errors, out, parse_month_option, progress_bar, setup
+from riskstrat.cli.common import (
+    ENGINE_HELP,
+    library_errors,
+    out,
+    parse_month_option,
+    progress_bar,
+    settings_for_engine,
+    setup,
+)
 from riskstrat.cli.home import require_registry, require_store
 from riskstrat.errors import UsageError
 
@@ -37,6 +45,7 @@ def score(
             "default: the cohorts.yaml shipped with the model."
         ),
     ] = None,
+    engine: Annotated[str | None, typer.Option(help=ENGINE_HELP)] = None,
 ) -> None:
     """Score everyone eligible on the month's first day, explain, build the intervention
     cohorts, and publish the run (staged, then switched in one transaction)."""
@@ -59,7 +68,12 @@ def score(
     require_registry()
     with library_errors(), progress_bar("score") as progress:
         result = run_scoring(
-            data, month=index_date, model_ref=model, cohorts_file=cohorts, progress=progress
+            data,
+            month=index_date,
+            model_ref=model,
+            cohorts_file=cohorts,
+            progress=progress,
+            settings=settings_for_engine(engine),
         )
     sizes = ", ".join(f"{k} {v:,}" for k, v in result.cohort_sizes.items())
     replaced = (

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from riskstrat.config import Settings
 from riskstrat.data.extract import (
@@ -18,6 +19,11 @@ from riskstrat.data.extract import (
 from riskstrat.errors import NotFoundError
 from riskstrat.store import Store
 from riskstrat.store.records import RunInfo
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from riskstrat.data.spark_extract import SparkExtract
 
 #: progress(stage, fraction_done) — the CLI draws it as a bar; None means silent.
 Progress = Callable[[str, float], None] | None
@@ -62,6 +68,19 @@ def open_extract(settings: Settings, extract_dir: Path) -> Extract:
         raise
     extract.database = database
     return extract
+
+
+def open_spark_extract(settings: Settings, extract_dir: Path, spark: SparkSession) -> SparkExtract:
+    """``open_extract`` on Spark: the extract validated by ``validate_extract_spark`` (the
+    same rules, rejects file and limits), its clean tables temp views in ``spark``."""
+    from riskstrat.data.spark_extract import validate_extract_spark
+
+    return validate_extract_spark(
+        spark,
+        extract_dir,
+        max_reject_share=settings.max_reject_share,
+        rejects_path=rejects_path_for(settings, extract_dir),
+    )
 
 
 def published_run(store: Store, month: date) -> RunInfo:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -88,15 +89,8 @@ def score_frame(
     cohort criteria need are carried through."""
     X = features[model.feature_names]
     risk = predict_risk(model.booster, X, model.calibrator)
-    carried = ["nhs_number", "practice_code", "pcn_code"] + [
-        c for c in features.columns if c in COHORT_COLUMNS or c in model.feature_names
-    ]
-    out = features[list(dict.fromkeys(carried))].copy()
+    out = features[carried_columns(model, list(features.columns))].copy()
     out["risk"] = risk
-    # Percentile: the share of the scored population at or below this risk, in percent.
-    out["percentile"] = (pd.Series(risk).rank(method="max", pct=True) * 100).round(2).to_numpy()
-    order = pd.Series(risk).rank(method="first", ascending=False).astype(int).to_numpy()
-    out["rank"] = order
     if reasons:
         explained, sizes = explain_with_contributions(
             model.booster,
@@ -107,6 +101,25 @@ def score_frame(
         )
         out["reasons"] = pd.Series(explained, index=out.index, dtype=object)
         out["contributions"] = pd.Series(sizes, index=out.index, dtype=object)
+    return ranked_scores(out)
+
+
+def carried_columns(model: LoadedModel, columns: Sequence[str]) -> list[str]:
+    """The feature frame's columns a scores frame keeps: identifiers, practice and PCN, the
+    cohort facts and the model's features (which the cohort criteria may read)."""
+    carried = ["nhs_number", "practice_code", "pcn_code"] + [
+        c for c in columns if c in COHORT_COLUMNS or c in model.feature_names
+    ]
+    return list(dict.fromkeys(carried))
+
+
+def ranked_scores(out: pd.DataFrame) -> pd.DataFrame:
+    """``out`` (one row per person, in NHS-number order, with ``risk``) with ``percentile``
+    (the share of the scored population at or below this risk, in percent) and ``rank``
+    (1 = highest; equal risks in row order), highest risk first."""
+    risk = out["risk"].to_numpy()
+    out["percentile"] = (pd.Series(risk).rank(method="max", pct=True) * 100).round(2).to_numpy()
+    out["rank"] = pd.Series(risk).rank(method="first", ascending=False).astype(int).to_numpy()
     return out.sort_values("rank").reset_index(drop=True)
 
 
@@ -117,6 +130,29 @@ def ranking_risks(
     the identifiers ``order`` (the scores' rows); the models loaded; and the names with no
     champion (their lists fall back to admission risk, and the run says so)."""
     risks: dict[str, npt.NDArray[np.float64]] = {}
+    loaded, missing = load_ranking_models(registry, config, list(features.columns))
+    for name, model in loaded.items():
+        risk = predict_risk(model.booster, features[model.feature_names], model.calibrator)
+        risks[name] = in_order(risk, features["nhs_number"], order)
+    return risks, loaded, missing
+
+
+def in_order(
+    values: npt.NDArray[np.float64], people: pd.Series, order: pd.Series
+) -> npt.NDArray[np.float64]:
+    """``values`` (one per person of ``people``) in the order of the identifiers ``order``."""
+    by_person = pd.Series(values, index=people.to_numpy())
+    return np.asarray(by_person.reindex(order.to_numpy()), dtype=np.float64)
+
+
+def load_ranking_models(
+    registry: ModelRegistry, config: CohortConfig, columns: Sequence[str]
+) -> tuple[dict[str, LoadedModel], list[str]]:
+    """The champion of each ``rank_by`` model, and the names with no champion.
+
+    Raises:
+        ConfigError: a champion needs a feature that is not among ``columns``.
+    """
     loaded: dict[str, LoadedModel] = {}
     missing: list[str] = []
     for name in config.ranking_models():
@@ -126,18 +162,15 @@ def ranking_risks(
             _log.warning("no champion of %s: its lists are ranked by admission risk", name)
             missing.append(name)
             continue
-        absent = [f for f in model.feature_names if f not in features.columns]
+        absent = [f for f in model.feature_names if f not in columns]
         if absent:
             raise ConfigError(
                 f"the champion of {name} needs features this version does not build: "
                 f"{', '.join(absent)}",
                 hint=f"retrain {name} with this version of riskstrat",
             )
-        risk = predict_risk(model.booster, features[model.feature_names], model.calibrator)
-        by_person = pd.Series(risk, index=features["nhs_number"].to_numpy())
-        risks[name] = np.asarray(by_person.reindex(order.to_numpy()), dtype=np.float64)
         loaded[name] = model
-    return risks, loaded, missing
+    return loaded, missing
 
 
 def ranking_records(
@@ -213,36 +246,24 @@ def run_scoring(
             )
         model = registry.load(settings.model_name, model_ref)
         report(progress, "validate extract", 0.05)
-        with open_extract(settings, data_dir) as extract:
-            check_as_of(month, extract.extract_date)
-            extract_date = extract.extract_date
-            validation = extract.summary.as_dict()
-            # NHS numbers or pseudonyms (contract version 2): recorded with the run, so every
-            # surface that serves it says which, and no pseudonym is checked as an NHS number.
-            identifier_kind = extract.summary.manifest.identifier_kind
-            report(progress, "build features", 0.2)
-            features = build_features(extract.con, index_dates=[month])
-        check_columns(config, [*features.columns, "risk"])
-        opt_out = features["type1_opt_out"].astype(bool)
-        n_opt_out = int(opt_out.sum())
-        if not settings.publish_type1_opt_outs:
-            features = features.loc[~opt_out].reset_index(drop=True)
-        else:
-            n_opt_out = 0
-        if features.empty:
-            raise DataError(
-                f"nobody is registered and alive on {month.isoformat()}",
-                hint="choose a month the extract's registrations cover",
-            )
-        report(progress, f"score and explain {len(features):,} people", 0.35)
-        scores = score_frame(model, features)
-        report(progress, "build cohorts", 0.8)
-        ranking, ranking_models, ranking_missing = ranking_risks(
-            registry, config, features, scores["nhs_number"]
+        compute = compute_on_spark if settings.engine == "spark" else compute_on_duckdb
+        computed = compute(
+            settings,
+            data_dir,
+            month=month,
+            model=model,
+            registry=registry,
+            config=config,
+            progress=progress,
         )
-        cohorts = build_cohorts(scores, config, ranking)
+        extract_date = computed.extract_date
+        scores, cohorts = computed.scores, computed.cohorts
+        ranking_models, ranking_missing = computed.ranking_models, computed.ranking_missing
+        n_opt_out, identifier_kind = computed.n_opt_out, computed.identifier_kind
+        validation = computed.validation
+        report(progress, "build cohorts", 0.8)
         cohorts["ranking"] = pd.Series(
-            ranking_records(cohorts, config, features, ranking_models),
+            ranking_records(cohorts, config, computed.features, ranking_models),
             index=cohorts.index,
             dtype=object,
         )
@@ -324,6 +345,135 @@ def run_scoring(
         identifier_kind=info.identifier_kind,
         ranking_models={k: f"{m.info.name} {m.info.version}" for k, m in ranking_models.items()},
         ranking_missing=ranking_missing,
+    )
+
+
+@dataclass
+class Computed:
+    """A month's scores and cohorts, computed by one engine, ready to publish."""
+
+    extract_date: date
+    validation: dict[str, Any]
+    identifier_kind: IdentifierKind
+    #: One row per person with every column the scores and the ranking models read.
+    features: pd.DataFrame
+    scores: pd.DataFrame
+    cohorts: pd.DataFrame
+    ranking_models: dict[str, LoadedModel]
+    ranking_missing: list[str]
+    n_opt_out: int
+
+
+def _no_one(month: date) -> DataError:
+    return DataError(
+        f"nobody is registered and alive on {month.isoformat()}",
+        hint="choose a month the extract's registrations cover",
+    )
+
+
+def compute_on_duckdb(
+    settings: Settings,
+    data_dir: Path,
+    *,
+    month: date,
+    model: LoadedModel,
+    registry: ModelRegistry,
+    config: CohortConfig,
+    progress: Progress = None,
+) -> Computed:
+    """Validate, build features, score, explain and select cohorts in embedded DuckDB (the
+    model-sized frame in pandas)."""
+    with open_extract(settings, data_dir) as extract:
+        check_as_of(month, extract.extract_date)
+        extract_date = extract.extract_date
+        validation = extract.summary.as_dict()
+        # NHS numbers or pseudonyms (contract version 2): recorded with the run, so every
+        # surface that serves it says which, and no pseudonym is checked as an NHS number.
+        identifier_kind = extract.summary.manifest.identifier_kind
+        report(progress, "build features", 0.2)
+        features = build_features(extract.con, index_dates=[month])
+    check_columns(config, [*features.columns, "risk"])
+    opt_out = features["type1_opt_out"].astype(bool)
+    n_opt_out = int(opt_out.sum())
+    if not settings.publish_type1_opt_outs:
+        features = features.loc[~opt_out].reset_index(drop=True)
+    else:
+        n_opt_out = 0
+    if features.empty:
+        raise _no_one(month)
+    report(progress, f"score and explain {len(features):,} people", 0.35)
+    scores = score_frame(model, features)
+    ranking, ranking_models, ranking_missing = ranking_risks(
+        registry, config, features, scores["nhs_number"]
+    )
+    return Computed(
+        extract_date=extract_date,
+        validation=validation,
+        identifier_kind=identifier_kind,
+        features=features,
+        scores=scores,
+        cohorts=build_cohorts(scores, config, ranking),
+        ranking_models=ranking_models,
+        ranking_missing=ranking_missing,
+        n_opt_out=n_opt_out,
+    )
+
+
+def compute_on_spark(
+    settings: Settings,
+    data_dir: Path,
+    *,
+    month: date,
+    model: LoadedModel,
+    registry: ModelRegistry,
+    config: CohortConfig,
+    progress: Progress = None,
+) -> Computed:
+    """``compute_on_duckdb`` on Apache Spark (``pipelines.spark_score``): the same values."""
+    from riskstrat.engines.spark import spark_session
+    from riskstrat.features.spark import duckdb_schema
+    from riskstrat.features.sql import features_sql
+    from riskstrat.pipelines.common import open_spark_extract
+    from riskstrat.pipelines.spark_score import score_month_spark
+
+    columns = [name for name, _ in duckdb_schema(features_sql())]
+    check_columns(config, [*columns, "risk"])
+    ranking_models, ranking_missing = load_ranking_models(registry, config, columns)
+    carried = carried_columns(model, columns)
+    carried += [
+        f for m in ranking_models.values() for f in m.feature_names if f not in set(carried)
+    ]
+    carried = list(dict.fromkeys(carried))
+    with spark_session(settings) as spark, open_spark_extract(settings, data_dir, spark) as extract:
+        check_as_of(month, extract.extract_date)
+        report(progress, "build features, score and explain on Spark", 0.2)
+        sparked, n_opt_out = score_month_spark(
+            spark,
+            month=month,
+            model=model,
+            ranking_models=ranking_models,
+            config=config,
+            carried=carried,
+            keep_opt_outs=settings.publish_type1_opt_outs,
+        )
+        extract_date = extract.extract_date
+        validation = extract.summary.as_dict()
+        identifier_kind = extract.summary.manifest.identifier_kind
+    if sparked.scores.empty:
+        raise _no_one(month)
+    # Percentile and rank over the run, on the driver, as the embedded path ranks them (the
+    # cohorts were ranked on Spark and carry the ranking models' risks already).
+    scores = ranked_scores(sparked.scores)
+    return Computed(
+        extract_date=extract_date,
+        validation=validation,
+        identifier_kind=identifier_kind,
+        features=scores,
+        scores=scores,
+        cohorts=sparked.cohorts,
+        ranking_models=ranking_models,
+        ranking_missing=ranking_missing,
+        n_opt_out=n_opt_out,
     )
 
 

@@ -157,6 +157,18 @@ class RunRepository:
         # per-row parameter handling cost more than SQLite's inserts.
         names = ["run_id", *columns]
         encode = [isinstance(table.c[c].type, JSON) for c in columns]
+        if self.engine.dialect.name == "postgresql":
+            # PostgreSQL takes the rows by COPY, its bulk path: a chunk streams in one
+            # statement instead of a parameter set per row.
+            copy = f"COPY {table.name} ({', '.join(names)}) FROM STDIN"
+            for chunk in frame_tuples(frame, columns, chunk_rows, encode):
+                with self.engine.begin() as conn:
+                    raw = conn.connection.driver_connection
+                    assert raw is not None
+                    with raw.cursor() as cursor, cursor.copy(copy) as stream:
+                        for row in chunk:
+                            stream.write_row((run_id, *row))
+            return
         marks = ", ".join([mark(self.engine)] * len(names))
         sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})"
         for chunk in frame_tuples(frame, columns, chunk_rows, encode):
