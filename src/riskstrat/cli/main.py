@@ -39,6 +39,7 @@ for command in (
     data.generate,
     data.validate,
     data.profile,
+    models.sample,
     models.train,
     models.evaluate,
     models.recalibrate,

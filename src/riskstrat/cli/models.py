@@ -13,7 +13,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from riskstrat.cli.common import console, library_errors, out, parse_date, progress_bar, setup
+from riskstrat.cli.common import (
+    ENGINE_HELP,
+    console,
+    library_errors,
+    out,
+    parse_date,
+    progress_bar,
+    settings_for_engine,
+    setup,
+)
 from riskstrat.cli.home import require_registry, sqlite_file
 from riskstrat.errors import NotFoundError
 
@@ -441,6 +450,7 @@ def predict(
     model: Annotated[
         str, typer.Option(help="champion, another alias, or a version number.")
     ] = "champion",
+    engine: Annotated[str | None, typer.Option(help=ENGINE_HELP)] = None,
 ) -> None:
     """Write each eligible person's 90-day risk at a date (type 1 opt-outs left out)."""
     from riskstrat.pipelines.predict import run_predict
@@ -449,5 +459,48 @@ def predict(
     when = parse_date(as_of, "--as-of")
     require_registry()
     with library_errors(), progress_bar("predict") as progress:
-        n = run_predict(data, as_of=when, out=out_file, model_ref=model, progress=progress)
+        n = run_predict(
+            data,
+            as_of=when,
+            out=out_file,
+            model_ref=model,
+            progress=progress,
+            settings=settings_for_engine(engine),
+        )
     out.print(f"wrote {n:,} risks to {out_file}")
+
+
+def sample(
+    data: Annotated[Path, typer.Option("--data", help="Extract folder (the whole population).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Sample extract folder to create.")],
+    fraction: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Share of people to draw.")
+    ] = None,
+    people: Annotated[
+        int | None, typer.Option(min=1, help="About this many people (instead of --fraction).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the draw; same seed, same people.")] = 1,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+    engine: Annotated[str | None, typer.Option(help=ENGINE_HELP)] = None,
+) -> None:
+    """Write a sample of an extract's people, every row of theirs, as an extract to train on
+    (training stays on one machine; on Spark the draw runs where the population is)."""
+    from riskstrat.pipelines.sample import run_sample
+
+    setup()
+    with library_errors(), progress_bar("sample") as progress:
+        result = run_sample(
+            data,
+            out_dir,
+            fraction=fraction,
+            people=people,
+            seed=seed,
+            overwrite=overwrite,
+            settings=settings_for_engine(engine),
+            progress=progress,
+        )
+    out.print(
+        f"wrote a sample of {result.people:,} people ({result.fraction:.4g} of them, seed "
+        f"{result.seed}) to {result.out_dir}: train on it with riskstrat train --data "
+        f"{result.out_dir}"
+    )
