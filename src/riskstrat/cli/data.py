@@ -9,7 +9,16 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
-from riskstrat.cli.common import console, library_errors, out, parse_date, progress_bar, setup
+from riskstrat.cli.common import (
+    ENGINE_HELP,
+    console,
+    library_errors,
+    out,
+    parse_date,
+    progress_bar,
+    settings_for_engine,
+    setup,
+)
 from riskstrat.errors import UsageError
 
 
@@ -104,19 +113,34 @@ def validate(
     max_reject_share: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Stop above this share per table.")
     ] = None,
+    engine: Annotated[str | None, typer.Option(help=ENGINE_HELP)] = None,
 ) -> None:
     """Check an extract against the data contract and write its rejects file."""
-    from riskstrat.config import get_settings
-    from riskstrat.data.extract import TooManyRejectsError, validate_extract
+    from riskstrat.data.extract import TooManyRejectsError, ValidationSummary, validate_extract
     from riskstrat.pipelines.common import rejects_path_for
 
     setup()
-    settings = get_settings()
+    settings = settings_for_engine(engine)
     rejects_path = rejects or rejects_path_for(settings, data)
     share = settings.max_reject_share if max_reject_share is None else max_reject_share
+    summary: ValidationSummary
     try:
-        with validate_extract(data, max_reject_share=share, rejects_path=rejects_path) as extract:
-            summary = extract.summary
+        if settings.engine == "spark":
+            from riskstrat.data.spark_extract import validate_extract_spark
+            from riskstrat.engines.spark import spark_session
+
+            with (
+                spark_session(settings) as spark,
+                validate_extract_spark(
+                    spark, data, max_reject_share=share, rejects_path=rejects_path
+                ) as checked,
+            ):
+                summary = checked.summary
+        else:
+            with validate_extract(
+                data, max_reject_share=share, rejects_path=rejects_path
+            ) as extract:
+                summary = extract.summary
     except TooManyRejectsError as exc:
         _print_validation(exc.summary)  # the counts, then the error and its hint
         raise
@@ -172,17 +196,32 @@ def import_omop_command(
         ),
     ] = "exclude",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing extract.")] = False,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help=ENGINE_HELP + " With spark the source is a folder of CDM tables (Parquet or "
+            "CSV), local or an object-store URI such as s3a://bucket/cdm/."
+        ),
+    ] = None,
 ) -> None:
     """Import an OMOP CDM (v5.3 or v5.4) as a pseudonymous extract, with a mapping report."""
-    from riskstrat.config import get_settings
-    from riskstrat.data.omop import import_omop
+    from contextlib import ExitStack
+
+    from riskstrat.data.omop import check_spark_source, import_omop
 
     setup()
     if hospital_records not in ("exclude", "include"):
         raise UsageError("--hospital-records must be exclude or include")
-    settings = get_settings()
+    settings = settings_for_engine(engine)
     when = parse_date(extract_date, "--extract-date") if extract_date else None
-    with progress_bar("import") as progress:
+    with ExitStack() as stack:
+        spark = None
+        if settings.engine == "spark":
+            from riskstrat.engines.spark import spark_session
+
+            check_spark_source(source)  # before Spark takes seconds to start
+            spark = stack.enter_context(spark_session(settings))
+        progress = stack.enter_context(progress_bar("import"))
         result = import_omop(
             source,
             out_dir,
@@ -200,6 +239,8 @@ def import_omop_command(
             memory_limit=settings.duckdb_memory_limit,
             threads=settings.duckdb_threads,
             progress=progress,
+            engine="spark" if settings.engine == "spark" else "duckdb",
+            spark=spark,
         )
     report = result.report
     persons = report["persons"]

@@ -7,5 +7,6 @@ report that accounts for every row read.
 """
 
 from riskstrat.data.omop.importer import ImportResult, import_omop
+from riskstrat.data.omop.spark_source import check_spark_source
 
-__all__ = ["ImportResult", "import_omop"]
+__all__ = ["ImportResult", "check_spark_source", "import_omop"]

@@ -4,6 +4,10 @@ The work is DuckDB SQL over the CDM (never a Python loop over rows) in a scratch
 is deleted afterwards. The extract is written as Parquet into a hidden sibling folder,
 validated there, and only then renamed into place, so a failed import leaves nothing that
 looks like an extract. The source is only ever read.
+
+With ``engine="spark"`` the same SQL runs on Apache Spark (``spark_con.SparkConnection``, a
+folder of CDM tables opened by ``spark_source``); the written extract is validated by DuckDB
+either way.
 """
 
 from __future__ import annotations
@@ -15,13 +19,15 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
+import pyarrow.parquet as pq
 
 from riskstrat.data.codelist import CodelistSet, load_codelists
 from riskstrat.data.contract import (
@@ -35,10 +41,16 @@ from riskstrat.data.errors import ExtractError
 from riskstrat.data.files import check_plain_file, replace_folder, scan_csv
 from riskstrat.data.omop import mapping, report
 from riskstrat.data.omop.source import CdmSource, open_source
+from riskstrat.data.omop.spark_con import Connection, SparkConnection
+from riskstrat.data.omop.spark_source import check_spark_source, open_on_spark
 from riskstrat.data.omop.vocab import map_drugs, resolve_codelists
 from riskstrat.errors import AlreadyExistsError
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 Progress = Callable[[str, float], None]
+Engine = Literal["duckdb", "spark"]
 REPORT_JSON = "mapping-report.json"
 REPORT_MD = "mapping-report.md"
 #: The hint of a failure caused by the import's options rather than the CDM's data.
@@ -79,6 +91,8 @@ def import_omop(
     memory_limit: str | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    engine: Engine = "duckdb",
+    spark: SparkSession | None = None,
 ) -> ImportResult:
     """Import an OMOP CDM into a contract extract (version 2, pseudonymous identifiers).
 
@@ -99,8 +113,13 @@ def import_omop(
             visit's activity, not GP conditions or observations) or ``include``.
         overwrite: replace an existing extract at ``out``.
         scratch_dir: where the scratch database and any copies of a PostgreSQL source go.
-        memory_limit, threads: DuckDB settings.
+        memory_limit, threads: DuckDB settings (also for validating the written extract,
+            which DuckDB does on either engine).
         progress: ``callback(stage, fraction)``.
+        engine: ``duckdb`` (embedded) or ``spark``: the same SQL run on Spark (a folder of
+            CDM tables only, local or at a URI Spark reads; see docs/omop.md).
+        spark: the session for ``engine="spark"``; by default one is started from the
+            settings and stopped afterwards.
 
     Raises:
         ExtractError: anything about the source, the site map, the lookup or the codelists
@@ -124,19 +143,36 @@ def import_omop(
     lists = load_codelists(codelists)
     previous = _previous_report(out)
     scratch = Path(scratch_dir) if scratch_dir is not None else Path.cwd()
-    from riskstrat.data.extract import connect, remove_database, scratch_database
+    if engine not in ("duckdb", "spark"):
+        raise ExtractError(f"not an engine: {engine!r} (duckdb or spark)", hint=_OPTIONS_HINT)
+    from riskstrat.data.extract import connect, remove_database
 
-    database = scratch_database(scratch)
-    con = connect(
-        memory_limit=memory_limit, threads=threads, temp_directory=scratch, database=database
-    )
+    stack = ExitStack()
+    database: Path | None = None
+    con: Connection
+    if engine == "spark":
+        check_spark_source(str(source))
+        if spark is None:
+            from riskstrat.engines.spark import spark_session
+
+            spark = stack.enter_context(spark_session())
+        con = SparkConnection(spark)
+    else:
+        from riskstrat.data.extract import scratch_database
+
+        database = scratch_database(scratch)
+        con = connect(
+            memory_limit=memory_limit, threads=threads, temp_directory=scratch, database=database
+        )
     cdm: CdmSource | None = None
     tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(6)}"
     try:
         report_progress("open", 0.0)
+        opened = open_on_spark(con, str(source)) if isinstance(con, SparkConnection) else None
         cdm = open_source(
-            str(source), con=con, schema=schema, cdm_version=cdm_version, scratch_dir=scratch
-        )
+            str(source), con=con, schema=schema, cdm_version=cdm_version, scratch_dir=scratch,
+            opened=opened,
+        )  # fmt: skip
         d, date_from = _extract_date(con, extract_date)
         if sites is not None:
             _load_site_map(con, sites)
@@ -201,6 +237,7 @@ def import_omop(
             warnings.append(f"no site map: everyone is in practice {practice_code}, PCN {pcn_code}")
         if imd is None:
             warnings.append("no IMD lookup: imd_decile is missing for everyone")
+        reasons = report.drop_reasons(con)
         full = {
             "riskstrat_version": _version(),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -225,9 +262,9 @@ def import_omop(
                 "drug_concepts": drugs.drug_concepts,
                 "drug_concepts_with_ingredients": drugs.with_ingredients,
             },
-            "persons": report.persons(con, sites=practices, imd=imd is not None),
-            "source_tables": report.source_tables(con, cdm.present),
-            "contract_tables": report.contract_tables(con, rows),
+            "persons": report.persons(con, sites=practices, imd=imd is not None, reasons=reasons),
+            "source_tables": report.source_tables(con, cdm.present, reasons),
+            "contract_tables": report.contract_tables(con, rows, reasons),
             "activity": report.activity_rules(con),
             "codes": report.codes(con),
             "rules": RULES + [f"records linked to hospital visits: {hospital_records}"],
@@ -246,7 +283,9 @@ def import_omop(
             cdm.close()
         else:
             con.close()
-        remove_database(database)
+        if database is not None:
+            remove_database(database)
+        stack.close()
     return ImportResult(
         out_dir=out, extract_date=d, rows=rows, report=full, seconds=time.perf_counter() - t0
     )
@@ -288,7 +327,7 @@ RULES = [
 ]
 
 
-def _write_tables(con: duckdb.DuckDBPyConnection, folder: Path) -> dict[str, int]:
+def _write_tables(con: Connection, folder: Path) -> dict[str, int]:
     rows: dict[str, int] = {}
     for table in TABLE_ORDER:
         path = folder / f"{table}.parquet"
@@ -296,9 +335,7 @@ def _write_tables(con: duckdb.DuckDBPyConnection, folder: Path) -> dict[str, int
             f"COPY ({mapping.OUTPUT_SQL[table]}) TO '{_q(str(path))}' "
             "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)"
         )
-        rows[table] = int(
-            con.execute(f"SELECT count(*) FROM read_parquet('{_q(str(path))}')").fetchall()[0][0]
-        )
+        rows[table] = pq.ParquetFile(path).metadata.num_rows
     return rows
 
 
@@ -326,7 +363,7 @@ def _validate(
     return {"rows_read": summary.rows_read, "rows_rejected": summary.rows_rejected}
 
 
-def _extract_date(con: duckdb.DuckDBPyConnection, given: date | None) -> tuple[date, str]:
+def _extract_date(con: Connection, given: date | None) -> tuple[date, str]:
     if given is not None:
         return given, "given"
     latest = con.execute("SELECT max(observation_period_end_date) FROM cdm_observation_period")
@@ -338,9 +375,7 @@ def _extract_date(con: duckdb.DuckDBPyConnection, given: date | None) -> tuple[d
     return value + timedelta(days=1), "the day after the latest observation period ends"
 
 
-def _read_lookup(
-    con: duckdb.DuckDBPyConnection, path: Path, name: str, columns: tuple[str, ...]
-) -> None:
+def _read_lookup(con: Connection, path: Path, name: str, columns: tuple[str, ...]) -> None:
     """Read a small CSV file (site map, IMD lookup) into the temp table ``name``, as text."""
     if not path.is_file() and not os.path.lexists(path):
         raise ExtractError("file not found", file=str(path))
@@ -351,15 +386,21 @@ def _read_lookup(
     if missing:
         raise ExtractError(f"needs a column {missing[0]}", file=str(path), column=missing[0])
     spec = "{" + ", ".join(f"'{h}': 'VARCHAR'" for h in header) + "}"
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT row_number() OVER () + 1 AS line, * "
+    sql = (
+        f"SELECT row_number() OVER () + 1 AS line, * "
         f"FROM read_csv('{_q(str(path))}', header = true, columns = {spec}, auto_detect = false,"
         " strict_mode = true, quote = '\"', escape = '\"')"
     )
+    if isinstance(con, duckdb.DuckDBPyConnection):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+        return
+    # A small file: read by DuckDB here, then handed to the engine as a table.
+    with duckdb.connect() as local:
+        con.register(name, local.sql(sql).to_arrow_table())
 
 
 def _check_shapes(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     path: Path,
     table: str,
     patterns: dict[str, str],
@@ -379,10 +420,9 @@ def _check_shapes(
         raise ExtractError(message, file=str(path), line=int(bad[0][0]), column=str(bad[0][1]))
 
 
-def _load_site_map(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+def _load_site_map(con: Connection, path: Path) -> None:
     """``site_map(care_site_id, practice_code, pcn_code)`` from the site map file; rows keyed
     by ``care_site_source_value`` are looked up in the CDM's care_site table."""
-    con.execute("CREATE OR REPLACE TEMP TABLE site_file AS SELECT 1")
     _read_lookup(con, path, "site_file", ("practice_code", "pcn_code"))
     cols = [r[0] for r in con.execute("DESCRIBE site_file").fetchall()]
     if "care_site_id" not in cols and "care_site_source_value" not in cols:
@@ -416,7 +456,7 @@ def _load_site_map(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         )
 
 
-def _load_imd(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+def _load_imd(con: Connection, path: Path) -> None:
     _read_lookup(con, path, "imd_file", ("lsoa_code", "imd_decile"))
     _check_shapes(
         con,

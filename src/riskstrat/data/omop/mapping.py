@@ -47,10 +47,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal
 
-import duckdb
-
 from riskstrat.data.contract import ICD10_PATTERN, LSOA_PATTERN
 from riskstrat.data.omop import concepts as C
+from riskstrat.data.omop.spark_con import Connection
 
 #: Records linked to a hospital visit (inpatient, A&E, outpatient): "exclude" (default) keeps
 #: them out of conditions and observations, which in the contract are the GP record.
@@ -77,7 +76,7 @@ AFTER = "dated on or after the extract date"
 NO_PERSON = "person not imported"
 
 
-def match_events(con: duckdb.DuckDBPyConnection) -> None:
+def match_events(con: Connection) -> None:
     """Create ``ev`` (the four event tables as one view) and ``ev_match``: each event record
     and contract code it matches, through its concept, its source concept or its source
     value."""
@@ -124,7 +123,7 @@ def match_events(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def build_activity(con: duckdb.DuckDBPyConnection, extract_date: date) -> None:
+def build_activity(con: Connection, extract_date: date) -> None:
     """``visit_map`` (every visit, its setting or none) and ``cand_activity``, as views (a
     copy of tens of millions of visits cost more than reading them again); needs
     ``kept_person`` for dates of birth."""
@@ -234,7 +233,7 @@ def build_activity(con: duckdb.DuckDBPyConnection, extract_date: date) -> None:
 
 
 def build_patients(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     extract_date: date,
     *,
     sites: Literal["map", "single"],
@@ -380,7 +379,7 @@ def build_patients(
     )
 
 
-def summarise(con: duckdb.DuckDBPyConnection) -> None:
+def summarise(con: Connection) -> None:
     """``sum_activity`` and ``sum_medications``: the big candidate views counted once by
     everything the report needs, so the report never reads them again."""
     con.execute(
@@ -401,9 +400,7 @@ def summarise(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def build_events(
-    con: duckdb.DuckDBPyConnection, extract_date: date, *, hospital_records: HospitalRecords
-) -> None:
+def build_events(con: Connection, extract_date: date, *, hospital_records: HospitalRecords) -> None:
     """``cand_conditions``, ``cand_medications`` and ``cand_observations`` (needs
     ``kept_person``, ``visit_map``, ``ev_match`` and ``drug_map``)."""
     d = _date(extract_date)

@@ -11,11 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from riskstrat.data.errors import ExtractError
 from riskstrat.data.files import check_plain_file
 from riskstrat.data.omop.mapping import EVENT_TABLES
+from riskstrat.data.omop.spark_con import Connection
 
 #: How many unmapped concepts, and matched concepts per contract code, the report lists.
 TOP_N = 15
@@ -33,12 +32,22 @@ _EVENT_CONCEPT = {
 }
 
 
-def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[Any, ...]]:
+def _rows(con: Connection, sql: str) -> list[tuple[Any, ...]]:
     return con.execute(sql).fetchall()
 
 
-def _one(con: duckdb.DuckDBPyConnection, sql: str) -> int:
-    return int(_rows(con, sql)[0][0] or 0)
+def _scalars(con: Connection, queries: dict[str, str]) -> dict[str, int]:
+    """Each query's single number (NULL is 0), all in one statement: on Spark one job, its
+    scalar subqueries run side by side, instead of a job per number."""
+    names = list(queries)
+    select = ", ".join(f"({queries[n]}) AS c{i}" for i, n in enumerate(names))
+    (row,) = _rows(con, f"SELECT {select}")
+    return {n: int(v or 0) for n, v in zip(names, row, strict=True)}
+
+
+def _by_count(pairs: Any) -> dict[str, int]:
+    """(key, n) pairs as a dict, most first (ties by key)."""
+    return dict(sorted(((str(k), int(n)) for k, n in pairs), key=lambda kv: (-kv[1], kv[0])))
 
 
 #: Where each contract table's candidates are counted: the big ones from their summaries
@@ -52,126 +61,150 @@ _COUNTS = {
 }
 
 
-def _reasons(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, int]:
-    return {
-        str(r): int(n)
-        for r, n in _rows(
-            con,
-            f"SELECT drop_reason, sum(n) FROM ({_COUNTS[table]}) WHERE drop_reason IS NOT NULL "
-            "GROUP BY 1 ORDER BY 2 DESC, 1",
+def drop_reasons(con: Connection) -> dict[str, dict[str, int]]:
+    """For each contract table, the candidates left out by reason (most first), in one
+    query."""
+    parts = " UNION ALL ".join(
+        f"SELECT '{table}' AS t, drop_reason, sum(n) AS n FROM ({sql}) "
+        "WHERE drop_reason IS NOT NULL GROUP BY 2"
+        for table, sql in _COUNTS.items()
+    )
+    found: dict[str, list[tuple[str, int]]] = {table: [] for table in _COUNTS}
+    for table, reason, n in _rows(con, parts):
+        found[str(table)].append((str(reason), int(n)))
+    return {table: _by_count(pairs) for table, pairs in found.items()}
+
+
+def _top_concepts(con: Connection, queries: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Each query gives (concept_id, rows); its ``TOP_N`` concepts, most first, with each
+    concept's name and vocabulary (all queries in one statement)."""
+    parts = " UNION ALL ".join(
+        f"SELECT * FROM (SELECT '{key}' AS k, t.concept_id, t.n, c.concept_name, "
+        f"c.vocabulary_id, c.concept_code FROM ({sql}) t(concept_id, n) "
+        "LEFT JOIN cdm_concept c ON c.concept_id = t.concept_id "
+        f"ORDER BY t.n DESC, t.concept_id LIMIT {TOP_N})"
+        for key, sql in queries.items()
+    )
+    rows = sorted(_rows(con, parts), key=lambda r: (str(r[0]), -int(r[2]), r[1] is None, r[1] or 0))
+    out: dict[str, list[dict[str, Any]]] = {key: [] for key in queries}
+    for key, cid, n, name, vocab, code in rows:
+        out[str(key)].append(
+            {
+                "concept_id": int(cid) if cid is not None else None,
+                "concept_name": name if cid not in (None, 0) else "no matching concept",
+                "vocabulary_id": vocab,
+                "concept_code": code,
+                "rows": int(n),
+            }
         )
+    return out
+
+
+def _used_sql(table: str) -> str:
+    """The ids of a CDM event table's records the mapping used."""
+    used_sql = f"SELECT rid FROM ev_match WHERE src = '{table}'"
+    if table == "condition_occurrence":
+        used_sql += (
+            " UNION SELECT c.condition_occurrence_id FROM cdm_condition_occurrence c "
+            "WHERE c.visit_occurrence_id IS NOT NULL "
+            "AND (c.condition_status_concept_id = 32902 "
+            "OR c.condition_type_concept_id = 44786627)"
+        )
+    return used_sql
+
+
+_NO_INGREDIENT = "drop_reason = 'no ingredient found for the drug'"
+_OTHER_TABLES = ("location", "care_site", "concept", "concept_ancestor", "concept_relationship")
+
+
+def source_tables(
+    con: Connection, present: dict[str, list[str]], reasons: dict[str, dict[str, int]]
+) -> dict[str, Any]:
+    """Rows read, mapped and unmapped for every CDM table the mapping reads (``reasons``:
+    ``drop_reasons``)."""
+    queries = {
+        "persons": "SELECT count(*) FROM cdm_person",
+        "kept": "SELECT count(*) FROM cand_patients WHERE drop_reason IS NULL",
+        "periods": "SELECT count(*) FROM cdm_observation_period",
+        "used": "SELECT count(*) FROM kept_person",
+        "deaths": "SELECT count(*) FROM cdm_death",
+        "used_deaths": "SELECT count(*) FROM cand_patients WHERE drop_reason IS NULL AND "
+        "date_of_death IS NOT NULL",
+        "after": "SELECT count(*) FROM cand_patients WHERE drop_reason IS NULL AND "
+        "death_after_extract",
+        "visits": "SELECT sum(n) FROM sum_activity",
+        "mapped_visits": "SELECT sum(n) FROM sum_activity WHERE setting IS NOT NULL",
+        "drugs": "SELECT sum(n) FROM sum_medications",
+        "unmapped_drugs": f"SELECT sum(n) FROM sum_medications WHERE {_NO_INGREDIENT}",
     }
-
-
-def _top_concepts(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
-    """``sql`` gives (concept_id, rows); adds each concept's name and vocabulary."""
-    return [
+    for table in EVENT_TABLES:
+        queries[f"{table}.read"] = f"SELECT count(*) FROM cdm_{table}"
+        queries[f"{table}.mapped"] = f"SELECT count(*) FROM ({_used_sql(table)})"
+    for table in _OTHER_TABLES:
+        queries[f"{table}.read"] = f"SELECT count(*) FROM cdm_{table}"
+    n = _scalars(con, queries)
+    top = _top_concepts(
+        con,
         {
-            "concept_id": int(cid) if cid is not None else None,
-            "concept_name": name if cid not in (None, 0) else "no matching concept",
-            "vocabulary_id": vocab,
-            "concept_code": code,
-            "rows": int(n),
-        }
-        for cid, n, name, vocab, code in _rows(
-            con,
-            f"SELECT t.concept_id, t.n, c.concept_name, c.vocabulary_id, c.concept_code "
-            f"FROM ({sql}) t(concept_id, n) LEFT JOIN cdm_concept c ON c.concept_id = t.concept_id "
-            f"ORDER BY t.n DESC, t.concept_id LIMIT {TOP_N}",
-        )
-    ]
-
-
-def source_tables(con: duckdb.DuckDBPyConnection, present: dict[str, list[str]]) -> dict[str, Any]:
-    """Rows read, mapped and unmapped for every CDM table the mapping reads."""
+            "visit_occurrence": "SELECT visit_concept_id, sum(n) FROM sum_activity "
+            "WHERE setting IS NULL GROUP BY 1",
+            **{
+                table: f"SELECT {_EVENT_CONCEPT[table]}, count(*) FROM cdm_{table} t "
+                f"WHERE {_EVENT_ID[table]} NOT IN ({_used_sql(table)}) GROUP BY 1"
+                for table in EVENT_TABLES
+            },
+            "drug_exposure": "SELECT drug_concept_id, sum(n) FROM sum_medications "
+            f"WHERE {_NO_INGREDIENT} GROUP BY 1",
+        },
+    )
     out: dict[str, Any] = {}
-    persons = _one(con, "SELECT count(*) FROM cdm_person")
-    kept = _one(con, "SELECT count(*) FROM cand_patients WHERE drop_reason IS NULL")
-    out["person"] = {"rows_read": persons, "mapped": kept, "unmapped": persons - kept,
-                     "unmapped_by_reason": _reasons(con, "patients")}  # fmt: skip
-    periods = _one(con, "SELECT count(*) FROM cdm_observation_period")
-    used = _one(con, "SELECT count(*) FROM kept_person")
+    out["person"] = {"rows_read": n["persons"], "mapped": n["kept"],
+                     "unmapped": n["persons"] - n["kept"],
+                     "unmapped_by_reason": reasons["patients"]}  # fmt: skip
     out["observation_period"] = {
-        "rows_read": periods,
-        "mapped": used,
-        "unmapped": periods - used,
+        "rows_read": n["periods"],
+        "mapped": n["used"],
+        "unmapped": n["periods"] - n["used"],
         "note": "one period per person is the registration: the latest that starts before "
         "the extract date; earlier periods, later ones and those of people not imported "
         "are not used",
     }
-    deaths = _one(con, "SELECT count(*) FROM cdm_death")
-    used_deaths = _one(
-        con,
-        "SELECT count(*) FROM cand_patients WHERE drop_reason IS NULL AND date_of_death "
-        "IS NOT NULL",
-    )
-    after = _one(
-        con,
-        "SELECT count(*) FROM cand_patients WHERE drop_reason IS NULL AND death_after_extract",
-    )
-    out["death"] = {"rows_read": deaths, "mapped": used_deaths, "unmapped": deaths - used_deaths,
-                    "after_extract_date": after}  # fmt: skip
-    visits = _one(con, "SELECT sum(n) FROM sum_activity")
-    mapped_visits = _one(con, "SELECT sum(n) FROM sum_activity WHERE setting IS NOT NULL")
+    out["death"] = {"rows_read": n["deaths"], "mapped": n["used_deaths"],
+                    "unmapped": n["deaths"] - n["used_deaths"],
+                    "after_extract_date": n["after"]}  # fmt: skip
     out["visit_occurrence"] = {
-        "rows_read": visits,
-        "mapped": mapped_visits,
-        "unmapped": visits - mapped_visits,
-        "top_unmapped_concepts": _top_concepts(
-            con,
-            "SELECT visit_concept_id, sum(n) FROM sum_activity WHERE setting IS NULL GROUP BY 1",
-        ),
+        "rows_read": n["visits"],
+        "mapped": n["mapped_visits"],
+        "unmapped": n["visits"] - n["mapped_visits"],
+        "top_unmapped_concepts": top["visit_occurrence"],
     }
     for table in EVENT_TABLES:
-        read = _one(con, f"SELECT count(*) FROM cdm_{table}")
-        used_sql = f"SELECT rid FROM ev_match WHERE src = '{table}'"
-        if table == "condition_occurrence":
-            used_sql += (
-                " UNION SELECT c.condition_occurrence_id FROM cdm_condition_occurrence c "
-                "WHERE c.visit_occurrence_id IS NOT NULL "
-                "AND (c.condition_status_concept_id = 32902 "
-                "OR c.condition_type_concept_id = 44786627)"
-            )
-        mapped = _one(con, f"SELECT count(*) FROM ({used_sql})")
-        out[table] = {
-            "rows_read": read,
-            "mapped": mapped,
-            "unmapped": read - mapped,
-            "top_unmapped_concepts": _top_concepts(
-                con,
-                f"SELECT {_EVENT_CONCEPT[table]}, count(*) FROM cdm_{table} t "
-                f"WHERE {_EVENT_ID[table]} NOT IN ({used_sql}) GROUP BY 1",
-            ),
-        }
-    drugs = _one(con, "SELECT sum(n) FROM sum_medications")
-    unmapped_drugs = _one(
-        con,
-        "SELECT sum(n) FROM sum_medications WHERE drop_reason = 'no ingredient found for the drug'",
-    )
+        read, mapped = n[f"{table}.read"], n[f"{table}.mapped"]
+        out[table] = {"rows_read": read, "mapped": mapped, "unmapped": read - mapped,
+                      "top_unmapped_concepts": top[table]}  # fmt: skip
     out["drug_exposure"] = {
-        "rows_read": drugs,
-        "mapped": drugs - unmapped_drugs,
-        "unmapped": unmapped_drugs,
-        "top_unmapped_concepts": _top_concepts(
-            con,
-            "SELECT drug_concept_id, sum(n) FROM sum_medications "
-            "WHERE drop_reason = 'no ingredient found for the drug' GROUP BY 1",
-        ),
+        "rows_read": n["drugs"],
+        "mapped": n["drugs"] - n["unmapped_drugs"],
+        "unmapped": n["unmapped_drugs"],
+        "top_unmapped_concepts": top["drug_exposure"],
     }
-    for table in ("location", "care_site", "concept", "concept_ancestor", "concept_relationship"):
-        out[table] = {"rows_read": _one(con, f"SELECT count(*) FROM cdm_{table}")}
+    for table in _OTHER_TABLES:
+        out[table] = {"rows_read": n[f"{table}.read"]}
     for table, info in out.items():
         info["present"] = table in present
     return out
 
 
-def contract_tables(con: duckdb.DuckDBPyConnection, written: dict[str, int]) -> dict[str, Any]:
+def contract_tables(
+    con: Connection, written: dict[str, int], reasons: dict[str, dict[str, int]]
+) -> dict[str, Any]:
     """For each contract table: candidate rows, dropped by reason, rows written."""
+    candidates = _scalars(con, {t: f"SELECT sum(n) FROM ({sql})" for t, sql in _COUNTS.items()})
     out: dict[str, Any] = {}
     for table in ("patients", "activity", "conditions", "medications", "observations"):
         out[table] = {
-            "candidates": _one(con, f"SELECT sum(n) FROM ({_COUNTS[table]})"),
-            "dropped": _reasons(con, table),
+            "candidates": candidates[table],
+            "dropped": reasons[table],
             "written": written[table],
         }
     out["conditions"]["note"] = (
@@ -181,52 +214,77 @@ def contract_tables(con: duckdb.DuckDBPyConnection, written: dict[str, int]) -> 
     return out
 
 
-def persons(con: duckdb.DuckDBPyConnection, *, sites: str, imd: bool) -> dict[str, Any]:
-    kept = "FROM cand_patients WHERE drop_reason IS NULL"
+def persons(
+    con: Connection, *, sites: str, imd: bool, reasons: dict[str, dict[str, int]]
+) -> dict[str, Any]:
+    """The persons read and kept, and the rules their values came from (one query over the
+    kept persons, counted here)."""
+    read = _scalars(con, {"read": "SELECT count(*) FROM cdm_person"})["read"]
+    rows = _rows(
+        con,
+        """
+        SELECT dob_rule, sex, ethnicity_rule,
+               coalesce(CAST(type1_opt_out AS VARCHAR), 'not recorded') AS opt_out,
+               lsoa_code IS NOT NULL AS lsoa, imd_decile IS NOT NULL AS imd,
+               coalesce(periods > 1, false) AS periods, count(*) AS n
+        FROM cand_patients WHERE drop_reason IS NULL
+        GROUP BY 1, 2, 3, 4, 5, 6, 7
+        """,
+    )
 
-    def counts(column: str) -> dict[str, int]:
-        return {
-            str(k): int(n)
-            for k, n in _rows(con, f"SELECT {column}, count(*) {kept} GROUP BY 1 ORDER BY 2 DESC")
-        }
+    def counts(column: int) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for row in rows:
+            found[str(row[column])] = found.get(str(row[column]), 0) + int(row[-1])
+        return _by_count(found.items())
+
+    def where(column: int) -> int:
+        return sum(int(row[-1]) for row in rows if row[column])
 
     return {
-        "read": _one(con, "SELECT count(*) FROM cdm_person"),
-        "kept": _one(con, f"SELECT count(*) {kept}"),
-        "dropped": _reasons(con, "patients"),
-        "date_of_birth_from": counts("dob_rule"),
-        "sex": counts("sex"),
-        "ethnicity_from": counts("ethnicity_rule"),
-        "with_lsoa": _one(con, f"SELECT count(lsoa_code) {kept}"),
-        "with_imd_decile": _one(con, f"SELECT count(imd_decile) {kept}"),
+        "read": read,
+        "kept": sum(int(row[-1]) for row in rows),
+        "dropped": reasons["patients"],
+        "date_of_birth_from": counts(0),
+        "sex": counts(1),
+        "ethnicity_from": counts(2),
+        "with_lsoa": where(4),
+        "with_imd_decile": where(5),
         "imd_lookup": imd,
         "practices": sites,
-        "more_than_one_observation_period": _one(con, f"SELECT count(*) {kept} AND periods > 1"),
-        "type1_opt_out": counts("coalesce(CAST(type1_opt_out AS VARCHAR), 'not recorded')"),
+        "more_than_one_observation_period": where(6),
+        "type1_opt_out": counts(3),
     }
 
 
-def activity_rules(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+def activity_rules(con: Connection) -> dict[str, Any]:
     kept = "FROM sum_activity WHERE drop_reason IS NULL"
+    n = _scalars(
+        con,
+        {
+            "dx": f"SELECT sum(n) {kept} AND dx_not_icd10",
+            "dna": f"SELECT sum(n) {kept} AND not_attended",
+        },
+    )
     return {
         "settings": {
             str(k): int(n)
             for k, n in _rows(con, f"SELECT setting, sum(n) {kept} GROUP BY 1 ORDER BY 1")
         },
-        "admission_method_from": {
-            f"{m} ({r})": int(n)
+        "admission_method_from": _by_count(
+            (f"{m} ({r})", n)
             for m, r, n in _rows(
                 con,
                 f"SELECT admission_method, method_rule, sum(n) {kept} "
-                "AND setting = 'inpatient' GROUP BY 1, 2 ORDER BY 3 DESC",
+                "AND setting = 'inpatient' GROUP BY 1, 2",
             )
-        },
-        "primary_diagnosis_not_icd10": _one(con, f"SELECT sum(n) {kept} AND dx_not_icd10"),
-        "did_not_attend": _one(con, f"SELECT sum(n) {kept} AND not_attended"),
+        ),
+        "primary_diagnosis_not_icd10": n["dx"],
+        "did_not_attend": n["dna"],
     }
 
 
-def codes(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+def codes(con: Connection) -> dict[str, Any]:
     """For every contract code: records kept, and the concepts that matched, most first (one
     grouped query per table, not one per code)."""
     out: dict[str, Any] = {}

@@ -27,6 +27,7 @@ import duckdb
 
 from riskstrat.data.errors import ExtractError
 from riskstrat.data.files import check_plain_file, scan_csv
+from riskstrat.data.omop.spark_con import Connection, SparkConnection
 
 CdmVersion = str  # "5.3" or "5.4"
 
@@ -149,7 +150,7 @@ _VERSION = re.compile(r"v?(5)\.([34])(\.[0-9]+)*", re.IGNORECASE)
 class CdmSource:
     """An opened CDM: views ``cdm_<table>`` in ``con``, and what was found."""
 
-    con: duckdb.DuckDBPyConnection
+    con: Connection
     kind: str  # "duckdb", "folder" or "postgresql"
     description: str  # where it came from, without credentials
     present: dict[str, list[str]]  # table -> its columns (lower case), for tables found
@@ -172,19 +173,28 @@ class CdmSource:
 def open_source(
     source: str,
     *,
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     schema: str | None = None,
     cdm_version: str | None = None,
     scratch_dir: Path | None = None,
+    opened: tuple[str, str, dict[str, list[str]]] | None = None,
 ) -> CdmSource:
     """Open ``source`` read-only and create the ``cdm_<table>`` views in ``con``.
+
+    ``opened``: the raw views are already made (on Spark, by ``spark_source.open_on_spark``):
+    their (kind, description, table -> lower-case columns).
 
     Raises:
         ExtractError: the source cannot be found or opened, a required table or column is
             missing, or the CDM version is not 5.3 or 5.4.
     """
     scratch: Path | None = None
-    if re.match(r"postgres(ql)?(\+\w+)?://", source):
+    if opened is not None:
+        kind, description, found = opened
+    elif isinstance(con, SparkConnection):
+        raise ExtractError("on Spark the CDM is opened by spark_source.open_on_spark")
+    elif re.match(r"postgres(ql)?(\+\w+)?://", source):
+        assert isinstance(con, duckdb.DuckDBPyConnection)
         scratch = Path(tempfile.mkdtemp(prefix="riskstrat-omop-", dir=scratch_dir))
         try:
             raw, description = _copy_postgres(source, schema, scratch)
@@ -194,6 +204,7 @@ def open_source(
             shutil.rmtree(scratch, ignore_errors=True)
             raise
     else:
+        assert isinstance(con, duckdb.DuckDBPyConnection)
         path = Path(source)
         if path.is_dir():
             kind, description = "folder", f"folder {path}"
@@ -207,13 +218,14 @@ def open_source(
                 "postgresql:// URL)",
                 file=source,
             )
-    found = {
-        str(name).removeprefix("cdm_raw_"): [str(c).lower() for c in cols]
-        for name, cols in con.execute(
-            "SELECT table_name, list(column_name ORDER BY column_index) FROM duckdb_columns() "
-            "WHERE table_name LIKE 'cdm_raw_%' GROUP BY table_name"
-        ).fetchall()
-    }
+    if opened is None:
+        found = {
+            str(name).removeprefix("cdm_raw_"): [str(c).lower() for c in cols]
+            for name, cols in con.execute(
+                "SELECT table_name, list(column_name ORDER BY column_index) FROM duckdb_columns() "
+                "WHERE table_name LIKE 'cdm_raw_%' GROUP BY table_name"
+            ).fetchall()
+        }
     cdm = CdmSource(con=con, kind=kind, description=description, present=found, _scratch=scratch)
     try:
         for table in REQUIRED_TABLES:
@@ -314,7 +326,7 @@ def _delimiter(path: Path) -> str:
 
 
 def _version(
-    con: duckdb.DuckDBPyConnection, found: dict[str, list[str]], given: str | None
+    con: Connection, found: dict[str, list[str]], given: str | None
 ) -> tuple[CdmVersion, str]:
     if given is not None:
         match = _VERSION.fullmatch(given.strip())
@@ -379,12 +391,23 @@ def _typed_view(cdm: CdmSource, table: str, columns: tuple[_Col, ...]) -> None:
 def _cast(expr: str, sql_type: str) -> str:
     if sql_type == "DATE":
         # CSV dates come as 2026-01-31 or (Athena) 20260131; typed sources as DATE/TIMESTAMP.
+        # The second form is cut into the first's shape (Spark has no strptime).
+        text = f"CAST({expr} AS VARCHAR)"
         return (
             f"coalesce(TRY_CAST({expr} AS DATE), "
-            f"TRY_CAST(try_strptime(CAST({expr} AS VARCHAR), '%Y%m%d') AS DATE))"
+            f"CASE WHEN regexp_full_match({text}, '[0-9]{{8}}') THEN TRY_CAST("
+            f"substr({text}, 1, 4) || '-' || substr({text}, 5, 2) || '-' || "
+            f"substr({text}, 7, 2) AS DATE) END)"
         )
     if sql_type == "VARCHAR":
         return f"NULLIF(CAST({expr} AS VARCHAR), '')"
+    if sql_type in ("BIGINT", "INTEGER"):
+        # Ids written from a frame with gaps can read 123.0: DuckDB's cast reads that as
+        # 123, Spark's gives NULL, so both read what is left through a double.
+        return (
+            f"coalesce(TRY_CAST({expr} AS {sql_type}), "
+            f"TRY_CAST(TRY_CAST({expr} AS DOUBLE) AS {sql_type}))"
+        )
     return f"TRY_CAST({expr} AS {sql_type})"
 
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import duckdb
 import pandas as pd
 
 from riskstrat.data.codelist import PREFIX_VOCABULARIES, CodelistSet
 from riskstrat.data.contract import DRUG_CLASSES
+from riskstrat.data.omop.spark_con import Connection
 
 #: How far descendants are followed through concept_relationship when concept_ancestor is
 #: empty (SNOMED's deepest clinical hierarchies are about this deep).
@@ -39,7 +39,7 @@ class VocabularyInfo:
     concepts_per_list: dict[str, int] = field(default_factory=dict)
 
 
-def resolve_codelists(con: duckdb.DuckDBPyConnection, codelists: CodelistSet) -> VocabularyInfo:
+def resolve_codelists(con: Connection, codelists: CodelistSet) -> VocabularyInfo:
     """Create ``cl_entry``, ``cl_concept`` and ``cl_value`` (see the module docstring)."""
     entries = pd.DataFrame(
         [
@@ -88,12 +88,8 @@ def resolve_codelists(con: duckdb.DuckDBPyConnection, codelists: CodelistSet) ->
         FROM cl_entry e JOIN concept c
           ON e.prefix AND c.vocabulary_id IN ('ICD10', 'ICD10CM')
          AND left(c.norm, length(e.norm)) = e.norm
-        """
-    )
-    # A listed concept id stands in for a code the CDM's concept table does not hold.
-    con.execute(
-        """
-        INSERT INTO cl_listed
+        -- A listed concept id stands in for a code the CDM's concept table does not hold.
+        UNION ALL
         SELECT DISTINCT e.listed_id, e.list_table, e.list_code, e.descendants AND NOT e.prefix,
                e.value, e.vocabulary_id, e.concept_code
         FROM cl_entry e
@@ -103,10 +99,10 @@ def resolve_codelists(con: duckdb.DuckDBPyConnection, codelists: CodelistSet) ->
                             AND c.concept_code = e.concept_code)
         """
     )
-    missing = con.execute(
+    missing: dict[str, list[tuple[str, str]]] = {}
+    for key, vocabulary, code in con.execute(
         """
-        SELECT e.list_table || '/' || e.list_code, list(e.vocabulary_id || ' ' || e.concept_code
-                                                     ORDER BY e.vocabulary_id, e.concept_code)
+        SELECT e.list_table || '/' || e.list_code, e.vocabulary_id, e.concept_code
         FROM cl_entry e
         WHERE NOT EXISTS (SELECT 1 FROM cl_listed l WHERE l.vocabulary_id = e.vocabulary_id
                             AND l.concept_code = e.concept_code AND l.list_code = e.list_code
@@ -114,12 +110,13 @@ def resolve_codelists(con: duckdb.DuckDBPyConnection, codelists: CodelistSet) ->
           AND NOT (e.prefix AND EXISTS (SELECT 1 FROM cl_listed l
                     WHERE l.list_code = e.list_code AND l.list_table = e.list_table
                       AND l.vocabulary_id IN ('ICD10', 'ICD10CM')))
-        GROUP BY 1 ORDER BY 1
         """
-    ).fetchall()
-    info.listed_codes_not_in_cdm = {str(k): [str(x) for x in v] for k, v in missing}
-    descendants = _descendants_sql(ancestors, relationships)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE cl_descendant AS {descendants}")
+    ).fetchall():
+        missing.setdefault(str(key), []).append((str(vocabulary), str(code)))
+    info.listed_codes_not_in_cdm = {
+        k: [f"{v} {c}" for v, c in sorted(missing[k])] for k in sorted(missing)
+    }
+    _descendants(con, ancestors, relationships)
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE cl_concept AS
@@ -147,18 +144,24 @@ def resolve_codelists(con: duckdb.DuckDBPyConnection, codelists: CodelistSet) ->
     return info
 
 
-def _descendants_sql(ancestors: bool, relationships: bool) -> str:
-    """(ancestor_id, descendant_id) pairs below each listed concept."""
+def _descendants(con: Connection, ancestors: bool, relationships: bool) -> None:
+    """``cl_descendant(ancestor_id, descendant_id)``: pairs below each listed concept."""
     if ancestors:
-        return """
-        SELECT DISTINCT a.ancestor_concept_id AS ancestor_id,
-               a.descendant_concept_id AS descendant_id
-        FROM cdm_concept_ancestor a
-        WHERE a.ancestor_concept_id IN (SELECT concept_id FROM cl_listed WHERE descendants)
-        """
-    if relationships:
-        return f"""
-        WITH RECURSIVE edge AS (
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE cl_descendant AS
+            SELECT DISTINCT a.ancestor_concept_id AS ancestor_id,
+                   a.descendant_concept_id AS descendant_id
+            FROM cdm_concept_ancestor a
+            WHERE a.ancestor_concept_id IN (SELECT concept_id FROM cl_listed WHERE descendants)
+            """
+        )
+    elif relationships:
+        walk(
+            con,
+            "cl_descendant",
+            start="SELECT concept_id, concept_id FROM cl_listed WHERE descendants",
+            edges="""
             SELECT concept_id_1 AS parent, concept_id_2 AS child FROM cdm_concept_relationship
             WHERE relationship_id = 'Subsumes'
             UNION
@@ -168,24 +171,53 @@ def _descendants_sql(ancestors: bool, relationships: bool) -> str:
             -- ATC classes reach their RxNorm ingredients through 'ATC - RxNorm' rows
             SELECT concept_id_1, concept_id_2 FROM cdm_concept_relationship
             WHERE relationship_id LIKE 'ATC - RxNorm%'
-        ),
-        walk(ancestor_id, descendant_id, depth) AS (
-            SELECT concept_id, concept_id, 0 FROM cl_listed WHERE descendants
-            UNION
-            SELECT w.ancestor_id, e.child, w.depth + 1
-            FROM walk w JOIN edge e ON e.parent = w.descendant_id
-            WHERE w.depth < {MAX_RELATIONSHIP_DEPTH}
+            """,
+            max_depth=MAX_RELATIONSHIP_DEPTH,
         )
-        SELECT DISTINCT ancestor_id, descendant_id FROM walk
-        """
-    return (
-        "SELECT CAST(NULL AS BIGINT) AS ancestor_id, CAST(NULL AS BIGINT) AS descendant_id "
-        "WHERE false"
+    else:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE cl_descendant AS SELECT CAST(NULL AS BIGINT) AS "
+            "ancestor_id, CAST(NULL AS BIGINT) AS descendant_id WHERE false"
+        )
+
+
+def walk(con: Connection, name: str, *, start: str, edges: str, max_depth: int) -> None:
+    """``name(ancestor_id, descendant_id)``: the pairs ``start`` gives and, for each, every
+    concept reachable from its ``descendant_id`` through ``edges(parent, child)`` in at most
+    ``max_depth`` steps. A breadth-first walk, one query per step, each step only the pairs
+    not reached before: the same pairs as a recursive UNION, in a form Spark also runs (its
+    recursive queries take UNION ALL only, which follows every path again)."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name}_edge AS {edges}")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {name}_0 AS SELECT DISTINCT * FROM ({start}) "
+        "s(ancestor_id, descendant_id)"
     )
+    levels = [f"{name}_0"]
+    for depth in range(1, max_depth + 1):
+        seen = " UNION ALL ".join(f"SELECT * FROM {t}" for t in levels)
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE {name}_{depth} AS
+            SELECT DISTINCT w.ancestor_id, e.child AS descendant_id
+            FROM {levels[-1]} w JOIN {name}_edge e ON e.parent = w.descendant_id
+            EXCEPT SELECT * FROM ({seen})
+            """
+        )
+        levels.append(f"{name}_{depth}")
+        if not _has_rows(con, levels[-1]):
+            break
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {name} AS "
+        + " UNION ALL ".join(f"SELECT * FROM {t}" for t in levels)
+    )
+    for table in [*levels, f"{name}_edge"]:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
-def _has_rows(con: duckdb.DuckDBPyConnection, view: str) -> bool:
-    return bool(con.execute(f"SELECT EXISTS (SELECT 1 FROM {view})").fetchall()[0][0])
+def _has_rows(con: Connection, view: str) -> bool:
+    return bool(
+        con.execute(f"SELECT count(*) > 0 FROM (SELECT 1 FROM {view} LIMIT 1)").fetchall()[0][0]
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -200,7 +232,7 @@ class DrugInfo:
     combinations_used: dict[str, int] = field(default_factory=dict)
 
 
-def map_drugs(con: duckdb.DuckDBPyConnection, codelists: CodelistSet) -> DrugInfo:
+def map_drugs(con: Connection, codelists: CodelistSet) -> DrugInfo:
     """Create ``drug_map(drug_concept_id, medicine, drug_class)`` for every drug concept in
     ``cdm_drug_exposure`` that has at least one ingredient.
 
@@ -228,17 +260,18 @@ def map_drugs(con: duckdb.DuckDBPyConnection, codelists: CodelistSet) -> DrugInf
         """
         source = "concept_ancestor"
     else:
-        pairs = f"""
-        WITH RECURSIVE step(drug_concept_id, concept_id, depth) AS (
-            SELECT drug_concept_id, drug_concept_id, 0 FROM drug_concept
-            UNION
-            SELECT s.drug_concept_id, r.concept_id_2, s.depth + 1
-            FROM step s JOIN cdm_concept_relationship r ON r.concept_id_1 = s.concept_id
-            WHERE r.relationship_id IN ('Maps to', 'Consists of', 'RxNorm has ing')
-              AND s.depth < 3
+        walk(
+            con,
+            "drug_walk",
+            start="SELECT drug_concept_id, drug_concept_id FROM drug_concept",
+            edges="SELECT concept_id_1 AS parent, concept_id_2 AS child "
+            "FROM cdm_concept_relationship "
+            "WHERE relationship_id IN ('Maps to', 'Consists of', 'RxNorm has ing')",
+            max_depth=3,
         )
-        SELECT DISTINCT s.drug_concept_id, s.concept_id AS ingredient_id
-        FROM step s JOIN cdm_concept i ON i.concept_id = s.concept_id
+        pairs = f"""
+        SELECT DISTINCT s.ancestor_id AS drug_concept_id, s.descendant_id AS ingredient_id
+        FROM drug_walk s JOIN cdm_concept i ON i.concept_id = s.descendant_id
          AND i.concept_class_id = 'Ingredient' AND i.vocabulary_id IN ({vocab})
         """
         source = "concept_relationship"
@@ -286,7 +319,7 @@ def map_drugs(con: duckdb.DuckDBPyConnection, codelists: CodelistSet) -> DrugInf
     return info
 
 
-def _ingredient_classes(con: duckdb.DuckDBPyConnection, ancestors: bool) -> dict[int, set[str]]:
+def _ingredient_classes(con: Connection, ancestors: bool) -> dict[int, set[str]]:
     """Ingredient concept id -> the contract classes whose lists cover it. ATC classes cover
     the ingredients below them (ingredients only: never the ingredients of a combination
     product filed under the class)."""
