@@ -60,6 +60,7 @@ def test_the_wheel_has_one_top_level_name_and_every_resource(tmp_path):
         "riskstrat/store/migrations/env.py",
         "riskstrat/modelling/_mlflow_pyfunc.py",
         "riskstrat/py.typed",
+        "riskstrat/engines/log4j2.properties",
     ):
         assert needed in names, needed
     assert any(n.startswith("riskstrat/data/codelists/") for n in names)

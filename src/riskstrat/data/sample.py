@@ -17,7 +17,8 @@ import hashlib
 import json
 import secrets
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,13 +96,25 @@ def _parquet_rows(path: Path) -> int:
         con.close()
 
 
-def _target(out: Path, overwrite: bool) -> Path:
+@contextmanager
+def _writing(
+    out: Path, manifest: Manifest, fraction: float, seed: int, overwrite: bool
+) -> Iterator[tuple[Path, dict[str, int]]]:
+    """A hidden folder beside ``out`` for the tables, and the rows written per table; the
+    manifest is added and the folder renamed to ``out`` at the end (removed on failure)."""
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise AlreadyExistsError(f"{out} exists and is not empty", hint="pass --overwrite")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(6)}"
     tmp.mkdir()
-    return tmp
+    rows: dict[str, int] = {}
+    try:
+        yield tmp, rows
+        (tmp / "manifest.json").write_text(_manifest(manifest, rows, fraction, seed), "utf-8")
+        replace_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_sample_duckdb(
@@ -117,11 +130,9 @@ def write_sample_duckdb(
     check_fraction(fraction)
     ids = con.execute("SELECT nhs_number FROM patients").df()["nhs_number"].astype(str)
     kept = pd.DataFrame({"nhs_number": ids[draws(ids, seed=seed) < fraction].to_numpy()})
-    tmp = _target(out, overwrite)
-    rows: dict[str, int] = {}
+    con.register("_sampled_ids", kept)
     try:
-        con.register("_sampled_ids", kept)
-        try:
+        with _writing(out, manifest, fraction, seed, overwrite) as (tmp, rows):
             for table in TABLE_ORDER:
                 path = tmp / f"{table}.parquet"
                 con.execute(
@@ -130,13 +141,8 @@ def write_sample_duckdb(
                     f"TO '{sql_path(path)}' (FORMAT parquet, COMPRESSION zstd)"
                 )
                 rows[table] = _parquet_rows(path)
-        finally:
-            con.unregister("_sampled_ids")
-        (tmp / "manifest.json").write_text(_manifest(manifest, rows, fraction, seed), "utf-8")
-        replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    finally:
+        con.unregister("_sampled_ids")
     return SampleResult(out, rows["patients"], rows, fraction, seed)
 
 
@@ -163,25 +169,19 @@ def write_sample_spark(
     schema = StructType([StructField("nhs_number", StringType())])
     kept: DataFrame = spark.table("patients").select("nhs_number").mapInPandas(keep, schema)  # type: ignore[arg-type]
     kept = kept.persist()
-    tmp = _target(out, overwrite)
-    rows: dict[str, int] = {}
     try:
-        for table in TABLE_ORDER:
-            part_dir = tmp / f".{table}.parts"
-            sampled = spark.table(table).join(kept.hint("broadcast"), "nhs_number", "left_semi")
-            columns = spark.table(table).columns
-            sampled.select(*columns).orderBy("nhs_number").coalesce(1).write.option(
-                "compression", "zstd"
-            ).parquet(str(part_dir))
-            (part,) = sorted(part_dir.glob("part-*.parquet"))
-            part.replace(tmp / f"{table}.parquet")
-            shutil.rmtree(part_dir)
-            rows[table] = _parquet_rows(tmp / f"{table}.parquet")
-        (tmp / "manifest.json").write_text(_manifest(manifest, rows, fraction, seed), "utf-8")
-        replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with _writing(out, manifest, fraction, seed, overwrite) as (tmp, rows):
+            for table in TABLE_ORDER:
+                part_dir = tmp / f".{table}.parts"
+                sampled = spark.table(table).join(kept.hint("broadcast"), "nhs_number", "left_semi")
+                columns = spark.table(table).columns
+                sampled.select(*columns).orderBy("nhs_number").coalesce(1).write.option(
+                    "compression", "zstd"
+                ).parquet(str(part_dir))
+                (part,) = sorted(part_dir.glob("part-*.parquet"))
+                part.replace(tmp / f"{table}.parquet")
+                shutil.rmtree(part_dir)
+                rows[table] = _parquet_rows(tmp / f"{table}.parquet")
     finally:
         kept.unpersist()
     return SampleResult(out, rows["patients"], rows, fraction, seed)

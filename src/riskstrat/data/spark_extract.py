@@ -68,7 +68,7 @@ from riskstrat.data.rules import (
     write_rejects,
 )
 from riskstrat.engines.dialect import to_spark
-from riskstrat.engines.spark import redact
+from riskstrat.engines.spark import is_spark_error, redact
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -268,7 +268,7 @@ def _load_table(
         )
         accepted = clean.count()
     except Exception as exc:
-        if not _is_spark_error(exc):
+        if not is_spark_error(exc):
             raise
         kind = "CSV" if fmt == "csv" else "Parquet"
         raise ExtractError(f"cannot be read as {kind} ({redact(exc)})", file=str(path)) from None
@@ -359,14 +359,3 @@ def _read_parquet(spark: SparkSession, path: Path, known: list[str]) -> DataFram
 def _col(name: str) -> str:
     """A column name quoted for Spark SQL."""
     return "`" + name.replace("`", "``") + "`"
-
-
-def _is_spark_error(exc: BaseException) -> bool:
-    """An error from Spark's JVM (PySpark's exceptions, or py4j's)."""
-    try:
-        from py4j.protocol import Py4JError
-        from pyspark.errors import PySparkException
-    except ImportError:  # pragma: no cover - only reached with PySpark installed
-        return False
-    errors: tuple[type[BaseException], ...] = (PySparkException, Py4JError)
-    return isinstance(exc, errors)

@@ -20,6 +20,7 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,10 +51,14 @@ def _pyspark() -> Any:
 
 def spark_conf(settings: Settings, local_dir: Path) -> dict[str, str]:
     """The configuration riskstrat starts Spark with (see docs/scale.md for each)."""
-    return {
+    log4j = resources.files("riskstrat.engines").joinpath("log4j2.properties")
+    conf = {
         "spark.master": settings.spark_master,
         "spark.app.name": "riskstrat",
         "spark.driver.memory": settings.spark_driver_memory,
+        # A run's scores come to the driver to be published (one ICB's people); the default
+        # 1 GB cap on a result is below what a million people's reasons take.
+        "spark.driver.maxResultSize": settings.spark_driver_memory,
         "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
         # Dates are calendar dates: never shifted by the machine's time zone.
         "spark.sql.session.timeZone": "UTC",
@@ -66,7 +71,13 @@ def spark_conf(settings: Settings, local_dir: Path) -> dict[str, str]:
         # broadcasting small sides keeps the event tables from being shuffled twice.
         "spark.sql.autoBroadcastJoinThreshold": str(64 * 1024 * 1024),
         "spark.sql.adaptive.enabled": "true",
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{log4j}",
     }
+    if settings.spark_master.startswith("local"):
+        # Local mode serves nobody else: the driver listens on the loopback address only.
+        conf["spark.driver.bindAddress"] = "127.0.0.1"
+        conf["spark.driver.host"] = "127.0.0.1"
+    return conf
 
 
 @contextmanager
@@ -113,6 +124,16 @@ def _quiet_pandas_notices() -> None:
     noise for users."""
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
     warnings.filterwarnings("ignore", message="The copy keyword is deprecated", module="pyspark")
+
+
+def is_spark_error(exc: BaseException) -> bool:
+    """An error from Spark's JVM (PySpark's exceptions, or py4j's)."""
+    try:
+        from py4j.protocol import Py4JError
+        from pyspark.errors import PySparkException
+    except ImportError:  # pragma: no cover - only reached with PySpark installed
+        return False
+    return isinstance(exc, (PySparkException, Py4JError))
 
 
 def redact(exc: BaseException) -> str:

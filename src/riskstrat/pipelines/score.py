@@ -429,7 +429,8 @@ def compute_on_spark(
     config: CohortConfig,
     progress: Progress = None,
 ) -> Computed:
-    """``compute_on_duckdb`` on Apache Spark (``pipelines.spark_score``): the same values."""
+    """``compute_on_duckdb`` on Apache Spark (``pipelines.spark_score``): the same values;
+    only the run's scores (not every feature) come to the driver."""
     from riskstrat.engines.spark import spark_session
     from riskstrat.features.spark import duckdb_schema
     from riskstrat.features.sql import features_sql
@@ -439,11 +440,10 @@ def compute_on_spark(
     columns = [name for name, _ in duckdb_schema(features_sql())]
     check_columns(config, [*columns, "risk"])
     ranking_models, ranking_missing = load_ranking_models(registry, config, columns)
-    carried = carried_columns(model, columns)
-    carried += [
-        f for m in ranking_models.values() for f in m.feature_names if f not in set(carried)
-    ]
-    carried = list(dict.fromkeys(carried))
+    # What the driver needs of the features: what publishing stores and the criteria read
+    # (the cohorts themselves are selected on Spark).
+    needed = {"nhs_number", "practice_code", "pcn_code", *COHORT_COLUMNS, *config.columns()}
+    carried = [c for c in columns if c in needed]
     with spark_session(settings) as spark, open_spark_extract(settings, data_dir, spark) as extract:
         check_as_of(month, extract.extract_date)
         report(progress, "build features, score and explain on Spark", 0.2)
@@ -468,7 +468,7 @@ def compute_on_spark(
         extract_date=extract_date,
         validation=validation,
         identifier_kind=identifier_kind,
-        features=scores,
+        features=sparked.ranked_features,
         scores=scores,
         cohorts=sparked.cohorts,
         ranking_models=ranking_models,

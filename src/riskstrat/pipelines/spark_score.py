@@ -97,12 +97,14 @@ def _score_batches(
 @dataclass
 class SparkScores:
     """A month scored on Spark, on the driver: ``scores`` as ``score.score_frame`` returns
-    them (before percentile and rank), each ranking model's risk in the scores' row order,
-    and the cohorts as ``select.build_cohorts`` returns them."""
+    them (before percentile and rank; only the columns publishing reads), each ranking
+    model's risk in the scores' row order, the cohorts as ``select.build_cohorts`` returns
+    them, and the features of the people a ranking model ranks (for its reasons)."""
 
     scores: pd.DataFrame
     ranking: dict[str, npt.NDArray[np.float64]]
     cohorts: pd.DataFrame
+    ranked_features: pd.DataFrame
 
 
 def score_month_spark(
@@ -116,7 +118,11 @@ def score_month_spark(
     keep_opt_outs: bool,
 ) -> tuple[SparkScores, int]:
     """Features, scores, reasons and cohorts for ``month`` on Spark (the contract tables are
-    temp views in ``spark``); and how many type 1 opt-outs were left out."""
+    temp views in ``spark``); and how many type 1 opt-outs were left out.
+
+    ``carried``: the feature columns the scores keep (identifiers, practice and PCN, the
+    cohort facts, what the criteria read); only these and the scores come to the driver,
+    with the features of the people on lists another model ranks."""
     features = build_features_spark(spark, index_dates=[month])
     features = features.persist()
     try:
@@ -132,6 +138,7 @@ def score_month_spark(
         finally:
             spark.catalog.dropTempView(SCORES_VIEW)
             scored.unpersist()
+        ranked = _ranked_features(spark, features, cohorts, config, ranking_models)
     finally:
         features.unpersist()
     frame = frame.sort_values("nhs_number", kind="stable").reset_index(drop=True)
@@ -147,7 +154,31 @@ def score_month_spark(
     # Arrow hands each column over as a block of its own; one consolidation now saves the
     # columns added later (percentile, rank) a fragmented frame.
     frame = frame.copy()
-    return SparkScores(scores=frame, ranking=ranking, cohorts=cohorts), int(n_opt_out)
+    scores = SparkScores(scores=frame, ranking=ranking, cohorts=cohorts, ranked_features=ranked)
+    return scores, int(n_opt_out)
+
+
+def _ranked_features(
+    spark: SparkSession,
+    features: DataFrame,
+    cohorts: pd.DataFrame,
+    config: CohortConfig,
+    ranking_models: dict[str, LoadedModel],
+) -> pd.DataFrame:
+    """The features the ranking models read, for the people on the lists they rank: their
+    reasons are worded on the driver, as the embedded path words them."""
+    keys = [
+        k
+        for k, i in config.interventions.items()
+        if i.rank_by and i.rank_by.model in ranking_models
+    ]
+    columns = list(dict.fromkeys(f for m in ranking_models.values() for f in m.feature_names))
+    people = cohorts.loc[cohorts["intervention"].isin(keys), "nhs_number"].drop_duplicates()
+    if not columns or people.empty:
+        return pd.DataFrame({"nhs_number": pd.Series([], dtype=str)})
+    wanted = spark.createDataFrame(pd.DataFrame({"nhs_number": people.astype(str).to_numpy()}))
+    chosen = features.join(wanted.hint("broadcast"), "nhs_number", "left_semi")
+    return chosen.select("nhs_number", *columns).toPandas()
 
 
 def _scored(

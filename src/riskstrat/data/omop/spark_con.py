@@ -37,7 +37,7 @@ import duckdb
 import pandas as pd
 
 from riskstrat.engines.dialect import to_spark
-from riskstrat.engines.spark import redact
+from riskstrat.engines.spark import is_spark_error, redact
 from riskstrat.errors import RiskstratError
 
 if TYPE_CHECKING:
@@ -234,16 +234,6 @@ def _run(action: Any) -> Any:
         if not is_spark_error(exc):
             raise
         raise SparkSqlError(f"Spark could not run the import's SQL ({redact(exc)})") from None
-
-
-def is_spark_error(exc: BaseException) -> bool:
-    """An error from Spark's JVM (PySpark's exceptions, or py4j's)."""
-    try:
-        from py4j.protocol import Py4JError
-        from pyspark.errors import PySparkException
-    except ImportError:  # pragma: no cover - only reached with PySpark installed
-        return False
-    return isinstance(exc, (PySparkException, Py4JError))
 
 
 def bind_parameters(sql: str, parameters: object) -> str:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from riskstrat.data.errors import ExtractError
 from riskstrat.data.files import CsvScan, scan_csv
 from riskstrat.data.omop.source import CDM_COLUMNS, _delimiter, _folder_files
-from riskstrat.data.omop.spark_con import SparkConnection, SparkSqlError, is_spark_error
-from riskstrat.engines.spark import redact
+from riskstrat.data.omop.spark_con import SparkConnection, SparkSqlError
+from riskstrat.engines.spark import is_spark_error, redact
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
