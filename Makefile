@@ -12,6 +12,9 @@ STAMP := $(VENV)/.riskstrat-installed
 
 export RISKSTRAT_HOME ?= $(CURDIR)/.riskstrat
 export UV_PYTHON_DOWNLOADS := never
+# Where validate, features, predict, score and cohorts run in the demos: duckdb (embedded) or
+# spark (Apache Spark in local mode; make demo ENGINE=spark). Training stays on one machine.
+ENGINE ?= duckdb
 DEMO_PATIENTS ?= 20000
 DEMO_SEED ?= 1
 DEMO_EXTRACT := $(RISKSTRAT_HOME)/demo/extract-$(DEMO_PATIENTS)-seed$(DEMO_SEED)
@@ -22,6 +25,15 @@ DEMO_KEYS := $(RISKSTRAT_HOME)/demo/keys
 OMOP_HOME := $(RISKSTRAT_HOME)/omop-demo
 OMOP_CDM := $(OMOP_HOME)/cdm-$(DEMO_PATIENTS)-seed$(DEMO_SEED)
 OMOP_EXTRACT := $(OMOP_HOME)/extract-$(DEMO_PATIENTS)-seed$(DEMO_SEED)
+# Spark reads a CDM as a folder of tables (CSV here); DuckDB reads the CDM's DuckDB file.
+ifeq ($(ENGINE),spark)
+OMOP_CDM := $(OMOP_HOME)/cdm-csv-$(DEMO_PATIENTS)-seed$(DEMO_SEED)
+OMOP_LAYOUT := csv
+OMOP_SOURCE := $(OMOP_CDM)/cdm
+else
+OMOP_LAYOUT := duckdb
+OMOP_SOURCE := $(OMOP_CDM)/cdm.duckdb
+endif
 
 .PHONY: help install demo demo-omop test test-fast browser bench lint format docs smoke serve mlflow-ui clean
 
@@ -34,16 +46,18 @@ $(STAMP): pyproject.toml uv.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	@# Compiled now, once: where PYTHONDONTWRITEBYTECODE is set, every process would
 	@# otherwise compile mlflow, numba and the rest again (seconds per command).
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --inexact --compile-bytecode --python $(BIN)/python
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --inexact --extra spark --compile-bytecode --python $(BIN)/python
 	@touch $@
 
 install: $(STAMP) ## create .venv and install riskstrat from uv.lock
 
-demo: $(STAMP) ## make the home, generate 20,000 people, train and promote the admission and mortality models, score three months, monitor, validate externally, recalibrate, make demo keys, serve the API
+demo demo-omop: export RISKSTRAT_ENGINE = $(ENGINE)
+demo: $(STAMP) ## (ENGINE=spark: on Apache Spark) make the home, generate 20,000 people, train and promote the admission and mortality models, score three months, monitor, validate externally, recalibrate, make demo keys, serve the API
 	$(BIN)/riskstrat init
 	@if [ ! -f "$(DEMO_EXTRACT)/manifest.json" ]; then \
 	  $(BIN)/riskstrat generate --out "$(DEMO_EXTRACT)" --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --oracle; \
 	fi
+	@echo "engine: $(ENGINE) (validate, predict and score; training stays on one machine)"
 	$(BIN)/riskstrat validate "$(DEMO_EXTRACT)"
 	$(BIN)/riskstrat train --data "$(DEMO_EXTRACT)"
 	$(BIN)/riskstrat promote
@@ -77,10 +91,10 @@ demo: $(STAMP) ## make the home, generate 20,000 people, train and promote the a
 
 demo-omop: $(STAMP) ## the demo from an OMOP CDM: generate the population as a CDM 5.4, import it (pseudonymous), train, promote, score, serve
 	RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat init
-	@if [ ! -f "$(OMOP_CDM)/cdm.duckdb" ]; then \
-	  $(BIN)/riskstrat generate --out "$(OMOP_CDM)" --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --format omop; \
+	@if [ ! -e "$(OMOP_SOURCE)" ]; then \
+	  $(BIN)/riskstrat generate --out "$(OMOP_CDM)" --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --format omop --omop-layout $(OMOP_LAYOUT); \
 	fi
-	RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat import omop --source "$(OMOP_CDM)/cdm.duckdb" \
+	RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat import omop --source "$(OMOP_SOURCE)" \
 	  --sites "$(OMOP_CDM)/site_map.csv" --imd "$(OMOP_CDM)/imd_lookup.csv" --out "$(OMOP_EXTRACT)" --overwrite
 	@echo "mapping report: $(OMOP_EXTRACT)/mapping-report.md"
 	RISKSTRAT_HOME="$(OMOP_HOME)" $(BIN)/riskstrat validate "$(OMOP_EXTRACT)"
