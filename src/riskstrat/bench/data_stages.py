@@ -51,22 +51,97 @@ def _generate(args: dict[str, Any], out: Path, fmt: str, *, oracle: bool) -> tup
     return summary, time.perf_counter() - started
 
 
+def population_sizes(patients: int) -> list[int]:
+    """The populations a bench of ``patients`` people is generated as: one while it fits the
+    synthetic NHS number range, else k = ceil(N / 909,091) of N/k people each (the first
+    N mod k one more), to be combined into one pseudonymous extract."""
+    from riskstrat.nhs_number import SYNTHETIC_NHS_CAPACITY
+
+    k = max(1, math.ceil(patients / SYNTHETIC_NHS_CAPACITY))
+    return [patients // k + (1 if i < patients % k else 0) for i in range(k)]
+
+
 def stage_generate(args: dict[str, Any]) -> dict[str, Any]:
+    """The bench's population as one extract. Beyond the synthetic NHS number range
+    (909,091 people) it is k populations at seeds seed..seed+k-1, generated as Parquet and
+    combined by ``riskstrat.data.combine`` into one extract of pseudonyms (``p{copy}-{nhs
+    number}``), the oracle files too; the stage's time is the generation's and the
+    combining's together (each also recorded)."""
     out = Path(args["workdir"]) / "extract"
-    summary, seconds = _generate(
-        args, out, args.get("format", "parquet"), oracle=bool(args.get("oracle", True))
-    )
+    sizes = population_sizes(int(args["patients"]))
+    oracle = bool(args.get("oracle", True))
+    if len(sizes) == 1:
+        summary, seconds = _generate(args, out, args.get("format", "parquet"), oracle=oracle)
+        rows, detail = dict(summary.rows), dict[str, Any]()
+        oracle_path = getattr(summary, "oracle_path", None)
+        oracle_dates = getattr(summary, "oracle_dates", ())
+    else:
+        rows, detail, seconds = _generate_combined(args, out, sizes, oracle=oracle)
+        oracle_path = Path(args["workdir"]) / "extract.oracle.parquet" if oracle else None
+        oracle_dates = detail.pop("oracle_dates", ())
     files = [p for p in out.iterdir() if p.is_file()]
-    detail: dict[str, Any] = {
-        "rows_by_table": dict(summary.rows),
+    detail = {
+        "rows_by_table": rows,
         "extract_mb": round(sum(p.stat().st_size for p in files) / 1024**2, 1),
-        "format": args.get("format", "parquet"),
+        "format": args.get("format", "parquet") if len(sizes) == 1 else "parquet",
         "months": int(args.get("months", 48)),
+        **detail,
     }
-    oracle_path = getattr(summary, "oracle_path", None)
     if oracle_path:
-        detail["oracle_dates"] = [str(d) for d in getattr(summary, "oracle_dates", ())]
-    return {"seconds": seconds, "rows": sum(summary.rows.values()), "detail": detail}
+        detail["oracle_dates"] = [str(d) for d in oracle_dates]
+    return {"seconds": seconds, "rows": sum(rows.values()), "detail": detail}
+
+
+def _generate_combined(
+    args: dict[str, Any], out: Path, sizes: list[int], *, oracle: bool
+) -> tuple[dict[str, int], dict[str, Any], float]:
+    """``sizes`` populations generated as Parquet under ``parts/`` and combined into ``out``
+    (the parts are removed); rows per table, details and seconds."""
+    import shutil
+
+    from riskstrat.config import Settings
+    from riskstrat.data.combine import combine_extracts
+
+    workdir = Path(args["workdir"])
+    parts_dir = workdir / "parts"
+    seed = int(args.get("seed", 1))
+    parts, oracles, part_seconds = [], [], []
+    oracle_dates: tuple[date, ...] = ()
+    try:
+        for i, n in enumerate(sizes):
+            part = parts_dir / f"population-{i}"
+            summary, seconds = _generate(
+                {**args, "patients": n, "seed": seed + i}, part, "parquet", oracle=oracle
+            )
+            parts.append(part)
+            part_seconds.append(round(seconds, 2))
+            if oracle:
+                oracles.append(summary.oracle_path)
+                oracle_dates = tuple(summary.oracle_dates)
+        settings = Settings(home=workdir / "home")
+        started = time.perf_counter()
+        combined = combine_extracts(
+            parts,
+            out,
+            oracle_parts=oracles if oracle else None,
+            oracle_path=workdir / "extract.oracle.parquet" if oracle else None,
+            memory_limit=settings.duckdb_memory_limit,
+            threads=settings.duckdb_threads,
+            scratch_dir=settings.home / "duckdb-tmp",
+        )
+        combine_seconds = time.perf_counter() - started
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    detail: dict[str, Any] = {
+        "populations": len(sizes),
+        "population_sizes": sizes,
+        "seeds": [seed + i for i in range(len(sizes))],
+        "identifier_kind": "pseudonym",
+        "generate_seconds_by_population": part_seconds,
+        "combine_seconds": round(combine_seconds, 2),
+        "oracle_dates": oracle_dates,
+    }
+    return combined.rows, detail, sum(part_seconds) + combine_seconds
 
 
 #: The OMOP import's target (issue 22): a CDM of 1,000,000 persons into an extract in under 2

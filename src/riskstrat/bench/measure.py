@@ -87,3 +87,152 @@ MIN_RUNS = 3
 #: The explain stage also times its model on the rows a population of this size would have.
 SAME_MODEL_BASE_PATIENTS = 100_000
 SAME_MODEL_RUNS = 3
+
+
+# ----------------------------------------------------------------------------------------
+# The memory of a process and everything it started (Spark's JVM and Python workers)
+
+
+def _children(pid: int) -> list[int]:
+    """The children of ``pid`` from ``/proc/<pid>/task/*/children`` (Linux); empty if none
+    or unreadable."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _children_by_ppid() -> dict[int, list[int]]:
+    """Every process's children, from each ``/proc/<pid>/stat``'s parent field: the fallback
+    where the kernel has no ``children`` files."""
+    by_parent: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (name) state ppid ...": the name may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1:
+            by_parent.setdefault(int(fields[1]), []).append(int(entry.name))
+    return by_parent
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Linux ``/proc``), ``pid`` first; empty where there
+    is no ``/proc/<pid>``."""
+    if not Path(f"/proc/{pid}").exists():
+        return []
+    has_children_files = Path(f"/proc/{pid}/task/{pid}/children").exists()
+    by_parent = {} if has_children_files else _children_by_ppid()
+    seen, queue = [pid], [pid]
+    while queue:
+        parent = queue.pop()
+        kids = _children(parent) if has_children_files else by_parent.get(parent, [])
+        for kid in kids:
+            if kid not in seen:
+                seen.append(kid)
+                queue.append(kid)
+    return seen
+
+
+def rss_kb(pid: int) -> int:
+    """``VmRSS`` of ``pid`` in KiB (0 for a process that is gone or has no memory of its
+    own, such as a zombie)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """User and system CPU time of ``pid`` so far, in clock ticks (``/proc/<pid>/stat``);
+    None for a process that is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # from field 3 (state) on
+    try:
+        return int(fields[11]) + int(fields[12])  # fields 14 and 15: utime, stime
+    except (IndexError, ValueError):
+        return None
+
+
+def tree_rss_mb(pid: int) -> float | None:
+    """The resident memory of ``pid`` and its descendants together, in MB; None where
+    ``/proc`` cannot tell (not Linux, or the process is gone)."""
+    tree = process_tree(pid)
+    if not tree:
+        return None
+    return sum(rss_kb(p) for p in tree) / 1024
+
+
+class TreeRssSampler:
+    """Samples the total resident memory of a process tree on a daemon thread, every
+    ``interval`` seconds, keeping the peak: the figure that includes what a stage starts
+    (Spark's JVM, its Python workers), which the stage's own ``ru_maxrss`` leaves out.
+
+    A sample is a sum of each process's RSS at that moment, so a spike shorter than the
+    interval can be missed; ``peak_mb`` is None until a sample has been taken (always None
+    off Linux). ``cpu_seconds`` is the CPU time of every process seen in the tree, each as
+    of its last sample (a process the stage never waits for, like Spark's JVM, is counted
+    here, not in the parent's ``RUSAGE_CHILDREN``).
+    """
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        import threading
+
+        self.pid = pid
+        self.interval = interval
+        self.peak_mb: float | None = None
+        self.samples = 0
+        self._ticks: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tree-rss", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.sample()
+            if self._stop.wait(self.interval):
+                return
+
+    def sample(self) -> None:
+        tree = process_tree(self.pid)
+        if not tree:
+            return
+        total = sum(rss_kb(p) for p in tree) / 1024
+        self.samples += 1
+        self.peak_mb = total if self.peak_mb is None else max(self.peak_mb, total)
+        for p in tree:
+            ticks = cpu_ticks(p)
+            if ticks is not None:
+                self._ticks[p] = max(ticks, self._ticks.get(p, 0))
+
+    @property
+    def cpu_seconds(self) -> float | None:
+        if not self._ticks:
+            return None
+        import os
+
+        return sum(self._ticks.values()) / os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> TreeRssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from riskstrat.bench.measure import (
     BENCH_EXTRACT_DATE,
@@ -22,6 +22,9 @@ from riskstrat.bench.measure import (
     StepTimer,
 )
 from riskstrat.errors import MissingFileError
+
+if TYPE_CHECKING:
+    from riskstrat.config import Settings
 
 #: What to do when a stage runs without the one it needs.
 _FIRST = "run {0} first: in this run (--stages {0},{1}) or in an earlier one with --keep"
@@ -247,16 +250,20 @@ def stage_score(args: dict[str, Any]) -> dict[str, Any]:
     """Score, explain, build the cohorts and publish the extract's month with the model the
     train stage registered; each step is timed from the pipeline's own progress reports."""
     from riskstrat.config import Settings
+
+    return score_with(args, Settings(home=Path(args["workdir"]) / "home"))
+
+
+def score_with(args: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The score stage with ``settings`` (their engine: DuckDB, or Spark for score-spark)."""
     from riskstrat.pipelines.score import run_scoring
 
     extract = Path(args["workdir"]) / "extract"
-    home = Path(args["workdir"]) / "home"
-    if not (home / "mlflow.db").is_file():
+    if not (settings.home / "mlflow.db").is_file():
         raise MissingFileError(
             "the score stage needs the train stage before it",
             hint=_FIRST.format("train", "score"),
         )
-    settings = Settings(home=home)
     timer = StepTimer()
     started = time.perf_counter()
     result = run_scoring(

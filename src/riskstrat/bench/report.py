@@ -40,6 +40,7 @@ def render_report(run: Mapping[str, Any], *, title: str = "`riskstrat bench`") -
     people = ", ".join(f"{n:,}" for n in sizes) or _NA
     lines += [f"People: {people}.", ""]
     lines += _stage_table(results)
+    lines += _engines_table(results)
     lines += _growth_table(run, sizes)
     lines += _targets_table(results)
     lines += _figures(results)
@@ -97,7 +98,10 @@ def _stage_table(results: Sequence[Mapping[str, Any]]) -> list[str]:
     if not results:
         return ["No stage results.", ""]
     with_cpu = any(_cpu_seconds(r) is not None for r in results)
+    with_tree = any(_is_number(r.get("peak_tree_rss_mb")) for r in results)
     header = ["stage", "people", "wall time (s)", "rows", "rows/s", "peak RSS (MB)"]
+    if with_tree:
+        header.append("peak tree RSS (MB)")
     if with_cpu:
         header.append("CPU time (s)")
     rows = []
@@ -110,10 +114,48 @@ def _stage_table(results: Sequence[Mapping[str, Any]]) -> list[str]:
             _number(_rows_per_second(r), decimals=0),
             _number(r.get("peak_rss_mb"), decimals=0),
         ]
+        if with_tree:
+            row.append(_number(r.get("peak_tree_rss_mb"), decimals=0))
         if with_cpu:
             row.append(_seconds(_cpu_seconds(r)))
         rows.append(row)
     return ["### Stages", "", *_table(header, rows), ""]
+
+
+#: Stages measured on Spark beside their DuckDB twin (``riskstrat bench --engine spark``).
+_SPARK_SUFFIX = "-spark"
+
+
+def _engines_table(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each stage with a Spark twin at each size: both engines' time, seconds per million
+    people and peak memory of the whole process tree (the JVM and Python workers too)."""
+    by_key = {(str(r.get("stage")), r.get("patients")): r for r in results}
+    rows = []
+    for (stage, patients), spark in by_key.items():
+        if not stage.endswith(_SPARK_SUFFIX):
+            continue
+        duck = by_key.get((stage.removesuffix(_SPARK_SUFFIX), patients))
+        people = _float(patients)
+        row = [_code(stage.removesuffix(_SPARK_SUFFIX)), _number(patients)]
+        for r in (duck, spark):
+            seconds = _float(r.get("seconds")) if r is not None else None
+            row.append(_seconds(seconds))
+            per_million = seconds * 1e6 / people if seconds is not None and people else None
+            row.append(_seconds(per_million))
+        for r in (duck, spark):
+            tree = r.get("peak_tree_rss_mb", r.get("peak_rss_mb")) if r is not None else None
+            row.append(_number(tree, decimals=0))
+        duck_s = _float(duck.get("seconds")) if duck is not None else None
+        spark_s = _float(spark.get("seconds"))
+        row.append(f"{spark_s / duck_s:.1f}x" if duck_s and spark_s is not None else _NA)
+        rows.append(row)
+    if not rows:
+        return []
+    header = [
+        "stage", "people", "DuckDB (s)", "DuckDB s per million", "Spark (s)",
+        "Spark s per million", "DuckDB peak tree (MB)", "Spark peak tree (MB)", "Spark / DuckDB",
+    ]  # fmt: skip
+    return ["### DuckDB beside Spark", "", *_table(header, rows), ""]
 
 
 def _growth_table(run: Mapping[str, Any], sizes: Sequence[int]) -> list[str]:

@@ -29,12 +29,30 @@ from riskstrat.bench.data_stages import (
     stage_generate_omop,
     stage_import_omop,
 )
+from riskstrat.bench.measure import TreeRssSampler, cpu_shares, cpu_times
 from riskstrat.bench.model_stages import stage_explain, stage_sampling, stage_score, stage_train
 from riskstrat.bench.serving_stages import stage_api
+from riskstrat.bench.spark_stages import stage_features_spark, stage_score_spark
 from riskstrat.errors import RiskstratError, UsageError
 
 STAGES = ("generate", "train", "features", "explain", "score", "api", "generate-omop",
-          "import-omop", "sampling")  # fmt: skip
+          "import-omop", "sampling", "features-spark", "score-spark")  # fmt: skip
+#: The stages with a Spark twin, run beside them with ``--engine spark``.
+SPARK_TWINS = {"features": "features-spark", "score": "score-spark"}
+
+
+def with_engine(stages: Sequence[str], engine: str) -> list[str]:
+    """The stages to run for ``engine``: with ``"spark"``, each stage that has a Spark twin
+    is followed by it (``features``, ``features-spark``), so both engines' figures are
+    measured on the same extract and model, one after the other."""
+    if engine not in ("duckdb", "spark"):
+        raise UsageError(f"engine must be duckdb or spark, not {engine!r}")
+    out: list[str] = []
+    for stage in stages:
+        for name in (stage, SPARK_TWINS.get(stage) if engine == "spark" else None):
+            if name and name not in out:
+                out.append(name)
+    return out
 
 
 @dataclass(frozen=True)
@@ -45,6 +63,9 @@ class StageResult:
     rows: int
     peak_rss_mb: float
     detail: dict[str, Any] = field(default_factory=dict)
+    #: The peak of the stage process and all it started together (Spark's JVM and Python
+    #: workers), sampled every 0.25 s, never below ``peak_rss_mb``; None where not Linux.
+    peak_tree_rss_mb: float | None = None
 
     @property
     def rows_per_second(self) -> float:
@@ -71,7 +92,7 @@ def machine_info() -> dict[str, Any]:
     except (ValueError, OSError, AttributeError):
         pass
     packages = {}
-    for name in ("riskstrat", "duckdb", "lightgbm", "numpy", "pandas", "pyarrow"):
+    for name in ("riskstrat", "duckdb", "lightgbm", "numpy", "pandas", "pyarrow", "pyspark"):
         try:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -96,6 +117,8 @@ STAGE_FUNCTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "generate-omop": stage_generate_omop,
     "import-omop": stage_import_omop,
     "sampling": stage_sampling,
+    "features-spark": stage_features_spark,
+    "score-spark": stage_score_spark,
 }
 
 
@@ -139,7 +162,8 @@ def _raise_child_error(stdout: str) -> None:
 
 
 def run_stage(stage: str, args: dict[str, Any]) -> StageResult:
-    """Run one stage in a child process; its peak RSS comes from the OS when it exits."""
+    """Run one stage in a child process; its peak RSS comes from the OS when it exits, and
+    the peak of its whole process tree (what it starts included) from sampling ``/proc``."""
     if stage not in STAGE_FUNCTIONS:
         raise UsageError(f"unknown stage {stage!r}; known: {', '.join(STAGE_FUNCTIONS)}")
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
@@ -148,13 +172,32 @@ def run_stage(stage: str, args: dict[str, Any]) -> StageResult:
         stderr=subprocess.PIPE,
         text=True,
     )
-    stdout, stderr = proc.communicate()
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    machine_before = cpu_times()
+    with TreeRssSampler(proc.pid) as sampler:
+        stdout, stderr = proc.communicate()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    machine = cpu_shares(machine_before, cpu_times())
     if proc.returncode != 0:
         _raise_child_error(stdout)
         tail = "\n".join(stderr.strip().splitlines()[-5:])
-        raise RuntimeError(f"bench stage {stage} failed (exit {proc.returncode}): {tail}")
+        kept = ""
+        if args.get("workdir"):  # the whole of it, for a failure hours into a long run
+            log = Path(args["workdir"]) / f"{stage}.stderr.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(stderr, encoding="utf-8")
+            kept = f" (its whole stderr: {log})"
+        raise RuntimeError(f"bench stage {stage} failed (exit {proc.returncode}){kept}: {tail}")
     payload = json.loads(stdout.strip().splitlines()[-1])
     detail = payload.get("detail", {})
+    # The CPU time of the stage's process and of what it started and waited for (Spark's
+    # JVM, its Python workers), and how busy the whole machine was meanwhile: other work
+    # on a shared machine lengthens wall times.
+    reaped = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    detail["tree_cpu_seconds"] = round(max(reaped, sampler.cpu_seconds or 0.0), 2)
+    detail.update(machine)
     peak = float(payload["peak_rss_mb"])
     if "peak_rss_target_gb" in detail:  # only the parent knows the child's peak
         limit = float(detail["peak_rss_target_gb"])
@@ -162,6 +205,7 @@ def run_stage(stage: str, args: dict[str, Any]) -> StageResult:
             {"name": "peak RSS (GB)", "value": peak / 1024, "target": f"<= {limit:g}",
              "met": peak / 1024 <= limit}
         )  # fmt: skip
+    tree = None if sampler.peak_mb is None else round(max(sampler.peak_mb, peak), 1)
     return StageResult(
         stage=stage,
         patients=int(args["patients"]),
@@ -169,6 +213,7 @@ def run_stage(stage: str, args: dict[str, Any]) -> StageResult:
         rows=int(payload["rows"]),
         peak_rss_mb=peak,
         detail=detail,
+        peak_tree_rss_mb=tree,
     )
 
 

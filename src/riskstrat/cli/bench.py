@@ -45,9 +45,26 @@ def bench(
             help="Also write this run's results as Markdown to this file (see bench-report)."
         ),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="duckdb, or spark: the features and score stages also run on Spark "
+            "(features-spark, score-spark), each in its own process, beside DuckDB's."
+        ),
+    ] = "duckdb",
+    spark_driver_memory: Annotated[
+        str, typer.Option(help="Spark's driver memory in local mode (the Spark stages).")
+    ] = "8g",
 ) -> None:
     """Time each stage in its own process at one or more sizes, with peak memory."""
-    from riskstrat.bench.stages import STAGES, growth, run_benchmarks, step_growth, write_results
+    from riskstrat.bench.stages import (
+        STAGES,
+        growth,
+        run_benchmarks,
+        step_growth,
+        with_engine,
+        write_results,
+    )
     from riskstrat.config import get_settings
     from riskstrat.nhs_number import SYNTHETIC_NHS_CAPACITY
 
@@ -56,30 +73,51 @@ def bench(
     unknown = [s for s in chosen if s not in STAGES]
     if unknown or fmt not in ("csv", "parquet"):
         raise UsageError(f"stages must be among {', '.join(STAGES)}; format csv or parquet")
+    chosen = with_engine(chosen, engine)
     n = patients or SYNTHETIC_NHS_CAPACITY
     sizes = sorted({n, *([s for s in (100_000, 300_000) if s < n] if scaling else [])})
-    table = Table("stage", "people", "seconds", "rows/s", "peak RSS (MB)", title="Benchmark")
+    table = Table(
+        "stage", "people", "seconds", "rows/s", "peak RSS (MB)", "peak tree RSS (MB)",
+        title="Benchmark",
+    )  # fmt: skip
+
+    done: list[object] = []
 
     def show(result: object) -> None:
         from riskstrat.bench.stages import StageResult
 
         assert isinstance(result, StageResult)
+        done.append(result)
         console.print(
             f"{result.stage} at {result.patients:,} people: {result.seconds:.1f} s, "
             f"{result.rows_per_second:,.0f} rows/s, peak {result.peak_rss_mb:,.0f} MB"
+            + _tree(result.peak_tree_rss_mb, ", with what it started {} MB")
         )
 
-    with library_errors():  # e.g. a stage run without the one it needs
-        results = run_benchmarks(
-            sizes=sizes,
-            stages=chosen,
-            workdir=get_settings().home / "bench",
-            months=months,
-            fmt=fmt,
-            seed=seed,
-            keep=keep,
-            on_result=show,
-        )
+    try:
+        with library_errors():  # e.g. a stage run without the one it needs
+            results = run_benchmarks(
+                sizes=sizes,
+                stages=chosen,
+                workdir=get_settings().home / "bench",
+                months=months,
+                fmt=fmt,
+                seed=seed,
+                keep=keep,
+                on_result=show,
+                stage_args={"spark_driver_memory": spark_driver_memory},
+            )
+    except BaseException:
+        # A long run that fails at its last stage keeps the stages it measured.
+        if done:
+            from riskstrat.bench.stages import StageResult
+
+            kept = [r for r in done if isinstance(r, StageResult)]
+            written = write_results(kept, results_dir)
+            out.print(f"partial results (up to the failed stage): {written}")
+            if report is not None:
+                out.print(f"report: {_write_report(written, report)}")
+        raise
     for r in results:
         table.add_row(
             r.stage,
@@ -87,6 +125,7 @@ def bench(
             f"{r.seconds:.1f}",
             f"{r.rows_per_second:,.0f}",
             f"{r.peak_rss_mb:,.0f}",
+            _tree(r.peak_tree_rss_mb, "{}") or "n/a",
         )
     out.print(table)
     for stage, exponent in growth(results).items():
@@ -122,6 +161,10 @@ def bench(
     out.print(f"results: {written}")
     if report is not None:
         out.print(f"report: {_write_report(written, report)}")
+
+
+def _tree(value: float | None, template: str) -> str:
+    return "" if value is None else template.format(f"{value:,.0f}")
 
 
 def bench_report(
