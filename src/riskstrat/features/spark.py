@@ -98,10 +98,8 @@ def register_index_dates(spark: SparkSession, index_dates: Sequence[date]) -> No
         from riskstrat.errors import UsageError
 
         raise UsageError("at least one index date is needed")
-    frame = pd.DataFrame({"index_date": pd.to_datetime(pd.Series(sorted(set(index_dates))))})
-    spark.createDataFrame(frame).selectExpr(
-        "CAST(index_date AS DATE) AS index_date"
-    ).createOrReplaceTempView(INDEX_DATES_TABLE)
+    rows = [(d,) for d in sorted(set(index_dates))]
+    spark.createDataFrame(rows, "index_date DATE").createOrReplaceTempView(INDEX_DATES_TABLE)
 
 
 def build_features_spark(spark: SparkSession, *, index_dates: Sequence[date]) -> DataFrame:
