@@ -20,6 +20,7 @@ from riskstrat.data.errors import ExtractError
 from riskstrat.data.extract import validate_extract
 from riskstrat.data.rules import duck_type
 from riskstrat.data.spark_extract import validate_extract_spark
+from riskstrat.engines.spark import spark_scratch
 from riskstrat.nhs_number import check_digit
 from tests.support.extracts import (
     BAD_CHECK,
@@ -199,10 +200,24 @@ def _compare(spark, root: Path, out: Path, **kwargs) -> tuple[Path, object]:
         )
         assert sx.summary.rejects_path == spark_rejects
         assert spark_rejects.read_bytes() == duck_rejects.read_bytes()
-        return duck_rejects, duck.summary
     finally:
         duck.close()
         sx.close()
+    # The same folder at a URI (file://, through Hadoop's file system as s3a:// would be):
+    # the same summary but for where it lies, and the same rejects file.
+    uri = root.as_uri()
+    uri_rejects = out / "spark-uri" / "rejects.csv"
+    with validate_extract_spark(spark, uri, rejects_path=uri_rejects, **kwargs) as at_uri:
+        assert at_uri.summary.extract_dir == uri
+        assert at_uri.summary.files == {
+            name: path.replace(str(root), uri) for name, path in duck.summary.files.items()
+        }
+        assert dataclasses.replace(
+            at_uri.summary, rejects_path=None, extract_dir=root, files=duck.summary.files
+        ) == dataclasses.replace(duck.summary, rejects_path=None)
+    assert uri_rejects.read_bytes() == duck_rejects.read_bytes()
+    assert not any(Path(spark_scratch(spark)).glob("csv-scan-*")), "a CSV copy was left"
+    return duck_rejects, duck.summary
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
@@ -257,6 +272,10 @@ def test_structural_errors_are_the_same(spark, tmp_path):
             validate_extract(root, max_reject_share=1.0).close()
         with pytest.raises(ExtractError) as sx:
             validate_extract_spark(spark, root, max_reject_share=1.0).close()
+        # At a URI, the same error naming the file by its URI.
+        with pytest.raises(ExtractError) as at_uri:
+            validate_extract_spark(spark, root.as_uri(), max_reject_share=1.0).close()
+        assert str(at_uri.value) == str(duck.value).replace(str(root), root.as_uri())
         return duck.value, sx.value
 
     missing = write_extract(tmp_path / "missing", drop_columns={"activity": ["setting"]})

@@ -16,10 +16,10 @@ import pytest
 from riskstrat.data.extract import (
     ExtractError,
     TooManyRejectsError,
-    _redact,
     validate_extract,
 )
 from riskstrat.data.rules import check_digit_sql
+from riskstrat.data.structure import redact_duckdb
 from riskstrat.nhs_number import is_valid_nhs_number
 from tests.support.extracts import P1, P2, base_tables, write_extract
 
@@ -308,7 +308,7 @@ def test_sql_and_python_check_digits_agree():
 
 
 def test_duckdb_messages_lose_long_digit_runs():
-    message = _redact(
+    message = redact_duckdb(
         RuntimeError("Error near line 3: '9998336376,gp' bad\nmore detail 999 833 6376")
     )
     assert "9998336376" not in message and "more detail" not in message

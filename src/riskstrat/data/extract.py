@@ -13,10 +13,11 @@ Parquet it is the file's first row.
 
 from __future__ import annotations
 
-import re
+import tempfile
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -24,7 +25,6 @@ import pandas as pd
 from riskstrat.data.contract import (
     TABLE_ORDER,
     TABLES,
-    Column,
     IdentifierKind,
     Table,
 )
@@ -37,7 +37,7 @@ from riskstrat.data.duck import (
     sql_path,
 )
 from riskstrat.data.errors import ExtractError
-from riskstrat.data.files import CsvScan, scan_csv
+from riskstrat.data.files import CsvScan, scan_csv, scan_csv_at
 from riskstrat.data.manifest import FileFormat, Manifest, locate_files, read_manifest
 from riskstrat.data.rules import (
     REJECTS_TABLE,
@@ -50,6 +50,14 @@ from riskstrat.data.rules import (
     top_rule,
     write_rejects,
 )
+from riskstrat.data.structure import (
+    check_columns,
+    check_row_count,
+    reconcile_rows,
+    redact_duckdb,
+)
+from riskstrat.engines.hadoop_fs import is_uri
+from riskstrat.errors import UsageError
 
 # The folder's manifest and files (manifest.py), DuckDB connections and scratch files
 # (duck.py) and the rules as SQL (rules.py) live beside this module; their public names stay
@@ -69,9 +77,6 @@ __all__ = [
     "scratch_database",
     "validate_extract",
 ]
-# Anything that looks like an NHS number (or other long digit run) is removed from messages
-# that come from DuckDB, because its CSV errors quote the offending line.
-_DIGIT_RUN = re.compile(r"\d[\d \-]{7,}\d")
 
 
 class TooManyRejectsError(ExtractError):
@@ -92,7 +97,8 @@ class TooManyRejectsError(ExtractError):
 class ValidationSummary:
     """What validation found: row counts per table and reject counts per table and rule."""
 
-    extract_dir: Path
+    #: A local folder, or a URI (read by the Spark engine).
+    extract_dir: Path | str
     manifest: Manifest
     files: dict[str, str]
     rows_read: dict[str, int]
@@ -173,6 +179,12 @@ def validate_extract(
         TooManyRejectsError: after writing the rejects file, when a table's reject share is
             above ``max_reject_share``.
     """
+    if is_uri(extract_dir):
+        raise UsageError(
+            f"{extract_dir} is a URI: extracts in an object store are read by the Spark engine",
+            hint="pass --engine spark (or set RISKSTRAT_ENGINE=spark), or copy the extract "
+            "to a local folder",
+        )
     folder = read_structure(extract_dir)
     manifest, files, headers, scans = folder.manifest, folder.files, folder.headers, folder.scans
     own_con = con is None
@@ -181,11 +193,11 @@ def validate_extract(
         db.execute(REJECTS_TABLE)
         rows_read: dict[str, int] = {}
         for name in TABLE_ORDER:
-            path, fmt = files[name]
+            path, fmt = Path(files[name][0]), files[name][1]
             rows_read[name] = _load_table(
                 db, TABLES[name], path, fmt, headers[name], manifest, scans.get(name)
             )
-            _check_row_count(manifest, name, path, rows_read[name])
+            check_row_count(manifest, name, path, rows_read[name])
         rule_counts, rows_rejected = count_rejects(db)
         summary = folder.summary(rows_read, rows_rejected, rule_counts)
         if rejects_path is not None:
@@ -208,10 +220,11 @@ def validate_extract(
 class ExtractFolder:
     """An extract folder's structure, checked before any row is read (by either engine)."""
 
-    root: Path
+    #: A local folder, or a URI (read by the Spark engine).
+    root: Path | str
     manifest: Manifest
-    files: dict[str, tuple[Path, FileFormat]]
-    #: {table: {column: source type}} (``_check_columns``).
+    files: dict[str, tuple[Path | str, FileFormat]]
+    #: {table: {column: source type}} (``check_columns``).
     headers: dict[str, dict[str, str]]
     scans: dict[str, CsvScan]
     warnings: list[str]
@@ -233,30 +246,46 @@ class ExtractFolder:
         )
 
 
-def read_structure(extract_dir: Path | str) -> ExtractFolder:
+def read_structure(
+    extract_dir: Path | str, fs: Any = None, scratch: Path | None = None
+) -> ExtractFolder:
     """Check the folder, its manifest, its files and their columns (CSVs are scanned).
+
+    ``fs``: an fsspec file system to read ``extract_dir``, a URI, through (the Spark
+    engine's ``riskstrat.engines.hadoop_fs``); its CSVs are copied to ``scratch`` one at a
+    time to be scanned (``scan_csv_at``). Without it, ``extract_dir`` is a local folder.
 
     Raises:
         ExtractError: as ``validate_extract`` does for a structural problem.
     """
-    root = Path(extract_dir)
-    if not root.is_dir():
+    root: Path | str
+    if fs is not None:
+        root = str(extract_dir).rstrip("/")
+        exists = bool(fs.isdir(root))
+    else:
+        root = Path(extract_dir)
+        exists = root.is_dir()
+    if not exists:
         raise ExtractError(
             "extract folder does not exist",
             file=str(root),
             hint="check the path: an extract is a folder holding manifest.json and one file "
             "per table (docs/data-contract.md)",
         )
-    manifest = read_manifest(root)
-    files = locate_files(root)
+    manifest = read_manifest(root, fs)
+    files = locate_files(root, fs)
     warnings: list[str] = []
     headers: dict[str, dict[str, str]] = {}
     scans: dict[str, CsvScan] = {}
     for name, (path, fmt) in files.items():
-        scan = scan_csv(path) if fmt == "csv" else None
-        if scan is not None:
+        scan = None
+        if fmt == "csv":
+            if fs is not None:
+                scan = scan_csv_at(fs, str(path), scratch or Path(tempfile.gettempdir()))
+            else:
+                scan = scan_csv(Path(path))
             scans[name] = scan
-        headers[name] = _check_columns(TABLES[name], path, fmt, warnings, scan)
+        headers[name] = check_columns(TABLES[name], path, fmt, warnings, scan, fs)
     return ExtractFolder(root, manifest, files, headers, scans, warnings)
 
 
@@ -297,7 +326,9 @@ def read_oracle(path: Path) -> pd.DataFrame:
     try:
         frame = con.execute("SELECT * FROM read_parquet(?)", [str(path)]).df()
     except duckdb.Error as exc:
-        raise ExtractError(f"cannot be read as Parquet ({_redact(exc)})", file=str(path)) from None
+        raise ExtractError(
+            f"cannot be read as Parquet ({redact_duckdb(exc)})", file=str(path)
+        ) from None
     finally:
         con.close()
     missing = [c for c in ORACLE_COLUMNS if c not in frame.columns]
@@ -313,109 +344,6 @@ def read_oracle(path: Path) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------------------
 # Columns and file reading
-
-
-def _check_row_count(manifest: Manifest, table: str, path: Path, rows: int) -> None:
-    """Where the manifest says how many rows a table has, the file must hold exactly those."""
-    expected = manifest.row_counts.get(table)
-    if expected is not None and expected != rows:
-        raise ExtractError(
-            f"the manifest's row_counts says {expected:,} rows but the file holds {rows:,} "
-            "(a file cut short, or replaced after the manifest was written)",
-            file=str(path),
-        )
-
-
-def _check_columns(
-    table: Table,
-    path: Path,
-    fmt: FileFormat,
-    warnings: list[str],
-    scan: CsvScan | None = None,
-) -> dict[str, str]:
-    """Return {column: source type} for the file, after checking the contract's columns."""
-    if scan is not None:
-        present = {c: "VARCHAR" for c in scan.header}
-    else:
-        present = _parquet_schema(path)
-    missing = [c for c in table.required_columns if c not in present]
-    if missing:
-        raise ExtractError(
-            "required column"
-            + ("s " if len(missing) > 1 else " ")
-            + ", ".join(missing)
-            + " missing",
-            file=str(path),
-            column=missing[0],
-        )
-    known = {c.name for c in table.columns}
-    extra = sorted(c for c in present if c not in known)
-    if extra:
-        warnings.append(f"{path.name}: ignored unknown columns {', '.join(extra)}")
-    if fmt == "parquet":
-        for col in table.columns:
-            if col.name in present and not _parquet_type_ok(col, present[col.name]):
-                if not _column_all_null(path, col.name):
-                    raise ExtractError(
-                        f"Parquet type {present[col.name]} does not match the contract "
-                        f"({_expected_parquet(col)})",
-                        file=str(path),
-                        column=col.name,
-                    )
-                present[col.name] = "NULL"
-    return present
-
-
-def _parquet_schema(path: Path) -> dict[str, str]:
-    try:
-        con = duckdb.connect(":memory:")
-        try:
-            rows = con.execute(
-                "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?))",
-                [str(path)],
-            ).fetchall()
-        finally:
-            con.close()
-    except duckdb.Error as exc:
-        raise ExtractError(f"cannot be read as Parquet ({_redact(exc)})", file=str(path)) from None
-    return {str(name): str(kind) for name, kind in rows}
-
-
-_INT_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT",
-              "UINTEGER", "UBIGINT", "HUGEINT"}  # fmt: skip
-_NUM_TYPES = _INT_TYPES | {"FLOAT", "DOUBLE"}
-
-
-def _parquet_type_ok(col: Column, source_type: str) -> bool:
-    if col.kind == "date":
-        return source_type == "DATE"
-    if col.kind == "boolean":
-        return source_type == "BOOLEAN"
-    if col.kind == "integer":
-        return source_type in _INT_TYPES
-    if col.kind == "number":
-        return source_type in _NUM_TYPES or source_type.startswith("DECIMAL")
-    return source_type == "VARCHAR"
-
-
-def _expected_parquet(col: Column) -> str:
-    return {
-        "date": "date32",
-        "boolean": "bool",
-        "integer": "an integer type",
-        "number": "a numeric type",
-    }.get(col.kind, "string")
-
-
-def _column_all_null(path: Path, column: str) -> bool:
-    con = duckdb.connect(":memory:")
-    try:
-        row = con.execute(
-            f"SELECT count({ident(column)}) FROM read_parquet(?)", [str(path)]
-        ).fetchall()
-    finally:
-        con.close()
-    return bool(row[0][0] == 0)
 
 
 def _load_table(
@@ -449,7 +377,7 @@ def _load_table(
             _split_rows(con, table, manifest.identifier_kind)
         except duckdb.Error as exc:
             raise ExtractError(
-                f"cannot be read as Parquet ({_redact(exc)})", file=str(path)
+                f"cannot be read as Parquet ({redact_duckdb(exc)})", file=str(path)
             ) from None
         malformed = 0
     # The rows read, counted where they are cheapest to count (a Parquet file's metadata).
@@ -526,7 +454,9 @@ def _read_csv(
             [str(path)],
         )
     except duckdb.Error as exc:
-        raise ExtractError(f"cannot be read as CSV ({_redact(exc)})", file=str(path)) from None
+        raise ExtractError(
+            f"cannot be read as CSV ({redact_duckdb(exc)})", file=str(path)
+        ) from None
     fatal = con.execute(
         f"SELECT min(line), any_value(error_type) FROM _csv_errors_{name} "
         "WHERE error_type IN (SELECT unnest(?))",
@@ -578,21 +508,6 @@ def _reconcile(con: duckdb.DuckDBPyConnection, name: str, path: Path, scan: CsvS
     reconcile_rows(int(read), path, scan)
 
 
-def reconcile_rows(read: int, path: Path, scan: CsvScan) -> None:
-    """Raise unless ``read`` (records read plus records rejected by a CSV reader) is every
-    record of the file."""
-    if read == scan.rows:
-        return
-    counted = scan_csv(path, count_blank=True)
-    if read == counted.rows:
-        return
-    raise ExtractError(
-        f"the CSV reader returned {read:,} rows but the file holds {counted.rows:,}; "
-        "nothing was loaded (check the file's line endings and quoting)",
-        file=str(path),
-    )
-
-
 # --------------------------------------------------------------------------------------
 # Parsing and rules
 
@@ -616,13 +531,3 @@ def _parse_table(
     # The same rows' typed values by a shorter road, right for the rows that break no check
     # (and only those): the clean table is built from it without the checks and joins.
     con.execute(f"CREATE OR REPLACE TEMP VIEW _clean_{name} AS {clean_sql(table, present)}")
-
-
-# --------------------------------------------------------------------------------------
-# Small helpers
-
-
-def _redact(exc: BaseException) -> str:
-    """The first line of a DuckDB error with long digit runs (possible NHS numbers) removed."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return _DIGIT_RUN.sub("[digits removed]", first)[:300]

@@ -26,9 +26,11 @@ import os
 import secrets
 import shutil
 import stat
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +63,19 @@ def check_plain_file(root: Path, path: Path, *, folder: str = "the extract folde
         raise ExtractError(f"cannot be read ({type(exc).__name__})", file=str(path)) from None
     if not stat.S_ISREG(mode):
         raise ExtractError(f"is {_kind(mode)}, not a file", file=str(path))
+
+
+def file_name(path: Path | str) -> str:
+    """A file's own name, from a local path or a URI."""
+    return path.name if isinstance(path, Path) else path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def check_file_at(fs: Any, uri: str) -> None:
+    """``check_plain_file`` for a file at a URI, read through the fsspec file system ``fs``:
+    object stores hold no links, FIFOs or devices, but a folder may stand in a file's place
+    (a table written as a folder of parts)."""
+    if fs.isdir(uri):
+        raise ExtractError("is a folder, not a file", file=uri)
 
 
 def replace_folder(tmp: Path, out: Path) -> None:
@@ -111,8 +126,8 @@ class CsvScan:
 class _Scanner:
     """State carried from chunk to chunk."""
 
-    def __init__(self, path: Path, *, count_blank: bool, quoting: bool = True) -> None:
-        self.path = path
+    def __init__(self, name: str, *, count_blank: bool, quoting: bool = True) -> None:
+        self.name = name
         self.count_blank = count_blank
         self.quoting = quoting
         self.offset = 0  # bytes before the current chunk
@@ -126,7 +141,7 @@ class _Scanner:
 
     def fail(self, chunk: bytes, at: int, message: str) -> ExtractError:
         line = self.lines + chunk.count(b"\n", 0, at) + 1
-        return ExtractError(message, file=str(self.path), line=line)
+        return ExtractError(message, file=self.name, line=line)
 
     def chunk(self, data: bytes, *, first: bool) -> None:
         start = 3 if first and data.startswith(_BOM) else 0
@@ -250,6 +265,7 @@ def scan_csv(
     count_blank: bool = False,
     delimiter: str = ",",
     chunk_bytes: int = CHUNK_BYTES,
+    name: str | None = None,
 ) -> CsvScan:
     """Scan a CSV file's structure (see the module docstring). Blank lines, which readers
     skip, are counted only with ``count_blank`` (otherwise they count as rows). A file with
@@ -259,9 +275,11 @@ def scan_csv(
     Raises:
         ExtractError: a NUL byte, text that is not UTF-8, a quote RFC 4180 does not allow, a
             quoted field never closed, no header row, a header naming a column twice, or a
-            last row cut off mid-way; each with the file and line.
+            last row cut off mid-way; each with the file and line (``name``, where given:
+            the file's own name when ``path`` is a local copy of it).
     """
-    scanner = _Scanner(path, count_blank=count_blank, quoting=delimiter == ",")
+    name = name or str(path)
+    scanner = _Scanner(name, count_blank=count_blank, quoting=delimiter == ",")
     size = 0
     try:
         with path.open("rb") as fh:
@@ -277,15 +295,15 @@ def scan_csv(
                 size += len(data)
             tail = _tail(fh, scanner.last_separator + 1, size)
     except OSError as exc:
-        raise ExtractError(f"cannot be read ({type(exc).__name__})", file=str(path)) from None
+        raise ExtractError(f"cannot be read ({type(exc).__name__})", file=name) from None
     if scanner.inside:
         raise ExtractError(
             "has a quoted field that is never closed (a missing closing quote, or the file "
             "was cut off)",
-            file=str(path),
+            file=name,
             line=scanner.last_open_line,
         )
-    header = _header(path, delimiter)
+    header = _header(path, delimiter, name)
     records = scanner.separators - scanner.blank + (1 if tail.strip(b"\r\n") else 0)
     last_fields: int | None = None
     if tail.strip(b"\r\n"):
@@ -294,7 +312,7 @@ def scan_csv(
             raise ExtractError(
                 f"ends in the middle of a row: the last row has {last_fields} of "
                 f"{len(header)} fields and no line break (was the file cut off?)",
-                file=str(path),
+                file=name,
                 line=scanner.lines + 1,
             )
     return CsvScan(
@@ -324,21 +342,52 @@ def _fields(record: bytes, delimiter: str = ",") -> int:
     return len(row)
 
 
-def _header(path: Path, delimiter: str = ",") -> list[str]:
-    """The header row's column names.
+def _header(path: Path, delimiter: str = ",", name: str | None = None) -> list[str]:
+    """The header row's column names (``name``: the file as messages name it).
 
     Raises:
         ExtractError: no header row, or a header naming a column twice.
     """
+    shown = name or str(path)
     with path.open(encoding="utf-8-sig", newline="") as fh:
         header = next(_reader(fh, delimiter), None)
     if not header or all(not h for h in header):
-        raise ExtractError("has no header row", file=str(path), line=1)
+        raise ExtractError("has no header row", file=shown, line=1)
     seen: set[str] = set()
-    for name in header:
-        if name in seen:
+    for column in header:
+        if column in seen:
             raise ExtractError(
-                "the header names this column twice", file=str(path), line=1, column=name
+                "the header names this column twice", file=shown, line=1, column=column
             )
-        seen.add(name)
+        seen.add(column)
     return header
+
+
+def scan_csv_at(fs: Any, uri: str, scratch: Path) -> CsvScan:
+    """``scan_csv`` for a CSV at a URI, read through the fsspec file system ``fs``.
+
+    The file is copied once to a private folder under ``scratch`` (by ``fs.get_file``: the
+    Spark engine's Hadoop file system copies at the JVM's speed, where reading it through
+    Python would move every byte over Py4J), scanned there and deleted at once. Blank lines
+    are counted in the same pass (``blank_lines`` is set and ``rows`` still counts them, as
+    ``scan_csv`` without ``count_blank``), so that ``reconcile_rows`` never needs the file
+    again. Messages name the URI, never the copy.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="csv-scan-", dir=scratch))
+    try:
+        os.chmod(folder, 0o700)
+        local = folder / "table.csv"
+        try:
+            fs.get_file(uri, str(local))
+        except OSError as exc:
+            raise ExtractError(f"cannot be read ({type(exc).__name__})", file=uri) from None
+        scan = scan_csv(local, count_blank=True, name=uri)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    blank = scan.blank_lines or 0
+    return CsvScan(
+        header=scan.header,
+        rows=scan.rows + blank,
+        blank_lines=blank,
+        unterminated_last_row_fields=scan.unterminated_last_row_fields,
+    )

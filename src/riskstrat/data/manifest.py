@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from riskstrat.data.contract import (
     IDENTIFIER_KINDS,
@@ -19,7 +19,7 @@ from riskstrat.data.contract import (
     IdentifierKind,
 )
 from riskstrat.data.errors import ExtractError
-from riskstrat.data.files import check_plain_file
+from riskstrat.data.files import check_file_at, check_plain_file
 
 FileFormat = Literal["csv", "parquet"]
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -38,18 +38,28 @@ class Manifest:
     provenance: dict[str, object] = field(default_factory=dict)
 
 
-def read_manifest(extract_dir: Path) -> Manifest:
-    """Read and check ``manifest.json``.
+def read_manifest(extract_dir: Path | str, fs: Any = None) -> Manifest:
+    """Read and check ``manifest.json``: in a local folder, or at a URI read through ``fs``
+    (an fsspec file system, as ``riskstrat.engines.hadoop_fs`` gives the Spark engine).
 
     Raises:
         ExtractError: the manifest is missing, not JSON, or breaks the contract.
     """
-    path = extract_dir / "manifest.json"
-    if not os.path.lexists(path):
-        raise ExtractError("manifest is missing", file=str(path))
-    check_plain_file(extract_dir, path)
+    path: Path | str
+    if fs is not None:
+        path = f"{str(extract_dir).rstrip('/')}/manifest.json"
+        if not fs.exists(path):
+            raise ExtractError("manifest is missing", file=path)
+        check_file_at(fs, path)
+        raw = fs.cat_file(path)
+    else:
+        path = Path(extract_dir) / "manifest.json"
+        if not os.path.lexists(path):
+            raise ExtractError("manifest is missing", file=str(path))
+        check_plain_file(Path(extract_dir), path)
+        raw = path.read_bytes()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ExtractError(
             f"manifest is not valid JSON ({type(exc).__name__})", file=str(path)
@@ -120,20 +130,31 @@ def read_manifest(extract_dir: Path) -> Manifest:
 _VERSION_2_KEYS = ("identifier_kind", "row_counts", "provenance")
 
 
-def locate_files(extract_dir: Path) -> dict[str, tuple[Path, FileFormat]]:
-    """Find each contract table's file (``name.csv`` or ``name.parquet``).
+def locate_files(
+    extract_dir: Path | str, fs: Any = None
+) -> dict[str, tuple[Path | str, FileFormat]]:
+    """Find each contract table's file (``name.csv`` or ``name.parquet``), in a local folder
+    or at a URI read through ``fs`` (see ``read_manifest``).
 
     Raises:
         ExtractError: a table with no file or with both, or a file that is not a plain file
             inside the folder (a link leading out of it, a FIFO, a device, a folder).
     """
-    found: dict[str, tuple[Path, FileFormat]] = {}
+    found: dict[str, tuple[Path | str, FileFormat]] = {}
     for name in TABLE_ORDER:
-        csv_path, pq_path = extract_dir / f"{name}.csv", extract_dir / f"{name}.parquet"
-        has_csv, has_pq = os.path.lexists(csv_path), os.path.lexists(pq_path)
+        csv_path: Path | str
+        pq_path: Path | str
+        if fs is not None:
+            base = str(extract_dir).rstrip("/")
+            csv_path, pq_path = f"{base}/{name}.csv", f"{base}/{name}.parquet"
+            has_csv, has_pq = bool(fs.exists(csv_path)), bool(fs.exists(pq_path))
+        else:
+            folder = Path(extract_dir)
+            csv_path, pq_path = folder / f"{name}.csv", folder / f"{name}.parquet"
+            has_csv, has_pq = os.path.lexists(csv_path), os.path.lexists(pq_path)
         if has_csv and has_pq:
             raise ExtractError(
-                f"both {csv_path.name} and {pq_path.name} exist; keep exactly one",
+                f"both {name}.csv and {name}.parquet exist; keep exactly one",
                 file=str(csv_path),
             )
         if not (has_csv or has_pq):
@@ -143,6 +164,9 @@ def locate_files(extract_dir: Path) -> dict[str, tuple[Path, FileFormat]]:
             )
         fmt: FileFormat = "csv" if has_csv else "parquet"
         path = csv_path if has_csv else pq_path
-        check_plain_file(extract_dir, path)
+        if fs is not None:
+            check_file_at(fs, str(path))
+        else:
+            check_plain_file(Path(extract_dir), Path(path))
         found[name] = (path, fmt)
     return found

@@ -48,13 +48,7 @@ import pandas as pd
 
 from riskstrat.data.contract import TABLE_ORDER, TABLES, Table
 from riskstrat.data.errors import ExtractError
-from riskstrat.data.extract import (
-    ValidationSummary,
-    _check_row_count,
-    check_reject_share,
-    read_structure,
-    reconcile_rows,
-)
+from riskstrat.data.extract import ValidationSummary, check_reject_share, read_structure
 from riskstrat.data.files import CsvScan
 from riskstrat.data.manifest import FileFormat, Manifest
 from riskstrat.data.rules import (
@@ -67,8 +61,10 @@ from riskstrat.data.rules import (
     split_broken,
     write_rejects,
 )
+from riskstrat.data.structure import check_row_count, reconcile_rows
 from riskstrat.engines.dialect import to_spark
-from riskstrat.engines.spark import is_spark_error, redact
+from riskstrat.engines.hadoop_fs import hadoop_files, is_uri
+from riskstrat.engines.spark import is_spark_error, redact, spark_scratch
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -122,9 +118,16 @@ def validate_extract_spark(
 
     Args, returns and raises as ``riskstrat.data.extract.validate_extract`` (with a
     ``SparkExtract`` in place of a DuckDB ``Extract``); the views and caches are dropped
-    again when it raises.
+    again when it raises. ``extract_dir`` may also be a URI Spark reads (``s3a://``,
+    ``abfss://``, ``gs://``, ``hdfs://``, ``file://``): its structure is then checked
+    through the session's own Hadoop file system (``riskstrat.engines.hadoop_fs``).
     """
-    folder = read_structure(extract_dir)
+    if is_uri(extract_dir):
+        folder = read_structure(
+            extract_dir, hadoop_files(spark, str(extract_dir)), scratch=spark_scratch(spark)
+        )
+    else:
+        folder = read_structure(extract_dir)
     work = _Work(spark)
     try:
         rows_read: dict[str, int] = {}
@@ -141,7 +144,7 @@ def validate_extract_spark(
                 folder.scans.get(name),
                 found,
             )
-            _check_row_count(folder.manifest, name, path, rows_read[name])
+            check_row_count(folder.manifest, name, path, rows_read[name])
         con = duckdb.connect(":memory:")
         try:
             load_rejects(con, pd.concat(found, ignore_index=True))
@@ -219,7 +222,7 @@ class _Work:
 def _load_table(
     work: _Work,
     table: Table,
-    path: Path,
+    path: Path | str,
     fmt: FileFormat,
     present: dict[str, str],
     manifest: Manifest,
@@ -282,7 +285,7 @@ def _load_table(
 
 
 def _read_csv(
-    work: _Work, name: str, path: Path, header: list[str], known: list[str], scan: CsvScan
+    work: _Work, name: str, path: Path | str, header: list[str], known: list[str], scan: CsvScan
 ) -> tuple[DataFrame, list[int]]:
     """The file's well-formed records as text (``_row`` and the contract's columns, empty
     text missing) and the record numbers of the malformed ones, after checking that every
@@ -345,7 +348,7 @@ def _read_csv(
     return raw, malformed
 
 
-def _read_parquet(spark: SparkSession, path: Path, known: list[str]) -> DataFrame:
+def _read_parquet(spark: SparkSession, path: Path | str, known: list[str]) -> DataFrame:
     """The file's rows with ``_row``, the file row number from 1."""
     from pyspark.sql import functions as F
 

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -115,6 +116,16 @@ def spark_session(settings: Settings | None = None) -> Iterator[SparkSession]:
     finally:
         session.stop()
         shutil.rmtree(local_dir, ignore_errors=True)
+
+
+def spark_scratch(spark: SparkSession) -> Path:
+    """The driver's scratch folder for files of a run (``spark.local.dir``, which
+    ``spark_session`` makes private to the run and deletes at its end); the system's temp
+    folder for a session started elsewhere without one."""
+    local = spark.conf.get("spark.local.dir", None)
+    folder = Path(str(local).split(",")[0]) if local else Path(tempfile.gettempdir())
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _quiet_pandas_notices() -> None:

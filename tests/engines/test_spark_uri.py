@@ -1,0 +1,90 @@
+"""Extracts at a URI (issue 26): read through the Spark session's own Hadoop file system, so
+that whatever Spark reads (s3a://, abfss://, gs://, hdfs://) riskstrat validates and scores.
+
+``file://`` URIs go through Hadoop's local file system: the same code path as an object
+store's connector, without one. The equality of what is read (summaries, rejects files,
+errors) with a local folder is in test_spark_validate.py; the commands at a URI in
+test_spark_equality.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from riskstrat.data.errors import ExtractError
+from riskstrat.data.spark_extract import validate_extract_spark
+from riskstrat.engines.hadoop_fs import hadoop_files
+from riskstrat.engines.spark import spark_scratch
+from riskstrat.errors import UsageError
+from tests.support.extracts import write_extract
+
+pytestmark = pytest.mark.spark
+
+
+def test_the_hadoop_file_system_lists_reads_ranges_and_copies(spark, tmp_path):
+    data = bytes(range(256)) * 70_000  # 17.9 MB: more than two 8 MB blocks
+    (tmp_path / "blob.bin").write_bytes(data)
+    (tmp_path / "sub").mkdir()
+    uri = tmp_path.as_uri()
+    fs = hadoop_files(spark, uri)
+    assert sorted(fs.ls(uri, detail=False)) == [f"{uri}/blob.bin", f"{uri}/sub"]
+    assert fs.info(f"{uri}/blob.bin")["size"] == len(data)
+    assert fs.isdir(f"{uri}/sub") and not fs.isfile(f"{uri}/sub")
+    assert not fs.exists(f"{uri}/nothing")
+    with pytest.raises(FileNotFoundError):
+        fs.info(f"{uri}/nothing")
+    with fs.open(f"{uri}/blob.bin", "rb") as fh:
+        fh.seek(9_000_000)
+        assert fh.read(5) == data[9_000_000:9_000_005]
+        fh.seek(len(data) - 3)
+        assert fh.read() == data[-3:]
+    assert fs.cat_file(f"{uri}/blob.bin") == data
+    copy = tmp_path / "copy.bin"
+    fs.get_file(f"{uri}/blob.bin", str(copy))
+    assert copy.read_bytes() == data
+    with pytest.raises(UsageError, match="never written"):
+        fs.open(f"{uri}/new.bin", "wb")
+
+
+def test_errors_at_a_uri_name_the_uri_and_never_the_scratch_copy(spark, tmp_path):
+    uri = (tmp_path / "none").as_uri()
+    with pytest.raises(ExtractError, match="extract folder does not exist") as missing:
+        validate_extract_spark(spark, uri)
+    assert uri in str(missing.value)
+
+    # A table written as a folder of parts is not the contract's one file.
+    folder = write_extract(tmp_path / "parts", fmt="parquet")
+    (folder / "activity.parquet").unlink()
+    (folder / "activity.parquet").mkdir()
+    with pytest.raises(ExtractError, match="is a folder, not a file") as parts:
+        validate_extract_spark(spark, folder.as_uri())
+    assert f"{folder.as_uri()}/activity.parquet" in str(parts.value)
+
+    # A CSV holding a NUL byte: named by its URI and line, though it was scanned as a copy.
+    bad = write_extract(tmp_path / "nul")
+    path = bad / "conditions.csv"
+    lines = path.read_bytes().split(b"\n")
+    lines[2] = lines[2][:4] + b"\x00" + lines[2][4:]
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(ExtractError, match="NUL byte") as nul:
+        validate_extract_spark(spark, bad.as_uri())
+    assert str(nul.value).startswith(f"file {bad.as_uri()}/conditions.csv, line 3:")
+    assert "csv-scan-" not in str(nul.value)
+    assert not any(spark_scratch(spark).glob("csv-scan-*"))
+
+    manifest = write_extract(tmp_path / "manifest")
+    (manifest / "manifest.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ExtractError, match="manifest is not valid JSON") as broken:
+        validate_extract_spark(spark, manifest.as_uri())
+    assert f"{manifest.as_uri()}/manifest.json" in str(broken.value)
+
+
+def test_a_source_file_at_a_uri_is_never_changed(spark, tmp_path):
+    root = write_extract(tmp_path / "x")
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.iterdir()}
+    with validate_extract_spark(spark, root.as_uri(), rejects_path=tmp_path / "r.csv"):
+        pass
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.iterdir()} == before
+    assert not list(Path(root).glob(".*"))  # no hidden copies or Hadoop checksum files
