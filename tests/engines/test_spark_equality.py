@@ -176,18 +176,28 @@ def test_cohorts_have_the_same_members_ranks_criteria_and_ranking_risks(computed
 def test_score_and_predict_on_spark_from_the_command_line(world):
     runner, extract, root = world["runner"], world["extract"], world["root"]
     files = {}
-    for engine in ("duckdb", "spark"):
-        files[engine] = root / f"predict-{engine}.csv"
+    # The extract as a local folder on both engines, and at a URI (file://, read through
+    # Hadoop's file system as an object store's would be) on Spark.
+    for name, engine, data in (
+        ("duckdb", "duckdb", str(extract)),
+        ("spark", "spark", str(extract)),
+        ("spark-uri", "spark", extract.as_uri()),
+    ):
+        files[name] = root / f"predict-{name}.csv"
         result = runner.invoke(app, [
-            "predict", "--data", str(extract), "--as-of", MONTH.isoformat(),
-            "--out", str(files[engine]), "--engine", engine,
+            "predict", "--data", data, "--as-of", MONTH.isoformat(),
+            "--out", str(files[name]), "--engine", engine,
         ])  # fmt: skip
         assert result.exit_code == 0, result.output
     assert files["spark"].read_bytes() == files["duckdb"].read_bytes()
+    assert files["spark-uri"].read_bytes() == files["duckdb"].read_bytes()
+    # 'latest' reads the manifest at the URI in the session that then scores the month.
     result = runner.invoke(
-        app, ["score", "--data", str(extract), "--month", "latest", "--engine", "spark"]
+        app, ["score", "--data", extract.as_uri(), "--month", "latest", "--engine", "spark"]
     )
     assert result.exit_code == 0, result.output
+    assert "published run" in result.output and f"for {MONTH}" in result.output
+    assert "monitoring reads a local extract" in " ".join(result.output.split())
     store = Store(world["settings"].serving_database_url)
     try:
         run = store.runs.for_month(MONTH)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -44,6 +45,21 @@ ENGINE_HELP = (
     "duckdb (embedded, the default) or spark (Apache Spark: local[*], or "
     "RISKSTRAT_SPARK_MASTER); default RISKSTRAT_ENGINE. docs/scale.md."
 )
+
+
+#: ``--data`` of the commands the Spark engine runs: a local folder, or a URI Spark reads.
+DATA_HELP = (
+    "Extract folder; with --engine spark also a URI Spark reads (s3a://, abfss://, gs://, "
+    "hdfs://, file://)."
+)
+
+
+def extract_location(data: str) -> Path | str:
+    """``--data`` as given: a URI stays text (``Path`` would fold its ``//``); anything else
+    is a local path."""
+    from riskstrat.engines.hadoop_fs import is_uri
+
+    return data if is_uri(data) else Path(data)
 
 
 def settings_for_engine(engine: str | None) -> Settings:

@@ -10,8 +10,10 @@ import typer
 from rich.table import Table
 
 from riskstrat.cli.common import (
+    DATA_HELP,
     ENGINE_HELP,
     console,
+    extract_location,
     library_errors,
     out,
     parse_date,
@@ -106,7 +108,7 @@ def generate(
 
 
 def validate(
-    data: Annotated[Path, typer.Argument(help="Extract folder.")],
+    data: Annotated[str, typer.Argument(help=DATA_HELP, show_default=False)],
     rejects: Annotated[
         Path | None, typer.Option(help="Rejects CSV to write; default under RISKSTRAT_HOME.")
     ] = None,
@@ -121,7 +123,8 @@ def validate(
 
     setup()
     settings = settings_for_engine(engine)
-    rejects_path = rejects or rejects_path_for(settings, data)
+    location = extract_location(data)
+    rejects_path = rejects or rejects_path_for(settings, location)
     share = settings.max_reject_share if max_reject_share is None else max_reject_share
     summary: ValidationSummary
     try:
@@ -132,13 +135,13 @@ def validate(
             with (
                 spark_session(settings) as spark,
                 validate_extract_spark(
-                    spark, data, max_reject_share=share, rejects_path=rejects_path
+                    spark, location, max_reject_share=share, rejects_path=rejects_path
                 ) as checked,
             ):
                 summary = checked.summary
         else:
             with validate_extract(
-                data, max_reject_share=share, rejects_path=rejects_path
+                location, max_reject_share=share, rejects_path=rejects_path
             ) as extract:
                 summary = extract.summary
     except TooManyRejectsError as exc:

@@ -14,8 +14,10 @@ import typer
 from rich.table import Table
 
 from riskstrat.cli.common import (
+    DATA_HELP,
     ENGINE_HELP,
     console,
+    extract_location,
     library_errors,
     out,
     parse_date,
@@ -444,7 +446,7 @@ def _group_alive(pgid: int) -> bool:
 
 
 def predict(
-    data: Annotated[Path, typer.Option("--data", help="Extract folder.")],
+    data: Annotated[str, typer.Option("--data", help=DATA_HELP, show_default=False)],
     as_of: Annotated[str, typer.Option("--as-of", help="Date to predict from (YYYY-MM-DD).")],
     out_file: Annotated[Path, typer.Option("--out", help="CSV to write (nhs_number, risk).")],
     model: Annotated[
@@ -453,25 +455,29 @@ def predict(
     engine: Annotated[str | None, typer.Option(help=ENGINE_HELP)] = None,
 ) -> None:
     """Write each eligible person's 90-day risk at a date (type 1 opt-outs left out)."""
+    from riskstrat.pipelines.common import check_engine_reads
     from riskstrat.pipelines.predict import run_predict
 
     setup()
     when = parse_date(as_of, "--as-of")
+    settings = settings_for_engine(engine)
+    location = extract_location(data)
+    check_engine_reads(settings, location)
     require_registry()
     with library_errors(), progress_bar("predict") as progress:
         n = run_predict(
-            data,
+            location,
             as_of=when,
             out=out_file,
             model_ref=model,
             progress=progress,
-            settings=settings_for_engine(engine),
+            settings=settings,
         )
     out.print(f"wrote {n:,} risks to {out_file}")
 
 
 def sample(
-    data: Annotated[Path, typer.Option("--data", help="Extract folder (the whole population).")],
+    data: Annotated[str, typer.Option("--data", help=DATA_HELP, show_default=False)],
     out_dir: Annotated[Path, typer.Option("--out", help="Sample extract folder to create.")],
     fraction: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Share of people to draw.")
@@ -490,7 +496,7 @@ def sample(
     setup()
     with library_errors(), progress_bar("sample") as progress:
         result = run_sample(
-            data,
+            extract_location(data),
             out_dir,
             fraction=fraction,
             people=people,

@@ -11,7 +11,9 @@ from rich.table import Table
 
 from riskstrat.calendar import add_months
 from riskstrat.cli.common import (
+    DATA_HELP,
     ENGINE_HELP,
+    extract_location,
     library_errors,
     out,
     parse_month_option,
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 
 
 def score(
-    data: Annotated[Path, typer.Option("--data", help="Extract folder.")],
+    data: Annotated[str, typer.Option("--data", help=DATA_HELP, show_default=False)],
     month: Annotated[
         str,
         typer.Option(
@@ -49,32 +51,37 @@ def score(
 ) -> None:
     """Score everyone eligible on the month's first day, explain, build the intervention
     cohorts, and publish the run (staged, then switched in one transaction)."""
-    from riskstrat.data.extract import read_manifest
+    from riskstrat.pipelines.common import engine_for, read_extract_manifest
     from riskstrat.pipelines.score import run_scoring
 
     setup()
-    if month.startswith("latest"):
-        # The latest month whose first day has complete data before it, or N before it.
-        match = re.fullmatch(r"latest(?:-(\d{1,3}))?", month)
-        if match is None or int(match.group(1) or 0) > 240:
-            raise UsageError(
-                f"not a month: {month!r}",
-                hint="give YYYY-MM, 'latest' or 'latest-N' (N up to 240), e.g. latest-1",
+    settings = settings_for_engine(engine)
+    location = extract_location(data)
+    # A URI is read on Spark: one session serves the manifest ('latest') and the run.
+    with engine_for(settings, location), library_errors():
+        if month.startswith("latest"):
+            # The latest month whose first day has complete data before it, or N before it.
+            match = re.fullmatch(r"latest(?:-(\d{1,3}))?", month)
+            if match is None or int(match.group(1) or 0) > 240:
+                raise UsageError(
+                    f"not a month: {month!r}",
+                    hint="give YYYY-MM, 'latest' or 'latest-N' (N up to 240), e.g. latest-1",
+                )
+            back = int(match.group(1) or 0)
+            extract_date = read_extract_manifest(settings, location).extract_date
+            index_date = add_months(extract_date.replace(day=1), -back)
+        else:
+            index_date = parse_month_option(month)
+        require_registry()
+        with progress_bar("score") as progress:
+            result = run_scoring(
+                location,
+                month=index_date,
+                model_ref=model,
+                cohorts_file=cohorts,
+                progress=progress,
+                settings=settings,
             )
-        back = int(match.group(1) or 0)
-        index_date = add_months(read_manifest(data).extract_date.replace(day=1), -back)
-    else:
-        index_date = parse_month_option(month)
-    require_registry()
-    with library_errors(), progress_bar("score") as progress:
-        result = run_scoring(
-            data,
-            month=index_date,
-            model_ref=model,
-            cohorts_file=cohorts,
-            progress=progress,
-            settings=settings_for_engine(engine),
-        )
     sizes = ", ".join(f"{k} {v:,}" for k, v in result.cohort_sizes.items())
     replaced = (
         f"; it replaces run {', '.join(map(str, result.replaced_runs))} for the same month"
@@ -101,7 +108,13 @@ def score(
             f"[yellow]warning:[/] removing months older than the retention window failed "
             f"({result.prune_error}); the month is published, and the next run removes them"
         )
-    _monitor_after(data)
+    if isinstance(location, Path):
+        _monitor_after(location)
+    else:
+        out.print(
+            "monitoring reads a local extract (DuckDB): run `riskstrat monitor --data FOLDER` "
+            "on a local copy of this month's extract"
+        )
 
 
 def _monitor_after(data: Path) -> None:

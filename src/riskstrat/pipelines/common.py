@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +17,9 @@ from riskstrat.data.extract import (
     scratch_database,
     validate_extract,
 )
-from riskstrat.errors import NotFoundError
+from riskstrat.data.manifest import Manifest, read_manifest
+from riskstrat.engines.hadoop_fs import is_uri, uri_name
+from riskstrat.errors import NotFoundError, UsageError
 from riskstrat.store import Store
 from riskstrat.store.records import RunInfo
 
@@ -34,19 +37,60 @@ def report(progress: Progress, stage: str, fraction: float) -> None:
         progress(stage, fraction)
 
 
-def rejects_path_for(settings: Settings, extract_dir: Path) -> Path:
-    """Where validating ``extract_dir`` writes its rejects (outside the extract)."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(extract_dir).resolve().name) or "extract"
+def rejects_path_for(settings: Settings, extract_dir: Path | str) -> Path:
+    """Where validating ``extract_dir`` (a folder or a URI) writes its rejects: a local
+    file under the home, outside the extract, named after the extract's folder."""
+    own = uri_name(str(extract_dir)) if is_uri(extract_dir) else Path(extract_dir).resolve().name
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(own)) or "extract"
     return settings.rejects_dir / f"{name}.rejects.csv"
 
 
-def open_extract(settings: Settings, extract_dir: Path) -> Extract:
+def check_engine_reads(settings: Settings, extract_dir: Path | str) -> None:
+    """Refuse a URI unless the engine is Spark (DuckDB reads local folders)."""
+    if is_uri(extract_dir) and settings.engine != "spark":
+        raise UsageError(
+            f"{extract_dir} is a URI: extracts in an object store are read by the Spark engine",
+            hint="pass --engine spark (or set RISKSTRAT_ENGINE=spark), or copy the extract "
+            "to a local folder",
+        )
+
+
+@contextmanager
+def engine_for(settings: Settings, extract_dir: Path | str) -> Iterator[None]:
+    """For an extract at a URI, a Spark session held for the block, which the pipeline's own
+    ``spark_session`` then reuses (one start for the manifest and the run); nothing for a
+    local folder."""
+    check_engine_reads(settings, extract_dir)
+    if not is_uri(extract_dir):
+        yield
+        return
+    from riskstrat.engines.spark import spark_session
+
+    with spark_session(settings):
+        yield
+
+
+def read_extract_manifest(settings: Settings, extract_dir: Path | str) -> Manifest:
+    """The extract's manifest, checked: from a local folder, or at a URI through Spark's
+    file system (a session is started unless one is active: see ``engine_for``)."""
+    check_engine_reads(settings, extract_dir)
+    if not is_uri(extract_dir):
+        return read_manifest(Path(extract_dir))
+    from riskstrat.engines.hadoop_fs import hadoop_files
+    from riskstrat.engines.spark import spark_session
+
+    with spark_session(settings) as spark:
+        return read_manifest(extract_dir, hadoop_files(spark, str(extract_dir)))
+
+
+def open_extract(settings: Settings, extract_dir: Path | str) -> Extract:
     """Validate an extract with the deployment's reject limit, writing its rejects file.
 
     DuckDB gets the deployment's memory limit and threads, and spills to a folder under
     the home beyond the limit (its own default is 80% of the machine's memory). The
     validated tables are kept in a scratch database file in that folder, deleted when the
     extract is closed, so that they do not fill the memory limit (``scratch_database``)."""
+    check_engine_reads(settings, extract_dir)
     scratch = settings.home / "duckdb-tmp"
     database = scratch_database(scratch)
     con = connect(
@@ -70,7 +114,9 @@ def open_extract(settings: Settings, extract_dir: Path) -> Extract:
     return extract
 
 
-def open_spark_extract(settings: Settings, extract_dir: Path, spark: SparkSession) -> SparkExtract:
+def open_spark_extract(
+    settings: Settings, extract_dir: Path | str, spark: SparkSession
+) -> SparkExtract:
     """``open_extract`` on Spark: the extract validated by ``validate_extract_spark`` (the
     same rules, rejects file and limits), its clean tables temp views in ``spark``."""
     from riskstrat.data.spark_extract import validate_extract_spark

@@ -18,7 +18,7 @@ from riskstrat.pipelines.score import check_as_of
 
 
 def run_predict(
-    data_dir: Path,
+    data_dir: Path | str,
     *,
     as_of: date,
     out: Path,
@@ -63,7 +63,7 @@ def run_predict(
 
 
 def _predict_on_spark(
-    settings: Settings, data_dir: Path, *, as_of: date, model: LoadedModel
+    settings: Settings, data_dir: Path | str, *, as_of: date, model: LoadedModel
 ) -> pd.DataFrame:
     from riskstrat.engines.spark import spark_session
     from riskstrat.pipelines.common import open_spark_extract

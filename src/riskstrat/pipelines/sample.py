@@ -25,7 +25,7 @@ def sample_fraction(fraction: float | None, people: int | None, patients: int) -
 
 
 def run_sample(
-    data_dir: Path,
+    data_dir: Path | str,
     out: Path,
     *,
     fraction: float | None = None,

@@ -210,7 +210,7 @@ def ranking_records(
 
 
 def run_scoring(
-    data_dir: Path,
+    data_dir: Path | str,
     *,
     month: date,
     settings: Settings | None = None,
@@ -373,7 +373,7 @@ def _no_one(month: date) -> DataError:
 
 def compute_on_duckdb(
     settings: Settings,
-    data_dir: Path,
+    data_dir: Path | str,
     *,
     month: date,
     model: LoadedModel,
@@ -421,7 +421,7 @@ def compute_on_duckdb(
 
 def compute_on_spark(
     settings: Settings,
-    data_dir: Path,
+    data_dir: Path | str,
     *,
     month: date,
     model: LoadedModel,
