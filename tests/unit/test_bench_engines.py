@@ -196,3 +196,34 @@ def test_the_spark_features_stage_measures_validation_and_a_month_on_pseudonyms(
     # Spark's own totals for each step: the validation read the files and cached the tables
     assert detail["spark_validate"]["input_mb"] > 0 and detail["spark_validate"]["tasks"] > 0
     assert detail["spark_features"]["tasks"] > 0
+
+
+def test_beyond_one_population_training_reads_a_sample_of_one_populations_size(
+    tmp_path, monkeypatch
+):
+    from riskstrat.bench import model_stages
+    from riskstrat.config import Settings
+    from riskstrat.nhs_number import SYNTHETIC_NHS_CAPACITY
+
+    _, _, rows, _ = _two_populations(tmp_path, tmp_path / "extract")
+    settings = Settings(home=tmp_path / "home")
+    extract = tmp_path / "extract"
+    # At one population's size, training reads the whole extract.
+    assert model_stages._training_extract(extract, SYNTHETIC_NHS_CAPACITY, settings) == (None, 0.0)
+    # Beyond it, a sample of SYNTHETIC_NHS_CAPACITY people (here more than the 600 there are,
+    # so everyone, every row) drawn by riskstrat sample beside the extract.
+    from riskstrat.pipelines import sample as sample_pipeline
+
+    drawn: dict[str, object] = {}
+    original = sample_pipeline.run_sample
+
+    def spy(data_dir, out, **kwargs):
+        drawn.update(kwargs)
+        return original(data_dir, out, **kwargs)
+
+    monkeypatch.setattr(sample_pipeline, "run_sample", spy)
+    sampled, seconds = model_stages._training_extract(extract, SYNTHETIC_NHS_CAPACITY + 1, settings)
+    assert drawn["people"] == SYNTHETIC_NHS_CAPACITY
+    assert sampled == tmp_path / "train-sample" and seconds > 0
+    with validate_extract(sampled) as sample:
+        assert sample.summary.rows_read == rows
