@@ -209,6 +209,23 @@ def ranking_records(
     return out
 
 
+@dataclass(frozen=True)
+class ScoringJob:
+    """One month's scoring: what it scores and when it began (one run per serving store)."""
+
+    month: date
+    config: CohortConfig
+    started_at: datetime
+    started: float
+
+
+def scoring_job(month: date, cohorts_file: Path | None) -> ScoringJob:
+    if month.day != 1:
+        raise UsageError("month must be the first day of a month")
+    config = load_cohort_config(cohorts_file)
+    return ScoringJob(month, config, datetime.now(UTC), time.perf_counter())
+
+
 def run_scoring(
     data_dir: Path | str,
     *,
@@ -226,37 +243,97 @@ def run_scoring(
     failed, with the reason, and leaves the previous run served.
     """
     settings = settings or get_settings()
-    if month.day != 1:
-        raise UsageError("month must be the first day of a month")
-    config = load_cohort_config(cohorts_file)
-    started_at = datetime.now(UTC)
-    started = time.perf_counter()
-    registry = registry_for(settings)
+    job = scoring_job(month, cohorts_file)
     store = Store(settings.serving_database_url)
     store.create_schema()
-    extract_date: date | None = None
+    try:
+        model, computed = load_and_compute(settings, data_dir, job, model_ref, progress)
+    except BaseException as exc:
+        record_failure(store, settings, job, exc)
+        raise
+    return publish_computed(store, settings, job, model, computed, progress)
+
+
+def load_and_compute(
+    settings: Settings,
+    data_dir: Path | str,
+    job: ScoringJob,
+    model_ref: str,
+    progress: Progress = None,
+) -> tuple[LoadedModel, Computed]:
+    """The model, then the month's scores and cohorts on the deployment's engine."""
+    config = job.config
+    report(progress, "load model", 0.0)
+    if config.model is not None and config.model != settings.model_name:
+        raise ConfigError(
+            f"the cohort file is for model {config.model}, not {settings.model_name}",
+            hint="its criteria read that model's risk: score with that model, or name "
+            "the cohort file written for this one (--cohorts)",
+        )
+    registry = registry_for(settings)
+    model = registry.load(settings.model_name, model_ref)
+    report(progress, "validate extract", 0.05)
+    compute = compute_on_spark if settings.engine == "spark" else compute_on_duckdb
+    computed = compute(
+        settings,
+        data_dir,
+        month=job.month,
+        model=model,
+        registry=registry,
+        config=config,
+        progress=progress,
+    )
+    return model, computed
+
+
+def record_failure(
+    store: Store,
+    settings: Settings,
+    job: ScoringJob,
+    exc: BaseException,
+    *,
+    run_id: int | None = None,
+    extract_date: date | None = None,
+) -> None:
+    """Mark the staged run failed (or record a failed run where none was staged), with the
+    reason, and release the store; the previous run stays served."""
+    # BaseException: Ctrl-C too. A killed process never gets here; the next run clears what
+    # it staged.
+    _log.warning("scoring %s failed: %s", job.month.isoformat(), type(exc).__name__)
+    reason = f"{type(exc).__name__}: {exc}"
+    try:
+        if run_id is not None:
+            store.runs.fail(run_id, reason)
+        else:
+            store.runs.record_failed(
+                month=job.month,
+                extract_date=extract_date,
+                model_name=settings.model_name,
+                model_version="unknown",
+                started_at=job.started_at,
+                reason=reason,
+            )
+    finally:
+        store.dispose()
+
+
+def publish_computed(
+    store: Store,
+    settings: Settings,
+    job: ScoringJob,
+    model: LoadedModel,
+    computed: Computed,
+    progress: Progress = None,
+) -> ScoreResult:
+    """Build the cohorts' records, stage the run in ``store`` and publish it (one
+    transaction), then prune beyond the retention window; a failure is recorded
+    (``record_failure``) and raised. The store is released either way."""
+    month, config, started_at, started = job.month, job.config, job.started_at, job.started
+    extract_date: date | None = computed.extract_date
     run_id: int | None = None
     try:
-        report(progress, "load model", 0.0)
-        if config.model is not None and config.model != settings.model_name:
-            raise ConfigError(
-                f"the cohort file is for model {config.model}, not {settings.model_name}",
-                hint="its criteria read that model's risk: score with that model, or name "
-                "the cohort file written for this one (--cohorts)",
-            )
-        model = registry.load(settings.model_name, model_ref)
-        report(progress, "validate extract", 0.05)
-        compute = compute_on_spark if settings.engine == "spark" else compute_on_duckdb
-        computed = compute(
-            settings,
-            data_dir,
-            month=month,
-            model=model,
-            registry=registry,
-            config=config,
-            progress=progress,
-        )
-        extract_date = computed.extract_date
+        if computed.scores.empty:
+            raise _no_one(month)
         scores, cohorts = computed.scores, computed.cohorts
         ranking_models, ranking_missing = computed.ranking_models, computed.ranking_missing
         n_opt_out, identifier_kind = computed.n_opt_out, computed.identifier_kind
@@ -309,24 +386,7 @@ def run_scoring(
         )
         pruned, prune_error = prune_after_publish(store, keep_months=settings.retain_months)
     except BaseException as exc:
-        # BaseException: Ctrl-C too. A killed process never gets here; the next run clears
-        # what it staged.
-        _log.warning("scoring %s failed: %s", month.isoformat(), type(exc).__name__)
-        reason = f"{type(exc).__name__}: {exc}"
-        try:
-            if run_id is not None:
-                store.runs.fail(run_id, reason)
-            else:
-                store.runs.record_failed(
-                    month=month,
-                    extract_date=extract_date,
-                    model_name=settings.model_name,
-                    model_version="unknown",
-                    started_at=started_at,
-                    reason=reason,
-                )
-        finally:
-            store.dispose()
+        record_failure(store, settings, job, exc, run_id=run_id, extract_date=extract_date)
         raise
     store.dispose()
     report(progress, "done", 1.0)
@@ -361,7 +421,12 @@ class Computed:
     cohorts: pd.DataFrame
     ranking_models: dict[str, LoadedModel]
     ranking_missing: list[str]
-    n_opt_out: int
+    #: Type 1 opt-outs left out, by practice (none when the deployment publishes them).
+    opt_outs: dict[str, int]
+
+    @property
+    def n_opt_out(self) -> int:
+        return sum(self.opt_outs.values())
 
 
 def _no_one(month: date) -> DataError:
@@ -394,11 +459,11 @@ def compute_on_duckdb(
         features = build_features(extract.con, index_dates=[month])
     check_columns(config, [*features.columns, "risk"])
     opt_out = features["type1_opt_out"].astype(bool)
-    n_opt_out = int(opt_out.sum())
+    opt_outs: dict[str, int] = {}
     if not settings.publish_type1_opt_outs:
+        counted = features.loc[opt_out, "practice_code"].astype(str).value_counts()
+        opt_outs = {str(k): int(v) for k, v in counted.items()}
         features = features.loc[~opt_out].reset_index(drop=True)
-    else:
-        n_opt_out = 0
     if features.empty:
         raise _no_one(month)
     report(progress, f"score and explain {len(features):,} people", 0.35)
@@ -415,7 +480,7 @@ def compute_on_duckdb(
         cohorts=build_cohorts(scores, config, ranking),
         ranking_models=ranking_models,
         ranking_missing=ranking_missing,
-        n_opt_out=n_opt_out,
+        opt_outs=opt_outs,
     )
 
 
@@ -447,7 +512,7 @@ def compute_on_spark(
     with spark_session(settings) as spark, open_spark_extract(settings, data_dir, spark) as extract:
         check_as_of(month, extract.extract_date)
         report(progress, "build features, score and explain on Spark", 0.2)
-        sparked, n_opt_out = score_month_spark(
+        sparked, opt_outs = score_month_spark(
             spark,
             month=month,
             model=model,
@@ -473,7 +538,7 @@ def compute_on_spark(
         cohorts=sparked.cohorts,
         ranking_models=ranking_models,
         ranking_missing=ranking_missing,
-        n_opt_out=n_opt_out,
+        opt_outs=opt_outs,
     )
 
 

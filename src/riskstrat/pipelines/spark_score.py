@@ -116,9 +116,9 @@ def score_month_spark(
     config: CohortConfig,
     carried: Sequence[str],
     keep_opt_outs: bool,
-) -> tuple[SparkScores, int]:
+) -> tuple[SparkScores, dict[str, int]]:
     """Features, scores, reasons and cohorts for ``month`` on Spark (the contract tables are
-    temp views in ``spark``); and how many type 1 opt-outs were left out.
+    temp views in ``spark``); and how many type 1 opt-outs were left out, by practice.
 
     ``carried``: the feature columns the scores keep (identifiers, practice and PCN, the
     cohort facts, what the criteria read); only these and the scores come to the driver,
@@ -126,8 +126,10 @@ def score_month_spark(
     features = build_features_spark(spark, index_dates=[month])
     features = features.persist()
     try:
-        n_opt_out = 0 if keep_opt_outs else features.filter("type1_opt_out").count()
+        opt_outs: dict[str, int] = {}
         if not keep_opt_outs:
+            counted = features.filter("type1_opt_out").groupBy("practice_code").count()
+            opt_outs = {str(r[0]): int(r[1]) for r in counted.collect()}
             features = features.filter("NOT type1_opt_out")
         scored = _scored(spark, features, model, ranking_models, carried).persist()
         try:
@@ -155,7 +157,7 @@ def score_month_spark(
     # columns added later (percentile, rank) a fragmented frame.
     frame = frame.copy()
     scores = SparkScores(scores=frame, ranking=ranking, cohorts=cohorts, ranked_features=ranked)
-    return scores, int(n_opt_out)
+    return scores, opt_outs
 
 
 def _ranked_features(
