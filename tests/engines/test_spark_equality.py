@@ -6,6 +6,7 @@ the command line publish and write what the embedded engine does."""
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import numpy as np
@@ -22,7 +23,7 @@ from riskstrat.features.build import build_features
 from riskstrat.features.labels import OUTCOMES, build_labels
 from riskstrat.features.spark import build_features_spark, build_labels_spark, to_frame
 from riskstrat.modelling.registry import CHAMPION, registry_for
-from riskstrat.pipelines.score import compute_on_duckdb, compute_on_spark
+from riskstrat.pipelines.score import compute_on_duckdb, compute_on_spark, run_scoring
 from riskstrat.resources import model_dir
 from riskstrat.store import Store
 
@@ -204,3 +205,95 @@ def test_score_and_predict_on_spark_from_the_command_line(world):
         assert run is not None and run.status == "published"
     finally:
         store.dispose()
+
+
+def _published(url: str) -> dict[str, pd.DataFrame]:
+    """The published run of a store: its scores, list members and counts, in rank order."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            run = pd.read_sql(
+                "SELECT id, month, n_scored, n_type1_opt_outs_excluded FROM score_runs "
+                "WHERE status = 'published'",
+                conn,
+            )
+            assert len(run) == 1
+            run_id = int(run["id"].iloc[0])
+            scores = pd.read_sql(
+                "SELECT nhs_number, practice_code, pcn_code, risk, percentile, rank, reasons "
+                f"FROM patient_scores WHERE run_id = {run_id} ORDER BY rank",
+                conn,
+            )
+            members = pd.read_sql(
+                "SELECT intervention, nhs_number, practice_code, risk, rank, criteria, ranking "
+                f"FROM cohort_members WHERE run_id = {run_id} ORDER BY intervention, rank",
+                conn,
+            )
+    finally:
+        engine.dispose()
+    return {"run": run.drop(columns="id"), "scores": scores, "members": members}
+
+
+def _same_run(got: dict, want: dict) -> None:
+    pd.testing.assert_frame_equal(got["run"], want["run"])
+    for name in ("scores", "members"):
+        left, right = got[name], want[name]
+        assert len(left) == len(right) > 0, name
+        exact = [c for c in left.columns if c not in ("risk", "reasons", "ranking")]
+        pd.testing.assert_frame_equal(left[exact], right[exact], check_dtype=False)
+        np.testing.assert_allclose(left["risk"], right["risk"], rtol=0, atol=1e-12)
+    # The reasons' text and order are the same; their sizes agree to the last digits.
+    got_reasons = [[r["text"] for r in json.loads(x)] for x in got["scores"]["reasons"]]
+    want_reasons = [[r["text"] for r in json.loads(x)] for x in want["scores"]["reasons"]]
+    assert got_reasons == want_reasons
+
+
+def test_one_run_for_two_icbs_publishes_what_each_icb_scored_alone_would(world, tmp_path):
+    """A two-ICB extract scored once (--icbs), on each engine, publishes to each ICB's store
+    exactly what scoring that ICB's own extract publishes."""
+    con, settings, runner = world["con"], world["settings"], world["runner"]
+    practices = [r[0] for r in con.execute(
+        "SELECT DISTINCT practice_code FROM patients ORDER BY 1").fetchall()]  # fmt: skip
+    assert len(practices) >= 2
+    icb_of = {p: ("QE1" if i % 2 == 0 else "QKK") for i, p in enumerate(practices)}
+    pd.DataFrame({"practice_code": list(icb_of), "icb_code": list(icb_of.values())}).to_csv(
+        tmp_path / "practices.csv", index=False
+    )
+    url = {(engine, icb): f"sqlite:///{tmp_path / f'{engine}-{icb}.db'}"
+           for engine in ("duckdb", "spark", "alone") for icb in ("QE1", "QKK")}  # fmt: skip
+    for engine, data in (("duckdb", str(world["extract"])), ("spark", world["extract"].as_uri())):
+        plan = tmp_path / f"{engine}.yaml"
+        plan.write_text(
+            "practices: practices.csv\nstores:\n"
+            + "".join(f"  {icb}: {url[engine, icb]}\n" for icb in ("QE1", "QKK")),
+            encoding="utf-8",
+        )
+        result = runner.invoke(app, [
+            "score", "--data", data, "--month", MONTH.isoformat()[:7], "--icbs", str(plan),
+            "--engine", engine,
+        ])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "QE1: published run 1" in result.output and "QKK: published run 1" in result.output
+    for icb in ("QE1", "QKK"):
+        # The ICB's own extract: its practices' people and every row of theirs.
+        own = tmp_path / f"extract-{icb}"
+        own.mkdir()
+        mine = [p for p, i in icb_of.items() if i == icb]
+        con.register("_mine", pd.DataFrame({"practice_code": mine}))
+        for table in TABLE_ORDER:
+            people = "SELECT nhs_number FROM patients WHERE practice_code IN (SELECT * FROM _mine)"
+            con.execute(
+                f"COPY (SELECT * FROM {table} WHERE nhs_number IN ({people})) "
+                f"TO '{own / table}.parquet' (FORMAT parquet)"
+            )
+        con.unregister("_mine")
+        (own / "manifest.json").write_text(json.dumps(
+            {"contract_version": 1, "extract_date": EXTRACT_DATE.isoformat()}))  # fmt: skip
+        alone = settings.model_copy(update={"database_url": url["alone", icb]})
+        run_scoring(own, month=MONTH, settings=alone)
+        want = _published(url["alone", icb])
+        assert set(want["scores"]["practice_code"]) == set(mine)
+        _same_run(_published(url["duckdb", icb]), want)
+        _same_run(_published(url["spark", icb]), want)

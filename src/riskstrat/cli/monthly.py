@@ -48,10 +48,18 @@ def score(
         ),
     ] = None,
     engine: Annotated[str | None, typer.Option(help=ENGINE_HELP)] = None,
+    icbs: Annotated[
+        Path | None,
+        typer.Option(
+            help="An ICB plan (practices to ICBs, a store per ICB): score a multi-ICB "
+            "extract once and publish each ICB's people to its own store (docs/scale.md)."
+        ),
+    ] = None,
 ) -> None:
     """Score everyone eligible on the month's first day, explain, build the intervention
     cohorts, and publish the run (staged, then switched in one transaction)."""
     from riskstrat.pipelines.common import engine_for, read_extract_manifest
+    from riskstrat.pipelines.icbs import load_icb_plan, run_scoring_icbs
     from riskstrat.pipelines.score import run_scoring
 
     setup()
@@ -73,6 +81,31 @@ def score(
         else:
             index_date = parse_month_option(month)
         require_registry()
+        if icbs is not None:
+            plan = load_icb_plan(icbs)
+            with progress_bar("score") as progress:
+                results = run_scoring_icbs(
+                    location,
+                    month=index_date,
+                    plan=plan,
+                    model_ref=model,
+                    cohorts_file=cohorts,
+                    progress=progress,
+                    settings=settings,
+                )
+            for icb, done in results.items():
+                sizes = ", ".join(f"{k} {v:,}" for k, v in done.cohort_sizes.items())
+                out.print(
+                    f"{icb}: published run {done.run_id} for {done.month}: {done.n_scored:,} "
+                    f"people ({done.n_type1_opt_outs_excluded:,} type 1 opt-outs left out); "
+                    f"cohorts: {sizes}"
+                )
+            out.print(
+                f"{len(results)} ICBs scored once with {settings.model_name} in "
+                f"{max(r.seconds for r in results.values()):.1f} s; monitor each ICB's store "
+                "with `riskstrat monitor` and that ICB's RISKSTRAT_DATABASE_URL"
+            )
+            return
         with progress_bar("score") as progress:
             result = run_scoring(
                 location,
