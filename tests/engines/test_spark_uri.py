@@ -88,3 +88,21 @@ def test_a_source_file_at_a_uri_is_never_changed(spark, tmp_path):
         pass
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.iterdir()} == before
     assert not list(Path(root).glob(".*"))  # no hidden copies or Hadoop checksum files
+
+
+def test_validate_on_spark_takes_a_uri_from_the_command_line(spark, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from riskstrat.cli import app
+    from riskstrat.config import get_settings
+
+    monkeypatch.setenv("RISKSTRAT_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    root = write_extract(tmp_path / "2026-11")
+    try:
+        result = CliRunner().invoke(app, ["validate", root.as_uri(), "--engine", "spark"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    rejects = tmp_path / "home" / "rejects" / "2026-11.rejects.csv"
+    assert "valid" in result.output and rejects.is_file()
