@@ -122,6 +122,12 @@ def test_labels_are_the_same_for_both_outcomes_and_with_censoring(world, spark):
 
 @pytest.fixture(scope="module")
 def computed(world, spark):
+    # The scores come to the driver in slices of 1,000 people (6 here), as a population
+    # beyond COLLECT_ROWS does.
+    import riskstrat.engines.spark as spark_engine
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(spark_engine, "COLLECT_ROWS", 1_000)
     settings = world["settings"]
     registry = registry_for(settings)
     model = registry.load(settings.model_name, CHAMPION)
@@ -136,6 +142,7 @@ def computed(world, spark):
             registry=registry,
             config=config,
         )
+    mp.undo()
     return both
 
 

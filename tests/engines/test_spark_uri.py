@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from riskstrat.data.errors import ExtractError
@@ -106,3 +107,35 @@ def test_validate_on_spark_takes_a_uri_from_the_command_line(spark, tmp_path, mo
     assert result.exit_code == 0, result.output
     rejects = tmp_path / "home" / "rejects" / "2026-11.rejects.csv"
     assert "valid" in result.output and rejects.is_file()
+
+
+def test_a_large_result_comes_to_the_driver_a_slice_at_a_time(spark):
+    """Every row once, whatever the slicing; the driver's JVM holds one slice's results
+    at a time (a 3.6-million-person collect in one piece ran it out of memory)."""
+    from riskstrat.engines.spark import to_pandas_in_slices
+
+    frame = (
+        spark.range(1_000)
+        .selectExpr(
+            "concat('999', lpad(CAST(id AS STRING), 7, '0')) AS nhs_number", "id * 0.5 AS risk"
+        )
+        .persist()
+    )
+    try:
+        whole = frame.toPandas().sort_values("nhs_number").reset_index(drop=True)
+        for max_rows in (150, 999, 1_000, 5_000):
+            got = to_pandas_in_slices(frame, key="nhs_number", max_rows=max_rows)
+            got = got.sort_values("nhs_number").reset_index(drop=True)
+            pd.testing.assert_frame_equal(got, whole)
+        empty = to_pandas_in_slices(frame.where("id < 0"), key="nhs_number", max_rows=150)
+        assert empty.empty and list(empty.columns) == ["nhs_number", "risk"]
+    finally:
+        frame.unpersist()
+
+
+def test_spark_exits_when_out_of_memory_rather_than_waiting_for_ever(tmp_path):
+    from riskstrat.config import Settings
+    from riskstrat.engines.spark import spark_conf
+
+    options = spark_conf(Settings(home=tmp_path), tmp_path)["spark.driver.extraJavaOptions"]
+    assert "-XX:+ExitOnOutOfMemoryError" in options.split()

@@ -31,6 +31,7 @@ import pandas as pd
 from riskstrat.cohorts.select import CohortConfig
 from riskstrat.cohorts.sql import COHORT_SQL_COLUMNS, cohort_sql
 from riskstrat.engines.dialect import to_spark
+from riskstrat.engines.spark import to_pandas_in_slices
 from riskstrat.explain.reasons import explain_with_contributions
 from riskstrat.features.spark import build_features_spark
 from riskstrat.modelling.model import Calibrator, predict_risk
@@ -136,7 +137,7 @@ def score_month_spark(
             scored.createOrReplaceTempView(SCORES_VIEW)
             names = list(ranking_models)
             cohorts = _cohorts(spark, config, names)
-            frame = scored.toPandas()
+            frame = to_pandas_in_slices(scored, key="nhs_number")
         finally:
             spark.catalog.dropTempView(SCORES_VIEW)
             scored.unpersist()
