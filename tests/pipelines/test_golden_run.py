@@ -106,14 +106,20 @@ def _published(settings: Settings) -> dict[str, Any]:
         run = store.runs.latest()
         assert run is not None and run.status == "published"
         with store.engine.connect() as conn:
-            scores = conn.execute(
-                select(patient_scores).order_by(patient_scores.c.rank)
-            ).mappings().all()
-            members = conn.execute(
-                select(cohort_members).order_by(
-                    cohort_members.c.intervention, cohort_members.c.rank
+            scores = (
+                conn.execute(select(patient_scores).order_by(patient_scores.c.rank))
+                .mappings()
+                .all()
+            )
+            members = (
+                conn.execute(
+                    select(cohort_members).order_by(
+                        cohort_members.c.intervention, cohort_members.c.rank
+                    )
                 )
-            ).mappings().all()
+                .mappings()
+                .all()
+            )
         team, coordinator = fixed_key(901), fixed_key(902)
         add_fixed_key(settings, "pcn_team", team, pcns=("*",))
         add_fixed_key(settings, "care_coordinator", coordinator, pcns=("*",))
