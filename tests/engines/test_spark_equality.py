@@ -159,10 +159,13 @@ def test_scores_agree_within_1e_12_with_the_same_percentiles_and_ranks(computed)
 def test_the_reasons_are_the_same_in_the_same_order(computed):
     duck, sparked = computed["duckdb"].scores, computed["spark"].scores
     # Every reason: its group, words, direction and sizes, in the same order; and every
-    # group's size (what "what changed" compares).
+    # group's size (what "what changed" compares). Both engines write them as JSON text,
+    # which must be the same text.
     assert duck["reasons"].tolist() == sparked["reasons"].tolist()
     assert duck["contributions"].tolist() == sparked["contributions"].tolist()
-    assert sum(len(r) for r in duck["reasons"]) > 2 * len(duck)  # several reasons each
+    reasons = [json.loads(r) for r in duck["reasons"]]
+    assert sum(len(r) for r in reasons) > 2 * len(duck)  # several reasons each
+    assert all(r["text"] and r["direction"] in ("raises", "lowers") for rs in reasons for r in rs)
 
 
 def test_cohorts_have_the_same_members_ranks_criteria_and_ranking_risks(computed):

@@ -48,7 +48,11 @@ VOLATILE = {
 
 def _invoke(runner: CliRunner, args: list[str]) -> None:
     result = runner.invoke(app, args)
-    assert result.exit_code == 0, (args, result.output, result.exception)
+    if result.exit_code != 0 and result.exc_info is not None:
+        import traceback
+
+        where = "".join(traceback.format_exception(*result.exc_info))
+        raise AssertionError(f"{args}: {result.output}\n{where}")
 
 
 @pytest.fixture(scope="module")

@@ -258,3 +258,23 @@ def test_sampling_stage_compares_the_training_sample_with_everyone(tmp_path):
     assert detail["auroc_loss_from_sampling"] == pytest.approx(everyone["auroc"] - sample["auroc"])
     [target] = detail["targets"]
     assert target["met"] == (detail["auroc_loss_from_sampling"] <= 0.005)
+
+
+def test_monthly_run_targets_are_the_issue_s_at_909091_people_and_the_large_icb_s_above():
+    from riskstrat.bench.targets import score_targets
+
+    steps = {"validate extract": 0.4, "stage": 7.5}
+    small, small_peak = score_targets(909_091, 44.0, steps, 120_000.0)
+    assert small_peak == 3.0
+    by_name = {t["name"]: t for t in small}
+    assert by_name["monthly run, validate to published (s)"]["target"] == "<= 45"
+    assert all(t["met"] for t in small)
+    slow, _ = score_targets(909_091, 46.0, {**steps, "stage": 9.0}, 90_000.0)
+    assert [t["met"] for t in slow] == [False, False, False, True]
+    # 4,000,000 people: four minutes within 24 GB; staging's target grows with the people
+    large, large_peak = score_targets(4_000_000, 230.0, {**steps, "stage": 30.0}, 100_000.0)
+    assert large_peak == 24.0
+    assert [t["met"] for t in large] == [True, True, True, True]
+    assert {t["name"]: t["target"] for t in large}["stage (s)"] == f"<= {8 * 4_000_000 / 909_091:g}"
+    missing, _ = score_targets(1000, 1.0, {}, None)
+    assert [t["met"] for t in missing] == [True, None, None, None]

@@ -175,3 +175,104 @@ def test_distinct_rows_number_each_row_by_its_first_equal_row():
         equal = np.flatnonzero((key == key[i]).all(axis=1))
         assert equal[0] == i and (inverse[equal] == k).all()
     assert len(first) == len(np.unique(key, axis=0)) and (np.diff(first) > 0).all()
+
+
+@pytest.mark.parametrize("top", [(3, 1), (5, 2), (1, 0)])
+def test_json_reasons_are_byte_for_byte_what_the_store_writes_for_the_objects(model_and_data, top):
+    """A month's reasons are written as JSON text by array kernels; the text must be exactly
+    what ``json_text`` (orjson) writes for ``explain_with_contributions``' objects."""
+    import orjson
+
+    from riskstrat.explain.reasons import explain_as_json, explain_with_contributions
+
+    booster, X = model_and_data
+    sample = X.copy()
+    rng = np.random.default_rng(3)
+    sample.loc[rng.random(len(sample)) < 0.3, "imd_decile"] = np.nan
+    for c in ("ltc_copd", "ltc_heart_failure", "ltc_diabetes", "ltc_ckd", "opioid_90d"):
+        sample[c] = (rng.random(len(sample)) < 0.4).astype(float)
+    reasons, sizes = explain_with_contributions(
+        booster, sample, top_raising=top[0], top_lowering=top[1]
+    )
+    got = explain_as_json(booster, sample, top_raising=top[0], top_lowering=top[1])
+    assert got.reasons.to_pylist() == [orjson.dumps(r).decode() for r in reasons]
+    assert got.contributions.to_pylist() == [orjson.dumps(s).decode() for s in sizes]
+    assert sum(len(r) for r in reasons) > len(sample) // 2  # reasons written, not just "[]"
+
+
+def test_json_numbers_are_written_as_orjson_writes_the_rounded_value():
+    """Sizes are written from whole numbers (k / 10**places, trailing zeros dropped): for
+    every kind of value that is the shortest text of the rounded double, as orjson writes."""
+    import orjson
+
+    from riskstrat.explain._json_kernels import kernels
+    from riskstrat.explain.reasons import _scaled
+
+    kernels()  # compiled; the helpers below are then numba functions, callable from here
+    from riskstrat.explain import _json_kernels as k
+
+    rng = np.random.default_rng(11)
+    values = np.concatenate(
+        [
+            rng.normal(0, 5, 20_000),
+            rng.normal(0, 0.001, 5_000),  # around zero: -0.0 among them
+            rng.uniform(-100, 100, 5_000).round(3),
+            np.array([0.0, -0.0, 100.0, 99.9995, 0.0005, -0.00005, 1e-4, 12345.6785, 2.5e6]),
+        ]
+    )
+    for places in (3, 4):
+        scaled, negative = _scaled(values, places)
+        buffer = np.zeros(64, dtype=np.uint8)
+        for v, s, neg in zip(values.tolist(), scaled.tolist(), negative.tolist(), strict=True):
+            end = k._write_number(buffer, 0, s, neg, places)
+            text = bytes(buffer[:end]).decode()
+            assert text == orjson.dumps(float(np.round(v, places))).decode(), (v, places)
+            assert k._number_length(s, neg, places) == end
+
+
+@pytest.mark.parametrize("key", ["long_term_conditions", "medicines"])
+def test_rows_with_equal_words_keys_are_worded_alike(key):
+    """A group whose words depend on its contributions is worded once per distinct words
+    key: every row must then read exactly as its key's first row does (many conditions and
+    notable medicines at once, contributions of both signs, both directions)."""
+    from riskstrat.explain.reasons import _distinct_rows
+    from riskstrat.explain.wording import REASON_GROUPS
+
+    group = next(g for g in REASON_GROUPS if g.key == key)
+    rng = np.random.default_rng(13)
+    n, k = 20_000, len(group.features)
+    values = rng.choice([np.nan, 0.0, 1.0, 2.0, 0.5, -1.0, 7.0], size=(n, k), p=[.05, .5, .25, .1, .04, .01, .05])  # fmt: skip
+    contrib = rng.normal(0, 0.1, size=(n, k)) * (rng.random((n, k)) < 0.9)
+    raises = rng.random(n) < 0.7
+    assert group.words_key is not None
+    words_key = np.concatenate([group.words_key(values, contrib, raises), raises[:, None]], axis=1)
+    first, inverse = _distinct_rows(words_key)
+    # coarser than the values themselves (which the contributions make finer still)
+    assert len(first) < len(_distinct_rows(np.where(np.isnan(values), np.inf, values))[0])
+
+    def words(i: int) -> str:
+        v = {f: (None if x != x else x) for f, x in zip(group.features, values[i].tolist())}
+        fc = dict(zip(group.features, contrib[i].tolist(), strict=True))
+        return group.phrase(v, fc, bool(raises[i]))
+
+    representative = [words(int(i)) for i in first]
+    for i in range(n):
+        assert words(i) == representative[inverse[i]], i
+
+
+def test_groups_read_only_the_features_they_declare(model_and_data):
+    """A group worded from fewer features than it sizes (``reads``) reads no others: its
+    words from those features alone equal its words from all of them."""
+    from riskstrat.explain.wording import REASON_GROUPS
+
+    _, X = model_and_data
+    rng = np.random.default_rng(17)
+    sample = X.head(2000).copy()
+    sample["bmi_latest"] = rng.normal(27, 6, len(sample)).round(1)
+    sample["days_since_last_emergency_admission"] = rng.integers(-5, 2000, len(sample))
+    for group in (g for g in REASON_GROUPS if g.reads is not None):
+        for row in sample.to_dict(orient="records"):
+            every = {f: row.get(f) for f in group.features}
+            read = {f: row.get(f) for f in group.words_from}
+            for raises in (True, False):
+                assert group.phrase(read, {}, raises) == group.phrase(every, {}, raises)

@@ -30,13 +30,19 @@ from riskstrat.bench.data_stages import (
     stage_import_omop,
 )
 from riskstrat.bench.measure import TreeRssSampler, cpu_shares, cpu_times
-from riskstrat.bench.model_stages import stage_explain, stage_sampling, stage_score, stage_train
+from riskstrat.bench.model_stages import (
+    stage_explain,
+    stage_sampling,
+    stage_score,
+    stage_score_postgres,
+    stage_train,
+)
 from riskstrat.bench.serving_stages import stage_api
 from riskstrat.bench.spark_stages import stage_features_spark, stage_score_spark
 from riskstrat.errors import RiskstratError, UsageError
 
 STAGES = ("generate", "train", "features", "explain", "score", "api", "generate-omop",
-          "import-omop", "sampling", "features-spark", "score-spark")  # fmt: skip
+          "import-omop", "sampling", "features-spark", "score-spark", "score-postgres")  # fmt: skip
 #: The stages with a Spark twin, run beside them with ``--engine spark``.
 SPARK_TWINS = {"features": "features-spark", "score": "score-spark"}
 
@@ -119,6 +125,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "sampling": stage_sampling,
     "features-spark": stage_features_spark,
     "score-spark": stage_score_spark,
+    "score-postgres": stage_score_postgres,
 }
 
 

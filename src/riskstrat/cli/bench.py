@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -55,11 +56,19 @@ def bench(
     spark_driver_memory: Annotated[
         str, typer.Option(help="Spark's driver memory in local mode (the Spark stages).")
     ] = "8g",
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The PostgreSQL server the score-postgres stage publishes to (a new schema, "
+            "dropped after); default this machine's, database test."
+        ),
+    ] = None,
 ) -> None:
     """Time each stage in its own process at one or more sizes, with peak memory."""
     from riskstrat.bench.stages import (
         STAGES,
         growth,
+        machine_info,
         run_benchmarks,
         step_growth,
         with_engine,
@@ -76,6 +85,11 @@ def bench(
     chosen = with_engine(chosen, engine)
     n = patients or SYNTHETIC_NHS_CAPACITY
     sizes = sorted({n, *([s for s in (100_000, 300_000) if s < n] if scaling else [])})
+    machine = machine_info()
+    console.print(
+        f"riskstrat bench on {machine['cpu']}, {machine['cores']} cores, "
+        f"{machine['memory_gb']} GB, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    )
     table = Table(
         "stage", "people", "seconds", "rows/s", "peak RSS (MB)", "peak tree RSS (MB)",
         title="Benchmark",
@@ -105,7 +119,10 @@ def bench(
                 seed=seed,
                 keep=keep,
                 on_result=show,
-                stage_args={"spark_driver_memory": spark_driver_memory},
+                stage_args={
+                    "spark_driver_memory": spark_driver_memory,
+                    **({"postgres_url": postgres_url} if postgres_url else {}),
+                },
             )
     except BaseException:
         # A long run that fails at its last stage keeps the stages it measured.
@@ -152,7 +169,7 @@ def bench(
     for r in results:
         for target in r.detail.get("targets", []):
             mark = {True: "[green]met[/]", False: "[red]not met[/]", None: "n/a"}[target["met"]]
-            value = "n/a" if target["value"] is None else f"{target['value']:.3f}"
+            value = _figure(target["value"])
             out.print(
                 f"{r.stage} at {r.patients:,}: {target['name']} = {value} "
                 f"(target {target['target']}): {mark}"
@@ -161,6 +178,16 @@ def bench(
     out.print(f"results: {written}")
     if report is not None:
         out.print(f"report: {_write_report(written, report)}")
+
+
+def _figure(value: float | None) -> str:
+    """A target's value as read beside its target: 45.2, 312,000, 3.1e-15."""
+    if value is None:
+        return "n/a"
+    size = abs(float(value))
+    if size >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3f}" if size >= 0.01 or size == 0 else f"{value:.2e}"
 
 
 def _tree(value: float | None, template: str) -> str:

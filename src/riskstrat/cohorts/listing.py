@@ -465,6 +465,11 @@ def cohort_item_json(
     )
 
 
+def _json(value: Any) -> str:
+    """JSON text for ``value``, kept as it is if it is text already."""
+    return value if isinstance(value, str) else json_text(value)
+
+
 def cohort_items_json(
     cohorts: pd.DataFrame,
     scores: pd.DataFrame,
@@ -478,7 +483,8 @@ def cohort_items_json(
     Args:
         cohorts: cohort members (``intervention``, ``nhs_number``, ``practice_code``,
             ``pcn_code``, ``risk``, ``expected_benefit``, ``rank``, ``criteria``).
-        scores: everyone scored (``nhs_number``, ``percentile``, ``reasons``).
+        scores: everyone scored (``nhs_number``, ``percentile``, ``reasons``: JSON text, as
+            ``score_frame`` writes them, or lists of reasons).
         criteria_text: per intervention, each criterion's words.
         identifier_kind: what ``nhs_number`` holds (NHS numbers or pseudonyms), said in
             every item.
@@ -517,7 +523,7 @@ def cohort_items_json(
                 practice_code=str(practice),
                 pcn_code=str(pcn), risk=float(risk), percentile=float(percentile[i]),
                 expected_benefit=None if pd.isna(benefit) else float(benefit),
-                because_json=because[key], reasons_json=json_text(reasons[i]),
+                because_json=because[key], reasons_json=_json(reasons[i]),
                 identifier_kind=identifier_kind,
                 ranking_json="null" if ranking[i] is None else json_text(ranking[i]),
             )

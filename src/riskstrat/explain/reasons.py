@@ -21,7 +21,9 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
+import orjson
 import pandas as pd
+import pyarrow as pa
 
 from riskstrat.explain.treeshap import TreeShapExplainer
 from riskstrat.explain.wording import (
@@ -41,9 +43,10 @@ from riskstrat.modelling.model import Calibrator
 
 __all__ = [
     "CFS_BANDS", "CONDITION_NAMES", "DRUG_NAMES", "PROBLEM_NAMES", "REASON_GROUPS",
-    "REASON_LABELS", "STATE_NAMES", "GroupedContributions", "ReasonGroup", "Values",
-    "cfs_band", "efi_band", "explain_rows", "explain_with_contributions", "group_contributions",
-    "group_matrix", "shap_contributions",
+    "REASON_LABELS", "STATE_NAMES", "ChosenReasons", "ExplainedJson", "GroupedContributions",
+    "ReasonGroup", "Values", "cfs_band", "choose_reasons", "efi_band", "explain_as_json",
+    "explain_rows", "explain_with_contributions", "group_contributions", "group_matrix",
+    "shap_contributions",
 ]  # fmt: skip
 
 _EXPLAINERS: weakref.WeakKeyDictionary[lgb.Booster, TreeShapExplainer] = weakref.WeakKeyDictionary()
@@ -165,6 +168,111 @@ def _distinct_rows(
     return first, codes
 
 
+@dataclass(frozen=True)
+class ChosenReasons:
+    """Each row's reasons before they are written out: which group fills each slot (up to
+    ``top_raising`` raising then ``top_lowering`` lowering), whether the slot is shown, its
+    words (a number into ``phrases``) and sizes; and every group's size in points."""
+
+    keys: list[str]  # the reason groups' keys, in group order
+    chosen: npt.NDArray[np.intp]  # (rows, slots): the group in each slot
+    shown: npt.NDArray[np.bool_]  # (rows, slots)
+    phrase: npt.NDArray[np.intp]  # (rows, slots): into ``phrases``; -1 where not shown
+    phrases: list[str]  # every distinct phrase worded, once
+    log_odds: npt.NDArray[np.float64]  # (rows, slots): the chosen groups' log-odds
+    percentage_points: npt.NDArray[np.float64]  # (rows, slots)
+    sizes: npt.NDArray[np.float64]  # (rows, groups): every group's size in points
+
+
+def choose_reasons(
+    booster: lgb.Booster,
+    X: pd.DataFrame,
+    *,
+    top_raising: int = 3,
+    top_lowering: int = 1,
+    min_percentage_points: float = 0.001,
+    contributions: npt.NDArray[np.float64] | None = None,
+    calibrator: Calibrator | None = None,
+) -> ChosenReasons:
+    """Each row's top reasons (see ``explain_rows``) as arrays, every phrase worded once."""
+    names = list(booster.feature_name())
+    contrib = shap_contributions(booster, X) if contributions is None else contributions
+    gc = group_contributions(booster, X, contributions=contrib, calibrator=calibrator)
+    groups, grouped, pp = gc.groups, gc.log_odds, gc.percentage_points
+    # Each group's phrase depends only on the row's values of that group's features (and,
+    # for conditions, the order of their contributions), so it is worded once per distinct
+    # combination among the rows that show that group: a million people share far fewer.
+    n = len(X)
+    index = {name: i for i, name in enumerate(names)}
+    # The values the words read, a column at a time as they are needed (as float64, as
+    # the extract holds them: the model's float32 copy would move band edges such as 0.12).
+    columns: dict[str, npt.NDArray[np.float64]] = {}
+
+    def column(name: str) -> npt.NDArray[np.float64]:
+        if name not in columns:
+            columns[name] = X[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        return columns[name]
+
+    order = np.argsort(-grouped, axis=1, kind="stable")
+    rows = np.arange(n)[:, None]
+    up = order[:, :top_raising]
+    down = order[:, ::-1][:, :top_lowering]
+    chosen = np.concatenate([up, down], axis=1)
+    shown = np.concatenate(
+        [pp[rows, up] >= min_percentage_points, pp[rows, down] <= -min_percentage_points], axis=1
+    )
+    phrase = np.full(chosen.shape, -1, dtype=np.intp)
+    phrases: list[str] = []
+    for j, group in enumerate(groups):
+        hit = shown & (chosen == j)
+        if not hit.any():
+            continue
+        r = np.flatnonzero(hit.any(axis=1))
+        raises = pp[r, j] > 0
+        # The words depend on the values they read, on which way the reason pushes and, for
+        # some groups, on their features' contributions (through the group's words key).
+        present = [f for f in group.words_from if f in index]
+        read = (
+            np.column_stack([column(f)[r] for f in present]) if present else np.empty((len(r), 0))
+        )
+        every = [f for f in group.features if f in index]
+        every_cols = np.array([index[f] for f in every], dtype=np.intp)
+        if group.words_key is not None:
+            block = np.full((len(r), len(group.features)), np.nan)
+            block_contrib = np.zeros((len(r), len(group.features)))
+            for k, name in enumerate(group.features):
+                if name in index:
+                    block[:, k] = column(name)[r]
+                    block_contrib[:, k] = contrib[r, index[name]]
+            key = np.concatenate(
+                [group.words_key(block, block_contrib, raises), raises[:, None]], axis=1
+            )
+        else:
+            # Missing values as one bit pattern, so equal rows compare equal.
+            keyed = np.where(np.isnan(read), np.inf, read)
+            key = np.concatenate([keyed, raises[:, None]], axis=1)
+        first, inverse = _distinct_rows(key)
+        offset = len(phrases)
+        for at, i in zip(first.tolist(), r[first].tolist(), strict=True):
+            v = dict(zip(present, read[at].tolist(), strict=True))
+            v = {f: (None if x != x else x) for f, x in v.items()}  # NaN as missing
+            fc = dict(zip(every, contrib[i, every_cols].tolist(), strict=True))
+            told = fc if group.uses_contributions else {}
+            phrases.append(group.phrase(v, told, bool(raises[at])))
+        slot = np.argmax(hit[r], axis=1)
+        phrase[r, slot] = offset + inverse
+    return ChosenReasons(
+        keys=[g.key for g in groups],
+        chosen=chosen,
+        shown=shown,
+        phrase=phrase,
+        phrases=phrases,
+        log_odds=grouped[rows, chosen],
+        percentage_points=pp[rows, chosen],
+        sizes=pp,
+    )
+
+
 def explain_with_contributions(
     booster: lgb.Booster,
     X: pd.DataFrame,
@@ -176,64 +284,29 @@ def explain_with_contributions(
     calibrator: Calibrator | None = None,
 ) -> tuple[list[list[dict[str, Any]]], list[dict[str, float]]]:
     """``explain_rows``'s reasons, and every group's size in percentage points per row
-    (groups under 0.001 points left out), which is what "what changed" compares."""
-    names = list(booster.feature_name())
-    contrib = shap_contributions(booster, X) if contributions is None else contributions
-    gc = group_contributions(booster, X, contributions=contrib, calibrator=calibrator)
-    groups, grouped, pp = gc.groups, gc.log_odds, gc.percentage_points
-    keys = [g.key for g in groups]
-    # Each group's phrase depends only on the row's values of that group's features (and,
-    # for conditions, the order of their contributions), so it is worded once per distinct
-    # combination among the rows that show that group: a million people share far fewer.
-    n = len(X)
-    index = {name: i for i, name in enumerate(names)}
-    values = X[names].to_numpy(dtype=np.float64, na_value=np.nan)
-    # Missing values as one bit pattern, so equal rows compare equal.
-    keyed = np.where(np.isnan(values), np.inf, values)
-    order = np.argsort(-grouped, axis=1, kind="stable")
-    rows = np.arange(n)[:, None]
-    up = order[:, :top_raising]
-    down = order[:, ::-1][:, :top_lowering]
-    chosen = np.concatenate([up, down], axis=1)
-    shown = np.concatenate(
-        [pp[rows, up] >= min_percentage_points, pp[rows, down] <= -min_percentage_points], axis=1
-    )
-    texts = np.empty(chosen.shape, dtype=object)
-    for j, group in enumerate(groups):
-        hit = shown & (chosen == j)
-        if not hit.any():
-            continue
-        r = np.flatnonzero(hit.any(axis=1))
-        cols = np.array([index[f] for f in group.features if f in index], dtype=np.intp)
-        present = [f for f in group.features if f in index]
-        # The words depend on the values, on which way the reason pushes and, for some
-        # groups, on the order and signs of their features' contributions.
-        raises = pp[r, j] > 0
-        key = np.concatenate([keyed[np.ix_(r, cols)], raises[:, None].astype(np.float64)], axis=1)
-        if group.uses_contributions:
-            part = contrib[np.ix_(r, cols)]
-            ranks = np.argsort(np.argsort(-part, axis=1, kind="stable"), axis=1, kind="stable")
-            key = np.concatenate([key, ranks.astype(np.float64), np.sign(part)], axis=1)
-        first, inverse = _distinct_rows(key)
-        worded = []
-        for at, i in zip(first.tolist(), r[first].tolist(), strict=True):
-            v = dict(zip(present, values[i, cols].tolist(), strict=True))
-            v = {f: (None if x != x else x) for f, x in v.items()}  # NaN as missing
-            fc = dict(zip(present, contrib[i, cols].tolist(), strict=True))
-            worded.append(group.phrase(v, fc if group.uses_contributions else {}, bool(raises[at])))
-        per_row = np.asarray(worded, dtype=object)[inverse]
-        slot = np.argmax(hit[r], axis=1)
-        texts[r, slot] = per_row
+    (groups under 0.001 points left out), which is what "what changed" compares.
 
-    # Only the chosen groups' sizes become Python objects, rounded as arrays (as the sizes
-    # below are): a million rows of every group's sizes as lists took seconds.
-    chosen_lo, chosen_pp = grouped[rows, chosen], pp[rows, chosen]
-    key_list = np.asarray(keys, dtype=object)[chosen].tolist()
-    shown_list, text_list = shown.tolist(), texts.tolist()
+    As Python objects, for the few rows a caller handles one by one (a ranked list's
+    people); a month's scores are written by ``explain_as_json`` instead, which gives the
+    same values as JSON text without a Python object per person."""
+    c = choose_reasons(
+        booster,
+        X,
+        top_raising=top_raising,
+        top_lowering=top_lowering,
+        min_percentage_points=min_percentage_points,
+        contributions=contributions,
+        calibrator=calibrator,
+    )
+    n = len(c.chosen)
+    key_list = np.asarray(c.keys, dtype=object)[c.chosen].tolist()
+    words = np.asarray([*c.phrases, None], dtype=object)[c.phrase]  # -1: the None at the end
+    shown_list, text_list = c.shown.tolist(), words.tolist()
     # The direction is the sign of the size shown beside it (the same as the log-odds' sign
     # for any calibrator that keeps the order of risks).
-    raises_list = (chosen_pp > 0).tolist()
-    lo_list, pp_list = np.round(chosen_lo, 4).tolist(), np.round(chosen_pp, 3).tolist()
+    raises_list = (c.percentage_points > 0).tolist()
+    lo_list = np.round(c.log_odds, 4).tolist()
+    pp_list = np.round(c.percentage_points, 3).tolist()
     out: list[list[dict[str, Any]]] = [
         [
             {
@@ -256,10 +329,112 @@ def explain_with_contributions(
         ]
         for i in range(n)
     ]
-    pp_rounded = np.round(pp, 3)
+    pp_rounded = np.round(c.sizes, 3)
     size_mask, sizes_list = (np.abs(pp_rounded) >= 0.001).tolist(), pp_rounded.tolist()
     sizes = [
-        {k: v for k, v, keep in zip(keys, sizes_list[i], size_mask[i], strict=True) if keep}
+        {k: v for k, v, keep in zip(c.keys, sizes_list[i], size_mask[i], strict=True) if keep}
         for i in range(n)
     ]
     return out, sizes
+
+
+@dataclass(frozen=True)
+class ExplainedJson:
+    """Each row's reasons and group sizes as JSON text (Arrow strings, no Python object per
+    row): exactly the text the store's ``json_text`` (orjson) writes for the objects of
+    ``explain_with_contributions``."""
+
+    reasons: pa.LargeStringArray
+    contributions: pa.LargeStringArray
+
+
+def explain_as_json(
+    booster: lgb.Booster,
+    X: pd.DataFrame,
+    *,
+    top_raising: int = 3,
+    top_lowering: int = 1,
+    min_percentage_points: float = 0.001,
+    contributions: npt.NDArray[np.float64] | None = None,
+    calibrator: Calibrator | None = None,
+) -> ExplainedJson:
+    """``explain_with_contributions``, written straight to JSON text by array operations:
+    the same reasons and sizes, byte for byte the text the store would write for them, at a
+    cost that does not grow with Python objects per person (a million people's reasons as
+    dicts took most of a monthly run's scoring time and gigabytes of memory)."""
+    c = choose_reasons(
+        booster,
+        X,
+        top_raising=top_raising,
+        top_lowering=top_lowering,
+        min_percentage_points=min_percentage_points,
+        contributions=contributions,
+        calibrator=calibrator,
+    )
+    from riskstrat.explain._json_kernels import CONSTANTS, kernels
+
+    run = kernels()
+    n = len(c.chosen)
+    # Each group's key and each phrase written as JSON once; the kernels copy their bytes.
+    prefixes = _pieces([f'{{"group":{_json_string(k)},"text":' for k in c.keys])
+    phrases = _pieces([_json_string(p) for p in c.phrases])
+    consts = _pieces(list(CONSTANTS))
+    lo_k, lo_neg = _scaled(c.log_odds, 4)
+    pp_k, pp_neg = _scaled(c.percentage_points, 3)
+    slots = (
+        np.ascontiguousarray(c.shown),
+        np.ascontiguousarray(c.chosen, dtype=np.int64),
+        np.ascontiguousarray(c.phrase, dtype=np.int64),
+        np.ascontiguousarray(c.percentage_points > 0),
+        lo_k, lo_neg, pp_k, pp_neg,
+    )  # fmt: skip
+    lengths = np.empty(n, dtype=np.int64)
+    run["_reason_lengths"](*slots, prefixes[1], phrases[1], consts[1], lengths)
+    starts, out = _text_buffer(lengths)
+    run["_write_reasons"](*slots, *prefixes, *phrases, *consts, starts, out)
+    reasons = _string_array(starts, out)
+    size_k, size_neg = _scaled(c.sizes, 3)
+    keep = np.ascontiguousarray(np.abs(np.round(c.sizes, 3)) >= 0.001)
+    keys = _pieces([f"{_json_string(k)}:" for k in c.keys])
+    run["_size_lengths"](keep, size_k, size_neg, keys[1], consts[1], lengths)
+    starts, out = _text_buffer(lengths)
+    run["_write_sizes"](keep, size_k, size_neg, *keys, *consts, starts, out)
+    return ExplainedJson(reasons=reasons, contributions=_string_array(starts, out))
+
+
+def _pieces(texts: Sequence[str]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """``texts`` as one UTF-8 byte buffer and the offsets of each (``len(texts) + 1``)."""
+    encoded = [t.encode() for t in texts]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(b) for b in encoded])
+    data = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
+    return (data if len(data) else np.zeros(1, dtype=np.uint8)), offsets
+
+
+def _scaled(
+    values: npt.NDArray[np.float64], places: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """``np.round(values, places)`` as whole numbers of 10**-places (``np.round`` is
+    ``rint(v * 10**places) / 10**places``) and their signs (-0.0 too, as orjson writes it)."""
+    scaled = np.rint(np.ascontiguousarray(values) * 10**places)
+    if not np.isfinite(scaled).all() or np.abs(scaled).max(initial=0) >= 2**53:
+        raise ValueError("reasons are sized by finite numbers under 2**53 / 10**places")
+    return np.abs(scaled).astype(np.int64), np.signbit(scaled)
+
+
+def _text_buffer(
+    lengths: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
+    starts = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    return starts, np.empty(int(starts[-1]), dtype=np.uint8)
+
+
+def _string_array(starts: npt.NDArray[np.int64], out: npt.NDArray[np.uint8]) -> pa.LargeStringArray:
+    return pa.LargeStringArray.from_buffers(
+        len(starts) - 1, pa.py_buffer(starts), pa.py_buffer(out)
+    )
+
+
+def _json_string(text: str) -> str:
+    return orjson.dumps(text).decode()

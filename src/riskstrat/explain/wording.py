@@ -17,6 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from riskstrat.data.contract import CONDITIONS, DRUG_CLASSES, EVENT_CODES, STATE_CODES
 
 Values = Mapping[str, Any]
@@ -323,15 +326,94 @@ class Phrase(Protocol):
     ) -> str: ...
 
 
+class WordsKey(Protocol):
+    """What a group's words depend on, for many rows at once: rows with equal keys are worded
+    alike, so each distinct key is worded once (``explain.reasons.choose_reasons``).
+
+    Takes the rows' values and contributions of the group's ``features`` (in that order; a
+    feature the model lacks is missing, with no contribution) and whether the reason raises
+    the risk; returns one row of numbers per row."""
+
+    def __call__(
+        self,
+        values: npt.NDArray[np.float64],
+        contributions: npt.NDArray[np.float64],
+        raises: npt.NDArray[np.bool_],
+        /,
+    ) -> npt.NDArray[np.float64]: ...
+
+
 @dataclass(frozen=True)
 class ReasonGroup:
     key: str
     features: tuple[str, ...]
-    #: Words the reason from the row's values of ``features`` only, whether the group raises
-    #: the risk and, if ``uses_contributions``, the signs and order of those features'
+    #: Words the reason from the row's values of ``words_from`` only, whether the group
+    #: raises the risk and, if ``uses_contributions``, the signs and order of the features'
     #: contributions.
     phrase: Phrase
     uses_contributions: bool = False
+    #: The features the words read (default: all of ``features``); the rest only size the
+    #: reason. Rows alike in these are worded once.
+    reads: tuple[str, ...] | None = None
+    #: For a group whose words depend on its contributions: what they depend on, coarser
+    #: than every value and contribution (which nearly every person would differ in).
+    words_key: WordsKey | None = None
+
+    @property
+    def words_from(self) -> tuple[str, ...]:
+        return self.features if self.reads is None else self.reads
+
+
+def _counts(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``_count`` for arrays: whole numbers, missing, unreadable or negative as 0."""
+    finite = np.where(np.isfinite(values), values, 0.0)
+    return np.where(finite >= 1, np.trunc(finite), 0.0)
+
+
+def _agreeing(
+    present: npt.NDArray[np.bool_], contrib: npt.NDArray[np.float64], raises: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64]]:
+    """``_ordered``'s test for arrays: which present codes do not push against the reason,
+    and each code's size signed the reason's way."""
+    size = np.where(raises[:, None], 1.0, -1.0) * contrib
+    return present & np.where(raises[:, None], size >= 0, size > 0), size
+
+
+def _conditions_key(
+    values: npt.NDArray[np.float64],
+    contrib: npt.NDArray[np.float64],
+    raises: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.float64]:
+    """``_conditions`` reads how many conditions are present, the first two it names (in
+    their order) and whether it names them all: nothing else."""
+    k = len(CONDITIONS)
+    present = _counts(values[:, :k]) > 0
+    agreeing, size = _agreeing(present, contrib[:, :k], raises)
+    # sorted(..., key=-size) over codes in CONDITIONS order: a stable sort of -size.
+    order = np.argsort(np.where(agreeing, -size, np.inf), axis=1, kind="stable")
+    n_present, n_named = present.sum(axis=1), agreeing.sum(axis=1)
+    first = np.where(n_named >= 1, order[:, 0], -1)
+    second = np.where(n_named >= 2, order[:, 1] if k > 1 else -1, -1)
+    return np.column_stack([n_present, first, second, n_named == n_present]).astype(np.float64)
+
+
+def _medicines_key(
+    values: npt.NDArray[np.float64],
+    contrib: npt.NDArray[np.float64],
+    raises: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.float64]:
+    """``_medicines`` reads the number of medicines, the direction and, raising, the first
+    three notable classes present whose own contribution agrees: nothing else."""
+    n = _counts(values[:, 0])
+    columns = [2 + DRUG_CLASSES.index(c) for c in NOTABLE_DRUGS]
+    present = _counts(values[:, columns]) > 0
+    agreeing, _ = _agreeing(present, contrib[:, columns], raises)
+    named = agreeing & (raises & (n > 0))[:, None]
+    # The first three named classes in NOTABLE_DRUGS order (-1 where fewer).
+    order = np.argsort(~named, axis=1, kind="stable")[:, :3]
+    count = named.sum(axis=1)
+    picks = np.where(np.arange(3)[None, :] < count[:, None], order, -1)
+    return np.column_stack([n, raises & (n > 0), picks]).astype(np.float64)
 
 
 class _Simple:
@@ -352,37 +434,42 @@ REASON_GROUPS: tuple[ReasonGroup, ...] = (
                  "emergency_admissions_365d", "emergency_admissions_730d",
                  "emergency_admissions_ever", "emergency_admissions_per_year",
                  "days_since_last_emergency_admission", "emergency_bed_days_365d"),
-                _Simple(_emergency)),
+                _Simple(_emergency),
+                reads=("emergency_admissions_365d", "days_since_last_emergency_admission")),
     ReasonGroup("ae_attendances",
                 ("ae_attendances_30d", "ae_attendances_90d", "ae_attendances_180d",
                  "ae_attendances_365d", "ae_attendances_730d", "ae_attendances_ever",
                  "ae_attendances_per_year", "days_since_last_ae_attendance"),
-                _Simple(_ae)),
+                _Simple(_ae), reads=("ae_attendances_365d", "ae_attendances_ever")),
     ReasonGroup("planned_care",
                 tuple(f"{s}_{w}d" for s in ("elective_admissions", "outpatient_attendances",
                                              "outpatient_missed", "gp_contacts", "gp_missed",
                                              "community_contacts") for w in (90, 365))
                 + ("gp_contacts_30d",),
-                _Simple(_planned)),
+                _Simple(_planned),
+                reads=("gp_contacts_365d", "outpatient_attendances_365d", "gp_missed_365d",
+                       "outpatient_missed_365d")),
     ReasonGroup("age", ("age_years",), _Simple(_age)),
     ReasonGroup("length_of_record", ("recorded_history_days",), _Simple(_record)),
     ReasonGroup("sex", ("sex_female",), _Simple(_sex)),
     ReasonGroup("deprivation", ("imd_decile",), _Simple(_deprivation)),
     ReasonGroup("long_term_conditions",
                 tuple(f"ltc_{c.lower()}" for c in CONDITIONS) + ("ltc_count",), _conditions,
-                uses_contributions=True),
+                uses_contributions=True, words_key=_conditions_key),
     ReasonGroup("medicines",
                 ("distinct_medicines_90d", "falls_risk_drug_classes_90d")
                 + tuple(f"{c.lower()}_90d" for c in DRUG_CLASSES),
-                _medicines, uses_contributions=True),
+                _medicines, uses_contributions=True, words_key=_medicines_key),
     ReasonGroup("frailty", ("efi", "cfs_latest"), _Simple(_frailty)),
-    ReasonGroup("falls", ("falls_180d", "falls_365d"), _Simple(_falls)),
+    ReasonGroup("falls", ("falls_180d", "falls_365d"), _Simple(_falls), reads=("falls_365d",)),
     ReasonGroup("time_of_year", ("index_month",), _Simple(_season)),
     ReasonGroup("living_situation",
                 tuple(c.lower() for c in STATE_CODES if c != "SMOKER"), _Simple(_living)),
     ReasonGroup("other_recorded_problems",
                 ("smoker", "bmi_latest") + tuple(c.lower() for c in EVENT_CODES if c != "FALL"),
-                _Simple(_other)),
+                _Simple(_other),
+                reads=("smoker", "bmi_latest")
+                + tuple(c.lower() for c in EVENT_CODES if c in PROBLEM_NAMES)),
     ReasonGroup("care_already_given",
                 ("falls_assessment_365d", "medication_review_365d", "advance_care_plan_ever"),
                 _Simple(_care)),

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 
 from riskstrat.cohorts.listing import cohort_items_json
 from riskstrat.cohorts.select import (
@@ -27,7 +28,7 @@ from riskstrat.cohorts.select import (
 from riskstrat.config import Settings, get_settings
 from riskstrat.data.contract import IdentifierKind
 from riskstrat.errors import ConfigError, DataError, UsageError
-from riskstrat.explain.reasons import explain_with_contributions
+from riskstrat.explain.reasons import explain_as_json, explain_with_contributions
 from riskstrat.features.build import COHORT_COLUMNS, build_features
 from riskstrat.modelling.model import predict_risk
 from riskstrat.modelling.registry import (
@@ -86,22 +87,30 @@ def score_frame(
 ) -> pd.DataFrame:
     """Risk, rank (1 = highest), percentile, reasons and every reason group's size
     (``contributions``) for each row of ``features``, highest risk first. Columns the
-    cohort criteria need are carried through."""
+    cohort criteria need are carried through.
+
+    ``reasons`` and ``contributions`` are JSON text (Arrow-backed strings), exactly as the
+    store keeps them: a month's reasons are never a Python object per person."""
     X = features[model.feature_names]
     risk = predict_risk(model.booster, X, model.calibrator)
     out = features[carried_columns(model, list(features.columns))].copy()
     out["risk"] = risk
     if reasons:
-        explained, sizes = explain_with_contributions(
+        explained = explain_as_json(
             model.booster,
             X,
             calibrator=model.calibrator,
             top_raising=top_raising,
             top_lowering=top_lowering,
         )
-        out["reasons"] = pd.Series(explained, index=out.index, dtype=object)
-        out["contributions"] = pd.Series(sizes, index=out.index, dtype=object)
+        out["reasons"] = json_column(explained.reasons, out.index)
+        out["contributions"] = json_column(explained.contributions, out.index)
     return ranked_scores(out)
+
+
+def json_column(texts: pa.Array | pa.ChunkedArray, index: pd.Index) -> pd.Series:
+    """JSON text as a pandas column backed by the Arrow array (no Python string per row)."""
+    return pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array([texts])), index=index)
 
 
 def carried_columns(model: LoadedModel, columns: Sequence[str]) -> list[str]:

@@ -4,7 +4,7 @@ and cohorts, with the same values as the embedded path (``--engine spark``).
 * Features: the one features query, transpiled (``features.spark``).
 * Scores: ``mapInPandas`` over the feature rows; each Python worker takes the model from a
   broadcast (the LightGBM model text and calibrator, sent once) and runs the same
-  ``predict_risk`` and ``explain_with_contributions`` the embedded path runs, on its
+  ``predict_risk`` and ``explain_as_json`` the embedded path runs, on its
   partition's batches. A row's risk and reasons depend only on that row, so partitioning
   changes nothing.
 * Cohorts: ``cohorts.sql.cohort_sql``, transpiled: eligibility as predicates, ranks as a
@@ -25,14 +25,13 @@ from typing import TYPE_CHECKING, Any
 import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
-import orjson
 import pandas as pd
 
 from riskstrat.cohorts.select import CohortConfig
 from riskstrat.cohorts.sql import COHORT_SQL_COLUMNS, cohort_sql
 from riskstrat.engines.dialect import to_spark
 from riskstrat.engines.spark import to_pandas_in_slices
-from riskstrat.explain.reasons import explain_with_contributions
+from riskstrat.explain.reasons import explain_as_json
 from riskstrat.features.spark import build_features_spark
 from riskstrat.modelling.model import Calibrator, predict_risk
 from riskstrat.modelling.registry import LoadedModel
@@ -85,11 +84,9 @@ def _score_batches(
         out = frame[list(payload.carried)].copy()
         out["risk"] = predict_risk(booster, frame[names], calibrator)
         if payload.reasons:
-            explained, sizes = explain_with_contributions(
-                booster, frame[names], calibrator=calibrator
-            )
-            out["reasons"] = [orjson.dumps(r).decode() for r in explained]
-            out["contributions"] = [orjson.dumps(s).decode() for s in sizes]
+            explained = explain_as_json(booster, frame[names], calibrator=calibrator)
+            out["reasons"] = explained.reasons.to_pylist()
+            out["contributions"] = explained.contributions.to_pylist()
         for i, ((_, other), (_, _, cal)) in enumerate(zip(ranking, payload.ranking, strict=True)):
             out[ranking_column(i)] = predict_risk(other, frame[list(other.feature_name())], cal)
         yield out
@@ -145,11 +142,6 @@ def score_month_spark(
     finally:
         features.unpersist()
     frame = frame.sort_values("nhs_number", kind="stable").reset_index(drop=True)
-    for column in ("reasons", "contributions"):
-        if column in frame:
-            frame[column] = pd.Series(
-                [orjson.loads(v) for v in frame[column]], index=frame.index, dtype=object
-            )
     ranking = {
         name: frame.pop(ranking_column(i)).to_numpy(dtype=np.float64)
         for i, name in enumerate(names)

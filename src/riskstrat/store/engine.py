@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, select
+from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.engine import make_url
 
 from riskstrat.errors import StoreError
@@ -101,3 +104,36 @@ def db_time(value: datetime, conn: Any) -> Any:
     if conn.dialect.name == "sqlite":
         return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
     return value
+
+
+def backend_name(url: str) -> str:
+    """The database a URL names, in a word: ``sqlite`` or ``postgresql``."""
+    return make_url(url).get_backend_name()
+
+
+@contextmanager
+def temporary_schema(server: str) -> Iterator[str]:
+    """A new, empty PostgreSQL schema on ``server`` for the length of the block: yields a
+    URL whose default schema it is, and drops the schema and all in it afterwards (the
+    benchmark publishes a run there).
+
+    Raises:
+        StoreError: the server cannot be reached.
+    """
+    schema = f"riskstrat_bench_{os.getpid()}"
+    admin = create_engine(server, hide_parameters=True)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:
+        admin.dispose()
+        raise StoreError(
+            f"could not make a schema on the PostgreSQL server ({type(exc).__name__})",
+            hint="start the server, or name another",
+        ) from exc
+    try:
+        yield f"{server}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
 
 from riskstrat.data.contract import IDENTIFIER_KINDS, IdentifierKind
 from riskstrat.errors import UsageError
@@ -255,7 +256,9 @@ def json_text(value: Any) -> str:
 def frame_tuples(
     frame: pd.DataFrame, columns: Sequence[str], size: int, encode: Sequence[bool]
 ) -> Iterable[list[tuple[Any, ...]]]:
-    """Plain-Python row tuples, in chunks (NaN becomes None; ``encode`` columns as JSON)."""
+    """Plain-Python row tuples, in chunks (NaN becomes None; ``encode`` columns as JSON,
+    where a value that is already text is taken as JSON text and kept as it is: a month's
+    reasons come from ``explain_as_json`` written already)."""
     part_cols = list(columns)
     for start in range(0, len(frame), size):
         part = frame.iloc[start : start + size][part_cols]
@@ -264,10 +267,33 @@ def frame_tuples(
             if as_json:
                 # orjson writes numpy numbers and NaN (as null) itself, however deep.
                 values = part[c].tolist()
-                lists.append([None if v is None else json_text(v) for v in values])
+                lists.append(
+                    [v if v is None or isinstance(v, str) else json_text(v) for v in values]
+                )
             else:
                 lists.append(_column_values(part[c]))
         yield list(zip(*lists, strict=True))
+
+
+def arrow_rows(
+    frame: pd.DataFrame, columns: Sequence[str], encode: Sequence[bool], first: dict[str, Any]
+) -> pa.Table:
+    """``frame``'s ``columns`` as an Arrow table for a bulk load, after the constant columns
+    ``first`` (the run's id): NaN as null, ``encode`` columns as JSON text (text kept as it
+    is, as in ``frame_tuples``), numbers as they are."""
+    arrays: dict[str, pa.Array] = {
+        name: pa.array(np.full(len(frame), value)) for name, value in first.items()
+    }
+    for c, as_json in zip(columns, encode, strict=True):
+        column = frame[c]
+        if as_json and column.dtype == object:
+            values = [v if v is None or isinstance(v, str) else json_text(v) for v in column]
+            arrays[c] = pa.array(values, pa.large_string())
+        elif isinstance(column.dtype, np.dtype) and column.dtype.kind in "fiub":
+            arrays[c] = pa.array(column.to_numpy(), from_pandas=True)
+        else:
+            arrays[c] = pa.array(column, from_pandas=True)
+    return pa.table(arrays)
 
 
 def _column_values(column: pd.Series) -> list[Any]:
