@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     )
     model_name: str = "riskstrat-emergency-admission-90d"
     max_reject_share: float = Field(default=0.01, ge=0.0, le=1.0)
+    reuse_validation: bool = Field(
+        default=True,
+        description="Recognise an extract validated earlier by the digest of its files and "
+        "skip the rules (DuckDB engine); false runs them on every command.",
+    )
     duckdb_memory_limit: str = Field(
         default="4GB",
         description="DuckDB's memory limit for extracts; beyond it DuckDB spills to home.",
@@ -144,6 +149,11 @@ class Settings(BaseSettings):
     @property
     def rejects_dir(self) -> Path:
         return self.home / "rejects"
+
+    @property
+    def validation_records_dir(self) -> Path:
+        """Records of validated extracts (counts and row numbers, no values)."""
+        return self.home / "validated"
 
     @property
     def work_dir(self) -> Path:

@@ -242,8 +242,8 @@ def test_only_the_store_talks_to_the_serving_database():
 
 
 def test_only_the_data_layer_reads_source_files():
-    # extract.py reads extracts (spark_extract.py on Spark; structure.py a Parquet file's
-    # schema, for either); the OMOP adapter reads a CDM
+    # extract.py and reading.py read extracts (spark_extract.py on Spark; structure.py a
+    # Parquet file's schema, for either); the OMOP adapter reads a CDM
     # (source.py, spark_source.py on Spark) and the site map and IMD lookup beside it, and
     # counts the rows it wrote (importer.py); sample.py and combine.py count the rows of the
     # extracts they write.
@@ -257,6 +257,7 @@ def test_only_the_data_layer_reads_source_files():
     }
     assert readers == {
         "data/extract.py",
+        "data/reading.py",
         "data/spark_extract.py",
         "data/structure.py",
         "data/omop/source.py",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -22,6 +22,10 @@ from riskstrat.cli.common import (
     setup,
 )
 from riskstrat.errors import UsageError
+
+if TYPE_CHECKING:
+    from riskstrat.config import Settings
+    from riskstrat.data.extract import ValidationSummary
 
 
 def generate(
@@ -118,7 +122,7 @@ def validate(
     engine: Annotated[str | None, typer.Option(help=ENGINE_HELP)] = None,
 ) -> None:
     """Check an extract against the data contract and write its rejects file."""
-    from riskstrat.data.extract import TooManyRejectsError, ValidationSummary, validate_extract
+    from riskstrat.data.extract import TooManyRejectsError
     from riskstrat.pipelines.common import rejects_path_for
 
     setup()
@@ -140,15 +144,40 @@ def validate(
             ):
                 summary = checked.summary
         else:
-            with validate_extract(
-                location, max_reject_share=share, rejects_path=rejects_path
-            ) as extract:
-                summary = extract.summary
+            summary = _check_duckdb(settings, location, share, rejects_path)
     except TooManyRejectsError as exc:
         _print_validation(exc.summary)  # the counts, then the error and its hint
         raise
     _print_validation(summary)
     out.print(f"[green]valid[/]: rejects listed in {rejects_path}")
+
+
+def _check_duckdb(
+    settings: Settings, location: Path | str, share: float, rejects_path: Path
+) -> ValidationSummary:
+    """The rules on DuckDB, always run (the clean tables are not built: nothing here reads
+    them), refreshing the extract's validation record for the commands that follow."""
+    from riskstrat.data.extract import check_extract, connect
+    from riskstrat.data.validated import check_and_record
+
+    scratch = settings.home / "duckdb-tmp"
+    con = connect(
+        memory_limit=settings.duckdb_memory_limit,
+        threads=settings.duckdb_threads,
+        temp_directory=scratch,
+    )
+    try:
+        if settings.reuse_validation:
+            return check_and_record(
+                location,
+                con,
+                records_dir=settings.validation_records_dir,
+                max_reject_share=share,
+                rejects_path=rejects_path,
+            )
+        return check_extract(location, max_reject_share=share, rejects_path=rejects_path, con=con)
+    finally:
+        con.close()
 
 
 import_app = typer.Typer(help="Bring data from other models in as a riskstrat extract.")

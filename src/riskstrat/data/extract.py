@@ -7,6 +7,11 @@ closing the extract deletes, see ``scratch_database``). Rows that break a rule
 are left out and listed in a rejects file (table, row number, column, rule); the source
 files are only ever read.
 
+Validation is two steps per table: the rules (``_check_rows``: one read of the file, which
+lists the rejected rows) and the load (``_load_rows``: one read, the clean rows typed into
+the table). ``check_extract`` runs the rules alone; ``load_tables`` the load alone, for an
+extract whose rejected rows a validation recorded earlier (``riskstrat.data.validated``).
+
 Row numbers count data rows from 1: in a CSV the first row after the header is row 1; in
 Parquet it is the file's first row.
 """
@@ -14,6 +19,8 @@ Parquet it is the file's first row.
 from __future__ import annotations
 
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -25,35 +32,39 @@ import pandas as pd
 from riskstrat.data.contract import (
     TABLE_ORDER,
     TABLES,
-    IdentifierKind,
     Table,
 )
 from riskstrat.data.duck import (
     connect,
     ident,
-    quote,
     remove_database,
     scratch_database,
-    sql_path,
 )
 from riskstrat.data.errors import ExtractError
 from riskstrat.data.files import CsvScan, scan_csv, scan_csv_at
 from riskstrat.data.manifest import FileFormat, Manifest, locate_files, read_manifest
+from riskstrat.data.reading import drop_relation, read_raw, reading
 from riskstrat.data.rules import (
+    PATIENT_LOOKUP_SQL,
     REJECTS_TABLE,
     RuleCount,
+    broken_values_sql,
+    clean_expr,
     clean_rows_sql,
     clean_sql,
     count_rejects,
+    parsed_by_type,
     parsed_sql,
     record_rejects,
     top_rule,
+    unparsed_values_sql,
+    value_checks,
+    values_sql,
     write_rejects,
 )
 from riskstrat.data.structure import (
     check_columns,
     check_row_count,
-    reconcile_rows,
     redact_duckdb,
 )
 from riskstrat.engines.hadoop_fs import is_uri
@@ -69,7 +80,9 @@ __all__ = [
     "RuleCount",
     "TooManyRejectsError",
     "ValidationSummary",
+    "check_extract",
     "connect",
+    "load_tables",
     "locate_files",
     "read_manifest",
     "read_oracle",
@@ -106,6 +119,13 @@ class ValidationSummary:
     rule_counts: list[RuleCount]
     warnings: list[str] = field(default_factory=list)
     rejects_path: Path | None = None
+    #: True when this outcome is a validation recorded earlier, recognised by the digest of
+    #: the extract's files (``riskstrat.data.validated``): the rules were not run again.
+    recognised: bool = False
+    #: Wall-clock seconds by step: ``digest`` (hashing the files, reading the record),
+    #: ``rules`` (reading the folder and running the rules; 0 when recognised) and ``load``
+    #: (building the clean tables). Not part of ``as_dict``: timings are not outcomes.
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def rows_accepted(self) -> dict[str, int]:
@@ -179,41 +199,169 @@ def validate_extract(
         TooManyRejectsError: after writing the rejects file, when a table's reject share is
             above ``max_reject_share``.
     """
+    own_con = con is None
+    db = con if con is not None else connect()
+    try:
+        summary = run_validation(
+            extract_dir,
+            db,
+            max_reject_share=max_reject_share,
+            rejects_path=rejects_path,
+            load=True,
+        )
+        return Extract(con=db, summary=summary)
+    except BaseException:
+        if own_con:
+            db.close()
+        raise
+
+
+def check_extract(
+    extract_dir: Path | str,
+    *,
+    max_reject_share: float = 0.01,
+    rejects_path: Path | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> ValidationSummary:
+    """Run the contract's rules on an extract folder without loading its clean rows: the
+    summary, rejects file and errors of ``validate_extract``, for ``riskstrat validate``,
+    which has no use for the tables.
+
+    Args and raises as ``validate_extract`` (``con``, if given, is left open; nothing of the
+    extract stays in it).
+    """
+    db = con if con is not None else connect()
+    try:
+        return run_validation(
+            extract_dir,
+            db,
+            max_reject_share=max_reject_share,
+            rejects_path=rejects_path,
+            load=False,
+        )
+    finally:
+        if con is None:
+            db.close()
+
+
+#: Called with what the rules found, before the reject share is judged (so an extract with
+#: too many rejects is recorded too): the folder, the summary and the connection holding
+#: ``_rejects``.
+Checked = Callable[["ExtractFolder", ValidationSummary, duckdb.DuckDBPyConnection], None]
+
+
+def run_validation(
+    extract_dir: Path | str,
+    db: duckdb.DuckDBPyConnection,
+    *,
+    max_reject_share: float,
+    rejects_path: Path | None,
+    load: bool,
+    checked: Checked | None = None,
+) -> ValidationSummary:
+    """Validate ``extract_dir`` in ``db``: ``validate_extract`` with ``load``, else
+    ``check_extract``; ``checked`` sees the outcome before the reject share is judged."""
     if is_uri(extract_dir):
         raise UsageError(
             f"{extract_dir} is a URI: extracts in an object store are read by the Spark engine",
             hint="pass --engine spark (or set RISKSTRAT_ENGINE=spark), or copy the extract "
             "to a local folder",
         )
+    started = time.perf_counter()
+    loading = 0.0
     folder = read_structure(extract_dir)
     manifest, files, headers, scans = folder.manifest, folder.files, folder.headers, folder.scans
-    own_con = con is None
-    db = con if con is not None else connect()
+    db.execute(REJECTS_TABLE)
+    rows_read: dict[str, int] = {}
     try:
-        db.execute(REJECTS_TABLE)
-        rows_read: dict[str, int] = {}
         for name in TABLE_ORDER:
+            table, present = TABLES[name], headers[name]
             path, fmt = Path(files[name][0]), files[name][1]
-            rows_read[name] = _load_table(
-                db, TABLES[name], path, fmt, headers[name], manifest, scans.get(name)
-            )
-            check_row_count(manifest, name, path, rows_read[name])
+            with reading(path, fmt):
+                malformed = read_raw(db, table, path, fmt, present, scans.get(name))
+                _check_rows(db, table, present, manifest)
+                # The rows read, counted where they are cheapest to count (a Parquet file's
+                # metadata).
+                count = db.execute(f"SELECT count(*) FROM _raw_{name}").fetchall()[0][0]
+                rows_read[name] = int(count) + malformed
+                check_row_count(manifest, name, path, rows_read[name])
+                if load:
+                    loaded = time.perf_counter()
+                    _load_rows(db, table, present)
+                    loading += time.perf_counter() - loaded
+            # Only the clean table stays: the raw copy of a 50-million-row CSV would
+            # otherwise hold memory until every table is loaded.
+            _drop_work(db, name)
         rule_counts, rows_rejected = count_rejects(db)
         summary = folder.summary(rows_read, rows_rejected, rule_counts)
+        summary.seconds = {
+            "digest": 0.0,
+            "rules": time.perf_counter() - started - loading,
+            "load": loading,
+        }
         if rejects_path is not None:
             write_rejects(db, rejects_path)
             summary.rejects_path = rejects_path
+        if checked is not None:
+            checked(folder, summary, db)
         check_reject_share(summary, max_reject_share)
+    finally:
         for name in TABLE_ORDER:
-            for prefix in ("_raw_", "_parsed_", "_bad_", "_clean_"):
-                _drop_relation(db, prefix + name)
+            _drop_work(db, name)
+        drop_relation(db, "_patient_lookup")
+    if load:
         # A file database's tables move from its write-ahead log into compressed blocks.
         db.execute("CHECKPOINT")
-        return Extract(con=db, summary=summary)
-    except BaseException:
-        if own_con:
-            db.close()
-        raise
+    return summary
+
+
+def load_tables(
+    db: duckdb.DuckDBPyConnection,
+    folder: ExtractFolder,
+    rejects: pd.DataFrame,
+) -> dict[str, int]:
+    """Build the clean tables of an extract whose rejects are known, without the rules: each
+    table is its file's rows, typed, less the rejected rows (by row number), exactly as
+    ``validate_extract`` builds it.
+
+    Args:
+        db: the connection to build the tables in.
+        folder: the extract's files, their columns (``headers``) and CSV scans, as the
+            validation that found the rejects read them.
+        rejects: that validation's rejects (the columns of ``REJECTS_TABLE``).
+
+    Returns:
+        {table: rows accepted}, as counted in the tables built.
+
+    Raises:
+        ExtractError: a file that can no longer be read as it was.
+    """
+    accepted: dict[str, int] = {}
+    db.execute(REJECTS_TABLE)  # a CSV's malformed records are listed as they are read
+    db.register("_rejects_recorded", rejects)
+    try:
+        for name in TABLE_ORDER:
+            table, present = TABLES[name], folder.headers[name]
+            path, fmt = Path(folder.files[name][0]), folder.files[name][1]
+            # The rows the rules rejected; malformed CSV records are never read as rows.
+            db.execute(
+                f"CREATE OR REPLACE TEMP TABLE _bad_{name} AS SELECT DISTINCT "
+                "CAST(row_number AS BIGINT) AS _row FROM _rejects_recorded "
+                "WHERE table_name = ? AND rule <> 'malformed_row'",
+                [name],
+            )
+            with reading(path, fmt):
+                read_raw(db, table, path, fmt, present, folder.scans.get(name))
+                _load_rows(db, table, present)
+            accepted[name] = int(db.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0])
+            _drop_work(db, name)
+    finally:
+        db.unregister("_rejects_recorded")
+        for name in TABLE_ORDER:
+            _drop_work(db, name)
+        drop_relation(db, "_rejects")
+    db.execute("CHECKPOINT")
+    return accepted
 
 
 @dataclass
@@ -346,188 +494,125 @@ def read_oracle(path: Path) -> pd.DataFrame:
 # Columns and file reading
 
 
-def _load_table(
-    con: duckdb.DuckDBPyConnection,
-    table: Table,
-    path: Path,
-    fmt: FileFormat,
-    present: dict[str, str],
-    manifest: Manifest,
-    scan: CsvScan | None = None,
-) -> int:
-    """Load one file, record its rejects and create the clean table. Returns rows read."""
+def _check_rows(
+    con: duckdb.DuckDBPyConnection, table: Table, present: dict[str, str], manifest: Manifest
+) -> None:
+    """Run the rules on ``_raw_<table>`` in one read: the rows that break a check (usually
+    few) are kept in ``_bad_<table>`` and their rejects go to ``_rejects``.
+
+    The later tables check their NHS numbers against the patients through
+    ``_patient_lookup``, one row per patient as read, joined once."""
     name = table.name
-    known = [c.name for c in table.columns if c.name in present]
-    if fmt == "csv":
-        assert scan is not None
-        malformed = _read_csv(con, name, path, list(present), known, scan)
-        _parse_table(con, table, fmt, present, manifest)
-        _split_rows(con, table, manifest.identifier_kind)
+    kind = manifest.identifier_kind
+    as_found, typed, joins, unbroken = _learn_values(con, table, present, manifest)
+    lookup = None if name == "patients" else "_patient_lookup"
+    sql = parsed_sql(
+        table, present, kind, manifest.extract_date, as_found=as_found, typed=typed,
+        joins=joins, patient_lookup=lookup, unbroken=unbroken,
+    )  # fmt: skip
+    # The bad rows' numbers first, reading only the columns the checks left to run need (in
+    # a clean extract, few); then, if there are any, those rows whole. Patients keep each
+    # row's NHS number, date of birth and verdict, for the later tables' lookup.
+    if name == "patients":
+        keep = "SELECT _row, _raw_nhs_number, date_of_birth, _bad"
     else:
-        # A view, not a copy: a 50-million-row raw copy never has to fit in DuckDB's memory
-        # limit. (The file is read twice, for the rejects and for the clean rows, which
-        # costs less than writing a parsed copy out and reading it back.)
-        cols = ", ".join(ident(c) for c in known)
-        try:
-            con.execute(
-                f"CREATE OR REPLACE TEMP VIEW _raw_{name} AS SELECT file_row_number + 1 AS _row, "
-                f"{cols} FROM read_parquet('{sql_path(path)}', file_row_number = true)"
-            )
-            _parse_table(con, table, fmt, present, manifest)
-            _split_rows(con, table, manifest.identifier_kind)
-        except duckdb.Error as exc:
-            raise ExtractError(
-                f"cannot be read as Parquet ({redact_duckdb(exc)})", file=str(path)
-            ) from None
-        malformed = 0
-    # The rows read, counted where they are cheapest to count (a Parquet file's metadata).
-    count = con.execute(f"SELECT count(*) FROM _raw_{name}").fetchall()[0][0]
-    # Only the clean table stays: the raw and parsed copies of a 50-million-row table would
-    # otherwise hold memory until every table is loaded. Later tables check their NHS
-    # numbers against the parsed patients, so that one stays until the end.
-    _drop_relation(con, f"_raw_{name}")
-    _drop_relation(con, f"_bad_{name}")
-    _drop_relation(con, f"_clean_{name}")
-    if name != "patients":
-        _drop_relation(con, f"_parsed_{name}")
-    return int(count) + malformed
+        keep = "SELECT _row, _bad"
+    where = "" if name == "patients" else " WHERE _bad"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _parsed_{name} AS {keep} FROM ({sql}){where}")
+    if con.execute(f"SELECT count(*) FROM _parsed_{name} WHERE _bad").fetchall()[0][0]:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _bad_{name} AS SELECT * FROM ({sql}) "
+            f"WHERE _row IN (SELECT _row FROM _parsed_{name} WHERE _bad)"
+        )
+    else:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _bad_{name} AS SELECT * FROM ({sql}) LIMIT 0")
+    if name == "patients":
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _patient_lookup AS {PATIENT_LOOKUP_SQL}")
+    drop_relation(con, f"_parsed_{name}")
+    record_rejects(con, table, kind)
 
 
-def _split_rows(con: duckdb.DuckDBPyConnection, table: Table, kind: IdentifierKind) -> None:
-    """Record the rejects of ``_parsed_<table>`` and create the clean table from the rest.
+#: Columns with more distinct values than this are checked row by row: their values would
+#: cost about what the rows do.
+MAX_VALUES = 1_000_000
 
-    The rows that break a check (usually few) are kept in ``_bad_<table>``, so the checks
-    run once; the clean table is every other row, told apart by row number, so building it
-    does not evaluate the checks again. Rows are not put back in file order: nothing
-    downstream depends on the order of a table, and sorting 50 million prescriptions took
-    longer than checking them.
+
+def _learn_values(
+    con: duckdb.DuckDBPyConnection, table: Table, present: dict[str, str], manifest: Manifest
+) -> tuple[dict[str, str], dict[str, str], str, set[tuple[str, str]]]:
+    """What each column's distinct values tell the rules, for ``parsed_sql``: ({column: value
+    as found SQL}, {column: typed value SQL}, joins, the checks no row breaks).
+
+    A column's typed value, and every check that reads that column alone (``value_checks``),
+    depend on its value alone, so they are worked out once per distinct value, and the
+    checks no value breaks (in a clean extract, all of them) are not evaluated row by row:
+    testing 50 million codes against a list row by row took seconds, the distinct values
+    of a column stored with a dictionary, as Parquet stores codes, a fraction of one. Where
+    every value parses, each row's typed value is its value cast (``clean_expr``); where
+    some text does not, the rows join the column's values and their typed values. NHS
+    numbers, as many as the people, and values stored typed, which cost little to compare,
+    are checked row by row (``parsed_by_type`` says which of their checks cannot break)."""
+    as_found: dict[str, str] = {}
+    typed: dict[str, str] = {}
+    joins = ""
+    unbroken = parsed_by_type(table, present)
+    kind = manifest.identifier_kind
+    for i, col in enumerate(table.columns):
+        source = present.get(col.name)
+        if source != "VARCHAR" or col.name == "nhs_number":
+            # Dates, numbers and booleans stored as such cost little to check row by row.
+            continue
+        values = f"_values_{table.name}_{i}"
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {values} AS "
+            f"{values_sql(col, f'_raw_{table.name}', source, kind)}"
+        )
+        if con.execute(f"SELECT count(*) FROM {values}").fetchall()[0][0] > MAX_VALUES:
+            drop_relation(con, values)
+            continue
+        checks = value_checks(table, kind, col.name)
+        if checks:
+            sql = broken_values_sql(col, source, checks, values, manifest.extract_date)
+            broken = con.execute(sql).fetchall()[0]
+            unbroken |= {
+                (c, rule) for (c, rule, _), hit in zip(checks, broken, strict=True) if not hit
+            }
+        raw = f"r.{ident(col.name)}"
+        empty = con.execute(f"SELECT count(*) FROM {values} WHERE raw = ''").fetchall()[0][0]
+        if empty == 0:
+            # No empty text to read as missing: the value as found is the column itself.
+            as_found[col.name] = raw
+        if con.execute(unparsed_values_sql(values, source)).fetchall()[0][0] == 0:
+            # Every value parses: a code or a string is then itself, anything else cast.
+            itself = col.kind in ("code", "string") and empty == 0
+            typed[col.name] = raw if itself else clean_expr(col, raw, source)
+            drop_relation(con, values)
+        else:
+            typed[col.name] = f"_v{i}.typed"
+            joins += f" LEFT JOIN {values} _v{i} ON _v{i}.raw = {raw}"
+    return as_found, typed, joins, unbroken
+
+
+def _load_rows(con: duckdb.DuckDBPyConnection, table: Table, present: dict[str, str]) -> None:
+    """Create the clean table from ``_raw_<table>`` less the rows of ``_bad_<table>``.
+
+    The typed values come by a shorter road than the rules' (``clean_sql``), right for the
+    rows that break no check, which are told apart by row number, so the checks are not
+    evaluated again. Rows are not put back in file order: nothing downstream depends on the
+    order of a table, and sorting 50 million prescriptions took longer than checking them.
     """
     name = table.name
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _bad_{name} AS SELECT * FROM _parsed_{name} WHERE _bad"
-    )
-    record_rejects(con, table, kind)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _clean_{name} AS {clean_sql(table, present)}")
     bad = con.execute(f"SELECT count(*) FROM _bad_{name}").fetchall()[0][0]
     con.execute(f"CREATE OR REPLACE TABLE {name} AS {clean_rows_sql(table, any_bad=bool(bad))}")
 
 
-def _drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    """Drop the temporary table or view ``name`` if there is one."""
-    kinds = con.execute(
-        "SELECT 'VIEW' FROM duckdb_views() WHERE view_name = ? AND temporary "
-        "UNION ALL SELECT 'TABLE' FROM duckdb_tables() WHERE table_name = ? AND temporary",
-        [name, name],
-    ).fetchall()
-    for (kind,) in kinds:
-        con.execute(f"DROP {kind} IF EXISTS {name}")
-
-
-#: DuckDB's CSV errors that a row-level reject cannot describe: the file's structure is broken
-#: and later rows may be lost with it. (``scan_csv`` finds these first; this is the backstop.)
-_FATAL_CSV_ERRORS = (
-    "UNQUOTED VALUE",
-    "INVALID ENCODING",
-    "INVALID STATE",
-    "LINE SIZE OVER MAXIMUM",
-)
-
-
-def _read_csv(
-    con: duckdb.DuckDBPyConnection,
-    name: str,
-    path: Path,
-    header: list[str],
-    known: list[str],
-    scan: CsvScan,
-) -> int:
-    """Read a CSV as text with DuckDB; rows with the wrong number of fields become rejects.
-    Returns their count, after checking that every record of the file was either read or
-    rejected (``scan`` counted them)."""
-    columns = "{" + ", ".join(f"'{quote(c)}': 'VARCHAR'" for c in header) + "}"
-    select = ", ".join(f"NULLIF({ident(c)}, '') AS {ident(c)}" for c in known)
-    try:
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _csv_{name} AS SELECT {select} FROM read_csv(?, "
-            f"header = true, delim = ',', quote = '\"', escape = '\"', auto_detect = false, "
-            f"columns = {columns}, store_rejects = true, rejects_table = '_csv_errors_{name}', "
-            f"rejects_scan = '_csv_scans_{name}', strict_mode = true, encoding = 'utf-8')",
-            [str(path)],
-        )
-    except duckdb.Error as exc:
-        raise ExtractError(
-            f"cannot be read as CSV ({redact_duckdb(exc)})", file=str(path)
-        ) from None
-    fatal = con.execute(
-        f"SELECT min(line), any_value(error_type) FROM _csv_errors_{name} "
-        "WHERE error_type IN (SELECT unnest(?))",
-        [list(_FATAL_CSV_ERRORS)],
-    ).fetchall()[0]
-    if fatal[0] is not None:
-        raise ExtractError(
-            f"cannot be read as CSV ({str(fatal[1]).lower()})", file=str(path), line=int(fatal[0])
-        )
-    _reconcile(con, name, path, scan)
-    # DuckDB reports a bad record by its record number counting the header as 1.
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _csv_bad_{name} AS "
-        f"SELECT DISTINCT CAST(line - 1 AS BIGINT) AS rec FROM _csv_errors_{name}"
-    )
-    malformed = int(con.execute(f"SELECT count(*) FROM _csv_bad_{name}").fetchall()[0][0])
-    if malformed == 0:
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _raw_{name} AS "
-            f"SELECT rowid + 1 AS _row, * FROM _csv_{name}"
-        )
-    else:
-        # The k-th good row (1-based) is record k + #{bad records r_j with r_j - j < k}.
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _csv_gap_{name} AS "
-            f"SELECT rec - row_number() OVER (ORDER BY rec) AS good_before FROM _csv_bad_{name}"
-        )
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _raw_{name} AS "
-            f"SELECT g._k + (SELECT count(*) FROM _csv_gap_{name} WHERE good_before < g._k) "
-            f"AS _row, g.* EXCLUDE (_k) FROM (SELECT rowid + 1 AS _k, * FROM _csv_{name}) g "
-            f"ORDER BY _row"
-        )
-        con.execute(
-            f"INSERT INTO _rejects SELECT '{name}', rec, '*', 'malformed_row' FROM _csv_bad_{name}"
-        )
-    for suffix in ("_csv_", "_csv_bad_", "_csv_gap_", "_csv_errors_", "_csv_scans_"):
-        con.execute(f"DROP TABLE IF EXISTS {suffix}{name}")
-    return malformed
-
-
-def _reconcile(con: duckdb.DuckDBPyConnection, name: str, path: Path, scan: CsvScan) -> None:
-    """Every record the scan found must have been read or rejected by DuckDB; blank lines,
-    which it skips, are counted only when the totals differ."""
-    read = con.execute(
-        f"SELECT (SELECT count(*) FROM _csv_{name}) + "
-        f"(SELECT count(DISTINCT line) FROM _csv_errors_{name})"
-    ).fetchall()[0][0]
-    reconcile_rows(int(read), path, scan)
-
-
-# --------------------------------------------------------------------------------------
-# Parsing and rules
-
-
-def _parse_table(
-    con: duckdb.DuckDBPyConnection,
-    table: Table,
-    fmt: FileFormat,
-    present: dict[str, str],
-    manifest: Manifest,
-) -> None:
-    """Create ``_parsed_<table>``: raw values, typed values and the context rules need."""
-    name = table.name
-    # ``_bad``: the row breaks at least one check. A view for the event tables, read once
-    # for its bad rows (``_split_rows``): cheaper than writing tens of millions of
-    # raw-and-parsed rows out and reading them back. Patients are a table, as every later
-    # table joins them.
-    kind = "TABLE" if name == "patients" else "VIEW"
-    sql = parsed_sql(table, present, manifest.identifier_kind, manifest.extract_date)
-    con.execute(f"CREATE OR REPLACE TEMP {kind} _parsed_{name} AS {sql}")
-    # The same rows' typed values by a shorter road, right for the rows that break no check
-    # (and only those): the clean table is built from it without the checks and joins.
-    con.execute(f"CREATE OR REPLACE TEMP VIEW _clean_{name} AS {clean_sql(table, present)}")
+def _drop_work(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop the relations validating table ``name`` made, all but its clean table."""
+    for prefix in ("_raw_", "_parsed_", "_bad_", "_clean_"):
+        drop_relation(con, prefix + name)
+    for (values,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE temporary AND starts_with(table_name, ?)",
+        [f"_values_{name}_"],
+    ).fetchall():
+        drop_relation(con, str(values))

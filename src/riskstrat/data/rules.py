@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from pathlib import Path
 
 import duckdb
@@ -124,6 +125,32 @@ def duck_type(col: Column) -> str:
     )
 
 
+def _parse_rule(col: Column) -> str | None:
+    """The rule a value of ``col`` breaks when it does not parse (None: every value does)."""
+    return {
+        "date": "invalid_date",
+        "boolean": "invalid_boolean",
+        "integer": "invalid_integer",
+        "number": "invalid_number",
+        "code": "invalid_code",
+        "string": "invalid_format" if col.pattern else None,
+    }.get(col.kind)
+
+
+def parsed_by_type(table: Table, present: dict[str, str]) -> set[tuple[str, str]]:
+    """The parse checks (column, rule) no row of the file can break, by its column types
+    alone: a value stored as a date, a boolean or a whole number is its own typed value, and
+    a column of nothing but missing values (source type ``NULL``) has no value to parse."""
+    unbroken: set[tuple[str, str]] = set()
+    for col in table.columns:
+        source, rule = present.get(col.name), _parse_rule(col)
+        if source is None or rule is None or col.kind == "nhs_number":
+            continue
+        if source == "NULL" or (source != "VARCHAR" and col.kind in ("date", "boolean", "integer")):
+            unbroken.add((col.name, rule))
+    return unbroken
+
+
 def _generic_checks(
     table: Table, identifier_kind: IdentifierKind
 ) -> Iterator[tuple[str, str, str]]:
@@ -160,14 +187,7 @@ def _generic_checks(
             )
             yield col.name, "duplicate_nhs_number", "_nhs_count > 1"
             continue
-        rule = {
-            "date": "invalid_date",
-            "boolean": "invalid_boolean",
-            "integer": "invalid_integer",
-            "number": "invalid_number",
-            "code": "invalid_code",
-            "string": "invalid_format" if col.pattern else None,
-        }[col.kind]
+        rule = _parse_rule(col)
         if rule is not None:
             yield col.name, rule, f"{raw} IS NOT NULL AND {parsed} IS NULL"
     if table.name != "patients":
@@ -182,11 +202,48 @@ def _checks(table: Table, identifier_kind: IdentifierKind) -> list[tuple[str, st
     ]
 
 
-def any_violation(table: Table, identifier_kind: IdentifierKind) -> str:
-    """SQL true for a row that breaks at least one check (never NULL)."""
-    return " OR ".join(
-        f"coalesce(({pred}), false)" for _, _, pred in _checks(table, identifier_kind)
-    )
+def any_violation(
+    table: Table,
+    identifier_kind: IdentifierKind,
+    *,
+    unbroken: Collection[tuple[str, str]] = (),
+) -> str:
+    """SQL true for a row that breaks at least one check (never NULL), leaving out the
+    checks (column, rule) known to be ``unbroken`` by every row (``value_checks``)."""
+    preds = [
+        f"coalesce(({pred}), false)"
+        for col, rule, pred in _checks(table, identifier_kind)
+        if (col, rule) not in unbroken
+    ]
+    return " OR ".join(preds) if preds else "false"
+
+
+def value_checks(
+    table: Table, identifier_kind: IdentifierKind, column: str
+) -> list[tuple[str, str, str]]:
+    """The checks of ``table`` that read ``column`` alone (its text, its typed value and the
+    extract date): each is a function of the column's value, so a column with few distinct
+    values can be checked once per value (``broken_values_sql``) instead of once per row."""
+    own = {column, "_raw_" + column}
+    return [
+        (col, rule, pred)
+        for col, rule, pred in _checks(table, identifier_kind)
+        if (names := names_read(pred)) is not None
+        and names & own
+        and names <= own | {"extract_date"}
+    ]
+
+
+@lru_cache(maxsize=512)
+def names_read(predicate: str) -> frozenset[str] | None:
+    """The column names a predicate reads (None if it cannot be parsed)."""
+    import sqlglot
+
+    try:
+        tree = sqlglot.parse_one(predicate, read="duckdb")
+    except sqlglot.errors.ParseError:
+        return None
+    return frozenset(c.name for c in tree.find_all(sqlglot.exp.Column))
 
 
 def broken_sql(table: Table, identifier_kind: IdentifierKind) -> str:
@@ -237,47 +294,127 @@ def check_digit_sql(value: str) -> str:
 
 
 def parsed_sql(
-    table: Table, present: dict[str, str], identifier_kind: IdentifierKind, extract_date: date
+    table: Table,
+    present: dict[str, str],
+    identifier_kind: IdentifierKind,
+    extract_date: date,
+    *,
+    as_found: Mapping[str, str] | None = None,
+    typed: Mapping[str, str] | None = None,
+    joins: str = "",
+    patient_lookup: str | None = None,
+    unbroken: Collection[tuple[str, str]] = (),
 ) -> str:
     """SQL for ``_parsed_<table>``: each row of ``_raw_<table>`` with its raw values, typed
     values, the context rules need and ``_bad`` (the row breaks at least one check).
-    ``present`` is {column: source type} of the file's columns."""
+    ``present`` is {column: source type} of the file's columns.
+
+    DuckDB's validation passes what it has learnt from the file's distinct values
+    (``values_sql``): a column's value as found as ``as_found`` SQL in place of
+    ``raw_expr``, its typed value as ``typed`` SQL (over ``r`` and ``joins``) in place of
+    ``parsed_expr``, and the checks no row breaks (``unbroken``, left out of ``_bad``); and
+    ``patient_lookup``, a relation of the patients as read (``PATIENT_LOOKUP_SQL``), joined
+    once where the default joins the patients as read and as accepted. Without them the SQL
+    is the portable text Spark runs."""
     name = table.name
+    as_found = as_found or {}
+    typed = typed or {}
+    lookup = patient_lookup is not None
     select = ["r._row"]
     for col in table.columns:
         raw = f"r.{ident(col.name)}" if col.name in present else "CAST(NULL AS VARCHAR)"
         source_type = present.get(col.name, "VARCHAR")
-        select.append(f"{raw_expr(raw, source_type)} AS {ident('_raw_' + col.name)}")
-        parsed = parsed_expr(col, raw, source_type, identifier_kind)
+        found = as_found.get(col.name) or raw_expr(raw, source_type)
+        select.append(f"{found} AS {ident('_raw_' + col.name)}")
+        parsed = typed.get(col.name) or parsed_expr(col, raw, source_type, identifier_kind)
         if name != "patients" and col.name == "nhs_number" and col.name in present:
             # A number equal to an accepted patient's has passed the same checks there; only
             # the rest (unknown, malformed) are checked digit by digit, which for tens of
             # millions of event rows was most of the validation time.
-            parsed = f"CASE WHEN pc.nhs_number IS NOT NULL THEN pc.nhs_number ELSE {parsed} END"
+            if lookup:
+                parsed = f"CASE WHEN pl.clean THEN pl.nhs_number ELSE {parsed} END"
+            else:
+                parsed = f"CASE WHEN pc.nhs_number IS NOT NULL THEN pc.nhs_number ELSE {parsed} END"
         select.append(f"{parsed} AS {ident(col.name)}")
     select.append(f"DATE '{extract_date.isoformat()}' AS extract_date")
-    joins = ""
     if name == "patients":
         nhs = "NULLIF(r.nhs_number, '')"
         select.append(
             f"CASE WHEN {nhs} IS NULL THEN 1 ELSE count(*) OVER (PARTITION BY {nhs}) END "
             "AS _nhs_count"
         )
+    elif lookup:
+        # One join: each patient as read, whether accepted, and the accepted date of birth.
+        select.append("pl.nhs_number IS NOT NULL AS _patient_known")
+        select.append("coalesce(pl.clean, false) AS _patient_clean")
+        select.append("pl.date_of_birth AS patient_date_of_birth")
+        nhs = "r.nhs_number" if "nhs_number" in present else "NULL"
+        joins += f" LEFT JOIN {patient_lookup} pl ON pl.nhs_number = {nhs}"
     else:
         # Patients as read (any row) and as accepted, to tell unknown from rejected patients.
         select.append("pk.nhs_number IS NOT NULL AS _patient_known")
         select.append("pc.nhs_number IS NOT NULL AS _patient_clean")
         select.append("pc.date_of_birth AS patient_date_of_birth")
         nhs = "r.nhs_number" if "nhs_number" in present else "NULL"
-        joins = (
+        joins += (
             f" LEFT JOIN (SELECT DISTINCT _raw_nhs_number AS nhs_number FROM _parsed_patients) pk "
             f"ON pk.nhs_number = {nhs}"
             f" LEFT JOIN patients pc ON pc.nhs_number = {nhs}"
         )
-    violation = any_violation(table, identifier_kind)
+    violation = any_violation(table, identifier_kind, unbroken=unbroken)
     return (
         f"SELECT *, ({violation}) AS _bad FROM "
         f"(SELECT {', '.join(select)} FROM _raw_{name} r{joins}) AS p"
+    )
+
+
+#: The patients as read, one row per NHS number: whether that patient was accepted, and the
+#: accepted date of birth (``parsed_sql``'s ``patient_lookup``). A number held by an accepted
+#: patient is held by no other row (duplicates are all rejected), so each key has at most one
+#: accepted row.
+PATIENT_LOOKUP_SQL = (
+    "SELECT _raw_nhs_number AS nhs_number, bool_or(NOT _bad) AS clean, "
+    "any_value(date_of_birth) FILTER (WHERE NOT _bad) AS date_of_birth "
+    "FROM _parsed_patients WHERE _raw_nhs_number IS NOT NULL GROUP BY 1"
+)
+
+
+def values_sql(
+    col: Column, relation: str, source_type: str, identifier_kind: IdentifierKind
+) -> str:
+    """SQL for the distinct values of a column of ``relation`` as found (``raw``, missing
+    included) with their typed value (``typed``, NULL where the value does not parse)."""
+    typed = parsed_expr(col, "v", source_type, identifier_kind)
+    return (
+        f"SELECT v AS raw, {typed} AS typed FROM "
+        f"(SELECT DISTINCT {ident(col.name)} AS v FROM {relation})"
+    )
+
+
+def unparsed_values_sql(relation: str, source_type: str) -> str:
+    """SQL counting the values of a ``values_sql`` relation that do not parse."""
+    return (
+        f"SELECT count(*) FROM {relation} "
+        f"WHERE {raw_expr('raw', source_type)} IS NOT NULL AND typed IS NULL"
+    )
+
+
+def broken_values_sql(
+    col: Column,
+    source_type: str,
+    checks: list[tuple[str, str, str]],
+    relation: str,
+    extract_date: date,
+) -> str:
+    """SQL for one row: for each of ``checks`` (``value_checks`` of ``col``), whether any
+    value of the ``values_sql`` relation breaks it."""
+    flags = ", ".join(
+        f"coalesce(bool_or(coalesce(({pred}), false)), false)" for _, _, pred in checks
+    )
+    return (
+        f"SELECT {flags} FROM (SELECT {raw_expr('raw', source_type)} AS "
+        f"{ident('_raw_' + col.name)}, typed AS {ident(col.name)}, "
+        f"DATE '{extract_date.isoformat()}' AS extract_date FROM {relation}) AS v"
     )
 
 

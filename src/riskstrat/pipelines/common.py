@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from riskstrat.data.extract import (
     validate_extract,
 )
 from riskstrat.data.manifest import Manifest, read_manifest
+from riskstrat.data.validated import open_validated
 from riskstrat.engines.hadoop_fs import is_uri, uri_name
 from riskstrat.errors import NotFoundError, UsageError
 from riskstrat.store import Store
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from riskstrat.data.spark_extract import SparkExtract
+
+_log = logging.getLogger(__name__)
 
 #: progress(stage, fraction_done) — the CLI draws it as a bar; None means silent.
 Progress = Callable[[str, float], None] | None
@@ -83,8 +87,17 @@ def read_extract_manifest(settings: Settings, extract_dir: Path | str) -> Manife
         return read_manifest(extract_dir, hadoop_files(spark, str(extract_dir)))
 
 
-def open_extract(settings: Settings, extract_dir: Path | str) -> Extract:
+def open_extract(
+    settings: Settings, extract_dir: Path | str, *, progress: Progress = None, at: float = 0.0
+) -> Extract:
     """Validate an extract with the deployment's reject limit, writing its rejects file.
+
+    An extract validated earlier (by any command, or ``riskstrat validate``) and unchanged
+    since is recognised by the digest of its files and not checked again: its summary,
+    rejects file and tables are what validation gave (``riskstrat.data.validated``;
+    ``extract.summary.recognised`` and ``.seconds`` say so, and so do the progress stage,
+    reported at ``at``, and the log). ``RISKSTRAT_REUSE_VALIDATION=false`` runs the rules
+    every time.
 
     DuckDB gets the deployment's memory limit and threads, and spills to a folder under
     the home beyond the limit (its own default is 80% of the machine's memory). The
@@ -99,18 +112,42 @@ def open_extract(settings: Settings, extract_dir: Path | str) -> Extract:
         temp_directory=scratch,
         database=database,
     )
+    rejects_path = rejects_path_for(settings, extract_dir)
     try:
-        extract = validate_extract(
-            extract_dir,
-            max_reject_share=settings.max_reject_share,
-            rejects_path=rejects_path_for(settings, extract_dir),
-            con=con,
-        )
+        if settings.reuse_validation:
+            extract = open_validated(
+                extract_dir,
+                con,
+                records_dir=settings.validation_records_dir,
+                max_reject_share=settings.max_reject_share,
+                rejects_path=rejects_path,
+                stage=lambda words: report(progress, words, at),
+            )
+        else:
+            extract = validate_extract(
+                extract_dir,
+                max_reject_share=settings.max_reject_share,
+                rejects_path=rejects_path,
+                con=con,
+            )
     except BaseException:
         con.close()
         remove_database(database)
         raise
     extract.database = database
+    summary = extract.summary
+    seconds = {k: round(v, 2) for k, v in summary.seconds.items()}
+    if summary.recognised:
+        _log.info(
+            "extract validated earlier and recognised by the digest of its files; the rules "
+            "were not run again",
+            extra={"validation_recognised": True, "validation_seconds": seconds},
+        )
+    else:
+        _log.info(
+            "extract validated",
+            extra={"validation_recognised": False, "validation_seconds": seconds},
+        )
     return extract
 
 

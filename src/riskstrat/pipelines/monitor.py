@@ -168,7 +168,7 @@ def run_monitoring(
             )
         notes: list[str] = []
         report(progress, "validate extract", 0.05)
-        with open_extract(settings, data_dir) as extract:
+        with open_extract(settings, data_dir, progress=progress, at=0.05) as extract:
             check_date = extract.extract_date
             latest_month = check_date.replace(day=1)
             due = sorted(

@@ -97,7 +97,7 @@ def run_outcomes(
         if members.empty:
             raise NotFoundError(f"run {run.id} has no cohort members")
         report(progress, "validate extract", 0.1)
-        with open_extract(settings, data_dir) as extract:
+        with open_extract(settings, data_dir, progress=progress, at=0.1) as extract:
             if extract.extract_date < window_end:
                 raise DataError(
                     f"the extract ends {extract.extract_date.isoformat()}, before the "

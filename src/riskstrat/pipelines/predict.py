@@ -38,7 +38,7 @@ def run_predict(
     if settings.engine == "spark":
         result = _predict_on_spark(settings, data_dir, as_of=as_of, model=model)
     else:
-        with open_extract(settings, data_dir) as extract:
+        with open_extract(settings, data_dir, progress=progress, at=0.1) as extract:
             check_as_of(as_of, extract.extract_date)
             report(progress, "build features", 0.3)
             features = build_features(extract.con, index_dates=[as_of])

@@ -53,7 +53,7 @@ def run_sample(
     else:
         from riskstrat.data.sample import write_sample_duckdb
 
-        with open_extract(settings, data_dir) as extract:
+        with open_extract(settings, data_dir, progress=progress) as extract:
             share = sample_fraction(fraction, people, extract.summary.rows_accepted["patients"])
             report(progress, "draw and write the sample", 0.5)
             result = write_sample_duckdb(

@@ -465,7 +465,7 @@ def compute_on_duckdb(
 ) -> Computed:
     """Validate, build features, score, explain and select cohorts in embedded DuckDB (the
     model-sized frame in pandas)."""
-    with open_extract(settings, data_dir) as extract:
+    with open_extract(settings, data_dir, progress=progress, at=0.05) as extract:
         check_as_of(month, extract.extract_date)
         extract_date = extract.extract_date
         validation = extract.summary.as_dict()

@@ -325,7 +325,7 @@ def run_training(
     registry = registry_for(settings)
     started = time.perf_counter()
     report(progress, "validate extract", 0.0)
-    with open_extract(settings, data_dir) as extract:
+    with open_extract(settings, data_dir, progress=progress) as extract:
         plan = training_plan(extract.con, spec, extract.extract_date)
         report(progress, f"build features and labels for {len(plan.all_months)} months", 0.1)
         people, people_fraction = training_sample(extract.con, spec, plan)
