@@ -1,4 +1,5 @@
-"""The numba kernels of :mod:`riskstrat.explain.treeshap`: tables built, rows explained.
+"""The numba kernels of :mod:`riskstrat.explain.treeshap`: tables built, rows ordered, rows
+explained.
 
 They are plain Python functions here and compiled by :func:`kernels` on first use: ``_prange``
 and ``_leaf_phi`` are rebound to numba objects there, before the kernels that use them are
