@@ -231,6 +231,7 @@ def _shap_rows(
     n_slots: int,
     fb_d: int,
     chunk: int,
+    n_workers: int,
 ) -> None:
     """Write every row's SHAP values, and the expected value last, into ``out``.
 
@@ -250,15 +251,11 @@ def _shap_rows(
     n_trees = t_node_off.shape[0] - 1
     n_blocks = (n + block - 1) // block
     zl = zero_lim[0]
-    for b in _prange(n_blocks):
-        r0 = b * block
-        nb = min(n, r0 + block) - r0
+    # One worker per thread, each with its own scratch, taking every n_workers-th block: a
+    # sorted input's costly rows are not all in one thread's share.
+    for w in _prange(n_workers):
         xt = np.empty((n_feat, block), X.dtype)
-        for i in range(nb):
-            r = order[r0 + i]
-            for f in range(n_feat):
-                xt[f, i] = X[r, f]
-        acc = np.zeros((n_feat, block))
+        acc = np.empty((n_feat, block))
         slots = np.zeros((n_slots, block), nd_mask.dtype)
         fb_e = np.empty((fb_d + 1, chunk))
         fb_w = np.empty((fb_d, chunk))
@@ -266,80 +263,91 @@ def _shap_rows(
         fb_dis = np.empty(chunk)
         fb_f = np.empty(chunk)
         fb_q = np.empty(chunk)
-        for t in range(n_trees):
-            n0 = t_node_off[t]
-            ni = t_node_off[t + 1] - n0
-            if ni == 0:
-                continue
-            s0 = slots[0]
+        for b in range(w, n_blocks, n_workers):
+            r0 = b * block
+            nb = min(n, r0 + block) - r0
             for i in range(nb):
-                s0[i] = 0
-            for k in range(ni):
-                g = n0 + k
-                xs = xt[nd_feat[g]]
-                thr = nd_thr[g]
-                bit = nd_mask[g]
-                nbit = nd_nan[g]
-                no = bit - bit
-                if nd_inner[g]:
-                    key = slots[nd_left[g]]
-                    if nd_zero[g]:
-                        for i in range(nb):
-                            x = xs[i]
-                            if x != x or (-zl <= x and x <= zl):
-                                key[i] |= nbit
-                            elif x > thr:
-                                key[i] |= bit
-                    else:
-                        for i in range(nb):
-                            x = xs[i]
-                            key[i] |= (bit if x > thr else no) | (nbit if x != x else no)
-                else:
-                    src = slots[nd_src[g]]
-                    sl = slots[nd_left[g]]
-                    sr = slots[nd_right[g]]
-                    for i in range(nb):
-                        x = xs[i]
-                        if nd_zero[g] and (x != x or (-zl <= x and x <= zl)):
-                            go = nbit
-                        else:
-                            go = (bit if x > thr else no) | (nbit if x != x else no)
-                        # x goes right: it disagrees with the left child's path, else the right's.
-                        sl[i] = src[i] | go
-                        sr[i] = src[i] | (bit - go)
-            for u in range(t_unit_off[t], t_unit_off[t + 1]):
-                key = slots[u_slot[u]]
-                fo = u_feat_off[u]
-                nout = u_nout[u]
-                to = u_tab_off[u]
-                if to >= 0:
-                    for i in range(nb):
-                        key[i] = to + key[i] * nout
-                    # Two features per pass over the rows: the table row's address is read once.
-                    # An unsigned index spares numba's negative-index fix-up on every read
-                    # (these reads do not vectorise, so each instruction counts).
-                    for k in range(0, nout - 1, 2):
-                        a0 = acc[u_feat[fo + k]]
-                        a1 = acc[u_feat[fo + k + 1]]
-                        for i in range(nb):
-                            j = np.uint64(key[i] + k)
-                            a0[i] += table[j]
-                            a1[i] += table[j + np.uint64(1)]
-                    if nout & 1:
-                        k = nout - 1
-                        ak = acc[u_feat[fo + k]]
-                        for i in range(nb):
-                            ak[i] += table[np.uint64(key[i] + k)]
-                else:
-                    _leaf_phi_rows(
-                        nout, u_z, fo, u_v[u], key, nb, W, acc, u_feat,
-                        fb_e, fb_zd, fb_dis, fb_w, fb_f, fb_q,
-                    )  # fmt: skip
-        for i in range(nb):
-            row = out[order[r0 + i]]
+                r = order[r0 + i]
+                for f in range(n_feat):
+                    xt[f, i] = X[r, f]
             for f in range(n_feat):
-                row[f] = acc[f, i]
-            row[n_feat] = expected
+                af = acc[f]
+                for i in range(nb):
+                    af[i] = 0.0
+            for t in range(n_trees):
+                n0 = t_node_off[t]
+                ni = t_node_off[t + 1] - n0
+                if ni == 0:
+                    continue
+                s0 = slots[0]
+                for i in range(nb):
+                    s0[i] = 0
+                for k in range(ni):
+                    g = n0 + k
+                    xs = xt[nd_feat[g]]
+                    thr = nd_thr[g]
+                    bit = nd_mask[g]
+                    nbit = nd_nan[g]
+                    no = bit - bit
+                    if nd_inner[g]:
+                        key = slots[nd_left[g]]
+                        if nd_zero[g]:
+                            for i in range(nb):
+                                x = xs[i]
+                                if x != x or (-zl <= x and x <= zl):
+                                    key[i] |= nbit
+                                elif x > thr:
+                                    key[i] |= bit
+                        else:
+                            for i in range(nb):
+                                x = xs[i]
+                                key[i] |= (bit if x > thr else no) | (nbit if x != x else no)
+                    else:
+                        src = slots[nd_src[g]]
+                        sl = slots[nd_left[g]]
+                        sr = slots[nd_right[g]]
+                        for i in range(nb):
+                            x = xs[i]
+                            if nd_zero[g] and (x != x or (-zl <= x and x <= zl)):
+                                go = nbit
+                            else:
+                                go = (bit if x > thr else no) | (nbit if x != x else no)
+                            # Right disagrees with the left child's path; left, with the right's.
+                            sl[i] = src[i] | go
+                            sr[i] = src[i] | (bit - go)
+                for u in range(t_unit_off[t], t_unit_off[t + 1]):
+                    key = slots[u_slot[u]]
+                    fo = u_feat_off[u]
+                    nout = u_nout[u]
+                    to = u_tab_off[u]
+                    if to >= 0:
+                        for i in range(nb):
+                            key[i] = to + key[i] * nout
+                        # Two features per pass over the rows: the table row's address is read once.
+                        # An unsigned index spares numba's negative-index fix-up on every read
+                        # (these reads do not vectorise, so each instruction counts).
+                        for k in range(0, nout - 1, 2):
+                            a0 = acc[u_feat[fo + k]]
+                            a1 = acc[u_feat[fo + k + 1]]
+                            for i in range(nb):
+                                j = np.uint64(key[i] + k)
+                                a0[i] += table[j]
+                                a1[i] += table[j + np.uint64(1)]
+                        if nout & 1:
+                            k = nout - 1
+                            ak = acc[u_feat[fo + k]]
+                            for i in range(nb):
+                                ak[i] += table[np.uint64(key[i] + k)]
+                    else:
+                        _leaf_phi_rows(
+                            nout, u_z, fo, u_v[u], key, nb, W, acc, u_feat,
+                            fb_e, fb_zd, fb_dis, fb_w, fb_f, fb_q,
+                        )  # fmt: skip
+            for i in range(nb):
+                row = out[order[r0 + i]]
+                for f in range(n_feat):
+                    row[f] = acc[f, i]
+                row[n_feat] = expected
 
 
 def _order_keys(

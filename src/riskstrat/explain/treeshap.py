@@ -517,6 +517,7 @@ class TreeShapExplainer:
                     self._n_slots,
                     self._fb_d,
                     _CHUNK,
+                    min(threads, -(-n // block)),
                 )
         return out
 
