@@ -284,6 +284,9 @@ def test_large_inputs_are_sorted_and_each_row_keeps_its_own_values(case):
     np.testing.assert_array_equal(explainer.shap_values(X[shuffled]), got[shuffled])
     for i in (0, 1234, 5999):
         np.testing.assert_array_equal(explainer.shap_values(X[i : i + 1])[0], got[i])
+    X64 = X.astype(np.float64) + np.float64(1e-9)  # float64 rows, compared as float64
+    want = booster.predict(X64, pred_contrib=True)
+    np.testing.assert_allclose(explainer.shap_values(X64), want, rtol=0, atol=TOL)
 
 
 def test_wide_keys_in_int64_give_the_same_values(monkeypatch):
