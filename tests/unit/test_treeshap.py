@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from riskstrat.explain import treeshap
 from riskstrat.explain.treeshap import TreeShapExplainer, tree_shap
 
-TOL = 1e-6
+TOL = 1e-12
 
 
 def _data(seed: int, n: int = 1500, p: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -266,6 +267,59 @@ def test_threads_and_empty_input():
     np.testing.assert_array_equal(one, two)  # blocks of rows are independent
     empty = explainer.shap_values(X[:0])
     assert empty.shape == (0, X.shape[1] + 1)
+
+
+@pytest.mark.parametrize("case", list(_PARAMS))
+def test_large_inputs_are_sorted_and_each_row_keeps_its_own_values(case):
+    # Inputs of several blocks are explained in a sorted order (similar rows together); the
+    # values are each row's own, bit for bit, whatever the order and the company it keeps.
+    X, y = _data(16, n=6000)
+    booster = _train(X, y, rounds=30, num_leaves=31, **_PARAMS[case])
+    explainer = TreeShapExplainer(booster)
+    assert len(X) >= treeshap._SORT_MIN_ROWS
+    order = explainer._order(X)
+    assert sorted(order.tolist()) == list(range(len(X))) and (order != np.arange(len(X))).any()
+    got = _assert_matches(booster, X)
+    shuffled = np.random.default_rng(0).permutation(len(X))
+    np.testing.assert_array_equal(explainer.shap_values(X[shuffled]), got[shuffled])
+    for i in (0, 1234, 5999):
+        np.testing.assert_array_equal(explainer.shap_values(X[i : i + 1])[0], got[i])
+    X64 = X.astype(np.float64) + np.float64(1e-9)  # float64 rows, compared as float64
+    want = booster.predict(X64, pred_contrib=True)
+    np.testing.assert_allclose(explainer.shap_values(X64), want, rtol=0, atol=TOL)
+
+
+def test_wide_keys_in_int64_give_the_same_values(monkeypatch):
+    # Keys that could exceed 30 bits (very deep paths, or huge tables) are held in int64.
+    X, y = _data(17, n=5000)
+    booster = _train(X, y, num_leaves=31)
+    narrow = TreeShapExplainer(booster)
+    monkeypatch.setattr(treeshap, "_INT32_KEY_BITS", 0)
+    wide = TreeShapExplainer(booster)
+    assert narrow._nodes[-1].dtype == np.int32 and wide._nodes[-1].dtype == np.int64
+    for rows in (X, X[:300], X[:300].astype(np.float64)):
+        np.testing.assert_array_equal(wide.shap_values(rows), narrow.shap_values(rows))
+    _assert_matches(booster, X)
+
+
+def test_float32_thresholds_decide_every_float32_as_the_float64_threshold_does():
+    rng = np.random.default_rng(18)
+    t = np.concatenate([
+        rng.normal(size=2000) * 10.0 ** rng.integers(-40, 39, 2000),
+        rng.normal(size=500).astype(np.float32).astype(np.float64),  # exactly float32
+        [0.0, -0.0, 1e-300, -1e-300, 1e300, -1e300, np.inf, -np.inf, 3.4028235e38, 3.5e38],
+    ])  # fmt: skip
+    t32 = treeshap._round_down_f32(t)
+    assert t32.dtype == np.float32
+    # Every float32 x next to each threshold (and far from it) falls on the same side.
+    with np.errstate(over="ignore"):  # the float32 after the largest is inf
+        x = np.concatenate([
+            t32[:, None],
+            np.nextafter(t32, np.float32(np.inf))[:, None],
+            np.nextafter(t32, np.float32(-np.inf))[:, None],
+            np.broadcast_to(np.array([0.0, np.inf, -np.inf], np.float32), (len(t), 3)),
+        ], axis=1)  # fmt: skip
+    np.testing.assert_array_equal(x <= t32[:, None], x.astype(np.float64) <= t[:, None])
 
 
 def test_categorical_splits_are_refused():

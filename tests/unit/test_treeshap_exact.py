@@ -53,9 +53,9 @@ def test_equal_to_pred_contrib(params, seed):
     expected = booster.predict(test, pred_contrib=True)
     got = TreeShapExplainer(booster).shap_values(test)
     assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
     # each row adds up to the model's raw score
-    np.testing.assert_allclose(got.sum(axis=1), booster.predict(test, raw_score=True), atol=1e-6)
+    np.testing.assert_allclose(got.sum(axis=1), booster.predict(test, raw_score=True), atol=1e-12)
 
 
 @pytest.mark.parametrize("max_table_depth", [0, 1, 3])
@@ -64,7 +64,7 @@ def test_deep_leaves_beyond_the_tables_are_still_exact(max_table_depth):
     booster = _model(X, y, num_leaves=63, min_data_in_leaf=5)
     test = _data(8, n=500)[0]
     got = TreeShapExplainer(booster, max_table_depth=max_table_depth).shap_values(test)
-    np.testing.assert_allclose(got, booster.predict(test, pred_contrib=True), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got, booster.predict(test, pred_contrib=True), rtol=0, atol=1e-12)
 
 
 def test_single_leaf_trees_and_best_iteration():
@@ -82,7 +82,7 @@ def test_single_leaf_trees_and_best_iteration():
     dump = booster.dump_model()["tree_info"]
     assert any("split_index" not in t["tree_structure"] for t in dump)
     np.testing.assert_allclose(
-        tree_shap(booster, X[:300]), booster.predict(X[:300], pred_contrib=True), atol=1e-6
+        tree_shap(booster, X[:300]), booster.predict(X[:300], pred_contrib=True), atol=1e-12
     )
     # an early-stopped model explains its best iteration, as pred_contrib does by default
     Xv, yv = _data(4, n=1000)
@@ -97,7 +97,7 @@ def test_single_leaf_trees_and_best_iteration():
     np.testing.assert_allclose(
         TreeShapExplainer(stopped).shap_values(Xv[:300]),
         stopped.predict(Xv[:300], pred_contrib=True, num_iteration=stopped.best_iteration),
-        atol=1e-6,
+        atol=1e-12,
     )
 
 
@@ -111,9 +111,9 @@ def test_equal_to_shap_tree_explainer():
     expected = expected[1] if expected.ndim == 3 else expected  # older shap: per class
     mine = TreeShapExplainer(booster)
     got = mine.shap_values(test)
-    np.testing.assert_allclose(got[:, :-1], expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got[:, :-1], expected, rtol=0, atol=1e-12)
     base = np.ravel(explainer.expected_value)[-1]
-    assert mine.expected_value == pytest.approx(float(base), abs=1e-6)
+    assert mine.expected_value == pytest.approx(float(base), abs=1e-12)
     np.testing.assert_allclose(got[:, -1], mine.expected_value, atol=1e-12)
 
 
@@ -127,7 +127,7 @@ def test_dataframe_columns_are_taken_in_model_order():
     )
     frame = pd.DataFrame(X[:200], columns=names)[names[::-1]]  # shuffled columns
     np.testing.assert_allclose(
-        tree_shap(booster, frame), booster.predict(X[:200], pred_contrib=True), atol=1e-6
+        tree_shap(booster, frame), booster.predict(X[:200], pred_contrib=True), atol=1e-12
     )
 
 

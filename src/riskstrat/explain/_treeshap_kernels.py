@@ -1,4 +1,5 @@
-"""The numba kernels of :mod:`riskstrat.explain.treeshap`: tables built, rows explained.
+"""The numba kernels of :mod:`riskstrat.explain.treeshap`: tables built, rows ordered, rows
+explained.
 
 They are plain Python functions here and compiled by :func:`kernels` on first use: ``_prange``
 and ``_leaf_phi`` are rebound to numba objects there, before the kernels that use them are
@@ -20,9 +21,6 @@ import numpy.typing as npt
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
-
-# LightGBM's kZeroThreshold is the float 1e-35f, compared after widening to double.
-_ZERO = float(np.float32(1e-35))
 
 _prange = range
 
@@ -205,20 +203,21 @@ def _build_tables(
 
 def _shap_rows(
     X: npt.NDArray[np.floating[Any]],
+    order: I64,
     out: F64,
     block: int,
     t_node_off: I64,
     t_unit_off: I64,
     nd_feat: I64,
-    nd_thr: F64,
-    nd_nanleft: I64,
+    nd_thr: npt.NDArray[np.floating[Any]],
+    nd_nan: npt.NDArray[np.integer[Any]],
     nd_zero: I64,
-    nd_defleft: I64,
     nd_inner: I64,
     nd_src: I64,
     nd_left: I64,
     nd_right: I64,
-    nd_bit: I64,
+    nd_mask: npt.NDArray[np.integer[Any]],
+    zero_lim: npt.NDArray[np.floating[Any]],
     u_slot: I64,
     u_feat_off: I64,
     u_nout: I64,
@@ -228,101 +227,162 @@ def _shap_rows(
     u_tab_off: I64,
     table: F64,
     W: F64,
+    expected: float,
     n_slots: int,
     fb_d: int,
     chunk: int,
+    n_workers: int,
 ) -> None:
-    """Add every tree's SHAP values for the rows of ``X`` into ``out[:, :n_features]``.
+    """Write every row's SHAP values, and the expected value last, into ``out``.
 
-    Rows go in blocks; within a block, tree by tree, each split is decided for all the block's
-    rows at once (simple loops over a transposed copy of the block, which vectorise). A split
-    above the units passes its disagreement masks down to its children's slots; a split inside
-    a unit sets its bit in the unit's key. Then each unit adds its table row per row.
+    Row ``order[r]`` of ``X`` is the r-th row explained: rows go in blocks of ``block``
+    consecutive positions of ``order``, so an order that keeps similar rows together keeps the
+    table rows they read in cache. Within a block, tree by tree, each split is decided for all
+    the block's rows at once (simple loops over a transposed copy of the block, which
+    vectorise). ``nd_thr`` has ``X``'s dtype, so float32 rows are compared in float32 (with
+    thresholds rounded down, which decides every float32 the way the float64 threshold does);
+    the keys and masks have ``nd_mask``'s integer dtype (int32 where every key fits, so twice
+    as many go in a vector). A split above the units passes its disagreement masks down to its
+    children's slots (``nd_mask`` is the feature's bit); a split inside a unit sets its bit in
+    the unit's key. ``nd_nan`` is the bit to set when x is NaN (0 where NaN goes left). Then
+    each unit adds its table row, per row.
     """
     n, n_feat = X.shape
     n_trees = t_node_off.shape[0] - 1
     n_blocks = (n + block - 1) // block
-    for b in _prange(n_blocks):
-        r0 = b * block
-        nb = min(n, r0 + block) - r0
+    zl = zero_lim[0]
+    # One worker per thread, each with its own scratch, taking every n_workers-th block: a
+    # sorted input's costly rows are not all in one thread's share.
+    for w in _prange(n_workers):
         xt = np.empty((n_feat, block), X.dtype)
-        for i in range(nb):
-            for f in range(n_feat):
-                xt[f, i] = X[r0 + i, f]
-        acc = np.zeros((n_feat, block))
-        slots = np.zeros((n_slots, block), np.int64)
-        right = np.zeros(block, np.int64)
+        acc = np.empty((n_feat, block))
+        slots = np.zeros((n_slots, block), nd_mask.dtype)
         fb_e = np.empty((fb_d + 1, chunk))
         fb_w = np.empty((fb_d, chunk))
         fb_zd = np.empty(chunk)
         fb_dis = np.empty(chunk)
         fb_f = np.empty(chunk)
         fb_q = np.empty(chunk)
-        for t in range(n_trees):
-            n0 = t_node_off[t]
-            ni = t_node_off[t + 1] - n0
-            if ni == 0:
-                continue
-            s0 = slots[0]
+        for b in range(w, n_blocks, n_workers):
+            r0 = b * block
+            nb = min(n, r0 + block) - r0
             for i in range(nb):
-                s0[i] = 0
-            for k in range(ni):
-                g = n0 + k
-                xs = xt[nd_feat[g]]
-                thr = nd_thr[g]
-                if nd_zero[g]:
-                    zero_right = 1 - nd_defleft[g]
-                    for i in range(nb):
-                        x = np.float64(xs[i])
-                        if x != x or (-_ZERO <= x <= _ZERO):
-                            right[i] = zero_right
-                        else:
-                            right[i] = np.int64(x > thr)
-                else:
-                    nan_right = 1 - nd_nanleft[g]
-                    for i in range(nb):
-                        x = np.float64(xs[i])
-                        right[i] = np.int64(x > thr) | (np.int64(x != x) & nan_right)
-                bit = nd_bit[g]
-                if nd_inner[g]:
-                    key = slots[nd_left[g]]
-                    for i in range(nb):
-                        key[i] |= right[i] << bit
-                else:
-                    src = slots[nd_src[g]]
-                    sl = slots[nd_left[g]]
-                    sr = slots[nd_right[g]]
-                    for i in range(nb):
-                        sl[i] = src[i] | (bit * right[i])
-                        sr[i] = src[i] | (bit - bit * right[i])
-            for u in range(t_unit_off[t], t_unit_off[t + 1]):
-                key = slots[u_slot[u]]
-                fo = u_feat_off[u]
-                nout = u_nout[u]
-                to = u_tab_off[u]
-                if to >= 0:
-                    for i in range(nb):
-                        key[i] = to + key[i] * nout
-                    for k in range(nout):
-                        ak = acc[u_feat[fo + k]]
-                        for i in range(nb):
-                            ak[i] += table[key[i] + k]
-                else:
-                    _leaf_phi_rows(
-                        nout, u_z, fo, u_v[u], key, nb, W, acc, u_feat,
-                        fb_e, fb_zd, fb_dis, fb_w, fb_f, fb_q,
-                    )  # fmt: skip
-        for i in range(nb):
+                r = order[r0 + i]
+                for f in range(n_feat):
+                    xt[f, i] = X[r, f]
             for f in range(n_feat):
-                out[r0 + i, f] = acc[f, i]
+                af = acc[f]
+                for i in range(nb):
+                    af[i] = 0.0
+            for t in range(n_trees):
+                n0 = t_node_off[t]
+                ni = t_node_off[t + 1] - n0
+                if ni == 0:
+                    continue
+                s0 = slots[0]
+                for i in range(nb):
+                    s0[i] = 0
+                for k in range(ni):
+                    g = n0 + k
+                    xs = xt[nd_feat[g]]
+                    thr = nd_thr[g]
+                    bit = nd_mask[g]
+                    nbit = nd_nan[g]
+                    no = bit - bit
+                    if nd_inner[g]:
+                        key = slots[nd_left[g]]
+                        if nd_zero[g]:
+                            for i in range(nb):
+                                x = xs[i]
+                                if x != x or (-zl <= x and x <= zl):
+                                    key[i] |= nbit
+                                elif x > thr:
+                                    key[i] |= bit
+                        else:
+                            for i in range(nb):
+                                x = xs[i]
+                                key[i] |= (bit if x > thr else no) | (nbit if x != x else no)
+                    else:
+                        src = slots[nd_src[g]]
+                        sl = slots[nd_left[g]]
+                        sr = slots[nd_right[g]]
+                        for i in range(nb):
+                            x = xs[i]
+                            if nd_zero[g] and (x != x or (-zl <= x and x <= zl)):
+                                go = nbit
+                            else:
+                                go = (bit if x > thr else no) | (nbit if x != x else no)
+                            # Right disagrees with the left child's path; left, with the right's.
+                            sl[i] = src[i] | go
+                            sr[i] = src[i] | (bit - go)
+                for u in range(t_unit_off[t], t_unit_off[t + 1]):
+                    key = slots[u_slot[u]]
+                    fo = u_feat_off[u]
+                    nout = u_nout[u]
+                    to = u_tab_off[u]
+                    if to >= 0:
+                        for i in range(nb):
+                            key[i] = to + key[i] * nout
+                        # Two features per pass over the rows: the table row's address is read once.
+                        # An unsigned index spares numba's negative-index fix-up on every read
+                        # (these reads do not vectorise, so each instruction counts).
+                        for k in range(0, nout - 1, 2):
+                            a0 = acc[u_feat[fo + k]]
+                            a1 = acc[u_feat[fo + k + 1]]
+                            for i in range(nb):
+                                j = np.uint64(key[i] + k)
+                                a0[i] += table[j]
+                                a1[i] += table[j + np.uint64(1)]
+                        if nout & 1:
+                            k = nout - 1
+                            ak = acc[u_feat[fo + k]]
+                            for i in range(nb):
+                                ak[i] += table[np.uint64(key[i] + k)]
+                    else:
+                        _leaf_phi_rows(
+                            nout, u_z, fo, u_v[u], key, nb, W, acc, u_feat,
+                            fb_e, fb_zd, fb_dis, fb_w, fb_f, fb_q,
+                        )  # fmt: skip
+            for i in range(nb):
+                row = out[order[r0 + i]]
+                for f in range(n_feat):
+                    row[f] = acc[f, i]
+                row[n_feat] = expected
+
+
+def _order_keys(
+    X: npt.NDArray[np.floating[Any]], feats: I64, th_off: I64, th: F64, shift: I64, keys: I64
+) -> None:
+    """Each row's bins on the model's most used features, packed into one sortable key.
+
+    Feature ``feats[j]`` is binned by the number of its thresholds ``th[th_off[j]:th_off[j +
+    1]]`` (sorted) that lie below x, NaN last, and the bin goes to the bits from ``shift[j]``
+    up; the first feature takes the highest bits. Rows with equal keys go the same way at
+    every split on those features, so sorting by key brings together rows that read the same
+    table rows.
+    """
+    for r in _prange(X.shape[0]):
+        key = np.int64(0)
+        for j in range(feats.shape[0]):
+            x = np.float64(X[r, feats[j]])
+            lo = th_off[j]
+            hi = th_off[j + 1]
+            b = np.int64(0)
+            for m in range(lo, hi):  # a count, not a search: no branches to mispredict
+                b += np.int64(th[m] < x)
+            if x != x:
+                b = hi - lo + 1
+            key |= b << shift[j]
+        keys[r] = key
 
 
 _JIT_LOCK = threading.Lock()
-_KERNELS: tuple[Callable[..., None], Callable[..., None]] | None = None
+_KERNELS: tuple[Callable[..., None], Callable[..., None], Callable[..., None]] | None = None
 
 
-def kernels() -> tuple[Callable[..., None], Callable[..., None]]:
-    """The table builder and the row kernel, compiled on first use (once per process).
+def kernels() -> tuple[Callable[..., None], Callable[..., None], Callable[..., None]]:
+    """The table builder, the row kernel and the row-order keys, compiled on first use (once
+    per process).
 
     numba compiles each on its first call (or loads it from its on-disk cache, next to this
     file or in numba's cache folder), once per argument types.
@@ -337,7 +397,11 @@ def kernels() -> tuple[Callable[..., None], Callable[..., None]]:
             g["_leaf_phi"] = numba.njit(cache=True, nogil=True)(_leaf_phi)
             g["_leaf_phi_rows"] = numba.njit(cache=True, nogil=True)(_leaf_phi_rows)
             opts: dict[str, Any] = {"cache": True, "nogil": True, "parallel": True}
-            _KERNELS = (numba.njit(**opts)(_build_tables), numba.njit(**opts)(_shap_rows))
+            _KERNELS = (
+                numba.njit(**opts)(_build_tables),
+                numba.njit(**opts)(_shap_rows),
+                numba.njit(**opts)(_order_keys),
+            )
         return _KERNELS
 
 
