@@ -276,5 +276,7 @@ def test_monthly_run_targets_are_the_issue_s_at_909091_people_and_the_large_icb_
     assert large_peak == 24.0
     assert [t["met"] for t in large] == [True, True, True, True]
     assert {t["name"]: t["target"] for t in large}["stage (s)"] == f"<= {8 * 4_000_000 / 909_091:g}"
+    recognised = {"validate extract": 0.3, "extract validated earlier, recognised": 2.0}
+    assert score_targets(1000, 1.0, recognised, None)[0][3]["value"] == 2.3
     missing, _ = score_targets(1000, 1.0, {}, None)
     assert [t["met"] for t in missing] == [True, None, None, None]

@@ -41,6 +41,13 @@ def scaled(seconds: float, patients: int) -> float:
     return seconds * max(1.0, patients / TARGET_PATIENTS)
 
 
+def validate_step(steps: dict[str, float]) -> float | None:
+    """The seconds a run spent on its extract's validation: the rules, or recognising the
+    extract by its digest and loading the rows validation kept (two steps then)."""
+    found = [v for k, v in steps.items() if k.startswith(("validate extract", "extract validated"))]
+    return sum(found) if found else None
+
+
 def score_targets(
     patients: int, seconds: float, steps: dict[str, float], people_per_second: float | None
 ) -> tuple[list[dict[str, Any]], float]:
@@ -63,7 +70,7 @@ def score_targets(
         target("stage (s)", steps.get("stage"), "<=", scaled(STAGE_SECONDS, patients)),
         target(
             "validate step of the run (s)",
-            steps.get("validate extract"),
+            validate_step(steps),
             "<=",
             scaled(VALIDATE_SECONDS, patients),
         ),
