@@ -121,11 +121,12 @@ class ValidationSummary:
     rejects_path: Path | None = None
     #: True when this outcome is a validation recorded earlier, recognised by the digest of
     #: the extract's files (``riskstrat.data.validated``): the rules were not run again.
-    recognised: bool = False
+    recognised: bool = field(default=False, compare=False)
     #: Wall-clock seconds by step: ``digest`` (hashing the files, reading the record),
     #: ``rules`` (reading the folder and running the rules; 0 when recognised) and ``load``
-    #: (building the clean tables). Not part of ``as_dict``: timings are not outcomes.
-    seconds: dict[str, float] = field(default_factory=dict)
+    #: (building the clean tables). Neither this nor ``recognised`` is an outcome: they are
+    #: left out of ``as_dict`` and of comparisons.
+    seconds: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property
     def rows_accepted(self) -> dict[str, int]:
