@@ -21,6 +21,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -307,9 +308,7 @@ def run_validation(
             checked(folder, summary, db)
         check_reject_share(summary, max_reject_share)
     finally:
-        for name in TABLE_ORDER:
-            _drop_work(db, name)
-        drop_relation(db, "_patient_lookup")
+        _drop_all_work(db, "_patient_lookup")
     if load:
         # A file database's tables move from its write-ahead log into compressed blocks.
         db.execute("CHECKPOINT")
@@ -357,10 +356,9 @@ def load_tables(
             accepted[name] = int(db.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0])
             _drop_work(db, name)
     finally:
-        db.unregister("_rejects_recorded")
-        for name in TABLE_ORDER:
-            _drop_work(db, name)
-        drop_relation(db, "_rejects")
+        with suppress(duckdb.Error):
+            db.unregister("_rejects_recorded")
+        _drop_all_work(db, "_rejects")
     db.execute("CHECKPOINT")
     return accepted
 
@@ -606,6 +604,16 @@ def _load_rows(con: duckdb.DuckDBPyConnection, table: Table, present: dict[str, 
     con.execute(f"CREATE OR REPLACE TEMP VIEW _clean_{name} AS {clean_sql(table, present)}")
     bad = con.execute(f"SELECT count(*) FROM _bad_{name}").fetchall()[0][0]
     con.execute(f"CREATE OR REPLACE TABLE {name} AS {clean_rows_sql(table, any_bad=bool(bad))}")
+
+
+def _drop_all_work(con: duckdb.DuckDBPyConnection, *others: str) -> None:
+    """Drop what validation made besides the clean tables, as far as the connection still
+    allows (after an error it may not: that error is the one to report)."""
+    with suppress(duckdb.Error):
+        for name in TABLE_ORDER:
+            _drop_work(con, name)
+        for other in others:
+            drop_relation(con, other)
 
 
 def _drop_work(con: duckdb.DuckDBPyConnection, name: str) -> None:
