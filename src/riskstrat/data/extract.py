@@ -21,6 +21,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -121,11 +122,12 @@ class ValidationSummary:
     rejects_path: Path | None = None
     #: True when this outcome is a validation recorded earlier, recognised by the digest of
     #: the extract's files (``riskstrat.data.validated``): the rules were not run again.
-    recognised: bool = False
+    recognised: bool = field(default=False, compare=False)
     #: Wall-clock seconds by step: ``digest`` (hashing the files, reading the record),
     #: ``rules`` (reading the folder and running the rules; 0 when recognised) and ``load``
-    #: (building the clean tables). Not part of ``as_dict``: timings are not outcomes.
-    seconds: dict[str, float] = field(default_factory=dict)
+    #: (building the clean tables). Neither this nor ``recognised`` is an outcome: they are
+    #: left out of ``as_dict`` and of comparisons.
+    seconds: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property
     def rows_accepted(self) -> dict[str, int]:
@@ -306,9 +308,7 @@ def run_validation(
             checked(folder, summary, db)
         check_reject_share(summary, max_reject_share)
     finally:
-        for name in TABLE_ORDER:
-            _drop_work(db, name)
-        drop_relation(db, "_patient_lookup")
+        _drop_all_work(db, "_patient_lookup")
     if load:
         # A file database's tables move from its write-ahead log into compressed blocks.
         db.execute("CHECKPOINT")
@@ -356,10 +356,9 @@ def load_tables(
             accepted[name] = int(db.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0])
             _drop_work(db, name)
     finally:
-        db.unregister("_rejects_recorded")
-        for name in TABLE_ORDER:
-            _drop_work(db, name)
-        drop_relation(db, "_rejects")
+        with suppress(duckdb.Error):
+            db.unregister("_rejects_recorded")
+        _drop_all_work(db, "_rejects")
     db.execute("CHECKPOINT")
     return accepted
 
@@ -605,6 +604,16 @@ def _load_rows(con: duckdb.DuckDBPyConnection, table: Table, present: dict[str, 
     con.execute(f"CREATE OR REPLACE TEMP VIEW _clean_{name} AS {clean_sql(table, present)}")
     bad = con.execute(f"SELECT count(*) FROM _bad_{name}").fetchall()[0][0]
     con.execute(f"CREATE OR REPLACE TABLE {name} AS {clean_rows_sql(table, any_bad=bool(bad))}")
+
+
+def _drop_all_work(con: duckdb.DuckDBPyConnection, *others: str) -> None:
+    """Drop what validation made besides the clean tables, as far as the connection still
+    allows (after an error it may not: that error is the one to report)."""
+    with suppress(duckdb.Error):
+        for name in TABLE_ORDER:
+            _drop_work(con, name)
+        for other in others:
+            drop_relation(con, other)
 
 
 def _drop_work(con: duckdb.DuckDBPyConnection, name: str) -> None:
