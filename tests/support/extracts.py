@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +223,21 @@ def _write_parquet(path: Path, name: str, columns: list[str], rows: list[Row]) -
         casts.append(f'CAST("{c}" AS {sql_type}) AS "{c}"')
     con.execute(f"COPY (SELECT {', '.join(casts)} FROM t) TO '{path}' (FORMAT parquet)")
     con.close()
+
+
+def generated_in_small_row_groups(tmp_path: Path, n_patients: int = 1500) -> Any:
+    """A generated extract (its tables in NHS-number order, as the generator writes them)
+    validated into a database file of 2,048-row row groups (as pipelines validate into a
+    scratch file), so that a small population spans many row groups as a large one does."""
+    from riskstrat.data.extract import connect, validate_extract
+    from riskstrat.synth import generate_extract
+
+    out = generate_extract(
+        tmp_path / "gen", n_patients=n_patients, seed=3, months=30,
+        extract_date=date(2026, 6, 1), fmt="parquet",
+    )  # fmt: skip
+    con = connect()
+    path = str(tmp_path / "small_groups.duckdb").replace("'", "''")
+    con.execute(f"ATTACH '{path}' AS small_groups (ROW_GROUP_SIZE 2048)")
+    con.execute("USE small_groups")
+    return validate_extract(out.out_dir, max_reject_share=1.0, con=con)

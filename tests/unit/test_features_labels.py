@@ -12,7 +12,14 @@ from riskstrat.data.extract import validate_extract
 from riskstrat.features.build import build_features as _build
 from riskstrat.features.build import feature_columns
 from riskstrat.features.labels import build_labels, label_window_complete
-from tests.support.extracts import P1, P2, P3, base_tables, write_extract
+from tests.support.extracts import (
+    P1,
+    P2,
+    P3,
+    base_tables,
+    generated_in_small_row_groups,
+    write_extract,
+)
 
 D = date(2026, 2, 1)
 
@@ -293,24 +300,6 @@ def test_a_sample_with_its_own_event_tables_gives_the_same_rows(tmp_path):
     pd.testing.assert_frame_equal(by_copies, expected)
 
 
-def _generated_in_small_row_groups(tmp_path, n_patients=1500):
-    """A generated extract (its tables in NHS-number order, as the generator writes them)
-    validated into a database file of 2,048-row row groups (as pipelines validate into a
-    scratch file), so that a small population spans many row groups as a large one does."""
-    from riskstrat.data.extract import connect
-    from riskstrat.synth import generate_extract
-
-    out = generate_extract(
-        tmp_path / "gen", n_patients=n_patients, seed=3, months=30,
-        extract_date=date(2026, 6, 1), fmt="parquet",
-    )  # fmt: skip
-    con = connect()
-    path = str(tmp_path / "small_groups.duckdb").replace("'", "''")
-    con.execute(f"ATTACH '{path}' AS small_groups (ROW_GROUP_SIZE 2048)")
-    con.execute("USE small_groups")
-    return validate_extract(out.out_dir, max_reject_share=1.0, con=con)
-
-
 @pytest.mark.slow  # features over many ranges
 def test_ranges_of_people_give_exactly_the_features_of_one_query(tmp_path):
     """Big populations are built in NHS-number ranges, one query each (``person_ranges``);
@@ -320,7 +309,7 @@ def test_ranges_of_people_give_exactly_the_features_of_one_query(tmp_path):
 
     one_month = [date(2026, 1, 1)]
     months = [date(2025, 9, 1), date(2026, 1, 1), date(2026, 2, 1)]
-    with _generated_in_small_row_groups(tmp_path) as extract:
+    with generated_in_small_row_groups(tmp_path) as extract:
         con = extract.con
         ranges = person_ranges(con, chunk_people=400)
         assert len(ranges) == 4  # 1,500 people: 4 ranges of 375
@@ -351,7 +340,7 @@ def test_a_sample_listing_people_twice_counts_them_once(tmp_path):
     """A sample may name a person more than once; the ranges count people, not names."""
     from riskstrat.features.build import person_ranges, sample_people, sampled_people
 
-    with _generated_in_small_row_groups(tmp_path) as extract:
+    with generated_in_small_row_groups(tmp_path) as extract:
         con = extract.con
         chosen = sample_people(con, fraction=0.5, seed=2)
         with sampled_people(con, chosen):
@@ -374,7 +363,7 @@ def test_a_column_missing_values_in_some_ranges_only_has_one_query_s_type(tmp_pa
 
     months = [date(2025, 9, 1), date(2026, 1, 1)]
     column = "days_since_last_emergency_admission"
-    with _generated_in_small_row_groups(tmp_path) as extract:
+    with generated_in_small_row_groups(tmp_path) as extract:
         con = extract.con
         everyone = _build(con, index_dates=months[1:])
         admitted = everyone.loc[everyone[column].notna(), "nhs_number"].head(3).tolist()
@@ -458,7 +447,7 @@ def test_ranges_are_not_used_when_events_are_not_stored_in_nhs_number_order(tmp_
     the features are built in one query; the same for tables without row-group statistics."""
     from riskstrat.features.build import _range_read_factor, person_ranges
 
-    with _generated_in_small_row_groups(tmp_path) as extract:
+    with generated_in_small_row_groups(tmp_path) as extract:
         con = extract.con
         assert len(person_ranges(con, chunk_people=400)) == 4
         con.execute(

@@ -269,7 +269,7 @@ def _summarise(
         boot_expected = float(np.einsum("i,i->", w, risk))
         oe_reps.append(boot_events / boot_expected if boot_expected > 0 else math.nan)
         if ranked is not None:
-            auroc_reps.append(ranked.auroc(w[ranked.order]))
+            auroc_reps.append(ranked.auroc_auprc_by_row(w)[0])
 
     auroc_value = ranked.auroc(np.ones(rows)) if ranked else None
     auroc = percentile_ci(auroc_value, auroc_reps, level=level) if ranked else None

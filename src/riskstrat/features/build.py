@@ -99,14 +99,7 @@ def build_features(
     with sampled_people(con, people), index_dates_table(con, index_dates):
         ranges = person_ranges(con, sampled=sampled, tables=tables, chunk_people=chunk_people)
         results = (
-            con.execute(
-                features_sql(
-                    sampled=sampled, tables=tables, lower=lo is not None, upper=hi is not None
-                ),
-                ({"range_lo": lo} if lo is not None else {})
-                | ({"range_hi": hi} if hi is not None else {}),
-            ).df()
-            for lo, hi in ranges
+            _range_features(con, lo, hi, sampled=sampled, tables=tables) for lo, hi in ranges
         )
         if len(ranges) == 1:
             frame = next(results)
@@ -120,6 +113,50 @@ def build_features(
         frame = frame.sort_values("index_date", kind="stable")
     frame["index_date"] = pd.to_datetime(frame["index_date"]).dt.date
     return frame.reset_index(drop=True)
+
+
+def iter_feature_ranges(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    index_dates: Sequence[date],
+    people: Sequence[str] | PeopleSample | None = None,
+    chunk_people: int = CHUNK_PEOPLE,
+) -> Iterator[pd.DataFrame]:
+    """``build_features`` one NHS-number range at a time, for a caller that keeps less of
+    each range than the whole frame (training makes each one compact before the next is
+    built). The ranges are those ``build_features`` queries, in NHS-number order, each with
+    every index date; its rows are sorted by index date then NHS number, ``index_date`` as
+    dates. So, for each index date, its rows of every range one after another are
+    ``build_features``' rows of that date, in order.
+
+    The connection holds the index dates (and any sample) until the iterator is exhausted
+    or closed: use it for nothing else meanwhile.
+    """
+    _check_index_dates(index_dates)
+    tables = people.tables if isinstance(people, PeopleSample) else None
+    sampled = people is not None
+    with sampled_people(con, people), index_dates_table(con, index_dates):
+        ranges = person_ranges(con, sampled=sampled, tables=tables, chunk_people=chunk_people)
+        for lo, hi in ranges:
+            frame = _range_features(con, lo, hi, sampled=sampled, tables=tables)
+            frame["index_date"] = pd.to_datetime(frame["index_date"]).dt.date
+            yield frame
+            del frame
+
+
+def _range_features(
+    con: duckdb.DuckDBPyConnection,
+    lo: str | None,
+    hi: str | None,
+    *,
+    sampled: bool,
+    tables: Mapping[str, str] | None,
+) -> pd.DataFrame:
+    """The features query's rows for one ``person_ranges`` range."""
+    return con.execute(
+        features_sql(sampled=sampled, tables=tables, lower=lo is not None, upper=hi is not None),
+        ({"range_lo": lo} if lo is not None else {}) | ({"range_hi": hi} if hi is not None else {}),
+    ).df()
 
 
 def _stack_frames(frames: Iterator[pd.DataFrame], *, capacity: int) -> pd.DataFrame:

@@ -79,8 +79,12 @@ def percentile_ci(value: float | None, samples: npt.ArrayLike, *, level: float) 
     return {"value": _num(value), "lo": float(lo), "hi": float(hi)}
 
 
-def top_share_flags(risk: FloatArray, share: float) -> tuple[npt.NDArray[np.bool_], float, int]:
+def top_share_flags(
+    risk: FloatArray, share: float, *, order: npt.NDArray[np.intp] | None = None
+) -> tuple[npt.NDArray[np.bool_], float, int]:
     """Flag the ``ceil(share * rows)`` highest risks, ties broken stably by row order.
+
+    ``order`` may pass ``np.argsort(-risk, kind="stable")`` when it is at hand already.
 
     Returns:
         ``(flagged, threshold, count)``: a boolean mask, the lowest flagged risk, and how many
@@ -89,7 +93,8 @@ def top_share_flags(risk: FloatArray, share: float) -> tuple[npt.NDArray[np.bool
     n = len(risk)
     # the small tolerance keeps 0.1 * 30 = 3.0000000000000004 from flagging 4 people
     k = min(n, max(1, math.ceil(share * n - 1e-9)))
-    order = np.argsort(-risk, kind="stable")
+    if order is None:
+        order = np.argsort(-risk, kind="stable")
     flagged = np.zeros(n, dtype=bool)
     flagged[order[:k]] = True
     return flagged, float(risk[order[k - 1]]), k
@@ -107,9 +112,17 @@ def dot(a: FloatArray, b: FloatArray) -> float:
     return float(np.einsum("i,i->", a, b))
 
 
-def _sigmoid(eta: FloatArray) -> FloatArray:
+def _sigmoid(eta: FloatArray, out: FloatArray | None = None) -> FloatArray:
+    """``1 / (1 + exp(-eta))``, into ``out`` when given: the same operations in the same
+    order either way, so the same bits."""
     with np.errstate(over="ignore"):  # exp overflow gives 1 / inf = 0, which is right
-        out: FloatArray = 1.0 / (1.0 + np.exp(-eta))
+        if out is None:
+            result: FloatArray = 1.0 / (1.0 + np.exp(-eta))
+            return result
+        np.negative(eta, out=out)
+        np.exp(out, out=out)
+        np.add(1.0, out, out=out)
+        np.divide(1.0, out, out=out)
     return out
 
 
@@ -132,14 +145,21 @@ def fit_calibration_intercept(
     the same).
     """
     ww = np.ones_like(x) if w is None else w
+    # Each iteration writes into the same three arrays (a bootstrap fits thousands of
+    # times): the operations and their order are those of the plain expressions in the
+    # comments, so the result is the same to the last bit.
+    eta, mu, tmp = np.empty_like(x), np.empty_like(x), np.empty_like(x)
     a = start
-    eta = a + x
+    np.add(a, x, out=eta)  # eta = a + x
     for _ in range(100):
-        mu = _sigmoid(eta)
-        info = dot(ww, mu * (1 - mu))
+        _sigmoid(eta, out=mu)
+        np.subtract(1.0, mu, out=tmp)
+        np.multiply(mu, tmp, out=tmp)  # mu * (1 - mu)
+        info = dot(ww, tmp)
         if not info > 0:
             return math.nan
-        step = dot(ww, y - mu) / info
+        np.subtract(y, mu, out=tmp)  # y - mu
+        step = dot(ww, tmp) / info
         if abs(step) > _MAX_FULL_STEP:
             ll = _log_likelihood(eta, y, ww)
             for _ in range(50):
@@ -147,7 +167,7 @@ def fit_calibration_intercept(
                     break
                 step /= 2
         a += step
-        eta = a + x
+        np.add(a, x, out=eta)
         if abs(step) < _TOL:
             return a
     return math.nan
@@ -167,15 +187,20 @@ def fit_calibration_slope(
     perfect separation).
     """
     ww = np.ones_like(x) if w is None else w
+    # As in fit_calibration_intercept: reused arrays, the plain expressions' operations.
+    eta, mu, r, v, tmp = (np.empty_like(x) for _ in range(5))
     c, b = start
-    eta = c + b * x
+    np.add(c, np.multiply(b, x, out=eta), out=eta)  # eta = c + b * x
     for _ in range(100):
-        mu = _sigmoid(eta)
-        r = ww * (y - mu)
-        v = ww * mu * (1 - mu)
+        _sigmoid(eta, out=mu)
+        np.subtract(y, mu, out=tmp)
+        np.multiply(ww, tmp, out=r)  # r = ww * (y - mu)
+        np.multiply(ww, mu, out=v)
+        np.subtract(1.0, mu, out=tmp)
+        np.multiply(v, tmp, out=v)  # v = ww * mu * (1 - mu)
         g0, g1 = float(r.sum()), dot(r, x)
-        vx = v * x
-        h00, h01, h11 = float(v.sum()), float(vx.sum()), dot(vx, x)
+        np.multiply(v, x, out=tmp)  # vx = v * x
+        h00, h01, h11 = float(v.sum()), float(tmp.sum()), dot(tmp, x)
         det = h00 * h11 - h01 * h01
         if not det > 0:
             return math.nan, math.nan
@@ -188,7 +213,7 @@ def fit_calibration_slope(
                     break
                 s0, s1 = s0 / 2, s1 / 2
         c, b = c + s0, b + s1
-        eta = c + b * x
+        np.add(c, np.multiply(b, x, out=eta), out=eta)
         if max(abs(s0), abs(s1)) < _TOL:
             return c, b
     return math.nan, math.nan
@@ -224,23 +249,55 @@ class RankedScores:
         # events lying before each block start / end, to read the events' cumulative weight
         self._events_before_start = np.searchsorted(self._events, self._start)
         self._events_before_end = np.searchsorted(self._events, self._end)
+        # For weights in the rows' own order (auroc_auprc_by_row): the events' rows, and the
+        # sorted positions the metrics read the running weight at (the events' block starts
+        # and ends). Each row is labelled with the stretch between two such positions that
+        # holds it, so that one weighted count per stretch gives the running weight there.
+        self._event_rows = self.order[self._events]
+        self._bounds = np.unique(np.concatenate((self._start, self._end)))
+        rank = np.empty(n, dtype=np.intp)
+        rank[self.order] = np.arange(n)
+        self._stretch = np.searchsorted(self._bounds, rank, side="right")
+        self._start_bound = np.searchsorted(self._bounds, self._start)
+        self._end_bound = np.searchsorted(self._bounds, self._end)
 
     def auroc_auprc(self, w: FloatArray) -> tuple[float, float]:
         """AUROC and average precision of the rows weighted by ``w`` (in sorted order).
 
         Returns NaNs when the weighted rows lack either outcome.
         """
-        we = w[self._events]
-        cum_events = np.concatenate(([0.0], np.cumsum(we)))
         cum_all = np.concatenate(([0.0], np.cumsum(w)))
-        n_pos, total = float(cum_events[-1]), float(cum_all[-1])
+        return self._metrics(
+            w[self._events], cum_all[self._start], cum_all[self._end], float(cum_all[-1])
+        )
+
+    def auroc_auprc_by_row(self, w: FloatArray) -> tuple[float, float]:
+        """``auroc_auprc`` for weights that are whole numbers (bootstrap counts, or ones) in
+        the rows' own order, to the last bit, without sorting them: one weighted count per
+        stretch of rows between the positions the metrics read (``np.bincount``) replaces
+        the running sum over every row. Sums of whole numbers are exact in any order."""
+        stretches = np.bincount(self._stretch, weights=w, minlength=len(self._bounds) + 1)
+        running = np.cumsum(stretches)  # running[j]: the weight below the j-th position
+        return self._metrics(
+            w[self._event_rows],
+            running[self._start_bound],
+            running[self._end_bound],
+            float(running[-1]),
+        )
+
+    def _metrics(
+        self, we: FloatArray, all_below: FloatArray, all_through: FloatArray, total: float
+    ) -> tuple[float, float]:
+        """AUROC and AUPRC from the events' weights (in sorted order), the weight below each
+        event's tie block and through its end, and the total weight."""
+        cum_events = np.concatenate(([0.0], np.cumsum(we)))
+        n_pos = float(cum_events[-1])
         n_neg = total - n_pos
         if n_pos <= 0 or n_neg <= 0:
             return math.nan, math.nan
         events_below = cum_events[self._events_before_start]  # below each event's block
-        all_below = cum_all[self._start]
         non_events_below = all_below - events_below
-        non_events_through = cum_all[self._end] - cum_events[self._events_before_end]
+        non_events_through = all_through - cum_events[self._events_before_end]
         auroc = dot(we, non_events_below + non_events_through) / 2 / (n_pos * n_neg)
         flagged = total - all_below  # rows at or above each event's block
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -265,15 +322,56 @@ def share_flagged_for_recall(
     events = float(cum_pos[-1])
     if events <= 0:
         return math.nan
+    needed = _events_needed(events, recall_target)
+    i = int(np.searchsorted(cum_pos, needed))  # the row holding the needed-th event
+    people_before = float(w_desc[:i].sum())
+    events_before = float(cum_pos[i - 1]) if i > 0 else 0.0
+    return (people_before + (needed - events_before)) / rows
+
+
+class RecallShares:
+    """``share_flagged_for_recall`` of bootstrap resamples, reading only the events' counts.
+
+    Rows are ranked by descending risk once (ties by row order). A resample's running count
+    of events, taken over the events alone, finds the event that reaches the recall target;
+    the people ranked above it are counted from the rows above that event. Every count is a
+    whole number, exact in floating point whatever the order of summing, so the share equals
+    ``share_flagged_for_recall(y_desc, w_desc, ...)`` on the same counts to the last bit,
+    without a pass over every row's count.
+    """
+
+    def __init__(self, y: FloatArray, p: FloatArray) -> None:
+        self.desc = np.argsort(-p, kind="stable")
+        self.y_desc = y[self.desc]
+        self._event_positions = np.flatnonzero(self.y_desc == 1)  # in descending order
+        self._event_rows = self.desc[self._event_positions]
+
+    def share(self, w: FloatArray, recall_target: float, rows: float) -> float:
+        """The share for the row counts ``w`` (in the rows' own order)."""
+        cum_events = np.cumsum(w[self._event_rows])
+        events = float(cum_events[-1]) if cum_events.size else 0.0
+        if events <= 0:
+            return math.nan
+        needed = _events_needed(events, recall_target)
+        j = int(np.searchsorted(cum_events, needed))  # the event holding the needed-th
+        if j == cum_events.size:  # not reached (cannot happen for a target <= 1)
+            i, events_before = len(self.desc), events
+        else:
+            i = int(self._event_positions[j])
+            events_before = float(cum_events[j - 1]) if j > 0 else 0.0
+        people_before = float(w[self.desc[:i]].sum())
+        return (people_before + (needed - events_before)) / rows
+
+
+def _events_needed(events: float, recall_target: float) -> int:
+    """The fewest events m with ``m / events >= recall_target``, written as
+    :func:`share_flagged_for_recall` and :func:`discrimination_metrics` compare."""
     needed = max(1, math.ceil(recall_target * events))
     while needed > 1 and (needed - 1) / events >= recall_target:
         needed -= 1
     while needed / events < recall_target:
         needed += 1
-    i = int(np.searchsorted(cum_pos, needed))  # the row holding the needed-th event
-    people_before = float(w_desc[:i].sum())
-    events_before = float(cum_pos[i - 1]) if i > 0 else 0.0
-    return (people_before + (needed - events_before)) / rows
+    return needed
 
 
 def bootstrap_counts(rng: np.random.Generator, rows: int, samples: int) -> Iterator[FloatArray]:

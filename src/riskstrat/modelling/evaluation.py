@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from riskstrat.modelling.estimates import (
     CI,
     FloatArray,
     RankedScores,
+    RecallShares,
     bootstrap_counts,
     dot,
     fit_calibration_intercept,
@@ -183,28 +185,94 @@ class _Prepared:
         self.y = y
         self.p = p
         self.ranked = RankedScores(y, p)
-        self.desc = np.argsort(-p, kind="stable")
-        self.y_desc = y[self.desc]
-        self.x = logit(p)
+        self.squared_error = (p - y) ** 2
 
-    def basic(self, w: FloatArray) -> dict[str, float]:
-        """AUROC, AUPRC, Brier and O/E on the rows weighted by ``w`` (original order)."""
-        ws = w[self.ranked.order]
-        total = float(w.sum())
+    @cached_property
+    def recall(self) -> RecallShares:
+        return RecallShares(self.y, self.p)
+
+    @property
+    def desc(self) -> npt.NDArray[np.intp]:
+        """Rows by descending risk, ties by row order."""
+        return self.recall.desc
+
+    @property
+    def y_desc(self) -> FloatArray:
+        return self.recall.y_desc
+
+    @cached_property
+    def x(self) -> FloatArray:
+        """The risks' log-odds, for the calibration fits."""
+        return logit(self.p)
+
+    def basic(
+        self, w: FloatArray, *, total: float | None = None, observed: float | None = None
+    ) -> dict[str, float]:
+        """AUROC, AUPRC, Brier and O/E on the rows weighted by ``w`` (original order).
+
+        ``total`` (the weights' sum) and ``observed`` (their events) may be passed in when
+        several models are measured on the same weights: they are the same for each."""
+        total = float(w.sum()) if total is None else total
         expected = dot(w, self.p)
-        observed = dot(w, self.y)
-        auroc, auprc = self.ranked.auroc_auprc(ws)
+        observed = dot(w, self.y) if observed is None else observed
+        auroc, auprc = self.ranked.auroc_auprc_by_row(w)
         return {
             "auroc": auroc,
             "auprc": auprc,
-            "brier": dot(w, (self.p - self.y) ** 2) / total,
+            "brier": dot(w, self.squared_error) / total,
             "oe": observed / expected if expected > 0 else math.nan,
         }
 
 
-def _has_both_classes(w: FloatArray, y: FloatArray) -> bool:
-    events = dot(w, y)
-    return 0 < events < float(w.sum())
+#: What a bootstrap measures on every resample, for every model (``_Prepared.basic``).
+_BASIC = ("auroc", "auprc", "brier", "oe")
+
+
+def _bootstrap_replicates(
+    y: FloatArray,
+    prepared: Mapping[str, _Prepared],
+    plan: EvaluationPlan,
+    *,
+    fitted: str | None = None,
+    fits: tuple[str, ...] = ("intercept", "slope", "share"),
+    starts: tuple[float, tuple[float, float]] = (0.0, (0.0, 1.0)),
+) -> dict[str, dict[str, list[float]]]:
+    """Every model's measures on every resample of ``plan`` (``numpy.random.default_rng(
+    plan.seed)``, resamples without both outcomes skipped), in resample order.
+
+    Each resample is drawn once and shared by all the models, so the intervals of several
+    models (and of their differences) come from the same resamples, exactly as measuring the
+    models one at a time with the same plan would give. The model named ``fitted`` is also
+    measured by ``fits``: its calibration ``intercept`` and ``slope`` (Newton's method from
+    ``starts``) and its ``share`` flagged for ``plan.recall_target``.
+    """
+    n = len(y)
+    reps: dict[str, dict[str, list[float]]] = {name: {k: [] for k in _BASIC} for name in prepared}
+    if fitted is not None:
+        reps[fitted].update({k: [] for k in fits})
+    a_start, cb_start = starts
+    rng = np.random.default_rng(plan.seed)
+    for w in bootstrap_counts(rng, n, plan.bootstrap_samples):
+        total = float(w.sum())
+        observed = dot(w, y)
+        if not 0 < observed < total:  # AUROC and the calibration fits need both outcomes
+            continue
+        for name, prep in prepared.items():
+            for k, v in prep.basic(w, total=total, observed=observed).items():
+                reps[name][k].append(v)
+        if fitted is None:
+            continue
+        prep, out = prepared[fitted], reps[fitted]
+        if "intercept" in fits or "slope" in fits:
+            drawn = np.flatnonzero(w)  # rows drawn at least once: the fits need only these
+            xs, ys, ws = prep.x[drawn], y[drawn], w[drawn]
+            if "intercept" in fits:
+                out["intercept"].append(fit_calibration_intercept(xs, ys, ws, start=a_start))
+            if "slope" in fits:
+                out["slope"].append(fit_calibration_slope(xs, ys, ws, start=cb_start)[1])
+        if "share" in fits:
+            out["share"].append(prep.recall.share(w, plan.recall_target, n))
+    return reps
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -261,36 +329,99 @@ def evaluate_predictions(
         ValueError: on malformed inputs, or when the rows hold only one outcome.
     """
     y, p = validate_predictions(y_true, risk)
+    _need_both_outcomes(y, "evaluate predictions")
+    prep = _Prepared(y, p)
+    fits = _PointFits.of(prep, y)
+    reps = _bootstrap_replicates(y, {"model": prep}, plan, fitted="model", starts=fits.starts)
+    return _evaluation(y, prep, plan, fits, reps["model"])
+
+
+def evaluate_and_compare(
+    y_true: npt.ArrayLike,
+    risks: Mapping[str, npt.ArrayLike],
+    *,
+    reference: str,
+    plan: EvaluationPlan = EvaluationPlan(),
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``evaluate_predictions`` of the ``reference`` risks and ``compare_predictions`` of all
+    the risks, from one pass over the resamples: the same results as the two calls, with
+    each resample drawn, and the reference measured on it, once instead of twice."""
+    y, prepared = _prepare_all(y_true, risks, reference)
+    _need_both_outcomes(y, "evaluate predictions")
+    fits = _PointFits.of(prepared[reference], y)
+    reps = _bootstrap_replicates(y, prepared, plan, fitted=reference, starts=fits.starts)
+    primary = _evaluation(y, prepared[reference], plan, fits, reps[reference])
+    return primary, _comparison(prepared, reps, reference=reference, plan=plan)
+
+
+def evaluate_stability(
+    y_true: npt.ArrayLike, risk: npt.ArrayLike, *, plan: EvaluationPlan = EvaluationPlan()
+) -> dict[str, Any]:
+    """The measures the card's temporal stability table reports for one month: ``rows``,
+    ``events``, ``auroc``, ``oe``, ``slope`` and ``brier``, each equal to the same field of
+    ``evaluate_predictions`` with the same plan (the same resamples), without measuring the
+    calibration intercept, the recall share, the lists or the bins, which it does not use."""
+    y, p = validate_predictions(y_true, risk)
+    _need_both_outcomes(y, "evaluate predictions")
+    prep = _Prepared(y, p)
+    n = len(y)
+    point = prep.basic(np.ones(n))
+    c0, slope = fit_calibration_slope(prep.x, y)
+    starts = _PointFits(intercept=0.0, c0=c0, slope=slope).starts
+    reps = _bootstrap_replicates(y, {"model": prep}, plan, fitted="model", fits=("slope",),
+                                 starts=starts)["model"]  # fmt: skip
+    level = plan.ci_level
+    return {
+        "rows": n,
+        "events": int(y.sum()),
+        "auroc": percentile_ci(point["auroc"], reps["auroc"], level=level),
+        "oe": percentile_ci(point["oe"], reps["oe"], level=level),
+        "slope": percentile_ci(slope, reps["slope"], level=level),
+        "brier": percentile_ci(point["brier"], reps["brier"], level=level),
+    }
+
+
+def _need_both_outcomes(y: FloatArray, what: str) -> None:
+    events = int(y.sum())
+    if events == 0 or events == len(y):
+        raise ValueError(f"need both outcomes among the rows to {what}")
+
+
+@dataclass(frozen=True)
+class _PointFits:
+    """The calibration fits on every row, which also start each resample's fits."""
+
+    intercept: float
+    c0: float
+    slope: float
+
+    @classmethod
+    def of(cls, prep: _Prepared, y: FloatArray) -> _PointFits:
+        c0, slope = fit_calibration_slope(prep.x, y)
+        return cls(intercept=fit_calibration_intercept(prep.x, y), c0=c0, slope=slope)
+
+    @property
+    def starts(self) -> tuple[float, tuple[float, float]]:
+        a_start = self.intercept if math.isfinite(self.intercept) else 0.0
+        cb_start = (self.c0, self.slope) if math.isfinite(self.slope) else (0.0, 1.0)
+        return a_start, cb_start
+
+
+def _evaluation(
+    y: FloatArray,
+    prep: _Prepared,
+    plan: EvaluationPlan,
+    fits: _PointFits,
+    reps: Mapping[str, list[float]],
+) -> dict[str, Any]:
+    """``evaluate_predictions``'s result from the point estimates and the replicates."""
+    p = prep.p
     n = len(y)
     events = int(y.sum())
-    if events == 0 or events == n:
-        raise ValueError("need both outcomes among the rows to evaluate predictions")
     level = plan.ci_level
-    prep = _Prepared(y, p)
     ones = np.ones(n)
-
     point = prep.basic(ones)
-    intercept = fit_calibration_intercept(prep.x, y)
-    c0, slope = fit_calibration_slope(prep.x, y)
     share = share_flagged_for_recall(prep.y_desc, ones, plan.recall_target, n)
-
-    keys = ("auroc", "auprc", "brier", "oe", "intercept", "slope", "share")
-    reps: dict[str, list[float]] = {k: [] for k in keys}
-    rng = np.random.default_rng(plan.seed)
-    a_start = intercept if math.isfinite(intercept) else 0.0
-    cb_start = (c0, slope) if math.isfinite(slope) else (0.0, 1.0)
-    for w in bootstrap_counts(rng, n, plan.bootstrap_samples):
-        if not _has_both_classes(w, y):
-            continue
-        for k, v in prep.basic(w).items():
-            reps[k].append(v)
-        nz = w > 0  # rows drawn at least once: the fits need only these
-        xs, ys, ws = prep.x[nz], y[nz], w[nz]
-        reps["intercept"].append(fit_calibration_intercept(xs, ys, ws, start=a_start))
-        reps["slope"].append(fit_calibration_slope(xs, ys, ws, start=cb_start)[1])
-        reps["share"].append(
-            share_flagged_for_recall(prep.y_desc, w[prep.desc], plan.recall_target, n)
-        )
 
     bins = []
     for b, rows_in_bin in enumerate(
@@ -311,7 +442,7 @@ def evaluate_predictions(
 
     lists = []
     for list_share in plan.list_shares:
-        flagged, threshold, n_flagged = top_share_flags(p, list_share)
+        flagged, threshold, n_flagged = top_share_flags(p, list_share, order=prep.desc)
         caught = int(y[flagged].sum())
         lists.append(
             {
@@ -334,8 +465,8 @@ def evaluate_predictions(
         "brier": percentile_ci(point["brier"], reps["brier"], level=level),
         "calibration": {
             "oe": percentile_ci(point["oe"], reps["oe"], level=level),
-            "intercept": percentile_ci(intercept, reps["intercept"], level=level),
-            "slope": percentile_ci(slope, reps["slope"], level=level),
+            "intercept": percentile_ci(fits.intercept, reps["intercept"], level=level),
+            "slope": percentile_ci(fits.slope, reps["slope"], level=level),
             "bins": bins,
         },
         "lists": lists,
@@ -395,6 +526,15 @@ def compare_predictions(
     Raises:
         ValueError: on malformed inputs, an unknown reference, or only one outcome.
     """
+    y, prepared = _prepare_all(y_true, risks, reference)
+    _need_both_outcomes(y, "compare predictions")
+    reps = _bootstrap_replicates(y, prepared, plan)
+    return _comparison(prepared, reps, reference=reference, plan=plan)
+
+
+def _prepare_all(
+    y_true: npt.ArrayLike, risks: Mapping[str, npt.ArrayLike], reference: str
+) -> tuple[FloatArray, dict[str, _Prepared]]:
     if not risks:
         raise ValueError("no risk scores to compare")
     if reference not in risks:
@@ -406,23 +546,20 @@ def compare_predictions(
         y = y_checked
         prepared[name] = _Prepared(y_checked, p)
     assert y is not None
-    n = len(y)
-    if y.sum() == 0 or y.sum() == n:
-        raise ValueError("need both outcomes among the rows to compare predictions")
-    level = plan.ci_level
-    ones = np.ones(n)
-    points = {name: prep.basic(ones) for name, prep in prepared.items()}
-    reps: dict[str, dict[str, list[float]]] = {
-        name: {"auroc": [], "auprc": [], "brier": [], "oe": []} for name in prepared
-    }
-    rng = np.random.default_rng(plan.seed)
-    for w in bootstrap_counts(rng, n, plan.bootstrap_samples):
-        if not _has_both_classes(w, y):
-            continue
-        for name, prep in prepared.items():
-            for k, v in prep.basic(w).items():
-                reps[name][k].append(v)
+    return y, prepared
 
+
+def _comparison(
+    prepared: Mapping[str, _Prepared],
+    reps: Mapping[str, Mapping[str, list[float]]],
+    *,
+    reference: str,
+    plan: EvaluationPlan,
+) -> list[dict[str, Any]]:
+    """``compare_predictions``'s rows from the point estimates and the replicates."""
+    level = plan.ci_level
+    ones = np.ones(len(prepared[reference].y))
+    points = {name: prep.basic(ones) for name, prep in prepared.items()}
     ref_auroc = np.asarray(reps[reference]["auroc"])
     out = []
     for name in prepared:
@@ -435,7 +572,7 @@ def compare_predictions(
                 level=level,
             )
         row: dict[str, Any] = {"name": name}
-        for k in ("auroc", "auprc", "brier", "oe"):
+        for k in _BASIC:
             row[k] = percentile_ci(points[name][k], reps[name][k], level=level)
         row["auroc_difference"] = diff
         out.append(row)

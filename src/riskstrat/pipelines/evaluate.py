@@ -33,7 +33,9 @@ from riskstrat.modelling.baselines import BASELINE_LABELS, Baseline
 from riskstrat.modelling.evaluation import (
     EvaluationPlan,
     compare_predictions,
+    evaluate_and_compare,
     evaluate_predictions,
+    evaluate_stability,
 )
 from riskstrat.modelling.gates import (
     GateResult,
@@ -75,6 +77,9 @@ class EvaluationReport:
     champion_comparison: dict[str, Any] | None = None
     fairness_comparison: list[dict[str, Any]] | None = None
     plots: dict[str, Path] = field(default_factory=dict)
+    #: The risks the primary month was measured on (the model's, then each baseline's, by
+    #: label), kept for the plots so that they are not predicted twice; never logged.
+    primary_risks: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict, repr=False)
 
     @property
     def gates_passed(self) -> bool:
@@ -206,10 +211,11 @@ def evaluate_version(
     )
     groups = primary_rows[["label", *spec.fairness.attributes]]
     light = replace(eplan, bootstrap_samples=min(eplan.bootstrap_samples, 100))
-    # Largest first, so the last job to start is a short one.
+    # Largest first, so the last job to start is a short one. The primary evaluation and
+    # the baselines' comparison share their resamples (the same plan), so one pass draws
+    # each resample and measures the model on it once for both.
     jobs: dict[str, Callable[[], Any]] = {
-        "primary": partial(evaluate_predictions, y, risk, plan=eplan),
-        "baselines": partial(compare_predictions, y, risks, reference=MODEL_LABEL, plan=eplan),
+        "primary": partial(evaluate_and_compare, y, risks, reference=MODEL_LABEL, plan=eplan),
         "fairness": partial(fairness_audit, groups.assign(risk=risk), plan=fplan),
     }
     if champion is not None:
@@ -227,33 +233,33 @@ def evaluate_version(
         if month == plan.validation_month:
             continue  # measured already, with the full bootstrap
         rows = evaluation_rows.loc[evaluation_rows["index_date"] == month]
+        # Only what the stability table reports (the same values evaluate_predictions gives).
         jobs[f"month {month.isoformat()}"] = partial(
-            evaluate_predictions,
+            evaluate_stability,
             rows["label"].to_numpy(),
             model.predict_proba(rows[names]),
             plan=light,
         )
     done = run_jobs(jobs, evaluation_workers() if workers is None else workers)
 
-    primary = done["primary"]
+    primary, compared = done["primary"]
     label_to_key = {BASELINE_LABELS[k]: k for k in baselines} | {MODEL_LABEL: "model"}
     # "name" is what the card shows; "key" names the metrics
-    baseline_rows = [{**row, "key": label_to_key[row["name"]]} for row in done["baselines"]]
+    baseline_rows = [{**row, "key": label_to_key[row["name"]]} for row in compared]
     stability = []
     for month in plan.evaluation_months:
-        key = "primary" if month == plan.validation_month else f"month {month.isoformat()}"
-        month_eval = done[key]
-        stability.append(
-            {
-                "month": month.isoformat(),
-                "rows": month_eval["rows"],
-                "events": month_eval["events"],
-                "auroc": month_eval["auroc"],
-                "oe": month_eval["calibration"]["oe"],
-                "slope": month_eval["calibration"]["slope"],
-                "brier": month_eval["brier"],
+        if month == plan.validation_month:
+            month_eval = {
+                "rows": primary["rows"],
+                "events": primary["events"],
+                "auroc": primary["auroc"],
+                "oe": primary["calibration"]["oe"],
+                "slope": primary["calibration"]["slope"],
+                "brier": primary["brier"],
             }
-        )
+        else:
+            month_eval = done[f"month {month.isoformat()}"]
+        stability.append({"month": month.isoformat(), **month_eval})
     audit = done["fairness"]
     gates = (
         calibration_gate_results(
@@ -280,7 +286,12 @@ def evaluate_version(
     )
 
     report = EvaluationReport(
-        primary=primary, baselines=baseline_rows, stability=stability, fairness=audit, gates=gates
+        primary=primary,
+        baselines=baseline_rows,
+        stability=stability,
+        fairness=audit,
+        gates=gates,
+        primary_risks=risks,
     )
     if oracle is not None:
         report.oracle = _oracle_section(primary_rows, risk, oracle, eplan)
@@ -354,9 +365,13 @@ def draw_plots(
     names = model.feature_names_
     rows = evaluation_rows.loc[evaluation_rows["index_date"] == plan.validation_month]
     y = rows["label"].to_numpy()
-    risks = {MODEL_LABEL: model.predict_proba(rows[names])}
-    for name, baseline in baselines.items():
-        risks[BASELINE_LABELS[name]] = baseline.predict_proba(rows)
+    labels = [MODEL_LABEL, *(BASELINE_LABELS[name] for name in baselines)]
+    risks = {k: report.primary_risks[k] for k in labels if k in report.primary_risks}
+    if len(risks) != len(labels) or any(len(r) != len(rows) for r in risks.values()):
+        # a report made elsewhere: predict again
+        risks = {MODEL_LABEL: model.predict_proba(rows[names])}
+        for name, baseline in baselines.items():
+            risks[BASELINE_LABELS[name]] = baseline.predict_proba(rows)
     sample = rows.sample(n=min(shap_rows, len(rows)), random_state=seed)[names]
     contributions = shap_contributions(model.booster_, sample)
     drawn = {

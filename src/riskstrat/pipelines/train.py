@@ -10,13 +10,16 @@ import logging
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from riskstrat.config import Settings, get_settings
@@ -24,9 +27,13 @@ from riskstrat.data.extract import read_oracle
 from riskstrat.data.omop.report import read_mapping_coverage
 from riskstrat.errors import DataError, UsageError
 from riskstrat.features.build import (
+    CHUNK_PEOPLE,
+    GROUP_COLUMNS,
     KEY_COLUMNS,
     build_features,
+    feature_columns,
     history_start,
+    iter_feature_ranges,
     people_sample,
     population_size,
     sample_people,
@@ -43,6 +50,7 @@ from riskstrat.modelling.model import (
 from riskstrat.modelling.registry import (
     CHALLENGER,
     CHAMPION,
+    LoadedModel,
     ModelNotFoundError,
     ModelRegistry,
     ModelVersionInfo,
@@ -72,6 +80,7 @@ __all__ = [
     "iter_training_parts",
     "run_training",
     "split_by_plan",
+    "split_parts",
     "training_parts",
     "training_plan",
     "training_sample",
@@ -90,12 +99,18 @@ class TrainResult:
 
 
 def build_training_frame(
-    con: Any, spec: ModelSpec, plan: IndexPlan, *, people: Sequence[str] | None = None
+    con: Any,
+    spec: ModelSpec,
+    plan: IndexPlan,
+    *,
+    people: Sequence[str] | None = None,
+    chunk_people: int = CHUNK_PEOPLE,
 ) -> pd.DataFrame:
     """Features and labels for every planned index month, type 1 opt-outs removed. With
     ``people``, the months the model is fitted on (trees, early stopping, calibration) hold
     only that sample; the held-out evaluation months always hold everyone."""
-    return pd.concat(training_parts(con, spec, plan, people=people), ignore_index=True)
+    pieces = training_parts(con, spec, plan, people=people, chunk_people=chunk_people)
+    return pd.concat(pieces, ignore_index=True)
 
 
 def training_parts(
@@ -105,11 +120,32 @@ def training_parts(
     *,
     people: Sequence[str] | None = None,
     censored: dict[date, int] | None = None,
+    columns: Sequence[str] | None = None,
+    chunk_people: int = CHUNK_PEOPLE,
 ) -> list[pd.DataFrame]:
-    """``build_training_frame`` in pieces, a few months each, to concatenate once DuckDB
-    has been closed: at a million people, DuckDB's tables and the whole frame side by side
-    were the peak of training's memory."""
-    return list(iter_training_parts(con, spec, plan, people=people, censored=censored))
+    """``build_training_frame`` in pieces, a few months each, to concatenate (or to split with
+    ``split_parts``) once DuckDB has been closed: at a million people, DuckDB's tables and
+    the whole frame side by side were the peak of training's memory. With ``columns``, the
+    pieces hold only those of the frame's columns (in the frame's order)."""
+    return list(
+        iter_training_parts(
+            con,
+            spec,
+            plan,
+            people=people,
+            censored=censored,
+            columns=columns,
+            chunk_people=chunk_people,
+        )
+    )
+
+
+#: Development months per features query. A query's cost grows with its rows, but less than
+#: in proportion: on 2 cores (a shared machine, 2026-12-07, 12 sampled months of a
+#: 300,000-person extract, CPU seconds) one month per query took 31-36 s, three 23-26 s,
+#: six 20-21 s and all twelve 23 s. Six months of a sample (about 83,000 people) are about
+#: 500,000 rows, which DuckDB's result and its pandas copy hold in a few hundred MB.
+DEVELOPMENT_MONTHS_PER_QUERY = 6
 
 
 def iter_training_parts(
@@ -119,50 +155,139 @@ def iter_training_parts(
     *,
     people: Sequence[str] | None = None,
     censored: dict[date, int] | None = None,
+    columns: Sequence[str] | None = None,
+    chunk_people: int = CHUNK_PEOPLE,
 ) -> Iterator[pd.DataFrame]:
-    """``training_parts`` one piece at a time, for a caller that keeps less of each."""
-    # A few months per query: DuckDB's result and its pandas copy are the peak of training
-    # memory, so each chunk is made compact before the next is built. Held-out months hold
-    # everyone (a million people is ~800,000 rows a month), so they go one at a time.
+    """``training_parts`` one piece at a time, for a caller that keeps less of each.
+
+    The development months (trees, early stopping, calibration) come first, a few months
+    per features query (``DEVELOPMENT_MONTHS_PER_QUERY``), then the held-out months, one
+    piece per month. Each group's labels are one query. The held-out months hold everyone
+    (a million people is ~800,000 rows a month), so they are built together in one pass
+    over the extract, an NHS-number range at a time (``iter_feature_ranges``), each range
+    made compact before the next is built. ``chunk_people`` is ``build_features``' (the
+    frame is the same whatever it is).
+    """
     censor_codes = (
         spec.training.censor_interventions if spec.training.post_intervention == "censor" else []
     )
-    chunks = [
-        *((plan.development_months[i : i + 3], True)
-          for i in range(0, len(plan.development_months), 3)),
-        *(((month,), False) for month in plan.evaluation_months),
-    ]  # fmt: skip
+    labelled = partial(
+        _labelled, spec=spec, censor_codes=censor_codes, censored=censored, columns=columns
+    )
+    development = list(plan.development_months)
     with ExitStack() as stack:
         # The sampled months read the sample's own copies of the event tables, made once.
         sample = stack.enter_context(people_sample(con, people)) if people is not None else None
-        for months, sampled in chunks:
-            who = sample if sampled else None
-            part = build_features(con, index_dates=list(months), people=who)
-            labels = build_labels(
-                con,
-                index_dates=list(months),
-                horizon_days=spec.horizon_days,
-                people=who,
-                outcome=spec.outcome,
-                censor_codes=censor_codes,
-            )
-            # Both come sorted by index date and NHS number over the same population.
-            for key in KEY_COLUMNS:
-                if not np.array_equal(part[key].to_numpy(), labels[key].to_numpy()):
-                    raise RuntimeError(f"features and labels disagree on {key}")
-            part["label"] = labels["label"].to_numpy()
-            keep = ~part["type1_opt_out"].astype(bool).to_numpy()
-            if censor_codes:
-                # training.post_intervention: censor: reached before the outcome, left out.
-                cut = labels["censored"].to_numpy().astype(bool) & keep
-                if censored is not None:
-                    for month in part["index_date"].to_numpy()[cut].tolist():
-                        censored[month] = censored.get(month, 0) + 1
-                keep &= ~cut
+        if development:
+            labels = _labels(con, spec, development, people=sample, censor_codes=censor_codes)
+            step = DEVELOPMENT_MONTHS_PER_QUERY
+            for i in range(0, len(development), step):
+                months = development[i : i + step]
+                part = build_features(
+                    con, index_dates=months, people=sample, chunk_people=chunk_people
+                )
+                yield labelled(part, _months_of(labels, months))
+                del part
             del labels
-            part = _compact(part, spec.feature_names)  # before the copy that drops opt-outs
-            yield part.loc[keep]
+    evaluation = list(plan.evaluation_months)
+    if evaluation:
+        labels = _labels(con, spec, evaluation, people=None, censor_codes=censor_codes)
+        pieces: dict[date, list[pd.DataFrame]] = {month: [] for month in evaluation}
+        for frame in iter_feature_ranges(con, index_dates=evaluation, chunk_people=chunk_people):
+            # Compact before the next range's query: the held-out months are most of the
+            # frame's rows, and their query results the largest.
+            small = _compact(frame, spec.feature_names)
+            del frame
+            dates = small["index_date"].to_numpy()
+            for month in evaluation:
+                pieces[month].append(small.loc[dates == month])
+            del small
+        for month in evaluation:
+            part = _concat_compact(pieces.pop(month), spec.feature_names)
+            yield labelled(part, _months_of(labels, [month]), compact=False)
             del part
+
+
+def _labels(
+    con: Any,
+    spec: ModelSpec,
+    months: Sequence[date],
+    *,
+    people: Any,
+    censor_codes: Sequence[str],
+) -> pd.DataFrame:
+    """The labels of every month of one group, in one query (sorted like the features)."""
+    return build_labels(
+        con,
+        index_dates=list(months),
+        horizon_days=spec.horizon_days,
+        people=people,
+        outcome=spec.outcome,
+        censor_codes=censor_codes,
+    )
+
+
+def _months_of(labels: pd.DataFrame, months: Sequence[date]) -> pd.DataFrame:
+    """The rows of ``labels`` (sorted by index date) in ``months``: one block of rows."""
+    return labels.loc[labels["index_date"].isin(months).to_numpy()]
+
+
+def _labelled(
+    part: pd.DataFrame,
+    labels: pd.DataFrame,
+    *,
+    spec: ModelSpec,
+    censor_codes: Sequence[str],
+    censored: dict[date, int] | None,
+    columns: Sequence[str] | None,
+    compact: bool = True,
+) -> pd.DataFrame:
+    """A piece of the training frame: features with their ``label``, made compact (unless it
+    is already), without type 1 opt-outs or censored rows, and only ``columns`` if given."""
+    # Both come sorted by index date and NHS number over the same population.
+    for key in KEY_COLUMNS:
+        if not np.array_equal(part[key].to_numpy(), labels[key].to_numpy()):
+            raise RuntimeError(f"features and labels disagree on {key}")
+    part["label"] = labels["label"].to_numpy()
+    keep = ~part["type1_opt_out"].astype(bool).to_numpy()
+    if censor_codes:
+        # training.post_intervention: censor: reached before the outcome, left out.
+        cut = labels["censored"].to_numpy().astype(bool) & keep
+        if censored is not None:
+            for month in part["index_date"].to_numpy()[cut].tolist():
+                censored[month] = censored.get(month, 0) + 1
+        keep &= ~cut
+    if columns is not None:
+        wanted = set(columns)
+        part = part[[c for c in part.columns if c in wanted]]
+    if compact:
+        part = _compact(part, spec.feature_names)  # before the copy that drops opt-outs
+    return part.loc[keep]
+
+
+def _concat_compact(pieces: list[pd.DataFrame], names: Sequence[str]) -> pd.DataFrame:
+    """Compacted pieces of one frame, one after another, as ``_compact`` would have made the
+    whole frame: a model feature that is a whole number in one piece and has missing values
+    (so floats) in another is 32-bit floats throughout, not the 64-bit floats that
+    concatenating an int32 and a float32 column gives."""
+    frame = pd.concat(pieces, ignore_index=True) if len(pieces) != 1 else pieces[0]
+    pieces.clear()
+    widened = {
+        name: frame[name].astype(np.float32)
+        for name in names
+        if name in frame.columns
+        and pd.api.types.is_float_dtype(frame[name].dtype)
+        and frame[name].dtype != np.float32
+    }
+    return frame.assign(**widened) if widened else frame.reset_index(drop=True)
+
+
+def training_columns(spec: ModelSpec) -> list[str]:
+    """The columns of the training frame that training reads: the keys, the audit's groups,
+    every feature (a champion compared on the same rows may use some this spec leaves out)
+    and the label; not where people are registered, nor the cohorts' facts."""
+    wanted = [*KEY_COLUMNS, *GROUP_COLUMNS, *spec.fairness.attributes, *feature_columns()]
+    return list(dict.fromkeys([*wanted, "label"]))
 
 
 def _compact(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
@@ -246,6 +371,67 @@ def split_by_plan(frame: pd.DataFrame, spec: ModelSpec, plan: IndexPlan) -> dict
     return parts
 
 
+def split_parts(
+    pieces: list[pd.DataFrame], spec: ModelSpec, plan: IndexPlan
+) -> dict[str, pd.DataFrame]:
+    """``split_by_plan`` of the pieces' concatenation (``training_parts``), without making
+    it: the same rows of each part, in the same order (with a fresh index). The list is
+    emptied as the pieces are copied into their parts, so that each is let go once copied,
+    and a piece that is all one part is that part's rows without a copy."""
+    t = spec.training
+    months = {
+        "train": set(plan.train_months),
+        "stop": set(plan.early_stopping_months),
+        "calibrate": set(plan.calibration_months),
+        "evaluate": set(plan.evaluation_months),
+    }
+    held: list[npt.NDArray[np.bool_]] | None = None
+    if not plan.early_stopping_months and t.early_stopping_people > 0:
+        # Early stopping on people the trees never see, chosen from the training months'
+        # people exactly as split_by_plan chooses them from the whole frame.
+        in_train = [p["index_date"].isin(plan.train_months).to_numpy() for p in pieces]
+        numbers = pd.concat(
+            [p["nhs_number"].loc[m] for p, m in zip(pieces, in_train, strict=True)],
+            ignore_index=True,
+        )
+        flags = hold_out_people(numbers, share=t.early_stopping_people, seed=spec.evaluation.seed)
+        cuts = np.cumsum([int(m.sum()) for m in in_train])[:-1]
+        held = np.split(flags, cuts)
+        del numbers, flags
+    empty = pieces[0].iloc[:0] if pieces else pd.DataFrame()  # a part with no rows
+    bits: dict[str, list[pd.DataFrame]] = {name: [] for name in months}
+    for i in range(len(pieces)):
+        piece = pieces[i]
+        dates = piece["index_date"]
+        masks = {name: dates.isin(list(m)).to_numpy() for name, m in months.items()}
+        if held is not None:
+            train_rows = np.flatnonzero(masks["train"])
+            stop = np.zeros(len(piece), dtype=bool)
+            stop[train_rows[held[i]]] = True
+            masks["stop"], masks["train"] = stop, masks["train"] & ~stop
+        for name, mask in masks.items():
+            if mask.all():
+                bits[name].append(piece)
+            elif mask.any():
+                bits[name].append(piece.loc[mask])
+        pieces[i] = pd.DataFrame()  # let it go once its rows are in their parts
+        del piece
+    pieces.clear()
+    parts: dict[str, pd.DataFrame] = {}
+    for name in months:
+        found = bits.pop(name) or [empty]
+        part = pd.concat(found, ignore_index=True) if len(found) > 1 else found[0]
+        parts[name] = part.reset_index(drop=True)
+        del found, part
+    for label in ("train", "evaluate"):
+        if parts[label].empty or parts[label]["label"].nunique() < 2:
+            raise DataError(
+                f"the {label} months need people with and without the outcome",
+                hint="use an extract with more people or more months of history",
+            )
+    return parts
+
+
 def fit_model(spec: ModelSpec, parts: Mapping[str, pd.DataFrame]) -> RiskModel:
     """The spec's LightGBM model fitted on ``parts`` (from ``split_by_plan``): trees on
     ``train``, their number chosen on ``stop``, the calibrator fitted on ``calibrate``."""
@@ -284,13 +470,19 @@ def training_sample(con: Any, spec: ModelSpec, plan: IndexPlan) -> tuple[list[st
     return sample_people(con, fraction=fraction, seed=spec.evaluation.seed), fraction
 
 
+def _load_champion(registry: ModelRegistry, spec: ModelSpec) -> LoadedModel | None:
+    """The current champion of the spec's model, or None when there is none yet."""
+    try:
+        return registry.load(spec.name, CHAMPION)
+    except ModelNotFoundError:
+        return None
+
+
 def _champion_predictions(
-    registry: ModelRegistry, spec: ModelSpec, rows: pd.DataFrame
+    champion: LoadedModel | None, spec: ModelSpec, rows: pd.DataFrame
 ) -> ChampionPredictions | None:
     """The current champion's risks on the same rows, if there is a comparable champion."""
-    try:
-        champion = registry.load(spec.name, CHAMPION)
-    except ModelNotFoundError:
+    if champion is None:
         return None
     missing = [f for f in champion.feature_names if f not in rows.columns]
     if missing:
@@ -324,6 +516,12 @@ def run_training(
     spec = load_spec(spec_dir or default_spec_dir())
     registry = registry_for(settings)
     started = time.perf_counter()
+    # The registry is opened (MLflow imported, its database made or checked) and any
+    # champion read on a thread of its own while DuckDB validates the extract and builds
+    # the features: seconds of Python that would otherwise wait for them.
+    lookup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="champion")
+    champion_loaded = lookup.submit(_load_champion, registry, spec)
+    lookup.shutdown(wait=False)
     report(progress, "validate extract", 0.0)
     with open_extract(settings, data_dir, progress=progress) as extract:
         plan = training_plan(extract.con, spec, extract.extract_date)
@@ -335,16 +533,21 @@ def run_training(
                 100 * people_fraction,
             )
         censored: dict[date, int] = {}
-        pieces = training_parts(extract.con, spec, plan, people=people, censored=censored)
+        pieces = training_parts(
+            extract.con,
+            spec,
+            plan,
+            people=people,
+            censored=censored,
+            columns=training_columns(spec),
+        )
         validation_summary = extract.summary.as_dict()
         extract_date, source = extract.extract_date, extract.summary.manifest.source
         manifest = extract.summary.manifest
-    frame = pd.concat(pieces, ignore_index=True)  # DuckDB's memory is released by now
-    del pieces
+    # DuckDB's memory is released by now; each part is copied from the pieces once.
+    parts = split_parts(pieces, spec, plan)
 
     names = spec.feature_names
-    parts = split_by_plan(frame, spec, plan)
-    del frame  # the parts are copies
     train = parts["train"]
 
     report(progress, f"fit LightGBM on {len(train):,} rows", 0.25)
@@ -353,6 +556,14 @@ def run_training(
     baselines = fit_baselines(
         spec.evaluation.baselines, train[names], train["label"], seed=spec.evaluation.seed
     )
+    # What is kept of the development months; their rows are let go before evaluation.
+    train_rows, train_event_rate = len(train), float(train["label"].mean())
+    stop_rows, calibration_rows = len(parts["stop"]), len(parts["calibrate"])
+    X_example = train[names].iloc[:0]  # the signature's column names and types
+    # The training window's distributions, for `riskstrat monitor`'s drift checks.
+    reference = training_reference(model, train, names)
+    evaluation_rows = parts.pop("evaluate")
+    del train, parts
 
     report(progress, "evaluate on held-out months (with bootstrap CIs)", 0.6)
     oracle_file = oracle_path or default_oracle_path(Path(data_dir))
@@ -369,9 +580,8 @@ def run_training(
         if admission and (oracle_path is not None or oracle_file.is_file())
         else None
     )
-    evaluation_rows = parts["evaluate"]
     primary_rows = evaluation_rows.loc[evaluation_rows["index_date"] == plan.validation_month]
-    champion = _champion_predictions(registry, spec, primary_rows)
+    champion = _champion_predictions(champion_loaded.result(), spec, primary_rows)
     result = evaluate_version(
         spec=spec,
         plan=plan,
@@ -382,11 +592,11 @@ def run_training(
         champion=champion,
     )
     metrics = result.flat_metrics() | {
-        "train_rows": float(len(train)),
+        "train_rows": float(train_rows),
         "train_people_fraction": people_fraction,
-        "train_event_rate": float(train["label"].mean()),
-        "early_stopping_rows": float(len(parts["stop"])),
-        "calibration_rows": float(len(parts["calibrate"])),
+        "train_event_rate": train_event_rate,
+        "early_stopping_rows": float(stop_rows),
+        "calibration_rows": float(calibration_rows),
         "censored_rows": float(sum(censored.values())),
         "best_iteration": float(model.best_iteration_),
         **(
@@ -418,7 +628,7 @@ def run_training(
         info = registry.log_training_run(
             model_name=spec.name,
             model=model,
-            X_example=train[names],
+            X_example=X_example,
             params=_params(spec, plan),
             metrics=metrics,
             tags={
@@ -452,9 +662,8 @@ def run_training(
                 "features.json": names,
                 "calibrator.json": model.calibrator_.as_dict(),
                 "feature_importance_gain.json": _importance(model),
-                # The training window's distributions, for `riskstrat monitor`'s drift checks.
                 # With an OMOP import's mapping coverage (None otherwise), for its drift check.
-                "monitoring/reference.json": training_reference(model, train, names)
+                "monitoring/reference.json": reference
                 | {"mapping_coverage": read_mapping_coverage(Path(data_dir))},
             },
             text_artifacts={"spec.yaml": Path(spec.source).read_text(encoding="utf-8")}
@@ -475,7 +684,7 @@ def run_training(
             created_at=info.created_at.isoformat(timespec="seconds"),
             extract_date=extract_date,
             source=source,
-            train_rows=len(train),
+            train_rows=train_rows,
             identifier_kind=manifest.identifier_kind,
             provenance=manifest.provenance,
             censored_rows=sum(censored.values()),
@@ -487,7 +696,7 @@ def run_training(
         plan=plan,
         metrics=metrics,
         report=result,
-        train_rows=len(train),
+        train_rows=train_rows,
         validation_rows=int(result.primary["rows"]),
         seconds=time.perf_counter() - started,
     )
