@@ -127,9 +127,11 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
         assert target["met"] in (True, False)
     assert 0.5 < train.detail["measured"]["auroc"] <= 1.0
     # each training step timed, named without its row counts
-    assert {"build features and labels", "fit LightGBM", "fit baselines"} <= set(
-        train.detail["step_seconds"]
-    )
+    assert {
+        "build features and labels",
+        "fit LightGBM",
+        "fit baselines and evaluate on held-out months (with bootstrap CIs)",
+    } <= set(train.detail["step_seconds"])
     assert features.stage == "features" and 0 < features.rows <= 1500
     assert features.detail["validate_seconds"] > 0 and features.detail["features_seconds"] > 0
     # the process's CPU time (DuckDB's threads too) is measured for the same runs

@@ -23,8 +23,6 @@ from riskstrat.modelling.evaluation import (
     EvaluationPlan,
     _bootstrap_replicates,
     _Prepared,
-    compare_predictions,
-    evaluate_and_compare,
     evaluate_predictions,
     evaluate_stability,
 )
@@ -116,16 +114,6 @@ def test_recall_shares_equal_share_flagged_for_recall(decimals, target):
         assert _bits(recall.share(w, target, len(y))) == _bits(expected)
     no_events = np.where(y == 1, 0.0, 1.0)
     assert np.isnan(recall.share(no_events, target, len(y)))
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_evaluate_and_compare_equals_the_two_calls(seed):
-    y, p = _population(5000, seed, decimals=3)
-    risks = {"model": p, "baseline": np.round(p, 2), "other": np.clip(p * 1.1, 0, 1)}
-    plan = EvaluationPlan(bootstrap_samples=30, seed=seed)
-    primary, rows = evaluate_and_compare(y, risks, reference="model", plan=plan)
-    assert primary == evaluate_predictions(y, p, plan=plan)
-    assert rows == compare_predictions(y, risks, reference="model", plan=plan)
 
 
 @pytest.mark.parametrize("seed", range(3))

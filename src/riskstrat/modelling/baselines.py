@@ -27,6 +27,8 @@ BASELINE_LABELS: dict[str, str] = {
     "prior_admissions_and_age": "Prior emergency admissions + age",
     "efi": "Electronic frailty index",
 }
+#: Rows a baseline is fitted on, at most (``baseline_rows``).
+MAX_ROWS = 400_000
 _SMALL_FEATURES: dict[str, tuple[str, ...]] = {
     "prior_admissions_and_age": ("emergency_admissions_365d", "age_years"),
     "efi": ("efi",),
@@ -37,7 +39,12 @@ class Baseline:
     """A fitted baseline: ``predict_proba(X)`` gives probabilities for a feature frame."""
 
     def __init__(
-        self, name: BaselineName, *, features: Sequence[str], max_rows: int = 400_000, seed: int = 0
+        self,
+        name: BaselineName,
+        *,
+        features: Sequence[str],
+        max_rows: int = MAX_ROWS,
+        seed: int = 0,
     ) -> None:
         self.name = name
         self.features = features
@@ -51,10 +58,7 @@ class Baseline:
         from sklearn.preprocessing import StandardScaler
 
         columns = list(_SMALL_FEATURES.get(self.name, tuple(self.features)))
-        target = np.asarray(y)
-        if len(X) > self.max_rows:  # a linear model does not need millions of rows
-            keep = np.random.default_rng(self.seed).choice(len(X), self.max_rows, replace=False)
-            X, target = X.iloc[np.sort(keep)], target[np.sort(keep)]
+        X, target = baseline_rows(X, y, max_rows=self.max_rows, seed=self.seed)
         self.columns_ = columns
         self.pipeline_: Any = make_pipeline(
             SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
@@ -66,6 +70,20 @@ class Baseline:
     def predict_proba(self, X: pd.DataFrame) -> npt.NDArray[np.float64]:
         values = X[self.columns_].to_numpy(dtype=np.float64, na_value=np.nan)
         return np.asarray(self.pipeline_.predict_proba(values)[:, 1], dtype=np.float64)
+
+
+def baseline_rows(
+    X: pd.DataFrame, y: npt.ArrayLike, *, max_rows: int = MAX_ROWS, seed: int = 0
+) -> tuple[pd.DataFrame, npt.NDArray[Any]]:
+    """The rows a baseline is fitted on: all of them, or a reproducible random
+    ``max_rows`` of them, in their order (a linear model does not need millions of rows).
+    Taking them again from what this returns changes nothing, so a caller may take them
+    once, let the rest go, and fit every baseline on them."""
+    target = np.asarray(y)
+    if len(X) <= max_rows:
+        return X, target
+    keep = np.sort(np.random.default_rng(seed).choice(len(X), max_rows, replace=False))
+    return X.iloc[keep], target[keep]
 
 
 def fit_baselines(

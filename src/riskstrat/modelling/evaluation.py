@@ -336,24 +336,6 @@ def evaluate_predictions(
     return _evaluation(y, prep, plan, fits, reps["model"])
 
 
-def evaluate_and_compare(
-    y_true: npt.ArrayLike,
-    risks: Mapping[str, npt.ArrayLike],
-    *,
-    reference: str,
-    plan: EvaluationPlan = EvaluationPlan(),
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """``evaluate_predictions`` of the ``reference`` risks and ``compare_predictions`` of all
-    the risks, from one pass over the resamples: the same results as the two calls, with
-    each resample drawn, and the reference measured on it, once instead of twice."""
-    y, prepared = _prepare_all(y_true, risks, reference)
-    _need_both_outcomes(y, "evaluate predictions")
-    fits = _PointFits.of(prepared[reference], y)
-    reps = _bootstrap_replicates(y, prepared, plan, fitted=reference, starts=fits.starts)
-    primary = _evaluation(y, prepared[reference], plan, fits, reps[reference])
-    return primary, _comparison(prepared, reps, reference=reference, plan=plan)
-
-
 def evaluate_stability(
     y_true: npt.ArrayLike, risk: npt.ArrayLike, *, plan: EvaluationPlan = EvaluationPlan()
 ) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date
 from functools import partial
@@ -33,7 +33,6 @@ from riskstrat.modelling.baselines import BASELINE_LABELS, Baseline
 from riskstrat.modelling.evaluation import (
     EvaluationPlan,
     compare_predictions,
-    evaluate_and_compare,
     evaluate_predictions,
     evaluate_stability,
 )
@@ -173,12 +172,21 @@ def run_jobs(jobs: Mapping[str, Callable[[], Any]], workers: int) -> dict[str, A
         return {name: future.result() for name, future in futures.items()}
 
 
+def _settle(future: Future[Any], work: Callable[[], Any]) -> None:
+    """Run ``work`` and give its result (or its error) to ``future``."""
+    try:
+        future.set_result(work())
+    except BaseException as error:
+        future.set_exception(error)
+        raise
+
+
 def evaluate_version(
     *,
     spec: ModelSpec,
     plan: IndexPlan,
     model: RiskModel,
-    baselines: Mapping[str, Baseline],
+    baselines: Mapping[str, Baseline] | Callable[[], Mapping[str, Baseline]],
     evaluation_rows: pd.DataFrame,
     oracle: pd.DataFrame | None,
     champion: ChampionPredictions | None,
@@ -188,17 +196,17 @@ def evaluate_version(
     ``label``, ``index_date`` and the group columns).
 
     The bootstrapped measurements are independent jobs on ``workers`` threads (default
-    ``evaluation_workers()``). Every prediction is made here first, so the jobs only count.
-    The validation month's stability row comes from the primary evaluation itself."""
+    ``evaluation_workers()``). The model's predictions are made here first, so the jobs only
+    count. The validation month's stability row comes from the primary evaluation itself.
+    ``baselines`` may be a function that fits them: it then runs as the first job, beside
+    the measurements that do not need it, and only the baselines' comparison waits for it
+    (a caller that needs them afterwards can pass one that keeps its result,
+    ``functools.cache``)."""
     eplan = evaluation_plan(spec)
     names = model.feature_names_
     primary_rows = evaluation_rows.loc[evaluation_rows["index_date"] == plan.validation_month]
     y = primary_rows["label"].to_numpy()
     risk = model.predict_proba(primary_rows[names])
-
-    risks = {MODEL_LABEL: risk}
-    for name, baseline in baselines.items():
-        risks[BASELINE_LABELS[name]] = baseline.predict_proba(primary_rows)
 
     fplan = FairnessPlan(
         attributes=tuple(spec.fairness.attributes),
@@ -211,13 +219,25 @@ def evaluate_version(
     )
     groups = primary_rows[["label", *spec.fairness.attributes]]
     light = replace(eplan, bootstrap_samples=min(eplan.bootstrap_samples, 100))
-    # Largest first, so the last job to start is a short one. The primary evaluation and
-    # the baselines' comparison share their resamples (the same plan), so one pass draws
-    # each resample and measures the model on it once for both.
-    jobs: dict[str, Callable[[], Any]] = {
-        "primary": partial(evaluate_and_compare, y, risks, reference=MODEL_LABEL, plan=eplan),
-        "fairness": partial(fairness_audit, groups.assign(risk=risk), plan=fplan),
-    }
+    fitted: Future[Mapping[str, Baseline]] = Future()
+    jobs: dict[str, Callable[[], Any]] = {}
+    if callable(baselines):
+        jobs["fit baselines"] = partial(_settle, fitted, baselines)
+    else:
+        fitted.set_result(baselines)
+
+    def compare_baselines() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        # The same resamples as the primary evaluation (the same plan): paired intervals.
+        risks = {MODEL_LABEL: risk} | {
+            BASELINE_LABELS[name]: baseline.predict_proba(primary_rows)
+            for name, baseline in fitted.result().items()
+        }
+        return risks, compare_predictions(y, risks, reference=MODEL_LABEL, plan=eplan)
+
+    # Largest first, so the last job to start is a short one.
+    jobs["primary"] = partial(evaluate_predictions, y, risk, plan=eplan)
+    jobs["baselines"] = compare_baselines
+    jobs["fairness"] = partial(fairness_audit, groups.assign(risk=risk), plan=fplan)
     if champion is not None:
         jobs["champion"] = partial(
             compare_predictions,
@@ -242,8 +262,9 @@ def evaluate_version(
         )
     done = run_jobs(jobs, evaluation_workers() if workers is None else workers)
 
-    primary, compared = done["primary"]
-    label_to_key = {BASELINE_LABELS[k]: k for k in baselines} | {MODEL_LABEL: "model"}
+    primary = done["primary"]
+    risks, compared = done["baselines"]
+    label_to_key = {BASELINE_LABELS[k]: k for k in fitted.result()} | {MODEL_LABEL: "model"}
     # "name" is what the card shows; "key" names the metrics
     baseline_rows = [{**row, "key": label_to_key[row["name"]]} for row in compared]
     stability = []

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from riskstrat.features.build import (
     sample_people,
 )
 from riskstrat.features.labels import build_labels
-from riskstrat.modelling.baselines import fit_baselines
+from riskstrat.modelling.baselines import baseline_rows, fit_baselines
 from riskstrat.modelling.model import (
     IndexPlan,
     RiskModel,
@@ -158,54 +158,104 @@ def iter_training_parts(
     columns: Sequence[str] | None = None,
     chunk_people: int = CHUNK_PEOPLE,
 ) -> Iterator[pd.DataFrame]:
-    """``training_parts`` one piece at a time, for a caller that keeps less of each.
+    """``training_parts`` one piece at a time, for a caller that keeps less of each: the
+    development months' pieces (``iter_development_parts``), then the held-out months'
+    (``iter_evaluation_parts``). ``chunk_people`` is ``build_features``' (the frame is the
+    same whatever it is)."""
+    yield from iter_development_parts(
+        con, spec, plan, people=people, censored=censored, columns=columns,
+        chunk_people=chunk_people,
+    )  # fmt: skip
+    yield from iter_evaluation_parts(
+        con, spec, plan, censored=censored, columns=columns, chunk_people=chunk_people
+    )
 
-    The development months (trees, early stopping, calibration) come first, a few months
-    per features query (``DEVELOPMENT_MONTHS_PER_QUERY``), then the held-out months, one
-    piece per month. Each group's labels are one query. The held-out months hold everyone
-    (a million people is ~800,000 rows a month), so they are built together in one pass
-    over the extract, an NHS-number range at a time (``iter_feature_ranges``), each range
-    made compact before the next is built. ``chunk_people`` is ``build_features``' (the
-    frame is the same whatever it is).
-    """
-    censor_codes = (
-        spec.training.censor_interventions if spec.training.post_intervention == "censor" else []
-    )
-    labelled = partial(
-        _labelled, spec=spec, censor_codes=censor_codes, censored=censored, columns=columns
-    )
+
+def iter_development_parts(
+    con: Any,
+    spec: ModelSpec,
+    plan: IndexPlan,
+    *,
+    people: Sequence[str] | None = None,
+    censored: dict[date, int] | None = None,
+    columns: Sequence[str] | None = None,
+    chunk_people: int = CHUNK_PEOPLE,
+) -> Iterator[pd.DataFrame]:
+    """The development months' pieces of the training frame (trees, early stopping,
+    calibration): of ``people`` only, if given, several months per features query
+    (``DEVELOPMENT_MONTHS_PER_QUERY``), with one labels query for them all."""
     development = list(plan.development_months)
+    if not development:
+        return
+    codes = _censor_codes(spec)
     with ExitStack() as stack:
         # The sampled months read the sample's own copies of the event tables, made once.
         sample = stack.enter_context(people_sample(con, people)) if people is not None else None
-        if development:
-            labels = _labels(con, spec, development, people=sample, censor_codes=censor_codes)
-            step = DEVELOPMENT_MONTHS_PER_QUERY
-            for i in range(0, len(development), step):
-                months = development[i : i + step]
-                part = build_features(
-                    con, index_dates=months, people=sample, chunk_people=chunk_people
-                )
-                yield labelled(part, _months_of(labels, months))
-                del part
-            del labels
-    evaluation = list(plan.evaluation_months)
-    if evaluation:
-        labels = _labels(con, spec, evaluation, people=None, censor_codes=censor_codes)
-        pieces: dict[date, list[pd.DataFrame]] = {month: [] for month in evaluation}
-        for frame in iter_feature_ranges(con, index_dates=evaluation, chunk_people=chunk_people):
-            # Compact before the next range's query: the held-out months are most of the
-            # frame's rows, and their query results the largest.
-            small = _compact(frame, spec.feature_names)
-            del frame
-            dates = small["index_date"].to_numpy()
-            for month in evaluation:
-                pieces[month].append(small.loc[dates == month])
-            del small
-        for month in evaluation:
-            part = _concat_compact(pieces.pop(month), spec.feature_names)
-            yield labelled(part, _months_of(labels, [month]), compact=False)
+        labels = _labels(con, spec, development, people=sample, censor_codes=codes)
+        step = DEVELOPMENT_MONTHS_PER_QUERY
+        for i in range(0, len(development), step):
+            months = development[i : i + step]
+            part = build_features(con, index_dates=months, people=sample, chunk_people=chunk_people)
+            yield _labelled(
+                part,
+                _months_of(labels, months),
+                spec=spec,
+                censor_codes=codes,
+                censored=censored,
+                columns=columns,
+            )
             del part
+
+
+def iter_evaluation_parts(
+    con: Any,
+    spec: ModelSpec,
+    plan: IndexPlan,
+    *,
+    censored: dict[date, int] | None = None,
+    columns: Sequence[str] | None = None,
+    chunk_people: int = CHUNK_PEOPLE,
+) -> Iterator[pd.DataFrame]:
+    """The held-out months' pieces of the training frame, one per month, of everyone.
+
+    They are most of the frame's rows (a million people is ~800,000 rows a month), so they
+    are built together in one pass over the extract, an NHS-number range at a time
+    (``iter_feature_ranges``), each range made compact before the next is built, with one
+    labels query for them all.
+    """
+    evaluation = list(plan.evaluation_months)
+    if not evaluation:
+        return
+    codes = _censor_codes(spec)
+    labels = _labels(con, spec, evaluation, people=None, censor_codes=codes)
+    pieces: dict[date, list[pd.DataFrame]] = {month: [] for month in evaluation}
+    for frame in iter_feature_ranges(con, index_dates=evaluation, chunk_people=chunk_people):
+        # Compact before the next range's query: the held-out months' query results are the
+        # largest of training.
+        small = _compact(frame, spec.feature_names)
+        del frame
+        dates = small["index_date"].to_numpy()
+        for month in evaluation:
+            pieces[month].append(small.loc[dates == month])
+        del small
+    for month in evaluation:
+        part = _concat_compact(pieces.pop(month), spec.feature_names)
+        yield _labelled(
+            part,
+            _months_of(labels, [month]),
+            spec=spec,
+            censor_codes=codes,
+            censored=censored,
+            columns=columns,
+            compact=False,
+        )
+        del part
+
+
+def _censor_codes(spec: ModelSpec) -> list[str]:
+    """The interventions that censor a person-month (none unless the spec censors)."""
+    t = spec.training
+    return list(t.censor_interventions) if t.post_intervention == "censor" else []
 
 
 def _labels(
@@ -552,10 +602,20 @@ def run_training(
 
     report(progress, f"fit LightGBM on {len(train):,} rows", 0.25)
     model = fit_model(spec, parts)
-    report(progress, "fit baselines", 0.5)
-    baselines = fit_baselines(
-        spec.evaluation.baselines, train[names], train["label"], seed=spec.evaluation.seed
+    report(progress, "summarise the training rows", 0.5)
+    # The baselines are fitted during the evaluation, beside the bootstraps that do not need
+    # them (one core each); only their rows are kept from the training months.
+    baseline_X, baseline_y = baseline_rows(train, train["label"], seed=spec.evaluation.seed)
+    baselines = cache(
+        partial(
+            fit_baselines,
+            spec.evaluation.baselines,
+            baseline_X[names],
+            baseline_y,
+            seed=spec.evaluation.seed,
+        )
     )
+    del baseline_X, baseline_y
     # What is kept of the development months; their rows are let go before evaluation.
     train_rows, train_event_rate = len(train), float(train["label"].mean())
     stop_rows, calibration_rows = len(parts["stop"]), len(parts["calibrate"])
@@ -565,7 +625,7 @@ def run_training(
     evaluation_rows = parts.pop("evaluate")
     del train, parts
 
-    report(progress, "evaluate on held-out months (with bootstrap CIs)", 0.6)
+    report(progress, "fit baselines and evaluate on held-out months (with bootstrap CIs)", 0.6)
     oracle_file = oracle_path or default_oracle_path(Path(data_dir))
     # The generator's oracle is the true risk of an emergency admission: no other outcome's.
     if oracle_path is not None and spec.outcome.name != "emergency_admission":
@@ -617,7 +677,7 @@ def run_training(
         draw_plots(
             result,
             model=model,
-            baselines=baselines,
+            baselines=baselines(),
             evaluation_rows=evaluation_rows,
             plan=plan,
             out_dir=plots_dir,
