@@ -1,6 +1,10 @@
 """Monthly scoring pipeline: extract -> features at the month's first day -> champion risk ->
 SHAP reasons -> intervention cohorts -> one run staged in the serving store, then switched
-to published in one transaction."""
+to published in one transaction.
+
+Why one module: the run's three parts (compute on either engine, publish, record a failure)
+share its job and result types, and the ICB split publishes through them.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,10 @@
 baselines, fairness audit and gates -> model card -> MLflow (a new version, alias challenger).
 
 Promotion to champion is a separate, gated step (``riskstrat.pipelines.promote``).
+
+Why one module: the steps that build the training frame in few passes (pieces, splits,
+compaction) and the run that uses them share the plan and the frame's layout; the bench times
+them through this module's public steps. Splitting them is the next tidy-up.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date
@@ -573,27 +577,34 @@ def run_training(
     champion_loaded = lookup.submit(_load_champion, registry, spec)
     lookup.shutdown(wait=False)
     report(progress, "validate extract", 0.0)
-    with open_extract(settings, data_dir, progress=progress) as extract:
-        plan = training_plan(extract.con, spec, extract.extract_date)
-        report(progress, f"build features and labels for {len(plan.all_months)} months", 0.1)
-        people, people_fraction = training_sample(extract.con, spec, plan)
-        if people is not None:
-            _log.info(
-                "training on a sample of %.1f%% of people (training.max_train_rows)",
-                100 * people_fraction,
+    try:
+        with open_extract(settings, data_dir, progress=progress) as extract:
+            plan = training_plan(extract.con, spec, extract.extract_date)
+            report(progress, f"build features and labels for {len(plan.all_months)} months", 0.1)
+            people, people_fraction = training_sample(extract.con, spec, plan)
+            if people is not None:
+                _log.info(
+                    "training on a sample of %.1f%% of people (training.max_train_rows)",
+                    100 * people_fraction,
+                )
+            censored: dict[date, int] = {}
+            pieces = training_parts(
+                extract.con,
+                spec,
+                plan,
+                people=people,
+                censored=censored,
+                columns=training_columns(spec),
             )
-        censored: dict[date, int] = {}
-        pieces = training_parts(
-            extract.con,
-            spec,
-            plan,
-            people=people,
-            censored=censored,
-            columns=training_columns(spec),
-        )
-        validation_summary = extract.summary.as_dict()
-        extract_date, source = extract.extract_date, extract.summary.manifest.source
-        manifest = extract.summary.manifest
+            validation_summary = extract.summary.as_dict()
+            extract_date, source = extract.extract_date, extract.summary.manifest.source
+            manifest = extract.summary.manifest
+    except BaseException:
+        # Never leave the registry's lookup (MLflow's own migrations among it) running on a
+        # thread behind a failed run: the next store or registry opened in this process
+        # would migrate beside it, and Alembic is not thread-safe.
+        wait([champion_loaded])
+        raise
     # DuckDB's memory is released by now; each part is copied from the pieces once.
     parts = split_parts(pieces, spec, plan)
 
