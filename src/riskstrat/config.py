@@ -42,6 +42,13 @@ class Settings(BaseSettings):
         description="Recognise an extract validated earlier by the digest of its files and "
         "skip the rules (DuckDB engine); false runs them on every command.",
     )
+    keep_validated_tables: bool = Field(
+        default=True,
+        description="Keep a recognised extract's validated tables (a DuckDB file of the "
+        "extract's rows, personal data like the extract) under home/validated, one per "
+        "extract folder, so that later commands open a copy instead of loading the files; "
+        "false deletes them and loads the files on every command.",
+    )
     duckdb_memory_limit: str = Field(
         default="4GB",
         description="DuckDB's memory limit for extracts; beyond it DuckDB spills to home.",
@@ -152,7 +159,8 @@ class Settings(BaseSettings):
 
     @property
     def validation_records_dir(self) -> Path:
-        """Records of validated extracts (counts and row numbers, no values)."""
+        """Records of validated extracts (counts and row numbers, no values) and, with
+        ``keep_validated_tables``, their validated tables (personal data)."""
         return self.home / "validated"
 
     @property

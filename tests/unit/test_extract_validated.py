@@ -117,7 +117,9 @@ def test_the_summary_says_how_long_each_step_took(folder, home_settings):
         first = extract.summary
     with open_extract(home_settings, folder) as extract:
         second = extract.summary
-    assert set(first.seconds) == set(second.seconds) == {"digest", "rules", "load"}
+    # the first open also keeps its validated tables for the next
+    assert set(first.seconds) == {"digest", "rules", "load", "keep"}
+    assert set(second.seconds) == {"digest", "rules", "load"}
     assert first.seconds["rules"] > 0 and second.seconds["rules"] == 0.0
     assert second.seconds["load"] > 0 and second.seconds["digest"] > 0
     assert "seconds" not in first.as_dict() and "recognised" not in first.as_dict()
@@ -312,3 +314,123 @@ def test_a_fifo_in_the_manifests_place_is_named_and_never_opened(tmp_path, home_
     os.mkfifo(folder / "manifest.json")
     with pytest.raises(ExtractError, match="FIFO"):
         open_extract(home_settings, folder)
+
+
+# --------------------------------------------------------------------------------------
+# The validated tables kept between commands
+
+
+@pytest.fixture
+def loads(monkeypatch) -> list[str]:
+    """Every time an extract's tables are built from its files without the rules."""
+    runs: list[str] = []
+    real = validated_module.load_tables
+
+    def counted(db, folder, rejects):
+        runs.append("load")
+        return real(db, folder, rejects)
+
+    monkeypatch.setattr(validated_module, "load_tables", counted)
+    return runs
+
+
+def _kept(settings: Settings, folder: Path) -> list[Path]:
+    return sorted(settings.validation_records_dir.glob("*.duckdb"))
+
+
+def test_the_validated_tables_are_kept_for_the_owner_and_a_later_command_opens_a_copy(
+    folder, home_settings, rule_runs, loads
+):
+    first = _open(home_settings, folder)
+    fp = fingerprint(folder, home_settings.validation_records_dir)
+    assert fp is not None
+    kept = _kept(home_settings, folder)
+    assert kept == [validated_module.kept_tables_path(fp)]
+    assert kept[0].stat().st_mode & 0o777 == 0o600  # personal data: the owner's only
+    before = kept[0].read_bytes()
+
+    rule_runs.clear()
+    rejects_path_for(home_settings, folder).unlink()
+    with open_extract(home_settings, folder) as extract:
+        assert extract.summary.recognised and extract.database is not None
+        assert extract.database != kept[0] and extract.database.parent.name == "duckdb-tmp"
+        tables = _tables(extract)
+        summary = extract.summary.as_dict()
+        extract.con.execute("DELETE FROM medications")  # a run writes into its own copy
+        extract.con.execute("CREATE TABLE scratch AS SELECT 1 AS one")
+        extract.con.execute("CHECKPOINT")
+    assert rule_runs == [] and loads == []  # neither the rules nor the files were read
+    assert summary == first[0]
+    assert rejects_path_for(home_settings, folder).read_bytes() == first[2]
+    for name in TABLE_ORDER:
+        pd.testing.assert_frame_equal(tables[name], first[1][name])
+    assert kept[0].read_bytes() == before
+    assert not list((home_settings.home / "duckdb-tmp").glob("extract-*"))
+
+
+def test_a_changed_extract_replaces_its_kept_tables(folder, home_settings, rule_runs):
+    _open(home_settings, folder)
+    (old,) = _kept(home_settings, folder)
+    table = next(folder.glob("medications.*"))
+    st = table.stat()
+    os.utime(table, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000))
+    rule_runs.clear()
+    assert not _open(home_settings, folder)[3]
+    assert rule_runs == list(TABLE_ORDER)
+    (new,) = _kept(home_settings, folder)
+    assert new != old and not old.exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda path: path.write_bytes(b"not a database"), id="not-a-database"),
+        pytest.param(
+            lambda path: _delete_rows(path, "DELETE FROM activity WHERE rowid = 0"),
+            id="a-row-missing",
+        ),
+        pytest.param(lambda path: _delete_rows(path, "DROP TABLE conditions"), id="a-table-gone"),
+    ],
+)
+def test_kept_tables_that_do_not_hold_the_record_are_not_used(
+    folder, home_settings, rule_runs, loads, damage
+):
+    first = _open(home_settings, folder)
+    (kept,) = _kept(home_settings, folder)
+    damage(kept)
+    rule_runs.clear()
+    again = _open(home_settings, folder)
+    # the record still stands: the tables are built from the files, and kept afresh
+    assert again[3] and rule_runs == [] and loads == ["load"]
+    for name in TABLE_ORDER:
+        pd.testing.assert_frame_equal(again[1][name], first[1][name])
+    assert _kept(home_settings, folder) == [kept]
+    loads.clear()
+    assert _open(home_settings, folder)[3] and loads == []
+
+
+def _delete_rows(path: Path, sql: str) -> None:
+    import duckdb
+
+    with duckdb.connect(str(path)) as con:
+        con.execute(sql)
+        con.execute("CHECKPOINT")
+
+
+def test_keeping_the_tables_can_be_turned_off_and_deletes_those_kept(
+    folder, tmp_path, rule_runs, loads
+):
+    keeping = Settings(home=tmp_path / "home", max_reject_share=0.5)
+    not_keeping = Settings(
+        home=tmp_path / "home", max_reject_share=0.5, keep_validated_tables=False
+    )
+    first = _open(keeping, folder)
+    assert len(_kept(keeping, folder)) == 1
+    rule_runs.clear()
+    again = _open(not_keeping, folder)
+    assert again[3] and rule_runs == [] and loads == ["load"]  # recognised, files read
+    assert _kept(keeping, folder) == []
+    for name in TABLE_ORDER:
+        pd.testing.assert_frame_equal(again[1][name], first[1][name])
+    _open(not_keeping, folder)
+    assert _kept(keeping, folder) == [] and loads == ["load", "load"]

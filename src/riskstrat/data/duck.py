@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import uuid
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 
@@ -40,6 +42,40 @@ def remove_database(path: Path) -> None:
     path.with_name(path.name + ".wal").unlink(missing_ok=True)
 
 
+def copy_private(source: Path, target: Path) -> None:
+    """Copy ``source`` to the new file ``target``, created readable and writable by its
+    owner only (it holds personal data), in the kernel where it can (``copy_file_range``).
+    A copy that fails leaves no ``target``."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with source.open("rb") as src, os.fdopen(fd, "wb", closefd=False) as dst:
+            if not _kernel_copy(src, dst):
+                shutil.copyfileobj(src, dst, length=8 << 20)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+
+
+def _kernel_copy(src: BinaryIO, dst: BinaryIO) -> bool:
+    """Copy the whole of ``src`` into ``dst`` with ``os.copy_file_range``; False if the
+    file system cannot (nothing written then)."""
+    size = os.fstat(src.fileno()).st_size
+    done = 0
+    try:
+        while done < size:
+            n = os.copy_file_range(src.fileno(), dst.fileno(), size - done)
+            if n == 0:
+                break
+            done += n
+    except OSError:
+        if done:
+            raise
+        return False
+    return True
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -56,14 +92,21 @@ def connect(
     threads: int | None = None,
     temp_directory: Path | None = None,
     database: Path | None = None,
+    copy_of: Path | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the settings riskstrat relies on: in memory, or in the
-    ``database`` file (which must not exist yet; see ``scratch_database``)."""
+    ``database`` file (which must not exist yet; see ``scratch_database``). With
+    ``copy_of``, the database starts as a copy of that file (an extract's validated tables
+    kept between commands, ``riskstrat.data.validated``), readable by its owner only."""
     if database is not None and database.exists():
         raise AlreadyExistsError(
             f"{database} exists; a scratch database must be new",
             hint="remove the leftover file, or let riskstrat choose the scratch name",
         )
+    if copy_of is not None:
+        if database is None:
+            raise ValueError("copy_of needs a database file to copy into")
+        copy_private(copy_of, database)
     con = duckdb.connect(":memory:" if database is None else str(database))
     con.execute("SET preserve_insertion_order = true")
     if memory_limit:

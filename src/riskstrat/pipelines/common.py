@@ -26,6 +26,7 @@ from riskstrat.store import Store
 from riskstrat.store.records import RunInfo
 
 if TYPE_CHECKING:
+    import duckdb
     from pyspark.sql import SparkSession
 
     from riskstrat.data.spark_extract import SparkExtract
@@ -96,7 +97,9 @@ def open_extract(
     since is recognised by the digest of its files and not checked again: its summary,
     rejects file and tables are what validation gave (``riskstrat.data.validated``;
     ``extract.summary.recognised`` and ``.seconds`` say so, and so do the progress stage,
-    reported at ``at``, and the log). ``RISKSTRAT_REUSE_VALIDATION=false`` runs the rules
+    reported at ``at``, and the log). Its validated tables are kept beside the record
+    (``RISKSTRAT_KEEP_VALIDATED_TABLES``), so that a later command opens a copy of them
+    instead of loading the files again. ``RISKSTRAT_REUSE_VALIDATION=false`` runs the rules
     every time.
 
     DuckDB gets the deployment's memory limit and threads, and spills to a folder under
@@ -106,32 +109,42 @@ def open_extract(
     check_engine_reads(settings, extract_dir)
     scratch = settings.home / "duckdb-tmp"
     database = scratch_database(scratch)
-    con = connect(
-        memory_limit=settings.duckdb_memory_limit,
-        threads=settings.duckdb_threads,
-        temp_directory=scratch,
-        database=database,
-    )
     rejects_path = rejects_path_for(settings, extract_dir)
+
+    def open_database(copy_of: Path | None = None) -> duckdb.DuckDBPyConnection:
+        return connect(
+            memory_limit=settings.duckdb_memory_limit,
+            threads=settings.duckdb_threads,
+            temp_directory=scratch,
+            database=database,
+            copy_of=copy_of,
+        )
+
     try:
         if settings.reuse_validation:
             extract = open_validated(
                 extract_dir,
-                con,
+                open_database,
                 records_dir=settings.validation_records_dir,
                 max_reject_share=settings.max_reject_share,
                 rejects_path=rejects_path,
                 stage=lambda words: report(progress, words, at),
+                database=database,
+                keep_tables=settings.keep_validated_tables,
             )
         else:
-            extract = validate_extract(
-                extract_dir,
-                max_reject_share=settings.max_reject_share,
-                rejects_path=rejects_path,
-                con=con,
-            )
+            con = open_database()
+            try:
+                extract = validate_extract(
+                    extract_dir,
+                    max_reject_share=settings.max_reject_share,
+                    rejects_path=rejects_path,
+                    con=con,
+                )
+            except BaseException:
+                con.close()
+                raise
     except BaseException:
-        con.close()
         remove_database(database)
         raise
     extract.database = database
