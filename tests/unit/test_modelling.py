@@ -201,6 +201,34 @@ def test_twelve_month_horizon_plan_fits_in_48_months():
         )
 
 
+def test_one_model_matrix_serves_prediction_and_treeshap_as_the_frame_does():
+    from riskstrat.explain.reasons import shap_contributions
+    from riskstrat.modelling.model import model_matrix, predict_risk, raw_log_odds
+
+    X, y = _data(seed=4, n=6000)
+    X.loc[X.index[::7], "age_years"] = np.nan
+    model = RiskModel(
+        params={"num_leaves": 7, "min_data_in_leaf": 50, "seed": 1}, num_boost_round=40
+    ).fit(X[:5000], y[:5000], X_stop=X[5000:], y_stop=y[5000:])
+    rows = X[5000:][["noise", "age_years", "ltc_heart_failure", "emergency_admissions_365d"]]
+    matrix = model_matrix(model.booster_, rows)  # columns put in the model's order
+    assert matrix.dtype == np.float32 and matrix.flags.c_contiguous
+    assert list(matrix[0]) == list(rows.iloc[0][model.feature_names_].astype(np.float32))
+    # the same numbers to the last bit as from the frame
+    assert np.array_equal(raw_log_odds(model.booster_, matrix), raw_log_odds(model.booster_, rows))
+    assert np.array_equal(
+        predict_risk(model.booster_, matrix, model.calibrator_),
+        predict_risk(model.booster_, rows, model.calibrator_),
+    )
+    assert np.array_equal(
+        shap_contributions(model.booster_, matrix), shap_contributions(model.booster_, rows)
+    )
+    with pytest.raises(ValueError, match="4 columns"):
+        raw_log_odds(model.booster_, matrix[:, :3])
+    with pytest.raises(ValueError, match="missing"):
+        model_matrix(model.booster_, rows.drop(columns="noise"))
+
+
 def _data(seed=1, n=20000):
     rng = np.random.default_rng(seed)
     X = pd.DataFrame(

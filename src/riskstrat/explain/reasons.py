@@ -52,8 +52,11 @@ __all__ = [
 _EXPLAINERS: weakref.WeakKeyDictionary[lgb.Booster, TreeShapExplainer] = weakref.WeakKeyDictionary()
 
 
-def shap_contributions(booster: lgb.Booster, X: pd.DataFrame) -> npt.NDArray[np.float64]:
-    """Exact TreeSHAP values in log-odds: one column per model feature plus the base value.
+def shap_contributions(
+    booster: lgb.Booster, X: pd.DataFrame | npt.NDArray[np.float32]
+) -> npt.NDArray[np.float64]:
+    """Exact TreeSHAP values in log-odds: one column per model feature plus the base value,
+    for the rows of ``X`` (a frame, or ``riskstrat.modelling.model.model_matrix``'s array).
 
     Each row sums to the model's log-odds for that row. Equal to LightGBM's
     ``pred_contrib`` (tested to 1e-12 against it and against shap's TreeExplainer); the

@@ -346,20 +346,36 @@ def monotone_vector(
     return [1 if n in set(increasing) else -1 if n in set(decreasing) else 0 for n in names]
 
 
-def raw_log_odds(booster: lgb.Booster, X: pd.DataFrame) -> npt.NDArray[np.float64]:
-    """The trees' log-odds, with columns put in the model's order."""
+def raw_log_odds(
+    booster: lgb.Booster, X: pd.DataFrame | npt.NDArray[np.float32]
+) -> npt.NDArray[np.float64]:
+    """The trees' log-odds, with columns put in the model's order (or of ``model_matrix``'s
+    array, its columns already in that order)."""
+    if isinstance(X, np.ndarray):
+        if X.ndim != 2 or X.shape[1] != booster.num_feature():
+            raise ValueError(f"a model matrix needs {booster.num_feature()} columns")
+        return np.asarray(booster.predict(X, raw_score=True), dtype=np.float64)
+    return raw_log_odds(booster, model_matrix(booster, X))
+
+
+def predict_risk(
+    booster: lgb.Booster,
+    X: pd.DataFrame | npt.NDArray[np.float32],
+    calibrator: Calibrator | None = None,
+) -> npt.NDArray[np.float64]:
+    """Calibrated probabilities (raw ones when no calibrator is given)."""
+    return (calibrator or Calibrator()).transform(raw_log_odds(booster, X))
+
+
+def model_matrix(booster: lgb.Booster, X: pd.DataFrame) -> npt.NDArray[np.float32]:
+    """The model's features of ``X`` as the trees read them: float32 (missing as NaN), in
+    the model's column order, one row after another in memory. Made once, it serves both
+    the prediction and TreeSHAP (``riskstrat.explain.reasons.shap_contributions``)."""
     names = booster.feature_name()
     missing = [n for n in names if n not in X.columns]
     if missing:
         raise ValueError(f"features missing for the model: {', '.join(missing[:5])}")
-    return np.asarray(booster.predict(_as_float(X[names]), raw_score=True), dtype=np.float64)
-
-
-def predict_risk(
-    booster: lgb.Booster, X: pd.DataFrame, calibrator: Calibrator | None = None
-) -> npt.NDArray[np.float64]:
-    """Calibrated probabilities (raw ones when no calibrator is given)."""
-    return (calibrator or Calibrator()).transform(raw_log_odds(booster, X))
+    return np.ascontiguousarray(X[names].to_numpy(dtype=np.float32, na_value=np.nan))
 
 
 def _as_float(X: pd.DataFrame) -> npt.NDArray[np.float32]:

@@ -32,9 +32,13 @@ from riskstrat.cohorts.select import (
 from riskstrat.config import Settings, get_settings
 from riskstrat.data.contract import IdentifierKind
 from riskstrat.errors import ConfigError, DataError, UsageError
-from riskstrat.explain.reasons import explain_as_json, explain_with_contributions
+from riskstrat.explain.reasons import (
+    explain_as_json,
+    explain_with_contributions,
+    shap_contributions,
+)
 from riskstrat.features.build import COHORT_COLUMNS, build_features
-from riskstrat.modelling.model import predict_risk
+from riskstrat.modelling.model import model_matrix, predict_risk
 from riskstrat.modelling.registry import (
     CHAMPION,
     LoadedModel,
@@ -100,7 +104,9 @@ def score_frame(
     ``carry``: the feature columns the scores keep besides identifiers and the cohort facts
     (what the cohort criteria read); default every model feature."""
     X = features[model.feature_names]
-    risk = predict_risk(model.booster, X, model.calibrator)
+    # The trees' float32 copy of the features, made once for the prediction and TreeSHAP.
+    matrix = model_matrix(model.booster, X)
+    risk = predict_risk(model.booster, matrix, model.calibrator)
     out = features[carried_columns(model, list(features.columns), carry)].copy()
     out["risk"] = risk
     if reasons:
@@ -110,6 +116,7 @@ def score_frame(
             calibrator=model.calibrator,
             top_raising=top_raising,
             top_lowering=top_lowering,
+            contributions=shap_contributions(model.booster, matrix),
         )
         out["reasons"] = json_column(explained.reasons, out.index)
         out["contributions"] = json_column(explained.contributions, out.index)
