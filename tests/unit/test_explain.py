@@ -200,6 +200,36 @@ def test_json_reasons_are_byte_for_byte_what_the_store_writes_for_the_objects(mo
     assert sum(len(r) for r in reasons) > len(sample) // 2  # reasons written, not just "[]"
 
 
+def test_json_reasons_in_a_given_order_are_the_rows_texts_in_that_order(model_and_data):
+    from riskstrat.explain.reasons import explain_as_json
+
+    booster, X = model_and_data
+    plain = explain_as_json(booster, X)
+    order = np.random.default_rng(5).permutation(len(X))
+    ordered = explain_as_json(booster, X, order=order)
+    texts, sizes = plain.reasons.to_pylist(), plain.contributions.to_pylist()
+    assert ordered.reasons.to_pylist() == [texts[i] for i in order]
+    assert ordered.contributions.to_pylist() == [sizes[i] for i in order]
+    assert ordered.reasons.to_pylist() != texts  # the order was not the rows' own
+    for bad in (order[:-1], np.zeros(len(X), dtype=np.intp)):
+        with pytest.raises(ValueError, match="permutation"):
+            explain_as_json(booster, X, order=bad)
+
+
+def test_a_run_that_explains_once_does_not_keep_the_models_tables(model_and_data):
+    import lightgbm as lgb
+
+    from riskstrat.explain import reasons
+
+    booster, X = model_and_data
+    fresh = lgb.Booster(model_str=booster.model_to_string())  # no tables built for it yet
+    once = reasons.shap_contributions(fresh, X, keep=False)
+    assert reasons._EXPLAINERS.get(fresh) is None  # let go with the call
+    kept = reasons.shap_contributions(fresh, X)
+    assert reasons._EXPLAINERS.get(fresh) is not None
+    assert np.array_equal(once, kept)
+
+
 def test_json_numbers_are_written_as_orjson_writes_the_rounded_value():
     """Sizes are written from whole numbers (k / 10**places, trailing zeros dropped): for
     every kind of value that is the shortest text of the rounded double, as orjson writes."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lightgbm as lgb
@@ -53,19 +53,22 @@ _EXPLAINERS: weakref.WeakKeyDictionary[lgb.Booster, TreeShapExplainer] = weakref
 
 
 def shap_contributions(
-    booster: lgb.Booster, X: pd.DataFrame | npt.NDArray[np.float32]
+    booster: lgb.Booster, X: pd.DataFrame | npt.NDArray[np.float32], *, keep: bool = True
 ) -> npt.NDArray[np.float64]:
     """Exact TreeSHAP values in log-odds: one column per model feature plus the base value,
     for the rows of ``X`` (a frame, or ``riskstrat.modelling.model.model_matrix``'s array).
 
     Each row sums to the model's log-odds for that row. Equal to LightGBM's
     ``pred_contrib`` (tested to 1e-12 against it and against shap's TreeExplainer); the
-    per-model tables are built once per booster and kept while the booster lives.
+    per-model tables are built once per booster and kept while the booster lives, unless
+    ``keep`` is False: then tables built by this call are let go when it returns (a monthly
+    run explains everyone once, and the shipped model's tables are about 270 MB).
     """
     explainer = _EXPLAINERS.get(booster)
     if explainer is None:
         explainer = TreeShapExplainer(booster, num_iteration=booster.best_iteration or None)
-        _EXPLAINERS[booster] = explainer
+        if keep:
+            _EXPLAINERS[booster] = explainer
     return explainer.shap_values(X)
 
 
@@ -360,11 +363,15 @@ def explain_as_json(
     min_percentage_points: float = 0.001,
     contributions: npt.NDArray[np.float64] | None = None,
     calibrator: Calibrator | None = None,
+    order: npt.NDArray[np.intp] | None = None,
 ) -> ExplainedJson:
     """``explain_with_contributions``, written straight to JSON text by array operations:
     the same reasons and sizes, byte for byte the text the store would write for them, at a
     cost that does not grow with Python objects per person (a million people's reasons as
-    dicts took most of a monthly run's scoring time and gigabytes of memory)."""
+    dicts took most of a monthly run's scoring time and gigabytes of memory).
+
+    With ``order`` (a permutation of the rows), the texts are written in that order: text
+    ``i`` is row ``order[i]``'s, so a caller that sorts its rows never copies the texts."""
     c = choose_reasons(
         booster,
         X,
@@ -374,6 +381,9 @@ def explain_as_json(
         contributions=contributions,
         calibrator=calibrator,
     )
+    del contributions  # the caller's, if it kept none: let go before the texts are written
+    if order is not None:
+        c = _reordered(c, order)
     from riskstrat.explain._json_kernels import CONSTANTS, kernels
 
     run = kernels()
@@ -403,6 +413,23 @@ def explain_as_json(
     starts, out = _text_buffer(lengths)
     run["_write_sizes"](keep, size_k, size_neg, *keys, *consts, starts, out)
     return ExplainedJson(reasons=reasons, contributions=_string_array(starts, out))
+
+
+def _reordered(c: ChosenReasons, order: npt.NDArray[np.intp]) -> ChosenReasons:
+    """``c`` with its rows in ``order`` (a permutation of them)."""
+    if order.shape != (len(c.chosen),) or not np.array_equal(
+        np.bincount(order, minlength=len(c.chosen)), np.ones(len(c.chosen), dtype=np.intp)
+    ):
+        raise ValueError("order must be a permutation of the rows")
+    return replace(
+        c,
+        chosen=c.chosen[order],
+        shown=c.shown[order],
+        phrase=c.phrase[order],
+        log_odds=c.log_odds[order],
+        percentage_points=c.percentage_points[order],
+        sizes=c.sizes[order],
+    )
 
 
 def _pieces(texts: Sequence[str]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:

@@ -103,24 +103,33 @@ def score_frame(
 
     ``carry``: the feature columns the scores keep besides identifiers and the cohort facts
     (what the cohort criteria read); default every model feature."""
-    X = features[model.feature_names]
-    # The trees' float32 copy of the features, made once for the prediction and TreeSHAP.
-    matrix = model_matrix(model.booster, X)
+    # The trees' float32 copy of the features, made once for the prediction and TreeSHAP;
+    # the words read the features' own values (no copy of the model's columns).
+    matrix = model_matrix(model.booster, features)
     risk = predict_risk(model.booster, matrix, model.calibrator)
     out = features[carried_columns(model, list(features.columns), carry)].copy()
     out["risk"] = risk
+    order = rank_scores(out)
+    out = out.take(order).reset_index(drop=True)
     if reasons:
+        # Handed over, not kept here: explain_as_json lets the contributions (0.6 GB at a
+        # million people) go once the reasons are chosen, before it writes the texts.
+        handed = [shap_contributions(model.booster, matrix, keep=False)]
+        del matrix
+        # Written in rank order: a million people's texts (about 1 GB) are never copied
+        # to sort them.
         explained = explain_as_json(
             model.booster,
-            X,
+            features,
             calibrator=model.calibrator,
             top_raising=top_raising,
             top_lowering=top_lowering,
-            contributions=shap_contributions(model.booster, matrix),
+            contributions=handed.pop(),
+            order=order,
         )
         out["reasons"] = json_column(explained.reasons, out.index)
         out["contributions"] = json_column(explained.contributions, out.index)
-    return ranked_scores(out)
+    return out
 
 
 def json_column(texts: pa.Array | pa.ChunkedArray, index: pd.Index) -> pd.Series:
@@ -145,10 +154,20 @@ def ranked_scores(out: pd.DataFrame) -> pd.DataFrame:
     """``out`` (one row per person, in NHS-number order, with ``risk``) with ``percentile``
     (the share of the scored population at or below this risk, in percent) and ``rank``
     (1 = highest; equal risks in row order), highest risk first."""
+    order = rank_scores(out)
+    return out.take(order).reset_index(drop=True)
+
+
+def rank_scores(out: pd.DataFrame) -> npt.NDArray[np.intp]:
+    """Add ``percentile`` and ``rank`` to ``out`` (see ``ranked_scores``) and return the
+    order of its rows by rank (row ``order[0]`` is rank 1)."""
     risk = out["risk"].to_numpy()
     out["percentile"] = (pd.Series(risk).rank(method="max", pct=True) * 100).round(2).to_numpy()
-    out["rank"] = pd.Series(risk).rank(method="first", ascending=False).astype(int).to_numpy()
-    return out.sort_values("rank").reset_index(drop=True)
+    rank = pd.Series(risk).rank(method="first", ascending=False).astype(int).to_numpy()
+    out["rank"] = rank
+    order = np.empty(len(rank), dtype=np.intp)
+    order[rank - 1] = np.arange(len(rank))  # ranks are 1..n, each once
+    return order
 
 
 def ranking_risks(
