@@ -264,7 +264,10 @@ def frame_tuples(
         part = frame.iloc[start : start + size][part_cols]
         lists = []
         for c, as_json in zip(part_cols, encode, strict=True):
-            if as_json:
+            if as_json and _is_arrow_text(part[c]):
+                # JSON text already (score_frame's), taken from Arrow in one call.
+                lists.append(part[c].array.__arrow_array__().to_pylist())
+            elif as_json:
                 # orjson writes numpy numbers and NaN (as null) itself, however deep.
                 values = part[c].tolist()
                 lists.append(
@@ -296,6 +299,14 @@ def arrow_rows(
     return pa.table(arrays)
 
 
+def _is_arrow_text(column: pd.Series) -> bool:
+    """Whether ``column`` is Arrow-backed text (every value a string or missing)."""
+    dtype = column.dtype
+    return isinstance(dtype, pd.ArrowDtype) and (
+        pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype)
+    )
+
+
 def _column_values(column: pd.Series) -> list[Any]:
     """A column as plain Python values: numbers by array operations (NaN as None), anything
     else value by value (``_plain``)."""
@@ -307,6 +318,9 @@ def _column_values(column: pd.Series) -> list[Any]:
         return list(values.tolist())
     if kind in "iub":
         return list(column.tolist())
+    if isinstance(column.dtype, pd.StringDtype):
+        # Strings or missing, nothing else: no value needs looking at.
+        return list(column.to_numpy(dtype=object, na_value=None).tolist())
     return _plain(column.tolist())
 
 
