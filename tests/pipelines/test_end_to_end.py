@@ -399,7 +399,7 @@ def test_the_training_frame_is_compacted_without_changing_a_value():
 
     import numpy as np
 
-    from riskstrat.pipelines.train import _compact
+    from riskstrat.pipelines.frame import _compact
 
     frame = pd.DataFrame(
         {
