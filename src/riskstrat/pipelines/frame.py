@@ -242,7 +242,7 @@ def _labelled(
     is already), without type 1 opt-outs or censored rows, and only ``columns`` if given."""
     # Both come sorted by index date and NHS number over the same population.
     for key in KEY_COLUMNS:
-        if not np.array_equal(part[key].to_numpy(), labels[key].to_numpy()):
+        if not _same_values(part[key], labels[key]):
             raise RuntimeError(f"features and labels disagree on {key}")
     part["label"] = labels["label"].to_numpy()
     keep = ~part["type1_opt_out"].astype(bool).to_numpy()
@@ -259,6 +259,16 @@ def _labelled(
     if compact:
         part = _compact(part, spec.feature_names)  # before the copy that drops opt-outs
     return part.loc[keep]
+
+
+def _same_values(a: pd.Series, b: pd.Series) -> bool:
+    """Whether two columns hold the same values in the same order. Text columns (Arrow) are
+    compared as Arrow arrays: ``to_numpy`` would make a Python string of every row."""
+    if len(a) != len(b):
+        return False
+    if a.dtype == b.dtype and isinstance(a.dtype, pd.ArrowDtype | pd.StringDtype):
+        return bool(a.array.equals(b.array))
+    return bool(np.array_equal(a.to_numpy(), b.to_numpy()))
 
 
 def _concat_compact(pieces: list[pd.DataFrame], names: Sequence[str]) -> pd.DataFrame:
@@ -287,19 +297,20 @@ def training_columns(spec: ModelSpec) -> list[str]:
 
 
 def _compact(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
-    """Model features as 32-bit numbers (the trees read float32 anyway), and each text or
-    date column holding one object per distinct value instead of one per row: a million
-    people's held-out months are millions of rows, and a Python string costs 50-60 bytes."""
+    """Model features as 32-bit floats and the narrowest of 16- and 32-bit integers that
+    holds a whole-number column (the trees read float32 anyway, so the model is the same),
+    and each text or date column holding one object per distinct value instead of one per
+    row: a million people's held-out months are millions of rows, and a Python string costs
+    50-60 bytes."""
     out: dict[str, pd.Series] = {}
-    small = np.iinfo(np.int32)
     for name in names:
         column = frame[name]
         if pd.api.types.is_float_dtype(column.dtype):
             out[name] = column.astype(np.float32)
-        elif column.dtype == np.int64 and (
-            column.empty or (column.min() >= small.min and column.max() <= small.max)
+        elif (
+            column.dtype.kind == "i" and (narrow := _narrow_int(column.to_numpy())) != column.dtype
         ):
-            out[name] = column.astype(np.int32)
+            out[name] = column.astype(narrow)
     for name in frame.columns:
         if frame[name].dtype == object and name not in out:
             values = frame[name].to_numpy()
@@ -311,6 +322,18 @@ def _compact(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
             shared[missing] = values[missing]  # None stays None, NaN stays NaN
             out[name] = pd.Series(shared, index=frame.index, dtype=object)
     return frame.assign(**out) if out else frame
+
+
+def _narrow_int(values: npt.NDArray[Any]) -> np.dtype[Any]:
+    """The narrowest of int16 and int32 that holds every one of these whole numbers (their
+    own type if neither does, or if it is already narrower)."""
+    if values.dtype.itemsize <= 2:
+        return values.dtype
+    low, high = (int(values.min()), int(values.max())) if len(values) else (0, 0)
+    for kind in (np.int16, np.int32):
+        if np.iinfo(kind).min <= low and high <= np.iinfo(kind).max:
+            return np.dtype(kind)
+    return values.dtype
 
 
 def split_by_plan(frame: pd.DataFrame, spec: ModelSpec, plan: IndexPlan) -> dict[str, pd.DataFrame]:
