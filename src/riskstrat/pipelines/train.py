@@ -41,7 +41,7 @@ from riskstrat.modelling.registry import (
 )
 from riskstrat.modelling.spec import ModelSpec, default_spec_dir, load_spec
 from riskstrat.monitoring.psi import reference_distributions
-from riskstrat.pipelines.common import Progress, open_extract, report
+from riskstrat.pipelines.common import Progress, open_extract, release_freed_memory, report
 from riskstrat.pipelines.evaluate import (
     ChampionPredictions,
     EvaluationReport,
@@ -233,6 +233,7 @@ def run_training(
         raise
     # DuckDB's memory is released by now; each part is copied from the pieces once.
     parts = split_parts(pieces, spec, plan)
+    release_freed_memory()  # DuckDB's results and the pieces: the heap they leave
 
     names = spec.feature_names
     train = parts["train"]
@@ -261,6 +262,7 @@ def run_training(
     reference = training_reference(model, train, names)
     evaluation_rows = parts.pop("evaluate")
     del train, parts
+    release_freed_memory()  # the development months' rows and LightGBM's datasets
 
     report(progress, "fit baselines and evaluate on held-out months (with bootstrap CIs)", 0.6)
     oracle_file = oracle_path or default_oracle_path(Path(data_dir))
