@@ -110,3 +110,32 @@ def test_as_float64_equals_pandas_conversion_and_is_a_new_array():
     only = pd.DataFrame({"x": np.arange(5, dtype=np.float64)})
     as_float64(only, ["x"])[:] = -1
     assert only["x"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_the_imputer_s_medians_are_numpy_ma_s_exactly():
+    from sklearn.impute import SimpleImputer
+
+    from riskstrat.modelling.baselines import _median
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(1001, 6)) * 1e3
+    X[rng.random(X.shape) < 0.4] = np.nan
+    X[:, 1] = np.nan  # missing everywhere
+    X[:, 2] = np.where(np.isnan(X[:, 2]), np.nan, np.round(X[:, 2] / 500))  # many ties
+    X[1:, 3] = np.nan  # one value
+    X[:, 4] = np.nan
+    X[:2, 4] = [3.0, 8.5]  # two values: an even count
+    ours = SimpleImputer(strategy=_median, keep_empty_features=True).fit(X).statistics_
+    sklearn_s = SimpleImputer(strategy="median", keep_empty_features=True).fit(X).statistics_
+    assert np.array_equal(ours, sklearn_s)
+    assert ours[1] == 0.0 and ours[4] == 5.75
+
+
+def test_a_fitted_baseline_predicts_without_warnings(data):
+    import warnings
+
+    X, y = data
+    baseline = fit_baselines(["logistic_regression"], X, y)["logistic_regression"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        baseline.predict_proba(X.head(50))

@@ -62,15 +62,18 @@ class Baseline:
         columns = list(_SMALL_FEATURES.get(self.name, tuple(self.features)))
         X, target = baseline_rows(X, y, max_rows=self.max_rows, seed=self.seed)
         self.columns_ = columns
-        # The imputer and the scaler work in place on the fresh float64 copy (the same
-        # values as copying at each step, one copy fewer of every row).
-        self.pipeline_: Any = make_pipeline(
-            SimpleImputer(
-                strategy="median", add_indicator=True, keep_empty_features=True, copy=False
-            ),
-            StandardScaler(copy=False),
-            LogisticRegression(max_iter=2000),
-        ).fit(as_float64(X, columns), target)
+        # The steps are fitted one after another, as the pipeline would fit them, so that
+        # each copy of the rows is let go once the next is made; the imputer and the scaler
+        # work in place. The median is taken a column at a time (``_median``): the same
+        # values as strategy="median", without sorting a masked copy of every row at once.
+        imputer = SimpleImputer(
+            strategy=_median, add_indicator=True, keep_empty_features=True, copy=False
+        )
+        prepared = imputer.fit_transform(as_float64(X, columns))
+        scaler = StandardScaler(copy=False)
+        prepared = scaler.fit_transform(prepared)
+        model = LogisticRegression(max_iter=2000).fit(prepared, target)
+        self.pipeline_: Any = make_pipeline(imputer, scaler, model)
         return self
 
     def predict_proba(
@@ -106,6 +109,13 @@ def _prepared(
         del rows
     assert out is not None
     return out
+
+
+def _median(values: npt.NDArray[np.float64]) -> float:
+    """The median of a column's values (0 when it has none): the value SimpleImputer's
+    strategy="median" gives, which is ``numpy.ma.median``'s, the mean of the two middle
+    values (the middle one, when odd) of the sorted values, as ``numpy.median`` takes it."""
+    return float(np.median(values)) if len(values) else 0.0
 
 
 def as_float64(X: pd.DataFrame, columns: Sequence[str]) -> npt.NDArray[np.float64]:

@@ -281,6 +281,7 @@ def run_training(
     )
     primary_rows = evaluation_rows.loc[evaluation_rows["index_date"] == plan.validation_month]
     champion = _champion_predictions(champion_loaded.result(), spec, primary_rows)
+    del primary_rows  # a copy of the month's rows; evaluate_version makes its own
     result = evaluate_version(
         spec=spec,
         plan=plan,
