@@ -399,7 +399,7 @@ def test_the_training_frame_is_compacted_without_changing_a_value():
 
     import numpy as np
 
-    from riskstrat.pipelines.train import _compact
+    from riskstrat.pipelines.frame import _compact
 
     frame = pd.DataFrame(
         {
@@ -416,7 +416,7 @@ def test_the_training_frame_is_compacted_without_changing_a_value():
         }
     )
     small = _compact(frame, ["age_years", "bmi_latest"])
-    assert small["age_years"].dtype == np.int32 and small["bmi_latest"].dtype == np.float32
+    assert small["age_years"].dtype == np.int16 and small["bmi_latest"].dtype == np.float32
     assert small["age_years"].tolist() == [70, 81, 70, 64]
     assert np.allclose(small["bmi_latest"], frame["bmi_latest"], equal_nan=True)
     for name in ("nhs_number", "index_date", "empty"):

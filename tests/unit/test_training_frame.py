@@ -26,8 +26,8 @@ from riskstrat.features.build import (
 from riskstrat.features.labels import build_labels
 from riskstrat.modelling.model import IndexPlan
 from riskstrat.modelling.spec import ModelSpec, default_spec_dir, load_spec
+from riskstrat.pipelines.frame import _compact
 from riskstrat.pipelines.train import (
-    _compact,
     build_training_frame,
     split_by_plan,
     split_parts,

@@ -260,6 +260,7 @@ def evaluate_version(
             model.predict_proba(rows[names]),
             plan=light,
         )
+        del rows  # a copy of the month's rows: not kept while the jobs run
     done = run_jobs(jobs, evaluation_workers() if workers is None else workers)
 
     primary = done["primary"]
