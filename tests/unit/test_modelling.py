@@ -223,6 +223,16 @@ def test_one_model_matrix_serves_prediction_and_treeshap_as_the_frame_does():
     assert np.array_equal(
         shap_contributions(model.booster_, matrix), shap_contributions(model.booster_, rows)
     )
+    # some rows, taken a column at a time: the numbers of the frame's rows
+    mask = np.zeros(len(rows), dtype=bool)
+    mask[::3] = True
+    part = model_matrix(model.booster_, rows, mask)
+    assert part.flags.c_contiguous and np.array_equal(part, matrix[mask], equal_nan=True)
+    assert np.array_equal(
+        raw_log_odds(model.booster_, part), raw_log_odds(model.booster_, rows.loc[mask])
+    )
+    with pytest.raises(ValueError, match="mask"):
+        model_matrix(model.booster_, rows, mask[1:])
     with pytest.raises(ValueError, match="4 columns"):
         raw_log_odds(model.booster_, matrix[:, :3])
     with pytest.raises(ValueError, match="missing"):

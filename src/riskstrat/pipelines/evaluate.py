@@ -42,7 +42,7 @@ from riskstrat.modelling.gates import (
     logistic_gate_results,
     target_results,
 )
-from riskstrat.modelling.model import IndexPlan, RiskModel
+from riskstrat.modelling.model import IndexPlan, RiskModel, model_matrix, raw_log_odds
 from riskstrat.modelling.registry import ModelRegistry
 from riskstrat.modelling.spec import ModelSpec
 
@@ -203,10 +203,18 @@ def evaluate_version(
     (a caller that needs them afterwards can pass one that keeps its result,
     ``functools.cache``)."""
     eplan = evaluation_plan(spec)
-    names = model.feature_names_
-    primary_rows = evaluation_rows.loc[evaluation_rows["index_date"] == plan.validation_month]
-    y = primary_rows["label"].to_numpy()
-    risk = model.predict_proba(primary_rows[names])
+    dates = evaluation_rows["index_date"]
+    labels = evaluation_rows["label"].to_numpy()
+
+    def predicted(month: date) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64]]:
+        # A month's outcomes and risks, from its rows' model features alone (no copy of
+        # the month's other columns).
+        rows = (dates == month).to_numpy()
+        matrix = model_matrix(model.booster_, evaluation_rows, rows)
+        return labels[rows], model.calibrator_.transform(raw_log_odds(model.booster_, matrix))
+
+    primary_rows = evaluation_rows.loc[(dates == plan.validation_month).to_numpy()]
+    y, risk = predicted(plan.validation_month)
 
     fplan = FairnessPlan(
         attributes=tuple(spec.fairness.attributes),
@@ -252,15 +260,10 @@ def evaluate_version(
     for month in plan.evaluation_months:
         if month == plan.validation_month:
             continue  # measured already, with the full bootstrap
-        rows = evaluation_rows.loc[evaluation_rows["index_date"] == month]
         # Only what the stability table reports (the same values evaluate_predictions gives).
         jobs[f"month {month.isoformat()}"] = partial(
-            evaluate_stability,
-            rows["label"].to_numpy(),
-            model.predict_proba(rows[names]),
-            plan=light,
+            evaluate_stability, *predicted(month), plan=light
         )
-        del rows  # a copy of the month's rows: not kept while the jobs run
     done = run_jobs(jobs, evaluation_workers() if workers is None else workers)
 
     primary = done["primary"]
