@@ -169,3 +169,18 @@ class AccessDenied(RiskstratError):
     http_status = 403
     title = "Forbidden"
     slug = "forbidden"
+
+
+#: Packages whose errors can quote a row's values after their first line: PostgreSQL's
+#: DETAIL and CONTEXT lines (a duplicate key names it: an NHS number), and SQLAlchemy's
+#: ``[SQL: ...]`` and ``[parameters: ...]``.
+_QUOTING_ERRORS = ("psycopg", "psycopg2", "sqlalchemy", "sqlite3")
+
+
+def failure_message(exc: BaseException) -> str:
+    """``exc``'s message as a person sees it or a failed run records it: a database error
+    cut to its first line, which names the failure without quoting values."""
+    text = str(exc).strip()
+    if type(exc).__module__.split(".")[0] in _QUOTING_ERRORS and text:
+        text = text.splitlines()[0].rstrip()
+    return text

@@ -109,6 +109,34 @@ def test_an_unexpected_failure_exits_1_and_asks_for_a_report(monkeypatch, tmp_pa
     assert "RuntimeError: the flux capacitor is empty" in debug.output
 
 
+class UniqueViolation(Exception):
+    """Shaped as psycopg's: PostgreSQL's DETAIL line quotes the duplicate key."""
+
+
+UniqueViolation.__module__ = "psycopg.errors"
+
+
+def _duplicate(*args, **kwargs):
+    raise UniqueViolation(
+        'duplicate key value violates unique constraint "patient_scores_pkey"\n'
+        "DETAIL:  Key (run_id, nhs_number)=(2, 9990000018) already exists.\n"
+        "CONTEXT:  COPY patient_scores, line 21"
+    )
+
+
+def test_a_database_error_is_told_without_the_values_it_quotes(monkeypatch, tmp_path, home):
+    import riskstrat.pipelines.score
+
+    initialised_home(home)
+    monkeypatch.setattr(riskstrat.pipelines.score, "run_scoring", _duplicate)
+    result = runner.invoke(app, ["score", "--data", str(tmp_path), "--month", "2026-10"])
+    assert result.exit_code == 1
+    assert "error: unexpected failure: duplicate key value violates unique constraint" in (
+        result.output
+    )
+    assert "9990000018" not in result.output and "DETAIL" not in result.output
+
+
 def test_clicks_own_usage_errors_stay_as_they_were():
     result = runner.invoke(app, ["generate"])
     assert result.exit_code == 2

@@ -76,6 +76,22 @@ def test_a_failure_while_staging_leaves_the_previous_run_served(store, monkeypat
     assert store.runs.row_counts(failed.id) == {"patient_scores": 0, "cohort_members": 0}
 
 
+def test_a_chunk_the_database_refuses_stops_the_run_with_nothing_written_behind_it(store):
+    """PostgreSQL stages chunks on several connections at once: when one is refused, the
+    run fails only once every chunk under way has finished, so purging it leaves no row."""
+    first = publish(store, NOV, *make_run(200, 1))
+    scores, cohorts = make_run(400, 2)
+    scores.loc[120, "nhs_number"] = scores.loc[10, "nhs_number"]  # the third chunk's
+    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+        publish(store, NOV, scores, cohorts)
+    assert served(store) == (first, 200, 100)
+    failed = store.runs.all()[-1]
+    assert failed.status == "failed"
+    assert store.runs.row_counts(failed.id) == {"patient_scores": 0, "cohort_members": 0}
+    # why, without the values the database quoted (PostgreSQL names the duplicate key)
+    assert failed.error and scores.loc[10, "nhs_number"] not in failed.error
+
+
 def test_a_failure_inside_the_switch_rolls_back(store):
     first = publish(store, NOV, *make_run(200, 1))
     scores, _ = make_run(120, 3)

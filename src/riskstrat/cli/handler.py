@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from riskstrat.errors import RiskstratError
+from riskstrat.errors import RiskstratError, failure_message
 
 if TYPE_CHECKING:
     from typer._click import Context  # typer's own click: TyperGroup.invoke takes this
@@ -36,7 +36,7 @@ def report_error(exc: BaseException, *, debug: bool) -> int:
     if isinstance(exc, RiskstratError):
         message, hint, code = exc.message, exc.hint, exc.exit_code
     else:
-        text = str(exc).strip()
+        text = failure_message(exc)
         message = f"unexpected failure: {text}" if text else "unexpected failure"
         hint, code = UNEXPECTED_HINT, 1
     typer.echo(f"{typer.style('error:', fg='red', bold=True)} {message}", err=True)

@@ -31,7 +31,7 @@ from riskstrat.cohorts.select import (
 )
 from riskstrat.config import Settings, get_settings
 from riskstrat.data.contract import IdentifierKind
-from riskstrat.errors import ConfigError, DataError, UsageError
+from riskstrat.errors import ConfigError, DataError, UsageError, failure_message
 from riskstrat.explain.reasons import (
     explain_as_json,
     explain_with_contributions,
@@ -347,7 +347,7 @@ def record_failure(
     # BaseException: Ctrl-C too. A killed process never gets here; the next run clears what
     # it staged.
     _log.warning("scoring %s failed: %s", job.month.isoformat(), type(exc).__name__)
-    reason = f"{type(exc).__name__}: {exc}"
+    reason = f"{type(exc).__name__}: {failure_message(exc)}"
     try:
         if run_id is not None:
             store.runs.fail(run_id, reason)
