@@ -37,7 +37,11 @@ from riskstrat.pipelines.train import (
 )
 from tests.support.extracts import generated_in_small_row_groups
 
-pytestmark = pytest.mark.slow  # features of a 1,500-person extract, many times over
+pytestmark = [
+    pytest.mark.slow,  # features of a 1,500-person extract, many times over
+    # building the frame never warns that it is highly fragmented (slow inserts into it)
+    pytest.mark.filterwarnings("error::pandas.errors.PerformanceWarning"),
+]
 
 
 def _month_by_month(

@@ -244,7 +244,10 @@ def _labelled(
     for key in KEY_COLUMNS:
         if not _same_values(part[key], labels[key]):
             raise RuntimeError(f"features and labels disagree on {key}")
-    part["label"] = labels["label"].to_numpy()
+    # Added beside the columns, not inserted: a compacted piece is many blocks, and
+    # inserting into it is slow (pandas warns that the frame is highly fragmented).
+    label = pd.Series(labels["label"].to_numpy(), index=part.index, name="label")
+    part = pd.concat([part, label], axis=1)
     keep = ~part["type1_opt_out"].astype(bool).to_numpy()
     if censor_codes:
         # training.post_intervention: censor: reached before the outcome, left out.
