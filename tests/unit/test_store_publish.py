@@ -82,7 +82,7 @@ def test_a_chunk_the_database_refuses_stops_the_run_with_nothing_written_behind_
     first = publish(store, NOV, *make_run(200, 1))
     scores, cohorts = make_run(400, 2)
     scores.loc[120, "nhs_number"] = scores.loc[10, "nhs_number"]  # the third chunk's
-    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
         publish(store, NOV, scores, cohorts)
     assert served(store) == (first, 200, 100)
     failed = store.runs.all()[-1]

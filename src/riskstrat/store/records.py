@@ -320,7 +320,7 @@ def _column_values(column: pd.Series) -> list[Any]:
         return list(column.tolist())
     if isinstance(column.dtype, pd.StringDtype):
         # Strings or missing, nothing else: no value needs looking at.
-        return list(column.to_numpy(dtype=object, na_value=None).tolist())
+        return list(column.array.to_numpy(dtype=object, na_value=None).tolist())
     return _plain(column.tolist())
 
 
