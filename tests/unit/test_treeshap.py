@@ -47,12 +47,25 @@ def _train(
 
 
 def _assert_matches(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
-    got = TreeShapExplainer(booster).shap_values(X)
+    explainer = TreeShapExplainer(booster)
+    got = explainer.shap_values(X)
     want = booster.predict(X, pred_contrib=True)
     assert got.shape == want.shape == (X.shape[0], booster.num_feature() + 1)
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
+    _assert_raw_scores_are_lightgbms(explainer, booster, X, got)
     return got
+
+
+def _assert_raw_scores_are_lightgbms(
+    explainer: TreeShapExplainer, booster: lgb.Booster, X: np.ndarray, shap: np.ndarray
+) -> None:
+    """The raw scores from the explanation's pass are LightGBM's own, to the bit, and the
+    SHAP values beside them are the ones ``shap_values`` gives."""
+    values, raw = explainer.shap_values_and_raw_scores(X)
+    assert raw.shape == (X.shape[0],) and raw.dtype == np.float64
+    np.testing.assert_array_equal(raw, booster.predict(X, raw_score=True))
+    np.testing.assert_array_equal(values, shap)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -81,6 +94,10 @@ def test_deep_leaves_done_on_the_fly_are_exact(max_table_depth, max_table_mb):
     assert explainer.table_bytes <= max_table_mb * 2**20
     got = explainer.shap_values(X[:300])
     np.testing.assert_allclose(got, booster.predict(X[:300], pred_contrib=True), rtol=0, atol=TOL)
+    # The leaves done on the fly, and the tables of the leaf each key reaches, give
+    # LightGBM's raw scores to the bit.
+    _assert_raw_scores_are_lightgbms(explainer, booster, X[:300], got)
+    assert explainer.leaf_table_bytes <= explainer.table_bytes
 
 
 _PARAMS = {
@@ -235,6 +252,11 @@ def test_num_iteration_and_best_iteration():
     everything = booster.predict(rows, pred_contrib=True, num_iteration=-1)
     got = TreeShapExplainer(booster, num_iteration=0).shap_values(rows)
     np.testing.assert_allclose(got, everything, atol=TOL, rtol=0)
+    # The raw scores are of the same iterations: the best by default, as booster.predict.
+    _, raw = TreeShapExplainer(booster).shap_values_and_raw_scores(rows)
+    np.testing.assert_array_equal(raw, booster.predict(rows, raw_score=True))
+    _, raw = TreeShapExplainer(booster, num_iteration=4).shap_values_and_raw_scores(rows)
+    np.testing.assert_array_equal(raw, booster.predict(rows, raw_score=True, num_iteration=4))
 
 
 def test_dataframes_are_read_by_feature_name_and_float64_input_works():
@@ -287,6 +309,9 @@ def test_large_inputs_are_sorted_and_each_row_keeps_its_own_values(case):
     X64 = X.astype(np.float64) + np.float64(1e-9)  # float64 rows, compared as float64
     want = booster.predict(X64, pred_contrib=True)
     np.testing.assert_allclose(explainer.shap_values(X64), want, rtol=0, atol=TOL)
+    _assert_raw_scores_are_lightgbms(explainer, booster, X64, explainer.shap_values(X64))
+    _, raw = explainer.shap_values_and_raw_scores(X[shuffled])
+    np.testing.assert_array_equal(raw, booster.predict(X[shuffled], raw_score=True))
 
 
 def test_wide_keys_in_int64_give_the_same_values(monkeypatch):

@@ -172,11 +172,16 @@ def _build_tables(
     W: F64,
     max_d: int,
     table: F64,
+    b_leaf_tab_off: I64,
+    leaf_table: F64,
 ) -> None:
-    """Fill ``table`` with the summed leaf contributions of every tabulated unit, per key.
+    """Fill ``table`` with the summed leaf contributions of every tabulated unit, per key,
+    and ``leaf_table`` with the value of the leaf each key reaches (0.0 where none).
 
     Each leaf's contributions are worked out once per mask of its own features (2^d of them),
-    then added to every key of its unit, whose other bits do not concern the leaf.
+    then added to every key of its unit, whose other bits do not concern the leaf. A key
+    reaches a leaf when its mask for that leaf is empty (the row agrees with every split on
+    the way): one leaf of the unit or, where the row leaves the path above the unit, none.
     """
     for u in _prange(b_tab_off.shape[0]):
         e = np.empty(max_d + 2)
@@ -196,6 +201,8 @@ def _build_tables(
                 for p in range(l_pn_off[li], l_pn_off[li + 1]):
                     if ((key >> pn_shift[p]) & 1) != pn_dir[p]:
                         mask |= pn_bit[p]
+                if mask == 0:
+                    leaf_table[b_leaf_tab_off[u] + key] = l_v[li]
                 row = off + key * nout
                 for k in range(d):
                     table[row + l_pos[zo + k]] += leaf[mask, k]
@@ -232,8 +239,14 @@ def _shap_rows(
     fb_d: int,
     chunk: int,
     n_workers: int,
+    u_leaf_tab_off: I64,
+    leaf_table: F64,
+    t_leaf: F64,
+    raw: F64,
+    want_raw: bool,
 ) -> None:
-    """Write every row's SHAP values, and the expected value last, into ``out``.
+    """Write every row's SHAP values, and the expected value last, into ``out``; with
+    ``want_raw``, each row's raw score into ``raw`` too.
 
     Row ``order[r]`` of ``X`` is the r-th row explained: rows go in blocks of ``block``
     consecutive positions of ``order``, so an order that keeps similar rows together keeps the
@@ -246,6 +259,12 @@ def _shap_rows(
     children's slots (``nd_mask`` is the feature's bit); a split inside a unit sets its bit in
     the unit's key. ``nd_nan`` is the bit to set when x is NaN (0 where NaN goes left). Then
     each unit adds its table row, per row.
+
+    The raw score is LightGBM's own sum, to the bit: the value of the leaf the row reaches in
+    each tree, added in tree order in float64 from 0.0. A tabulated unit adds its
+    ``leaf_table`` entry for the row's key (0.0 unless the key reaches one of its leaves, and
+    adding 0.0 changes no sum); a leaf done on the fly adds its value where its mask is empty;
+    a tree of one leaf (``t_leaf``) adds that leaf's value.
     """
     n, n_feat = X.shape
     n_trees = t_node_off.shape[0] - 1
@@ -263,6 +282,7 @@ def _shap_rows(
         fb_dis = np.empty(chunk)
         fb_f = np.empty(chunk)
         fb_q = np.empty(chunk)
+        score = np.zeros(block)
         for b in range(w, n_blocks, n_workers):
             r0 = b * block
             nb = min(n, r0 + block) - r0
@@ -274,10 +294,16 @@ def _shap_rows(
                 af = acc[f]
                 for i in range(nb):
                     af[i] = 0.0
+            for i in range(nb):
+                score[i] = 0.0
             for t in range(n_trees):
                 n0 = t_node_off[t]
                 ni = t_node_off[t + 1] - n0
                 if ni == 0:
+                    if want_raw:
+                        lv = t_leaf[t]
+                        for i in range(nb):
+                            score[i] += lv
                     continue
                 s0 = slots[0]
                 for i in range(nb):
@@ -321,6 +347,10 @@ def _shap_rows(
                     nout = u_nout[u]
                     to = u_tab_off[u]
                     if to >= 0:
+                        if want_raw:
+                            lo = u_leaf_tab_off[u]
+                            for i in range(nb):
+                                score[i] += leaf_table[np.uint64(lo + key[i])]
                         for i in range(nb):
                             key[i] = to + key[i] * nout
                         # Two features per pass over the rows: the table row's address is read once.
@@ -339,6 +369,11 @@ def _shap_rows(
                             for i in range(nb):
                                 ak[i] += table[np.uint64(key[i] + k)]
                     else:
+                        if want_raw:
+                            lv = u_v[u]
+                            for i in range(nb):
+                                if key[i] == 0:
+                                    score[i] += lv
                         _leaf_phi_rows(
                             nout, u_z, fo, u_v[u], key, nb, W, acc, u_feat,
                             fb_e, fb_zd, fb_dis, fb_w, fb_f, fb_q,
@@ -348,6 +383,9 @@ def _shap_rows(
                 for f in range(n_feat):
                     row[f] = acc[f, i]
                 row[n_feat] = expected
+            if want_raw:
+                for i in range(nb):
+                    raw[order[r0 + i]] = score[i]
 
 
 def _order_keys(

@@ -193,8 +193,9 @@ class TreeShapExplainer:
         max_table_depth: Largest number of key bits (distinct path features, plus splits
             inside a shared subtree) a table may have; leaves deeper than this are evaluated
             on the fly, exactly, with the O(d^2) formula.
-        max_table_mb: Memory budget for the tables in MiB; within it the tables are chosen to
-            minimise the expected work per row.
+        max_table_mb: Memory budget for the contribution tables in MiB; within it the
+            tables are chosen to minimise the expected work per row. The table of the leaf
+            each key reaches (for the raw scores) adds one value per key, a fraction of that.
 
     Raises:
         ValueError: for multiclass models, categorical splits or linear trees.
@@ -231,7 +232,7 @@ class TreeShapExplainer:
         is_unit = choose_units(choice, float(max_table_mb) * 2**20)
         self._pack(trees, choice, is_unit)
         self._order_plan = _order_plan(trees, _SORT_KEY_BITS)
-        self._table = self._build()
+        self._table, self._leaf_table = self._build()
 
     # ---- packing --------------------------------------------------------------------------
 
@@ -250,17 +251,23 @@ class TreeShapExplainer:
         }  # fmt: skip
         t_node_off = [0]
         t_unit_off = [0]
-        u: dict[str, list[Any]] = {k: [] for k in ("slot", "feat_off", "nout", "v", "tab_off")}
+        u: dict[str, list[Any]] = {
+            k: [] for k in ("slot", "feat_off", "nout", "v", "tab_off", "leaf_tab_off")
+        }
+        t_leaf: list[float] = []  # a tree of one leaf: its value (the others' 0.0, unused)
         u_feat: list[int] = []
         u_z: list[float] = []
         # Units that get a table, and their leaves, for the builder.
-        bu: dict[str, list[int]] = {k: [] for k in ("tab_off", "nbits", "nanc", "nout")}
+        bu: dict[str, list[int]] = {
+            k: [] for k in ("tab_off", "nbits", "nanc", "nout", "leaf_tab_off")
+        }
         b_leaf_off = [0]
         bl: dict[str, list[Any]] = {k: [] for k in ("v", "d", "z_off", "pn_off")}
         bl_z: list[float] = []
         bl_pos: list[int] = []
         pn: dict[str, list[int]] = {k: [] for k in ("shift", "dir", "bit")}
         tab_size = 0
+        leaf_tab_size = 0
         n_slots = 1
         max_d = 1
         fb_d = 1
@@ -277,6 +284,7 @@ class TreeShapExplainer:
                 for z, dl, nl in zip(tree.zero, tree.def_left, tree.nan_left, strict=True)
             )
             t_node_off.append(t_node_off[-1] + ni)
+            t_leaf.append(tree.leaf_value[0] if ni == 0 else 0.0)
             if ni == 0:
                 t_unit_off.append(len(u["slot"]))
                 continue
@@ -320,11 +328,15 @@ class TreeShapExplainer:
                     u["v"].append(tree.leaf_value[c - ni])
                     u_z.extend(tree.leaf_z[c - ni])
                     u["tab_off"].append(-1)
+                    u["leaf_tab_off"].append(-1)
                     continue
                 u["v"].append(0.0)
                 u_z.extend([0.0] * nout)
                 u["tab_off"].append(tab_size)
                 nbits = nanc + len(inner)
+                u["leaf_tab_off"].append(leaf_tab_size)
+                bu["leaf_tab_off"].append(leaf_tab_size)
+                leaf_tab_size += 1 << nbits
                 bu["tab_off"].append(tab_size)
                 bu["nbits"].append(nbits)
                 bu["nanc"].append(nanc)
@@ -419,23 +431,35 @@ class TreeShapExplainer:
             i64(pn["bit"]),
         )
         self._tab_size = tab_size
+        self._leaf_tab_size = leaf_tab_size
+        self._u_leaf_tab_off = i64(u["leaf_tab_off"])
+        self._t_leaf = f64(t_leaf)
+        self._leaf_tab_off = i64(bu["leaf_tab_off"])
         self._n_units = len(u["slot"])
         self._n_tables = len(bu["tab_off"])
 
     # ---- tables ---------------------------------------------------------------------------
 
-    def _build(self) -> npt.NDArray[np.float64]:
-        """Build the tables, on all cores (the first time, this compiles the kernels)."""
+    def _build(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Build the tables of contributions and of the leaf each key reaches, on all cores
+        (the first time, this compiles the kernels)."""
         build, _, _ = kernels()
         table = np.zeros(self._tab_size)
+        leaf_table = np.zeros(self._leaf_tab_size)
         with numba_threads(None):
-            build(*self._build_args, self._W, self._max_d, table)
-        return table
+            build(*self._build_args, self._W, self._max_d, table, self._leaf_tab_off, leaf_table)
+        return table, leaf_table
 
     @property
     def table_bytes(self) -> int:
-        """Memory the contribution tables take, in bytes."""
+        """Memory the contribution tables take, in bytes (what ``max_table_mb`` bounds)."""
         return 8 * self._tab_size
+
+    @property
+    def leaf_table_bytes(self) -> int:
+        """Memory the tables of the leaf each key reaches take, in bytes: one value per key
+        of every tabulated unit, so at most as much as the contribution tables."""
+        return 8 * self._leaf_tab_size
 
     @property
     def expected_value(self) -> float:
@@ -487,6 +511,21 @@ class TreeShapExplainer:
             expected value last, as ``booster.predict(X, pred_contrib=True)``. Each row sums to
             the row's raw score.
         """
+        return self._explain(X, num_threads, want_raw=False)[0]
+
+    def shap_values_and_raw_scores(
+        self, X: np.ndarray | pd.DataFrame, *, num_threads: int | None = None
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """``shap_values``, and each row's raw score from the same pass over the trees:
+        equal to the bit to ``booster.predict(X, raw_score=True)`` (LightGBM's sum of the
+        leaves the row reaches, in tree order), for a fraction of its cost, since the
+        explanation already decides every split. The rows' SHAP values sum to the raw score
+        only to rounding; the raw score is the one LightGBM would give."""
+        return self._explain(X, num_threads, want_raw=True)
+
+    def _explain(
+        self, X: np.ndarray | pd.DataFrame, num_threads: int | None, *, want_raw: bool
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         data = self._matrix(X)
         if data.shape[1] != self.n_features:
             raise ValueError(
@@ -494,6 +533,7 @@ class TreeShapExplainer:
             )
         n = data.shape[0]
         out = np.empty((n, self.n_features + 1))
+        raw = np.empty(n if want_raw else 0)
         if n:
             _, rows, _ = kernels()
             with numba_threads(num_threads) as threads:
@@ -518,8 +558,13 @@ class TreeShapExplainer:
                     self._fb_d,
                     _CHUNK,
                     min(threads, -(-n // block)),
+                    self._u_leaf_tab_off,
+                    self._leaf_table,
+                    self._t_leaf,
+                    raw,
+                    want_raw,
                 )
-        return out
+        return out, raw
 
 
 def tree_shap(
