@@ -230,6 +230,57 @@ def test_a_run_that_explains_once_does_not_keep_the_models_tables(model_and_data
     assert np.array_equal(once, kept)
 
 
+def test_the_log_odds_beside_the_contributions_are_lightgbms_to_the_bit(model_and_data):
+    from riskstrat.explain import reasons
+    from riskstrat.modelling.model import model_matrix
+
+    booster, X = model_and_data
+    for rows in (X, model_matrix(booster, X)):
+        contrib, log_odds = reasons.contributions_and_log_odds(booster, rows, keep=False)
+        np.testing.assert_array_equal(log_odds, booster.predict(X, raw_score=True))
+        np.testing.assert_array_equal(contrib, shap_contributions(booster, rows))
+    empty, none = reasons.contributions_and_log_odds(booster, X.head(0))
+    assert empty.shape == (0, booster.num_feature() + 1) and none.shape == (0,)
+
+
+def test_log_odds_that_differ_from_lightgbms_stop_the_run(model_and_data, monkeypatch):
+    # Every call checks rows spread over the input against LightGBM itself: one value a
+    # single step off on a checked row (say, a split decided differently) is refused.
+    from riskstrat.explain import reasons
+    from riskstrat.explain.treeshap import TreeShapExplainer
+
+    booster, X = model_and_data
+    explained = TreeShapExplainer.shap_values_and_raw_scores
+
+    def one_off(self, rows, **kwargs):
+        contrib, raw = explained(self, rows, **kwargs)
+        raw[len(raw) - 1] = np.nextafter(raw[-1], np.inf)  # the last row is always checked
+        return contrib, raw
+
+    assert len(X) > reasons.CHECKED_ROWS
+    monkeypatch.setattr(TreeShapExplainer, "shap_values_and_raw_scores", one_off)
+    with pytest.raises(RuntimeError, match="differ from LightGBM"):
+        reasons.contributions_and_log_odds(booster, X, keep=False)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4, 15])
+@pytest.mark.parametrize(("up", "down"), [(3, 1), (0, 2), (5, 5), (1, 0)])
+def test_each_rows_slots_are_the_stable_argsorts_first_and_last_groups(groups, up, down):
+    # Ties (0.0 and -0.0 too), NaNs and more slots than groups, against the definition.
+    from riskstrat.explain.reasons import top_groups
+
+    rng = np.random.default_rng(groups * 10 + up)
+    grouped = rng.choice([0.0, -0.0, 1.0, -1.0, 2.5, np.nan, 0.5], size=(3000, groups))
+    points = rng.choice([0.0, 0.0005, -0.002, 0.3, -0.001, 0.001, np.nan], size=(3000, groups))
+    order = np.argsort(-grouped, axis=1, kind="stable")
+    rows = np.arange(len(grouped))[:, None]
+    first, last = order[:, :up], order[:, ::-1][:, :down]
+    chosen, shown = top_groups(grouped, points, up, down, 0.001)
+    np.testing.assert_array_equal(chosen, np.concatenate([first, last], axis=1))
+    want = np.concatenate([points[rows, first] >= 0.001, points[rows, last] <= -0.001], axis=1)
+    np.testing.assert_array_equal(shown, want)
+
+
 def test_json_numbers_are_written_as_orjson_writes_the_rounded_value():
     """Sizes are written from whole numbers (k / 10**places, trailing zeros dropped): for
     every kind of value that is the shortest text of the rounded double, as orjson writes."""

@@ -214,6 +214,12 @@ def test_one_model_matrix_serves_prediction_and_treeshap_as_the_frame_does():
     matrix = model_matrix(model.booster_, rows)  # columns put in the model's order
     assert matrix.dtype == np.float32 and matrix.flags.c_contiguous
     assert list(matrix[0]) == list(rows.iloc[0][model.feature_names_].astype(np.float32))
+    # column by column, the frame's own conversion: NaN, nullable integers' NA and all
+    mixed = rows.astype({"emergency_admissions_365d": "Int64", "ltc_heart_failure": "int16"})
+    mixed.loc[mixed.index[::5], "emergency_admissions_365d"] = pd.NA
+    want = mixed[model.feature_names_].to_numpy(dtype=np.float32, na_value=np.nan)
+    assert np.array_equal(model_matrix(model.booster_, mixed), want, equal_nan=True)
+    assert np.isnan(want).any(axis=0).sum() == 2
     # the same numbers to the last bit as from the frame
     assert np.array_equal(raw_log_odds(model.booster_, matrix), raw_log_odds(model.booster_, rows))
     assert np.array_equal(

@@ -1,8 +1,12 @@
-"""The numba kernels that write a month's reasons as JSON text (``reasons.explain_as_json``).
+"""The numba kernels of a month's reasons (``reasons.choose_reasons`` and
+``reasons.explain_as_json``): the groups each row shows, and their JSON text.
 
-Each kernel runs twice over the rows, in parallel: once to measure every row's text, once to
-write it into one byte buffer at offsets from the running sum, which becomes an Arrow string
-column without a Python object per row. Numbers are written from whole numbers: a value
+``_top_groups`` picks each row's largest and smallest groups as numpy's stable argsort would
+order them, without sorting every row. Each writing kernel runs twice over the rows, in
+parallel: once to measure every row's text, once to write it into one byte buffer at
+offsets from the running sum, which becomes an Arrow string column without a Python object
+per row. Text ``i`` is row ``order[i]``'s, so texts come out in the caller's order without
+the rows being copied into it first. Numbers are written from whole numbers: a value
 rounded to ``places`` decimals is ``k / 10**places`` for a whole ``k``, and orjson (what the
 store writes JSON with) writes that double as the decimal ``k / 10**places`` with its trailing
 zeros dropped, keeping one ("36.155", "100.0", "-0.0"). Like the TreeSHAP kernels they are
@@ -91,11 +95,13 @@ def _piece_length(offsets: I64, i: int) -> int:
 
 
 def _reason_lengths(
-    shown: Any, group: Any, phrase: Any, raises: Any, lo_k: Any, lo_neg: Any, pp_k: Any,
-    pp_neg: Any, prefix_offsets: I64, phrase_offsets: I64, const_offsets: I64, lengths: I64,
+    order: I64, shown: Any, group: Any, phrase: Any, raises: Any, lo_k: Any, lo_neg: Any,
+    pp_k: Any, pp_neg: Any, prefix_offsets: I64, phrase_offsets: I64, const_offsets: I64,
+    lengths: I64,
 ) -> None:  # fmt: skip
     n, slots = shown.shape
-    for r in _prange(n):
+    for i in _prange(n):
+        r = order[i]
         total = _piece_length(const_offsets, _OPEN_LIST) + _piece_length(const_offsets, _CLOSE_LIST)
         first = True
         for s in range(slots):
@@ -115,17 +121,18 @@ def _reason_lengths(
             total += _piece_length(const_offsets, _POINTS)
             total += _number_length(pp_k[r, s], pp_neg[r, s], 3)
             total += _piece_length(const_offsets, _CLOSE)
-        lengths[r] = total
+        lengths[i] = total
 
 
 def _write_reasons(
-    shown: Any, group: Any, phrase: Any, raises: Any, lo_k: Any, lo_neg: Any, pp_k: Any,
-    pp_neg: Any, prefixes: U8, prefix_offsets: I64, phrases: U8, phrase_offsets: I64,
-    consts: U8, const_offsets: I64, starts: I64, out: U8,
+    order: I64, shown: Any, group: Any, phrase: Any, raises: Any, lo_k: Any, lo_neg: Any,
+    pp_k: Any, pp_neg: Any, prefixes: U8, prefix_offsets: I64, phrases: U8,
+    phrase_offsets: I64, consts: U8, const_offsets: I64, starts: I64, out: U8,
 ) -> None:  # fmt: skip
     n, slots = shown.shape
-    for r in _prange(n):
-        at = _copy(out, starts[r], consts, const_offsets, _OPEN_LIST)
+    for i in _prange(n):
+        r = order[i]
+        at = _copy(out, starts[i], consts, const_offsets, _OPEN_LIST)
         first = True
         for s in range(slots):
             if not shown[r, s]:
@@ -148,10 +155,12 @@ def _write_reasons(
 
 
 def _size_lengths(
-    keep: Any, k: Any, negative: Any, key_offsets: I64, const_offsets: I64, lengths: I64
-) -> None:
+    order: I64, keep: Any, k: Any, negative: Any, key_offsets: I64, const_offsets: I64,
+    lengths: I64,
+) -> None:  # fmt: skip
     n, groups = keep.shape
-    for r in _prange(n):
+    for i in _prange(n):
+        r = order[i]
         total = _piece_length(const_offsets, _OPEN_OBJECT) + _piece_length(const_offsets, _CLOSE)
         first = True
         for j in range(groups):
@@ -161,16 +170,17 @@ def _size_lengths(
                 total += _piece_length(const_offsets, _COMMA)
             first = False
             total += _piece_length(key_offsets, j) + _number_length(k[r, j], negative[r, j], 3)
-        lengths[r] = total
+        lengths[i] = total
 
 
 def _write_sizes(
-    keep: Any, k: Any, negative: Any, keys: U8, key_offsets: I64, consts: U8,
+    order: I64, keep: Any, k: Any, negative: Any, keys: U8, key_offsets: I64, consts: U8,
     const_offsets: I64, starts: I64, out: U8,
 ) -> None:  # fmt: skip
     n, groups = keep.shape
-    for r in _prange(n):
-        at = _copy(out, starts[r], consts, const_offsets, _OPEN_OBJECT)
+    for i in _prange(n):
+        r = order[i]
+        at = _copy(out, starts[i], consts, const_offsets, _OPEN_OBJECT)
         first = True
         for j in range(groups):
             if not keep[r, j]:
@@ -183,12 +193,60 @@ def _write_sizes(
         _copy(out, at, consts, const_offsets, _CLOSE)
 
 
+def _before(a: float, i: int, b: float, j: int) -> bool:
+    """Whether group ``i`` (size ``a``) comes before group ``j`` (size ``b``) in numpy's
+    stable argsort of the negated sizes: larger first, equal sizes (0.0 and -0.0 too) in
+    group order, NaN last (in group order)."""
+    if a != a:
+        return b != b and i < j
+    if b != b:
+        return True
+    return a > b or (a == b and i < j)
+
+
+def _top_groups(
+    grouped: npt.NDArray[np.float64],
+    pp: npt.NDArray[np.float64],
+    n_up: int,
+    n_down: int,
+    min_pp: float,
+    chosen: I64,
+    shown: npt.NDArray[np.bool_],
+) -> None:
+    """Per row of ``grouped`` (rows, groups; at most 63 groups): the first ``n_up`` groups of
+    ``np.argsort(-grouped, kind="stable")`` and the last ``n_down`` of it, last first, into
+    ``chosen`` (rows, n_up + n_down); ``shown`` says whether a raising slot's ``pp`` is at
+    least ``min_pp`` and a lowering slot's at most ``-min_pp``. ``n_up`` and ``n_down`` are at
+    most the number of groups."""
+    n, g = grouped.shape
+    for r in _prange(n):
+        x = grouped[r]
+        taken = np.int64(0)
+        for s in range(n_up):
+            best = -1
+            for j in range(g):
+                if (taken >> j) & 1 == 0 and (best < 0 or _before(x[j], j, x[best], best)):
+                    best = j
+            taken |= np.int64(1) << best
+            chosen[r, s] = best
+            shown[r, s] = pp[r, best] >= min_pp
+        taken = np.int64(0)
+        for s in range(n_down):
+            last = -1
+            for j in range(g):
+                if (taken >> j) & 1 == 0 and (last < 0 or _before(x[last], last, x[j], j)):
+                    last = j
+            taken |= np.int64(1) << last
+            chosen[r, n_up + s] = last
+            shown[r, n_up + s] = pp[r, last] <= -min_pp
+
+
 _KERNELS: dict[str, Callable[..., None]] | None = None
 _JIT_LOCK = threading.Lock()
 
 
 def kernels() -> dict[str, Callable[..., None]]:
-    """The four kernels, compiled on first use (or loaded from numba's on-disk cache)."""
+    """The kernels, compiled on first use (or loaded from numba's on-disk cache)."""
     global _KERNELS
     with _JIT_LOCK:
         if _KERNELS is None:
@@ -196,11 +254,15 @@ def kernels() -> dict[str, Callable[..., None]]:
 
             g = globals()
             g["_prange"] = numba.prange
-            for helper in ("_number_length", "_write_number", "_copy", "_piece_length"):
+            helpers = ("_number_length", "_write_number", "_copy", "_piece_length", "_before")
+            for helper in helpers:
                 g[helper] = numba.njit(cache=True, nogil=True)(g[helper])
             opts: dict[str, Any] = {"cache": True, "nogil": True, "parallel": True}
             _KERNELS = {
                 name: numba.njit(**opts)(g[name])
-                for name in ("_reason_lengths", "_write_reasons", "_size_lengths", "_write_sizes")
-            }
+                for name in (
+                    "_reason_lengths", "_write_reasons", "_size_lengths", "_write_sizes",
+                    "_top_groups",
+                )
+            }  # fmt: skip
         return _KERNELS

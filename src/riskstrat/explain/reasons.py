@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
@@ -39,12 +39,13 @@ from riskstrat.explain.wording import (
     cfs_band,
     efi_band,
 )
-from riskstrat.modelling.model import Calibrator
+from riskstrat.modelling.model import Calibrator, raw_log_odds
 
 __all__ = [
     "CFS_BANDS", "CONDITION_NAMES", "DRUG_NAMES", "PROBLEM_NAMES", "REASON_GROUPS",
     "REASON_LABELS", "STATE_NAMES", "ChosenReasons", "ExplainedJson", "GroupedContributions",
-    "ReasonGroup", "Values", "cfs_band", "choose_reasons", "efi_band", "explain_as_json",
+    "ReasonGroup", "Values", "cfs_band", "choose_reasons", "contributions_and_log_odds",
+    "efi_band", "explain_as_json",
     "explain_rows", "explain_with_contributions", "group_contributions", "group_matrix",
     "shap_contributions",
 ]  # fmt: skip
@@ -64,12 +65,48 @@ def shap_contributions(
     ``keep`` is False: then tables built by this call are let go when it returns (a monthly
     run explains everyone once, and the shipped model's tables are about 270 MB).
     """
+    return _explainer(booster, keep=keep).shap_values(X)
+
+
+#: Rows of every ``contributions_and_log_odds`` call checked against LightGBM's prediction.
+CHECKED_ROWS = 1024
+
+
+def contributions_and_log_odds(
+    booster: lgb.Booster, X: pd.DataFrame | npt.NDArray[np.float32], *, keep: bool = True
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """``shap_contributions``, and the model's log-odds for the same rows from the same pass
+    over the trees: LightGBM's own ``booster.predict(X, raw_score=True)`` to the bit (the
+    leaves the row reaches, summed in tree order), which a month's run would otherwise pay
+    for again (about 2 s at a million people on two cores).
+
+    Every call checks up to ``CHECKED_ROWS`` rows spread over ``X`` against LightGBM itself,
+    so a LightGBM release that decided a split differently would stop the run, not publish
+    other risks.
+
+    Raises:
+        RuntimeError: a checked row's log-odds differ from LightGBM's.
+    """
+    contributions, log_odds = _explainer(booster, keep=keep).shap_values_and_raw_scores(X)
+    n = len(log_odds)
+    rows = np.unique(np.linspace(0, n - 1, min(n, CHECKED_ROWS)).astype(np.intp))
+    sample = X.iloc[rows] if isinstance(X, pd.DataFrame) else X[rows]
+    if n and not np.array_equal(log_odds[rows], raw_log_odds(booster, sample)):
+        raise RuntimeError(
+            "the log-odds worked out with the explanation differ from LightGBM's prediction "
+            f"(lightgbm {lgb.__version__}): the run stops rather than publish them"
+        )
+    return contributions, log_odds
+
+
+def _explainer(booster: lgb.Booster, *, keep: bool) -> TreeShapExplainer:
+    """The booster's explainer: the one kept for it, or a new one (kept if ``keep``)."""
     explainer = _EXPLAINERS.get(booster)
     if explainer is None:
         explainer = TreeShapExplainer(booster, num_iteration=booster.best_iteration or None)
         if keep:
             _EXPLAINERS[booster] = explainer
-    return explainer.shap_values(X)
+    return explainer
 
 
 def group_matrix(feature_names: Sequence[str]) -> tuple[list[ReasonGroup], npt.NDArray[np.float64]]:
@@ -159,6 +196,40 @@ def group_contributions(
     return GroupedContributions(groups, grouped, pp, base, risk)
 
 
+def top_groups(
+    grouped: npt.NDArray[np.float64],
+    pp: npt.NDArray[np.float64],
+    top_raising: int,
+    top_lowering: int,
+    min_percentage_points: float,
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+    """Each row's reason slots: the ``top_raising`` groups of largest ``grouped`` then the
+    ``top_lowering`` of smallest (ties in group order, as ``np.argsort(-grouped,
+    kind="stable")`` orders them, and its reverse), and whether each slot is shown (its size
+    ``pp`` at least ``min_percentage_points`` raising, at most minus that lowering). A slot
+    count above the number of groups gives as many slots as groups. One pass per row in a
+    compiled kernel: sorting every row took most of a second at a million people."""
+    n, g = grouped.shape
+    if g > 63:
+        raise ValueError("at most 63 reason groups are supported")
+    n_up, n_down = min(top_raising, g), min(top_lowering, g)
+    chosen = np.empty((n, n_up + n_down), dtype=np.int64)
+    shown = np.empty((n, n_up + n_down), dtype=np.bool_)
+    if n and g:
+        from riskstrat.explain._json_kernels import kernels
+
+        kernels()["_top_groups"](
+            np.ascontiguousarray(grouped, dtype=np.float64),
+            np.ascontiguousarray(pp, dtype=np.float64),
+            n_up,
+            n_down,
+            float(min_percentage_points),
+            chosen,
+            shown,
+        )
+    return chosen.astype(np.intp, copy=False), shown
+
+
 def _distinct_rows(
     key: npt.NDArray[np.float64],
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
@@ -219,14 +290,8 @@ def choose_reasons(
             columns[name] = X[name].to_numpy(dtype=np.float64, na_value=np.nan)
         return columns[name]
 
-    order = np.argsort(-grouped, axis=1, kind="stable")
     rows = np.arange(n)[:, None]
-    up = order[:, :top_raising]
-    down = order[:, ::-1][:, :top_lowering]
-    chosen = np.concatenate([up, down], axis=1)
-    shown = np.concatenate(
-        [pp[rows, up] >= min_percentage_points, pp[rows, down] <= -min_percentage_points], axis=1
-    )
+    chosen, shown = top_groups(grouped, pp, top_raising, top_lowering, min_percentage_points)
     phrase = np.full(chosen.shape, -1, dtype=np.intp)
     phrases: list[str] = []
     for j, group in enumerate(groups):
@@ -382,12 +447,18 @@ def explain_as_json(
         calibrator=calibrator,
     )
     del contributions  # the caller's, if it kept none: let go before the texts are written
-    if order is not None:
-        c = _reordered(c, order)
+    n = len(c.chosen)
+    if order is None:
+        order = np.arange(n)
+    elif order.shape != (n,) or not np.array_equal(
+        np.bincount(order, minlength=n), np.ones(n, dtype=np.intp)
+    ):
+        raise ValueError("order must be a permutation of the rows")
+    # The kernels read row order[i] for text i: the rows are never copied into that order.
+    rows = np.ascontiguousarray(order, dtype=np.int64)
     from riskstrat.explain._json_kernels import CONSTANTS, kernels
 
     run = kernels()
-    n = len(c.chosen)
     # Each group's key and each phrase written as JSON once; the kernels copy their bytes.
     prefixes = _pieces([f'{{"group":{_json_string(k)},"text":' for k in c.keys])
     phrases = _pieces([_json_string(p) for p in c.phrases])
@@ -402,34 +473,17 @@ def explain_as_json(
         lo_k, lo_neg, pp_k, pp_neg,
     )  # fmt: skip
     lengths = np.empty(n, dtype=np.int64)
-    run["_reason_lengths"](*slots, prefixes[1], phrases[1], consts[1], lengths)
+    run["_reason_lengths"](rows, *slots, prefixes[1], phrases[1], consts[1], lengths)
     starts, out = _text_buffer(lengths)
-    run["_write_reasons"](*slots, *prefixes, *phrases, *consts, starts, out)
+    run["_write_reasons"](rows, *slots, *prefixes, *phrases, *consts, starts, out)
     reasons = _string_array(starts, out)
     size_k, size_neg = _scaled(c.sizes, 3)
     keep = np.ascontiguousarray(np.abs(np.round(c.sizes, 3)) >= 0.001)
     keys = _pieces([f"{_json_string(k)}:" for k in c.keys])
-    run["_size_lengths"](keep, size_k, size_neg, keys[1], consts[1], lengths)
+    run["_size_lengths"](rows, keep, size_k, size_neg, keys[1], consts[1], lengths)
     starts, out = _text_buffer(lengths)
-    run["_write_sizes"](keep, size_k, size_neg, *keys, *consts, starts, out)
+    run["_write_sizes"](rows, keep, size_k, size_neg, *keys, *consts, starts, out)
     return ExplainedJson(reasons=reasons, contributions=_string_array(starts, out))
-
-
-def _reordered(c: ChosenReasons, order: npt.NDArray[np.intp]) -> ChosenReasons:
-    """``c`` with its rows in ``order`` (a permutation of them)."""
-    if order.shape != (len(c.chosen),) or not np.array_equal(
-        np.bincount(order, minlength=len(c.chosen)), np.ones(len(c.chosen), dtype=np.intp)
-    ):
-        raise ValueError("order must be a permutation of the rows")
-    return replace(
-        c,
-        chosen=c.chosen[order],
-        shown=c.shown[order],
-        phrase=c.phrase[order],
-        log_odds=c.log_odds[order],
-        percentage_points=c.percentage_points[order],
-        sizes=c.sizes[order],
-    )
 
 
 def _pieces(texts: Sequence[str]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:

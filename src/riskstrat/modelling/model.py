@@ -364,7 +364,14 @@ def predict_risk(
     calibrator: Calibrator | None = None,
 ) -> npt.NDArray[np.float64]:
     """Calibrated probabilities (raw ones when no calibrator is given)."""
-    return (calibrator or Calibrator()).transform(raw_log_odds(booster, X))
+    return calibrated_risk(raw_log_odds(booster, X), calibrator)
+
+
+def calibrated_risk(
+    log_odds: npt.NDArray[np.float64], calibrator: Calibrator | None = None
+) -> npt.NDArray[np.float64]:
+    """The trees' log-odds as calibrated probabilities (raw ones when no calibrator is given)."""
+    return (calibrator or Calibrator()).transform(log_odds)
 
 
 def model_matrix(
@@ -374,20 +381,24 @@ def model_matrix(
     the model's column order, one row after another in memory. Made once, it serves both
     the prediction and TreeSHAP (``riskstrat.explain.reasons.shap_contributions``).
 
-    With ``rows`` (a mask of ``X``'s rows), only those rows, taken a column at a time: the
-    same numbers as from ``X.loc[rows]``, without copying the frame's other columns."""
+    With ``rows`` (a mask of ``X``'s rows), only those rows: the same numbers as from
+    ``X.loc[rows]``.
+
+    The columns are converted one at a time into a column-major array, which is then
+    transposed in one copy: no copy of the frame's columns in their own types first (at a
+    million people that halved the time, most of it the first touch of fresh memory)."""
     names = booster.feature_name()
     missing = [n for n in names if n not in X.columns]
     if missing:
         raise ValueError(f"features missing for the model: {', '.join(missing[:5])}")
-    if rows is None:
-        return np.ascontiguousarray(X[names].to_numpy(dtype=np.float32, na_value=np.nan))
-    if rows.shape != (len(X),):
+    if rows is not None and rows.shape != (len(X),):
         raise ValueError("rows must be a mask of X's rows")
-    out = np.empty((int(np.count_nonzero(rows)), len(names)), dtype=np.float32)
+    n = len(X) if rows is None else int(np.count_nonzero(rows))
+    by_column = np.empty((len(names), n), dtype=np.float32)
     for j, name in enumerate(names):
-        out[:, j] = X[name].to_numpy(dtype=np.float32, na_value=np.nan)[rows]
-    return out
+        column = X[name].to_numpy(dtype=np.float32, na_value=np.nan)
+        by_column[j] = column if rows is None else column[rows]
+    return np.ascontiguousarray(by_column.T)
 
 
 def _as_float(X: pd.DataFrame) -> npt.NDArray[np.float32]:

@@ -33,12 +33,12 @@ from riskstrat.config import Settings, get_settings
 from riskstrat.data.contract import IdentifierKind
 from riskstrat.errors import ConfigError, DataError, UsageError, failure_message
 from riskstrat.explain.reasons import (
+    contributions_and_log_odds,
     explain_as_json,
     explain_with_contributions,
-    shap_contributions,
 )
 from riskstrat.features.build import COHORT_COLUMNS, build_features
-from riskstrat.modelling.model import model_matrix, predict_risk
+from riskstrat.modelling.model import calibrated_risk, model_matrix, predict_risk
 from riskstrat.modelling.registry import (
     CHAMPION,
     LoadedModel,
@@ -106,16 +106,23 @@ def score_frame(
     # The trees' float32 copy of the features, made once for the prediction and TreeSHAP;
     # the words read the features' own values (no copy of the model's columns).
     matrix = model_matrix(model.booster, features)
-    risk = predict_risk(model.booster, matrix, model.calibrator)
+    if reasons:
+        # The log-odds come from the explanation's pass over the trees (LightGBM's to the
+        # bit, checked on a sample each run) rather than from a second pass by LightGBM.
+        contributions, log_odds = contributions_and_log_odds(model.booster, matrix, keep=False)
+        risk = calibrated_risk(log_odds, model.calibrator)
+        # Handed over, not kept here: explain_as_json lets the contributions (0.6 GB at a
+        # million people) go once the reasons are chosen, before it writes the texts.
+        handed = [contributions]
+        del contributions
+    else:
+        risk = predict_risk(model.booster, matrix, model.calibrator)
+    del matrix
     out = features[carried_columns(model, list(features.columns), carry)].copy()
     out["risk"] = risk
     order = rank_scores(out)
     out = out.take(order).reset_index(drop=True)
     if reasons:
-        # Handed over, not kept here: explain_as_json lets the contributions (0.6 GB at a
-        # million people) go once the reasons are chosen, before it writes the texts.
-        handed = [shap_contributions(model.booster, matrix, keep=False)]
-        del matrix
         # Written in rank order: a million people's texts (about 1 GB) are never copied
         # to sort them.
         explained = explain_as_json(

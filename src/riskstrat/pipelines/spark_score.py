@@ -4,7 +4,7 @@ and cohorts, with the same values as the embedded path (``--engine spark``).
 * Features: the one features query, transpiled (``features.spark``).
 * Scores: ``mapInPandas`` over the feature rows; each Python worker takes the model from a
   broadcast (the LightGBM model text and calibrator, sent once) and runs the same
-  ``predict_risk`` and ``explain_as_json`` the embedded path runs, on its
+  ``contributions_and_log_odds`` and ``explain_as_json`` the embedded path runs, on its
   partition's batches. A row's risk and reasons depend only on that row, so partitioning
   changes nothing.
 * Cohorts: ``cohorts.sql.cohort_sql``, transpiled: eligibility as predicates, ranks as a
@@ -31,9 +31,9 @@ from riskstrat.cohorts.select import CohortConfig
 from riskstrat.cohorts.sql import COHORT_SQL_COLUMNS, cohort_sql
 from riskstrat.engines.dialect import to_spark
 from riskstrat.engines.spark import to_pandas_in_slices
-from riskstrat.explain.reasons import explain_as_json
+from riskstrat.explain.reasons import contributions_and_log_odds, explain_as_json
 from riskstrat.features.spark import build_features_spark
-from riskstrat.modelling.model import Calibrator, predict_risk
+from riskstrat.modelling.model import Calibrator, calibrated_risk, predict_risk
 from riskstrat.modelling.registry import LoadedModel
 
 if TYPE_CHECKING:
@@ -82,11 +82,17 @@ def _score_batches(
     for frame in batches:
         frame = frame.reset_index(drop=True)
         out = frame[list(payload.carried)].copy()
-        out["risk"] = predict_risk(booster, frame[names], calibrator)
         if payload.reasons:
-            explained = explain_as_json(booster, frame[names], calibrator=calibrator)
+            # As the embedded path: the log-odds from the explanation's pass over the trees.
+            contributions, log_odds = contributions_and_log_odds(booster, frame[names])
+            out["risk"] = calibrated_risk(log_odds, calibrator)
+            explained = explain_as_json(
+                booster, frame[names], calibrator=calibrator, contributions=contributions
+            )
             out["reasons"] = explained.reasons.to_pylist()
             out["contributions"] = explained.contributions.to_pylist()
+        else:
+            out["risk"] = predict_risk(booster, frame[names], calibrator)
         for i, ((_, other), (_, _, cal)) in enumerate(zip(ranking, payload.ranking, strict=True)):
             out[ranking_column(i)] = predict_risk(other, frame[list(other.feature_name())], cal)
         yield out
