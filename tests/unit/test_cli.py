@@ -155,3 +155,43 @@ def test_score_refuses_what_is_not_a_month(tmp_path, home, month):
     root = write_extract(tmp_path / "x")
     result = runner.invoke(app, ["score", "--data", str(root), "--month", month])
     assert result.exit_code == 2 and "latest-N" in " ".join(result.output.split())
+
+
+_HUGEPAGES_AFTER_THE_COMMAND = """
+import sys
+import riskstrat.cli
+from riskstrat.cli import entry
+
+assert "numpy" not in sys.modules, "importing the command line imported numpy"
+sys.argv = ["riskstrat", "--help"]
+try:
+    entry.main()
+except SystemExit as stop:
+    assert stop.code == 0, stop.code
+from numpy._core.multiarray import _get_madvise_hugepage
+
+print("hugepages", _get_madvise_hugepage())
+"""
+
+
+@pytest.mark.parametrize(("setting", "want"), [(None, "False"), ("0", "False"), ("1", "True")])
+def test_the_command_turns_numpys_huge_page_requests_off_unless_told(setting, want):
+    # numpy reads its switch when first imported, so the command sets it before then;
+    # an operator's own setting wins.
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    if setting is not None:
+        env["NUMPY_MADVISE_HUGEPAGE"] = setting
+    done = subprocess.run(
+        [sys.executable, "-c", _HUGEPAGES_AFTER_THE_COMMAND],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == f"hugepages {want}"

@@ -1,6 +1,6 @@
 """``python -m riskstrat.cli``: the ``riskstrat`` command."""
 
-from riskstrat.cli.main import app
+from riskstrat.cli.entry import main
 
 if __name__ == "__main__":
-    app(prog_name="riskstrat")
+    main()
