@@ -67,4 +67,4 @@ def test_the_wheel_has_one_top_level_name_and_every_resource(tmp_path):
     assert any(n.startswith("riskstrat/synth/omop_vocab/") for n in names)
     assert not any(n.startswith(("pipelines/", "service/", "tests/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "riskstrat = riskstrat.cli:app" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert "riskstrat = riskstrat.cli.entry:main" in zipfile.ZipFile(wheel).read(entry).decode()
