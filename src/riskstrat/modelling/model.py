@@ -385,8 +385,8 @@ def model_matrix(
     ``X.loc[rows]``.
 
     The columns are converted one at a time into a column-major array, which is then
-    transposed in one copy: no copy of the frame's columns in their own types first (at a
-    million people that halved the time, most of it the first touch of fresh memory)."""
+    transposed in one copy: no copy of the frame's columns in their own types first (for
+    735,222 people, 0.5-0.6 s down to 0.3 s, most of it the first touch of fresh memory)."""
     names = booster.feature_name()
     missing = [n for n in names if n not in X.columns]
     if missing:

@@ -82,17 +82,18 @@ def _score_batches(
     for frame in batches:
         frame = frame.reset_index(drop=True)
         out = frame[list(payload.carried)].copy()
+        features = frame[names]  # the model's columns, taken once for the batch
         if payload.reasons:
             # As the embedded path: the log-odds from the explanation's pass over the trees.
-            contributions, log_odds = contributions_and_log_odds(booster, frame[names])
+            contributions, log_odds = contributions_and_log_odds(booster, features)
             out["risk"] = calibrated_risk(log_odds, calibrator)
             explained = explain_as_json(
-                booster, frame[names], calibrator=calibrator, contributions=contributions
+                booster, features, calibrator=calibrator, contributions=contributions
             )
             out["reasons"] = explained.reasons.to_pylist()
             out["contributions"] = explained.contributions.to_pylist()
         else:
-            out["risk"] = predict_risk(booster, frame[names], calibrator)
+            out["risk"] = predict_risk(booster, features, calibrator)
         for i, ((_, other), (_, _, cal)) in enumerate(zip(ranking, payload.ranking, strict=True)):
             out[ranking_column(i)] = predict_risk(other, frame[list(other.feature_name())], cal)
         yield out
