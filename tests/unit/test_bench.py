@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import date
 
 import pytest
 from typer.testing import CliRunner
@@ -134,6 +135,14 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     } <= set(train.detail["step_seconds"])
     assert features.stage == "features" and 0 < features.rows <= 1500
     assert features.detail["validate_seconds"] > 0 and features.detail["features_seconds"] > 0
+    # the first sight's steps, and DuckDB's own copy of the files beside its tables
+    first = features.detail["first_sight_seconds"]
+    assert {"digest", "rules", "load"} <= set(first) and first["load"] > 0
+    assert features.detail["duckdb_copy_seconds"] > 0
+    by_name = {t["name"]: t for t in features.detail["targets"]}
+    assert by_name["validate, first sight: digest and rules (s)"]["value"] == pytest.approx(
+        first["digest"] + first["rules"], abs=0.02
+    )
     # the process's CPU time (DuckDB's threads too) is measured for the same runs
     assert features.detail["features_cpu_seconds"] > 0
     # every size's steps are timed at least three times (more while under 5 s in all) and
@@ -176,6 +185,8 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
         steps
     )
     assert score.detail["score_and_explain_rows_per_second"] > 0
+    # a first run, untimed and in a process of its own, scored a few people before it
+    assert score.detail["first_run_few_people_seconds"] > 0
     assert score.detail["replaced_runs"] == []  # a first publish of the month
     assert set(score.detail["cohort_sizes"]) == {
         "falls_review", "medication_review", "advance_care_planning",
@@ -282,3 +293,28 @@ def test_monthly_run_targets_are_the_issue_s_at_909091_people_and_the_large_icb_
     assert score_targets(1000, 1.0, recognised, None)[0][3]["value"] == 2.3
     missing, _ = score_targets(1000, 1.0, {}, None)
     assert [t["met"] for t in missing] == [True, None, None, None]
+
+
+def test_a_step_reported_twice_counts_both_spans():
+    from riskstrat.bench.measure import StepTimer
+
+    timer = StepTimer()
+    timer.marks = [("score", 0.0), ("build cohorts", 1.0), ("stage", 1.5),
+                   ("build cohorts", 4.0), ("done", 4.25)]  # fmt: skip
+    assert timer.seconds() == {"score": 1.0, "build cohorts": 0.75, "stage": 2.5}
+    timer("fit LightGBM on 1,628,650 rows", 0.5)  # named by its first words
+    assert timer.marks[-1][0] == "fit LightGBM"
+
+
+def test_duckdb_s_own_copy_of_a_parquet_extract_is_timed_and_removed(tmp_path):
+    from riskstrat.bench.data_stages import duckdb_copy_seconds
+    from riskstrat.synth import generate_extract
+
+    extract = tmp_path / "extract"
+    when = date(2026, 11, 1)
+    generate_extract(extract, n_patients=150, months=13, seed=3, extract_date=when, fmt="parquet")
+    seconds = duckdb_copy_seconds(extract, tmp_path / "scratch")
+    assert seconds is not None and seconds > 0
+    assert list((tmp_path / "scratch").iterdir()) == []  # the copy (personal data) is gone
+    generate_extract(tmp_path / "csv", n_patients=150, months=13, seed=3, extract_date=when)
+    assert duckdb_copy_seconds(tmp_path / "csv", tmp_path / "scratch") is None

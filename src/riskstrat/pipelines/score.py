@@ -527,13 +527,17 @@ def compute_on_duckdb(
     ranking, ranking_models, ranking_missing = ranking_risks(
         registry, config, features, scores["nhs_number"]
     )
+    # Choosing the members is the first half of building the cohorts (their records are
+    # the second, at publication): timed as that step, not as scoring.
+    report(progress, "build cohorts", 0.75)
+    cohorts = build_cohorts(scores, config, ranking)
     return Computed(
         extract_date=extract_date,
         validation=validation,
         identifier_kind=identifier_kind,
         features=features,
         scores=scores,
-        cohorts=build_cohorts(scores, config, ranking),
+        cohorts=cohorts,
         ranking_models=ranking_models,
         ranking_missing=ranking_missing,
         opt_outs=opt_outs,
