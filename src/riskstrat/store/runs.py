@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow.csv as pacsv
-from sqlalchemy import JSON, Engine, Table, delete, func, insert, select, update
+from sqlalchemy import Engine, Table, delete, func, insert, select, update
 
 from riskstrat.calendar import add_months
 from riskstrat.data.contract import IdentifierKind
@@ -38,7 +38,13 @@ from riskstrat.store.records import (
     run_from_row,
     utc,
 )
-from riskstrat.store.schema import cohort_members, cohort_outcomes, patient_scores, score_runs
+from riskstrat.store.schema import (
+    cohort_members,
+    cohort_outcomes,
+    holds_json,
+    patient_scores,
+    score_runs,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -168,12 +174,12 @@ class RunRepository:
             raise ValueError(f"{table.name} rows lack columns: {', '.join(missing)}")
         self._require_status(run_id, "staging")
         names = ["run_id", *columns]
-        encode = [isinstance(table.c[c].type, JSON) for c in columns]
+        encode = [holds_json(table, c) for c in columns]
         if self.engine.dialect.name == "postgresql":
             # PostgreSQL takes the rows by COPY, its bulk path, as CSV that Arrow writes a
             # chunk at a time: no Python object per value on the way. The server's work
-            # (each JSON value checked, four indexes, the run's foreign key) is most of the
-            # time, so chunks go on STAGE_STREAMS connections at once.
+            # (four indexes, the run's foreign key; the reasons are text, not parsed) is most
+            # of the time, so chunks go on STAGE_STREAMS connections at once.
             copy = f"COPY {table.name} ({', '.join(names)}) FROM STDIN WITH (FORMAT csv)"
             options = pacsv.WriteOptions(include_header=False)
 

@@ -62,13 +62,23 @@ patient_scores = Table(
     Column("risk", Float, nullable=False),
     Column("percentile", Float, nullable=False),
     Column("rank", Integer, nullable=False),
-    Column("reasons", JSON, nullable=False),
+    # JSON kept as text (migration 0008, ``info["json"]``): riskstrat writes it and reads it
+    # whole, never inside it in SQL, so PostgreSQL need not parse every value as it arrives
+    # (a quarter of a month's bulk copy). ``json_text_columns`` lists such columns.
+    Column("reasons", Text, nullable=False, info={"json": True}),
     # every reason group's size in percentage points: what "what changed" compares
-    Column("contributions", JSON, nullable=False),
+    Column("contributions", Text, nullable=False, info={"json": True}),
     Index("ix_patient_scores_run_rank", "run_id", "rank"),
     Index("ix_patient_scores_run_pcn_rank", "run_id", "pcn_code", "rank"),
     Index("ix_patient_scores_run_practice_rank", "run_id", "practice_code", "rank"),
 )
+
+
+def holds_json(table: Table, column: str) -> bool:
+    """True if ``table.column`` holds JSON: a JSON column, or JSON kept as text."""
+    c = table.c[column]
+    return isinstance(c.type, JSON) or bool(c.info.get("json"))
+
 
 cohort_members = Table(
     "cohort_members",
