@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from datetime import date
 
 import pytest
@@ -187,6 +188,7 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     assert score.detail["score_and_explain_rows_per_second"] > 0
     # a first run, untimed and in a process of its own, scored a few people before it
     assert score.detail["first_run_few_people_seconds"] > 0
+    assert 0 < score.detail["run_cpu_seconds"] <= score.detail["tree_cpu_seconds"]
     assert score.detail["replaced_runs"] == []  # a first publish of the month
     assert set(score.detail["cohort_sizes"]) == {
         "falls_review", "medication_review", "advance_care_planning",
@@ -204,6 +206,19 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     assert {t["name"] for t in api.detail["targets"]} == {
         "patient_risk_p99_ms", "cohort_page_p99_ms", "audit_records_survive_restart",
     }  # fmt: skip
+
+    # The score stage's untimed first run scores a few people without reading or leaving a
+    # validation record: the timed run finds the extract as the stages before left it.
+    from riskstrat.bench.model_stages import _score_few_people
+    from riskstrat.config import Settings
+
+    kept = tmp_path / "w" / "n1500"
+    settings = Settings(home=kept / "home")
+    shutil.rmtree(settings.validation_records_dir)
+    assert _score_few_people(str(kept / "extract"), settings) > 0
+    assert not settings.validation_records_dir.exists() or not any(
+        settings.validation_records_dir.iterdir()
+    )
 
     # A run without the generate stage reuses the kept store: the API stage alone, again.
     [again] = run_benchmarks(

@@ -83,7 +83,11 @@ def test_revision_0008_keeps_stored_runs_and_new_runs_round_trip(url):
                 "percentile, rank, reasons, contributions) VALUES "
                 "(:run, '9990000018', 'A81001', 'U12345', 0.2, 99.0, 1, :reasons, :contributions)"
             ),
-            {"run": run, "reasons": json.dumps(REASONS), "contributions": json.dumps(CONTRIBUTIONS)},
+            {
+                "run": run,
+                "reasons": json.dumps(REASONS),
+                "contributions": json.dumps(CONTRIBUTIONS),
+            },
         )
     old.dispose()
 
