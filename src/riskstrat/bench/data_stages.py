@@ -233,28 +233,21 @@ TABLES_OVER_COPY = 1.2
 
 def duckdb_copy_seconds(extract: Path, scratch: Path) -> float | None:
     """Seconds DuckDB takes to copy each of the extract's Parquet files, as they are, into a
-    table of a new database file (``CREATE TABLE AS SELECT *``, then a checkpoint): what
-    building the validated tables cannot beat, since it writes the same rows with types and
-    without the rejected ones. None for an extract with a CSV file (DuckDB's copy of a CSV
-    would first have to decide its columns' types)."""
+    table of a new database file (``riskstrat.data.reading.copy_as_found``): what building
+    the validated tables cannot beat, since it writes the same rows with types and without
+    the rejected ones. None for an extract with a CSV file. The copy (personal data) is
+    deleted."""
     import duckdb
 
-    from riskstrat.data.duck import remove_database, scratch_database, sql_path
-    from riskstrat.data.manifest import locate_files
+    from riskstrat.data.duck import remove_database, scratch_database
+    from riskstrat.data.reading import copy_as_found
 
-    files = locate_files(extract)
-    if any(fmt != "parquet" for _, fmt in files.values()):
-        return None
     database = scratch_database(scratch)
     con = duckdb.connect(str(database))
     try:
         started = time.perf_counter()
-        for name, (path, _) in files.items():
-            con.execute(
-                f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{sql_path(Path(path))}')"
-            )
-        con.execute("CHECKPOINT")
-        return time.perf_counter() - started
+        copied = copy_as_found(extract, con)
+        return time.perf_counter() - started if copied else None
     finally:
         con.close()
         remove_database(database)

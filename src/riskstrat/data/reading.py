@@ -16,7 +16,7 @@ from riskstrat.data.contract import Table
 from riskstrat.data.duck import ident, quote, sql_path
 from riskstrat.data.errors import ExtractError
 from riskstrat.data.files import CsvScan
-from riskstrat.data.manifest import FileFormat
+from riskstrat.data.manifest import FileFormat, locate_files
 from riskstrat.data.structure import reconcile_rows, redact_duckdb
 
 
@@ -156,3 +156,20 @@ def _reconcile(con: duckdb.DuckDBPyConnection, name: str, path: Path, scan: CsvS
         f"(SELECT count(DISTINCT line) FROM _csv_errors_{name})"
     ).fetchall()[0][0]
     reconcile_rows(int(read), path, scan)
+
+
+def copy_as_found(extract_dir: Path, con: duckdb.DuckDBPyConnection) -> bool:
+    """Copy each of an extract's Parquet files, as it is (no rules, no types), into a table of
+    ``con`` named after it, then checkpoint: what DuckDB itself takes to write the files'
+    rows, the floor under building the validated tables (``riskstrat bench`` times it beside
+    them). False, with nothing copied, for an extract with a CSV file, whose columns DuckDB
+    would first have to type."""
+    files = locate_files(extract_dir)
+    if any(fmt != "parquet" for _, fmt in files.values()):
+        return False
+    for name, (path, _) in files.items():
+        con.execute(
+            f"CREATE TABLE {ident(name)} AS SELECT * FROM read_parquet('{sql_path(Path(path))}')"
+        )
+    con.execute("CHECKPOINT")
+    return True
