@@ -336,7 +336,7 @@ def score_with(args: dict[str, Any], settings: Settings) -> dict[str, Any]:
         # the publish transaction, which then takes far longer than a first publish.
         "replaced_runs": result.replaced_runs,
         # Seconds a few people's scores and reasons took in a fresh process before the timed
-        # run: about 9 s on 2 cores where numba had nothing cached (a first run after
+        # run: about 16 s on 2 cores where numba had nothing cached (a first run after
         # installing), a fraction of one where it had.
         "first_run_few_people_seconds": compile_seconds,
         # The timed run's own CPU time (all its threads). The stage's tree_cpu_seconds also

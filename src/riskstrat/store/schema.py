@@ -64,7 +64,7 @@ patient_scores = Table(
     Column("rank", Integer, nullable=False),
     # JSON kept as text (migration 0008, ``info["json"]``): riskstrat writes it and reads it
     # whole, never inside it in SQL, so PostgreSQL need not parse every value as it arrives
-    # (a quarter of a month's bulk copy). ``json_text_columns`` lists such columns.
+    # (a quarter of a month's bulk copy). ``holds_json`` tells such columns apart.
     Column("reasons", Text, nullable=False, info={"json": True}),
     # every reason group's size in percentage points: what "what changed" compares
     Column("contributions", Text, nullable=False, info={"json": True}),
