@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from riskstrat.config import Settings, get_settings
 from riskstrat.errors import ConfigError
@@ -87,6 +87,19 @@ def spark_conf(settings: Settings, local_dir: Path) -> dict[str, str]:
     return conf
 
 
+def _running_session(sql: Any) -> SparkSession | None:
+    """The process's running session where this thread has none active. py4j can serve a
+    Python thread from a new JVM thread, whose active session is unset; building a session
+    then would take over the running one (its settings overwritten) and stop it at the end
+    of the block, under whoever started it."""
+    from pyspark.errors import PySparkRuntimeError
+
+    try:
+        return cast("SparkSession", sql.SparkSession.active())
+    except PySparkRuntimeError:  # no session at all
+        return None
+
+
 @contextmanager
 def spark_session(settings: Settings | None = None) -> Iterator[SparkSession]:
     """A Spark session configured for riskstrat, stopped (and its scratch files deleted) at
@@ -94,7 +107,7 @@ def spark_session(settings: Settings | None = None) -> Iterator[SparkSession]:
     allows one per JVM."""
     settings = settings or get_settings()
     sql = _pyspark()
-    active = sql.SparkSession.getActiveSession()
+    active = sql.SparkSession.getActiveSession() or _running_session(sql)
     if active is not None:
         yield active
         return
