@@ -73,3 +73,17 @@ def serving_store(kind: str, folder: Path) -> Iterator[Store]:
         store.dispose()
         if urls is not None:
             next(urls, None)
+
+
+@pytest.fixture(
+    name="url", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A serving store's URL, once on SQLite and once on PostgreSQL (a schema of its own,
+    dropped afterwards): import it into a test module to use it as ``url``."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'serving.db'}"
+        return
+    urls = postgres_url()
+    yield next(urls)
+    next(urls, None)

@@ -12,8 +12,8 @@ from sqlalchemy import inspect
 
 from riskstrat.errors import UsageError
 from riskstrat.store import Store
-from riskstrat.store.engine import MIGRATIONS
 from riskstrat.store.marks import DONE_STATUSES, MARK_STATUSES, Mark
+from tests.support.migrations import migrate
 from tests.support.postgres import serving_store
 from tests.support.runs import make_run
 
@@ -155,17 +155,6 @@ def test_marks_outlive_new_months_reruns_and_retention(store):
     assert [(m.person, m.status) for m in store.marks.history(person)] == [(person, "reviewed")]
 
 
-def _alembic(store: Store, action: str, revision: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with store.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        getattr(command, action)(config, revision)
-
-
 def test_revision_0005_adds_the_table_and_keeps_marks_on_downgrade(store):
     columns = {c["name"]: c for c in inspect(store.engine).get_columns("patient_marks")}
     assert set(columns) == {
@@ -176,13 +165,13 @@ def test_revision_0005_adds_the_table_and_keeps_marks_on_downgrade(store):
         assert columns["person"]["type"].length == 64  # as wide as the identifiers (0004)
     _record(store)
     with pytest.raises(RuntimeError, match="1 marks are kept"):
-        _alembic(store, "downgrade", "0004")
+        migrate(store, "downgrade", "0004")
     assert len(store.marks.history(A)) == 1
     with store.engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM patient_marks")
-    _alembic(store, "downgrade", "0004")
+    migrate(store, "downgrade", "0004")
     assert "patient_marks" not in inspect(store.engine).get_table_names()
-    _alembic(store, "upgrade", "head")
+    migrate(store, "upgrade", "head")
     assert _record(store).status == "reviewed"
 
 

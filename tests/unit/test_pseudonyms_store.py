@@ -23,9 +23,9 @@ from riskstrat.cohorts.listing import (
 from riskstrat.service.fhir import subject_identifier
 from riskstrat.store import Store
 from riskstrat.store.audit import access_record, pseudonymise
-from riskstrat.store.engine import MIGRATIONS
 from riskstrat.store.schema import score_runs
 from tests.support.extracts import P1, P2, P3, base_tables, write_extract
+from tests.support.migrations import migrate
 from tests.support.postgres import postgres_url, serving_store
 from tests.support.runs import make_run
 
@@ -49,17 +49,6 @@ def _publish(store: Store, month: date, scores, cohorts, **kind) -> int:
         cohorts=cohorts, n_type1_opt_outs_excluded=0, started_at=datetime.now(UTC),
         details={"note": "test"}, **kind,
     )  # fmt: skip
-
-
-def _alembic(store: Store, action: str, revision: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with store.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        getattr(command, action)(config, revision)
 
 
 def _widths(store: Store) -> dict[str, int | None]:
@@ -93,7 +82,7 @@ def store(request, tmp_path):
 def test_revision_0004_widens_identifiers_and_keeps_what_was_there(url):
     postgres = url.startswith("postgresql")
     old = Store(url)
-    _alembic(old, "upgrade", "0003")
+    migrate(old, "upgrade", "0003")
     scores, cohorts = make_run(40, 1)
     earlier = _publish(old, NOV, scores, cohorts)
     with old.engine.begin() as conn:  # a run as published before runs recorded their kind
@@ -144,25 +133,25 @@ def test_revision_0004_widens_identifiers_and_keeps_what_was_there(url):
 
         # Downgrading would lose what a read was by: refused, with a count and no identifier.
         with pytest.raises(RuntimeError, match="1 access records are reads by pseudonym") as e:
-            _alembic(store, "downgrade", "0003")
+            migrate(store, "downgrade", "0003")
         assert LONGEST not in str(e.value)
         with store.engine.begin() as conn:
             conn.exec_driver_sql("DELETE FROM access_log WHERE identifier_kind = 'pseudonym'")
         if postgres:  # the pseudonyms no longer fit the old columns: refused, counts only
             too_long = r"\(patient_scores\.nhs_number: 21, cohort_members\.nhs_number: \d+\)"
             with pytest.raises(RuntimeError, match=too_long) as e:
-                _alembic(store, "downgrade", "0003")
+                migrate(store, "downgrade", "0003")
             assert LONGEST not in str(e.value)
             with store.engine.begin() as conn:
                 for table in ("cohort_members", "patient_scores"):
                     conn.exec_driver_sql(f"DELETE FROM {table} WHERE run_id = {run_id}")
-        _alembic(store, "downgrade", "0003")
+        migrate(store, "downgrade", "0003")
         assert "identifier_kind" not in {
             c["name"] for c in inspect(store.engine).get_columns("access_log")
         }
         if postgres:
             assert set(_widths(store).values()) == {10, 32}
-        _alembic(store, "upgrade", "head")  # and back again
+        migrate(store, "upgrade", "head")  # and back again
         assert [r["identifier_kind"] for r in store.audit.records()] == ["nhs_number"]
     finally:
         store.dispose()

@@ -12,32 +12,11 @@ import pytest
 from sqlalchemy import inspect, text
 
 from riskstrat.store import Store
-from riskstrat.store.engine import MIGRATIONS
-from tests.support.postgres import postgres_url
+from tests.support.migrations import migrate
+from tests.support.postgres import store_url  # noqa: F401 (the url fixture)
 from tests.support.runs import make_run
 
 NOV, DEC = date(2026, 11, 1), date(2026, 12, 1)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'serving.db'}"
-        return
-    urls = postgres_url()
-    yield next(urls)
-    next(urls, None)
-
-
-def _alembic(store: Store, action: str, revision: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with store.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        getattr(command, action)(config, revision)
 
 
 def _ranked(cohorts: pd.DataFrame) -> pd.DataFrame:
@@ -68,7 +47,7 @@ def _publish(store: Store, month: date, cohorts: pd.DataFrame, scores: pd.DataFr
 
 def test_revision_0007_adds_the_ranking_and_rankings_round_trip(url):
     old = Store(url)
-    _alembic(old, "upgrade", "0006")
+    migrate(old, "upgrade", "0006")
     columns = {c["name"] for c in inspect(old.engine).get_columns("cohort_members")}
     assert "ranking" not in columns
     scores, cohorts = make_run(40, 1)

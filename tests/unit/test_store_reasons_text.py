@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 
-import pytest
 from sqlalchemy import inspect, text
 
 from riskstrat.store import Store
-from riskstrat.store.engine import MIGRATIONS
 from riskstrat.store.schema import holds_json, patient_scores
-from tests.support.postgres import postgres_url
+from tests.support.migrations import migrate
+from tests.support.postgres import store_url  # noqa: F401 (the url fixture)
 from tests.support.runs import make_run
 
 OCT, NOV = date(2026, 10, 1), date(2026, 11, 1)
@@ -26,27 +25,6 @@ REASONS = [
      "percentage_points": -0.054},
 ]  # fmt: skip
 CONTRIBUTIONS = {"frailty": 3.703, "sex": -0.054, "age": 0.1}
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'serving.db'}"
-        return
-    urls = postgres_url()
-    yield next(urls)
-    next(urls, None)
-
-
-def _alembic(store: Store, action: str, revision: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with store.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        getattr(command, action)(config, revision)
 
 
 def _types(store: Store) -> dict[str, str]:
@@ -64,7 +42,7 @@ def test_both_columns_are_marked_as_json_kept_as_text():
 
 def test_revision_0008_keeps_stored_runs_and_new_runs_round_trip(url):
     old = Store(url)
-    _alembic(old, "upgrade", "0007")
+    migrate(old, "upgrade", "0007")
     postgres = old.engine.dialect.name == "postgresql"
     if postgres:
         assert _types(old) == {"reasons": "json", "contributions": "json"}
@@ -122,7 +100,7 @@ def test_revision_0008_keeps_stored_runs_and_new_runs_round_trip(url):
         _, page = store.cohorts.page(run_id, "falls_review", limit=2)
         assert [s.reasons for _, s in page] == [REASONS, REASONS]
 
-        _alembic(store, "downgrade", "0007")
+        migrate(store, "downgrade", "0007")
         if postgres:
             assert _types(store) == {"reasons": "json", "contributions": "json"}
         with store.engine.connect() as conn:
