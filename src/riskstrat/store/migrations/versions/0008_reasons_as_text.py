@@ -24,19 +24,17 @@ _COLUMNS = ("reasons", "contributions")
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
-    # One rewrite of the table; the characters are kept as they are.
-    op.execute(
-        "ALTER TABLE patient_scores "
-        + ", ".join(f"ALTER COLUMN {c} TYPE text USING {c}::text" for c in _COLUMNS)
-    )
+    _retype("text")  # one rewrite of the table; the characters are kept as they are
 
 
 def downgrade() -> None:
+    _retype("json")
+
+
+def _retype(kind: str) -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute(
         "ALTER TABLE patient_scores "
-        + ", ".join(f"ALTER COLUMN {c} TYPE json USING {c}::json" for c in _COLUMNS)
+        + ", ".join(f"ALTER COLUMN {c} TYPE {kind} USING {c}::{kind}" for c in _COLUMNS)
     )
