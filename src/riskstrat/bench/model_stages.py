@@ -344,10 +344,34 @@ def score_with(args: dict[str, Any], settings: Settings) -> dict[str, Any]:
         "run_cpu_seconds": round(run_cpu_seconds, 2),
         "cpu_microseconds_per_person": round(run_cpu_seconds * 1e6 / int(args["patients"]), 2),
     }
+    # The floor under the stage: the store writing the same rows into an empty copy of its
+    # own tables, by itself (no client between them).
+    copied = _store_copy(settings, result.run_id)
+    detail["store_copy_seconds"] = copied
     if settings.engine != "spark":  # the issue's targets are the embedded engine's
-        targets, peak_gb = score_targets(int(args["patients"]), seconds, steps, rate)
+        targets, peak_gb = score_targets(
+            int(args["patients"]), seconds, steps, rate, copied["scores and cohorts"]
+        )
         detail["targets"], detail["peak_rss_target_gb"] = targets, peak_gb
     return {"seconds": seconds, "rows": result.n_scored, "detail": detail}
+
+
+def _store_copy(settings: Settings, run_id: int) -> dict[str, float]:
+    """Seconds the serving store takes to copy the run's rows into an empty copy of its run
+    tables (``riskstrat.store.floor.copy_run``; the copy is dropped)."""
+    from riskstrat.store import Store
+    from riskstrat.store.floor import copy_run
+
+    store = Store(settings.serving_database_url)
+    try:
+        copied = copy_run(store.engine, run_id)
+    finally:
+        store.dispose()
+    return {
+        "scores": round(copied.scores_seconds, 4),
+        "cohorts": round(copied.cohorts_seconds, 4),
+        "scores and cohorts": round(copied.scores_seconds + copied.cohorts_seconds, 4),
+    }
 
 
 #: People the untimed first run scores (``_first_run_compiles``).

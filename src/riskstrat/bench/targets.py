@@ -23,6 +23,10 @@ SCORE_SECONDS = 45.0  # validate -> published, SQLite and PostgreSQL
 SCORE_PEAK_GB = 3.0
 VALIDATE_SECONDS = 8.0  # a full validation, the first time an extract is seen
 STAGE_SECONDS = 8.0  # scores, reasons and cohorts written to the store
+#: How much longer than the store's own copy of the same rows into tables shaped as its own
+#: (``store.floor.copy_run``) staging them may take: issue 27's honest target for the stage,
+#: which the database's own work puts beyond 8 s on two cores (docs/benchmarks.md).
+STAGE_OVER_COPY = 1.2
 SCORE_AND_EXPLAIN_PEOPLE_PER_SECOND = 100_000.0
 TRAIN_SECONDS = 120.0
 TRAIN_PEAK_GB = 4.0
@@ -49,10 +53,15 @@ def validate_step(steps: dict[str, float]) -> float | None:
 
 
 def score_targets(
-    patients: int, seconds: float, steps: dict[str, float], people_per_second: float | None
+    patients: int,
+    seconds: float,
+    steps: dict[str, float],
+    people_per_second: float | None,
+    store_copy_seconds: float | None = None,
 ) -> tuple[list[dict[str, Any]], float]:
     """The monthly run's targets, and its peak-memory target in GB (which only the parent,
-    that sees the child's peak, can check)."""
+    that sees the child's peak, can check). ``store_copy_seconds``: the store's own copy of
+    the run's rows (``store.floor.copy_run``), which the stage is held to as well."""
     large = patients > TARGET_PATIENTS
     out = [
         target(
@@ -73,6 +82,14 @@ def score_targets(
             validate_step(steps),
             "<=",
             scaled(VALIDATE_SECONDS, patients),
+        ),
+        target(
+            "stage against the store's own copy of the same rows (x)",
+            stage / store_copy_seconds
+            if (stage := steps.get("stage")) is not None and store_copy_seconds
+            else None,
+            "<=",
+            STAGE_OVER_COPY,
         ),
     ]
     return out, (LARGE_PEAK_GB if large else SCORE_PEAK_GB)

@@ -1,0 +1,92 @@
+"""The database's own time to store a run's rows: the floor under staging them.
+
+``copy_run`` makes an empty copy of the run tables beside the store (SQLite: a new file,
+attached; PostgreSQL: a new schema), with the same indexes and keys, and copies one run's
+rows into it by ``INSERT ... SELECT``: no client, no driver, no Python object between the
+rows and the tables, a transaction per table. ``riskstrat bench`` times this beside the
+monthly run's stage step, as it times DuckDB's own copy of an extract beside the first sight
+(``data.reading.copy_as_found``). The copy is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, Table
+
+from riskstrat.store.engine import mark
+from riskstrat.store.schema import cohort_members, patient_scores, score_runs
+
+#: SQLite's page cache while the copy is written (KiB): as the staging has (``runs``).
+COPY_CACHE_KIB = 262_144
+
+
+@dataclass(frozen=True)
+class RunCopy:
+    """What ``copy_run`` measured: seconds per table, and the rows it wrote."""
+
+    scores_seconds: float
+    cohorts_seconds: float
+    people: int
+    members: int
+
+
+def copy_run(engine: Engine, run_id: int) -> RunCopy:
+    """The seconds the database takes to write run ``run_id``'s people and its cohort
+    members into empty tables shaped as the store's, with the rows it wrote."""
+    copy = f"riskstrat_floor_{os.getpid()}"
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            database = engine.url.database
+            if not database or database == ":memory:":
+                raise ValueError("the copy needs a SQLite store kept in a file")
+            path: Path | None = Path(f"{database}.{copy}")
+            conn.exec_driver_sql(f"ATTACH DATABASE '{path}' AS {copy}")
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL"):
+                conn.exec_driver_sql(f"PRAGMA {copy}.{pragma}")
+            conn.exec_driver_sql(f"PRAGMA {copy}.cache_size=-{COPY_CACHE_KIB}")
+        else:
+            path = None
+            conn.exec_driver_sql(f'CREATE SCHEMA "{copy}"')
+        conn.commit()
+        try:
+            return _copy(conn, copy, run_id)
+        finally:
+            conn.rollback()
+            if path is None:
+                conn.exec_driver_sql(f'DROP SCHEMA "{copy}" CASCADE')
+                conn.commit()
+            else:
+                conn.exec_driver_sql(f"DETACH DATABASE {copy}")
+                conn.commit()
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _copy(conn: Connection, copy: str, run_id: int) -> RunCopy:
+    tables = [score_runs, patient_scores, cohort_members]
+    score_runs.metadata.create_all(
+        conn.execution_options(schema_translate_map={None: copy}), tables=tables
+    )
+    conn.commit()
+    conn.exec_driver_sql(_insert_select(conn, score_runs, copy, "id"), (run_id,))
+    conn.commit()
+    seconds, rows = [], []
+    for table in (patient_scores, cohort_members):
+        started = time.perf_counter()
+        written = conn.exec_driver_sql(_insert_select(conn, table, copy, "run_id"), (run_id,))
+        conn.commit()
+        seconds.append(time.perf_counter() - started)
+        rows.append(int(written.rowcount))
+    return RunCopy(seconds[0], seconds[1], rows[0], rows[1])
+
+
+def _insert_select(conn: Connection, table: Table, copy: str, key: str) -> str:
+    columns = ", ".join(f'"{c.name}"' for c in table.columns)
+    return (
+        f'INSERT INTO "{copy}"."{table.name}" ({columns}) '
+        f'SELECT {columns} FROM "{table.name}" WHERE "{key}" = {mark(conn)}'
+    )
