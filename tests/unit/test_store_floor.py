@@ -3,7 +3,9 @@ the run's rows written into empty tables shaped as the store's, then dropped."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
@@ -61,7 +63,8 @@ def test_the_copy_writes_one_runs_rows_and_leaves_nothing_behind(store, tmp_path
     if store.engine.dialect.name == "postgresql":
         with store.engine.connect() as conn:
             left = conn.execute(
-                text("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'riskstrat_floor_%'")
+                text("SELECT count(*) FROM pg_namespace WHERE nspname = :name"),
+                {"name": f"riskstrat_floor_{os.getpid()}"},
             ).scalar_one()
         assert left == 0
     store.dispose()
@@ -95,6 +98,22 @@ def test_the_copy_has_the_stores_indexes_and_keys(store, monkeypatch):
             look.get_pk_constraint(table)["constrained_columns"],
             [f["referred_table"] for f in look.get_foreign_keys(table)],
         )
+    store.dispose()
+
+
+def test_a_copy_left_by_a_killed_process_is_cleared_first(store, tmp_path):
+    run_id = publish(store, 40, 4)
+    name = f"riskstrat_floor_{os.getpid()}"
+    if store.engine.dialect.name == "sqlite":
+        left = Path(f"{store.engine.url.database}.{name}")
+        left.write_bytes(b"half a copy, not a database")  # killed while writing it
+    else:
+        with store.engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{name}"'))
+            conn.execute(text(f'CREATE TABLE "{name}".patient_scores (x integer)'))
+    assert copy_run(store.engine, run_id).people == 40
+    if store.engine.dialect.name == "sqlite":
+        assert not left.exists()
     store.dispose()
 
 

@@ -36,34 +36,45 @@ class RunCopy:
 
 def copy_run(engine: Engine, run_id: int) -> RunCopy:
     """The seconds the database takes to write run ``run_id``'s people and its cohort
-    members into empty tables shaped as the store's, with the rows it wrote."""
+    members into empty tables shaped as the store's, with the rows it wrote. A copy left by
+    a process killed part way (the same name) is cleared first."""
     copy = f"riskstrat_floor_{os.getpid()}"
+    path: Path | None = None
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if not database or database == ":memory:":
+            raise ValueError("the copy needs a SQLite store kept in a file")
+        path = Path(f"{database}.{copy}")
     with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            database = engine.url.database
-            if not database or database == ":memory:":
-                raise ValueError("the copy needs a SQLite store kept in a file")
-            path: Path | None = Path(f"{database}.{copy}")
-            conn.exec_driver_sql(f"ATTACH DATABASE '{path}' AS {copy}")
-            for pragma in ("journal_mode=WAL", "synchronous=NORMAL"):
-                conn.exec_driver_sql(f"PRAGMA {copy}.{pragma}")
-            conn.exec_driver_sql(f"PRAGMA {copy}.cache_size=-{COPY_CACHE_KIB}")
-        else:
-            path = None
+        if path is None:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{copy}" CASCADE')
             conn.exec_driver_sql(f'CREATE SCHEMA "{copy}"')
+        else:
+            _remove(path)
+            quoted = str(path).replace("'", "''")
+            conn.exec_driver_sql(f"ATTACH DATABASE '{quoted}' AS {copy}")
         conn.commit()
         try:
+            if path is not None:
+                for pragma in ("journal_mode=WAL", "synchronous=NORMAL"):
+                    conn.exec_driver_sql(f"PRAGMA {copy}.{pragma}")
+                conn.exec_driver_sql(f"PRAGMA {copy}.cache_size=-{COPY_CACHE_KIB}")
+                conn.commit()
             return _copy(conn, copy, run_id)
         finally:
             conn.rollback()
             if path is None:
                 conn.exec_driver_sql(f'DROP SCHEMA "{copy}" CASCADE')
-                conn.commit()
             else:
                 conn.exec_driver_sql(f"DETACH DATABASE {copy}")
-                conn.commit()
-                for suffix in ("", "-wal", "-shm"):
-                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+            conn.commit()
+            if path is not None:
+                _remove(path)
+
+
+def _remove(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _copy(conn: Connection, copy: str, run_id: int) -> RunCopy:
