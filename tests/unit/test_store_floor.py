@@ -111,10 +111,15 @@ def test_a_copy_left_by_a_killed_process_is_cleared_first(store, tmp_path):
         with store.engine.begin() as conn:
             conn.execute(text(f'CREATE SCHEMA "{name}"'))
             conn.execute(text(f'CREATE TABLE "{name}".patient_scores (x integer)'))
-    assert copy_run(store.engine, run_id).people == 40
-    if store.engine.dialect.name == "sqlite":
-        assert not left.exists()
-    store.dispose()
+    try:
+        assert copy_run(store.engine, run_id).people == 40
+        if store.engine.dialect.name == "sqlite":
+            assert not left.exists()
+    finally:  # a failing copy must not leave the schema in the shared test database
+        if store.engine.dialect.name == "postgresql":
+            with store.engine.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        store.dispose()
 
 
 def test_a_store_in_memory_has_no_copy_beside_it():

@@ -340,7 +340,8 @@ def score_with(args: dict[str, Any], settings: Settings) -> dict[str, Any]:
         # installing), a fraction of one where it had.
         "first_run_few_people_seconds": compile_seconds,
         # The timed run's own CPU time (all its threads). The stage's tree_cpu_seconds also
-        # counts the first run's process, which validates the extract on its own.
+        # counts the first run's process, which validates the extract on its own, and the
+        # store's copy of the run's rows after it (store_copy_seconds).
         "run_cpu_seconds": round(run_cpu_seconds, 2),
         "cpu_microseconds_per_person": round(run_cpu_seconds * 1e6 / int(args["patients"]), 2),
     }
