@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+
 import numpy as np
 import pandas as pd
 
 from riskstrat.nhs_number import synthetic_nhs_numbers
+from riskstrat.store import Store
 
 
 def make_run(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -29,3 +32,19 @@ def make_run(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     cohorts["rank"] = np.arange(1, len(cohorts) + 1)
     cohorts["criteria"] = [["aged_65_plus"]] * len(cohorts)
     return scores, cohorts
+
+
+def publish_run(store: Store, month: date, scores: pd.DataFrame, cohorts: pd.DataFrame) -> int:
+    """Stage and publish ``scores`` and ``cohorts`` as ``month``'s run (50 rows a chunk)."""
+    return store.runs.publish_run(
+        month=month,
+        extract_date=date(2026, 11, 1),
+        model_name="m",
+        model_version="1",
+        scores=scores,
+        cohorts=cohorts,
+        n_type1_opt_outs_excluded=0,
+        started_at=datetime.now(UTC),
+        details={"note": "test"},
+        chunk_rows=50,
+    )

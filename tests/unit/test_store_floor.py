@@ -4,7 +4,7 @@ the run's rows written into empty tables shaped as the store's, then dropped."""
 from __future__ import annotations
 
 import os
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from sqlalchemy import inspect, text
 from riskstrat.store import Store, floor
 from riskstrat.store.floor import copy_run
 from tests.support.postgres import serving_store
-from tests.support.runs import make_run
+from tests.support.runs import make_run, publish_run
 
 NOV = date(2026, 11, 1)
 
@@ -24,18 +24,7 @@ def store(request, tmp_path) -> Store:
 
 
 def publish(store: Store, n: int, seed: int) -> int:
-    scores, cohorts = make_run(n, seed)
-    return store.runs.publish_run(
-        month=NOV,
-        extract_date=NOV,
-        model_name="m",
-        model_version="1",
-        scores=scores,
-        cohorts=cohorts,
-        n_type1_opt_outs_excluded=0,
-        started_at=datetime.now(UTC),
-        details={},
-    )
+    return publish_run(store, NOV, *make_run(n, seed))
 
 
 def counts(store: Store) -> tuple[int, int, int]:

@@ -12,7 +12,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from riskstrat.store import RunInProgressError, Store, StoreSchemaError
@@ -20,23 +19,9 @@ from riskstrat.store.records import json_text
 from riskstrat.store.runs import RunRepository
 from tests.support.postgres import serving_store
 from tests.support.runs import make_run
+from tests.support.runs import publish_run as publish
 
 OCT, NOV = date(2026, 10, 1), date(2026, 11, 1)
-
-
-def publish(store: Store, month: date, scores: pd.DataFrame, cohorts: pd.DataFrame) -> int:
-    return store.runs.publish_run(
-        month=month,
-        extract_date=NOV,
-        model_name="m",
-        model_version="1",
-        scores=scores,
-        cohorts=cohorts,
-        n_type1_opt_outs_excluded=0,
-        started_at=datetime.now(UTC),
-        details={"note": "test"},
-        chunk_rows=50,
-    )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -18,10 +18,8 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, Table
 
 from riskstrat.store.engine import mark
+from riskstrat.store.runs import STAGE_CACHE_KIB
 from riskstrat.store.schema import cohort_members, patient_scores, score_runs
-
-#: SQLite's page cache while the copy is written (KiB): as the staging has (``runs``).
-COPY_CACHE_KIB = 262_144
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,8 @@ def copy_run(engine: Engine, run_id: int) -> RunCopy:
             if path is not None:
                 for pragma in ("journal_mode=WAL", "synchronous=NORMAL"):
                     conn.exec_driver_sql(f"PRAGMA {copy}.{pragma}")
-                conn.exec_driver_sql(f"PRAGMA {copy}.cache_size=-{COPY_CACHE_KIB}")
+                # the page cache the staging has (``runs``), so the two write alike
+                conn.exec_driver_sql(f"PRAGMA {copy}.cache_size=-{STAGE_CACHE_KIB}")
                 conn.commit()
             return _copy(conn, copy, run_id)
         finally:
