@@ -7,8 +7,6 @@ built here (``about_rows``) and written with the list (``write_xlsx``)."""
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +14,14 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 
+from riskstrat.cohorts.items import (
+    cohort_item_json,
+    cohort_items_json,
+    criteria_json,
+    json_code,
+    json_number,
+    json_rank,
+)
 from riskstrat.cohorts.words import (
     bed_days_in_words,
     benefit_in_words,
@@ -26,7 +32,7 @@ from riskstrat.cohorts.words import (
     points_words,
 )
 from riskstrat.data.contract import IdentifierKind
-from riskstrat.store.records import CohortMember, PatientScore, RunInfo, json_text
+from riskstrat.store.records import CohortMember, PatientScore, RunInfo
 
 __all__ = [
     "IDENTIFIER_COLUMNS",
@@ -405,127 +411,3 @@ def write_xlsx(frame: pd.DataFrame, target: Path | BinaryIO, about: pd.DataFrame
         notes = writer.sheets["about"]
         notes.column_dimensions["A"].width = 28
         notes.column_dimensions["B"].width = 120
-
-
-# ---- The API's cohort page items, as JSON text -----------------------------------------
-
-
-def json_code(text: str) -> str:
-    """A JSON string. Codes and NHS numbers are plain letters and digits (the contract
-    checks them), which need no escaping; anything else (a pseudonym with ``.``, ``_`` or
-    ``-``) goes through ``json.dumps``."""
-    return f'"{text}"' if text.isascii() and text.isalnum() else json.dumps(text)
-
-
-def json_number(value: float | None) -> str:
-    """A JSON number (``repr`` of a finite float is what ``json.dumps`` writes), or null."""
-    if value is None:
-        return "null"
-    number = float(value)
-    if math.isnan(number):
-        return "null"
-    return repr(number) if math.isfinite(number) else json.dumps(number)
-
-
-def json_rank(rank: int | None) -> str:
-    """A rank as a JSON number, or null."""
-    return "null" if rank is None else str(int(rank))
-
-
-def criteria_json(keys: Sequence[str], criteria_text: Mapping[str, str]) -> str:
-    """The ``eligible_because`` list of a cohort item."""
-    return json.dumps([{"key": k, "text": criteria_text.get(k, k)} for k in keys])
-
-
-def cohort_item_json(
-    *,
-    rank: int,
-    practice_rank: int | None = None,
-    nhs_number: str,
-    practice_code: str,
-    pcn_code: str,
-    risk: float,
-    percentile: float,
-    expected_benefit: float | None,
-    because_json: str,
-    reasons_json: str,
-    identifier_kind: IdentifierKind = "nhs_number",
-    ranking_json: str = "null",
-) -> str:
-    """One item of the API's cohort page (``CohortMemberPublic``) as JSON text."""
-    return (
-        f'{{"cohort_rank":{int(rank)},"nhs_number":{json_code(nhs_number)},'
-        f'"identifier_kind":"{identifier_kind}",'
-        f'"practice_code":{json_code(practice_code)},"pcn_code":{json_code(pcn_code)},'
-        f'"practice_rank":{json_rank(practice_rank)},'
-        f'"risk":{json_number(risk)},"percentile":{json_number(percentile)},'
-        f'"expected_admissions_avoided":{json_number(expected_benefit)},'
-        f'"eligible_because":{because_json},"reasons":{reasons_json},'
-        f'"ranking":{ranking_json}}}'
-    )
-
-
-def _json(value: Any) -> str:
-    """JSON text for ``value``, kept as it is if it is text already."""
-    return value if isinstance(value, str) else json_text(value)
-
-
-def cohort_items_json(
-    cohorts: pd.DataFrame,
-    scores: pd.DataFrame,
-    criteria_text: Mapping[str, Mapping[str, str]],
-    *,
-    identifier_kind: IdentifierKind = "nhs_number",
-) -> list[str]:
-    """Each cohort member's API item as JSON text, written once at publication so that
-    serving a page is reading stored text, not building it.
-
-    Args:
-        cohorts: cohort members (``intervention``, ``nhs_number``, ``practice_code``,
-            ``pcn_code``, ``risk``, ``expected_benefit``, ``rank``, ``criteria``).
-        scores: everyone scored (``nhs_number``, ``percentile``, ``reasons``: JSON text, as
-            ``score_frame`` writes them, or lists of reasons).
-        criteria_text: per intervention, each criterion's words.
-        identifier_kind: what ``nhs_number`` holds (NHS numbers or pseudonyms), said in
-            every item.
-
-    Returns:
-        One JSON object per row of ``cohorts``, in its order.
-    """
-    if cohorts.empty:
-        return []
-    people = scores.set_index("nhs_number")
-    percentile = people["percentile"].reindex(cohorts["nhs_number"]).to_numpy()
-    # Within each practice, by the cohort's order (the frame is in rank order per cohort).
-    by_practice = (
-        cohorts.sort_values(["intervention", "rank"], kind="stable")
-        .groupby(["intervention", "practice_code"], sort=False)
-        .cumcount()
-        + 1
-    ).reindex(cohorts.index)
-    practice_rank = by_practice.to_numpy()
-    reasons = people["reasons"].reindex(cohorts["nhs_number"]).tolist()
-    ranking = cohorts["ranking"].tolist() if "ranking" in cohorts else [None] * len(cohorts)
-    out = []
-    because: dict[tuple[str, tuple[str, ...]], str] = {}
-    for i, (intervention, nhs, practice, pcn, risk, benefit, rank, criteria) in enumerate(
-        cohorts[
-            ["intervention", "nhs_number", "practice_code", "pcn_code", "risk",
-             "expected_benefit", "rank", "criteria"]
-        ].itertuples(index=False, name=None)
-    ):  # fmt: skip
-        key = (str(intervention), tuple(criteria))
-        if key not in because:
-            because[key] = criteria_json(key[1], criteria_text.get(key[0], {}))
-        out.append(
-            cohort_item_json(
-                rank=int(rank), practice_rank=int(practice_rank[i]), nhs_number=str(nhs),
-                practice_code=str(practice),
-                pcn_code=str(pcn), risk=float(risk), percentile=float(percentile[i]),
-                expected_benefit=None if pd.isna(benefit) else float(benefit),
-                because_json=because[key], reasons_json=_json(reasons[i]),
-                identifier_kind=identifier_kind,
-                ranking_json="null" if ranking[i] is None else json_text(ranking[i]),
-            )
-        )  # fmt: skip
-    return out

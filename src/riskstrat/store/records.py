@@ -310,6 +310,9 @@ def _is_arrow_text(column: pd.Series) -> bool:
 def _column_values(column: pd.Series) -> list[Any]:
     """A column as plain Python values: numbers by array operations (NaN as None), anything
     else value by value (``_plain``)."""
+    if _is_arrow_text(column):
+        # Text written in Arrow (the cohort items): taken out in one call.
+        return list(column.array.__arrow_array__().to_pylist())
     kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else "O"
     if kind == "f":
         array = column.to_numpy()
