@@ -107,6 +107,11 @@ def _text(values: Sequence[Any] | npt.NDArray[Any]) -> pa.Array:
     return pa.array(values, _TEXT)
 
 
+def _arrow_text(values: pd.Series) -> pa.Array:
+    """Text values as Arrow text (no Python object per value where pandas holds Arrow)."""
+    return pa.array(values, from_pandas=True).cast(_TEXT)
+
+
 def _put(out: pa.Array, where: npt.NDArray[np.bool_], values: Sequence[str]) -> pa.Array:
     """``out`` with the rows ``where`` replaced by ``values`` (one per such row, in order)."""
     if not where.any():
@@ -116,7 +121,7 @@ def _put(out: pa.Array, where: npt.NDArray[np.bool_], values: Sequence[str]) -> 
 
 def json_codes(values: pd.Series) -> pa.Array:
     """``json_code`` of each of ``values`` (text, none missing), as Arrow text."""
-    text = pa.array(values.to_numpy(dtype=object), _TEXT)
+    text = _arrow_text(values)
     quote = pa.scalar('"', _TEXT)
     out = pc.binary_join_element_wise(quote, text, quote, pa.scalar("", _TEXT))
     plain = pc.match_substring_regex(text, _PLAIN_TEXT).to_numpy(zero_copy_only=False)
@@ -134,7 +139,9 @@ def json_numbers(values: npt.ArrayLike) -> pa.Array:
     written = pc.if_else(whole, point, written)
     size = np.abs(number)
     exponent = pc.match_substring(written, "e").to_numpy(zero_copy_only=False)
-    odd = exponent | ~(size >= _SMALLEST_PLAIN) | ~np.isfinite(number)
+    missing = np.isnan(number)
+    written = pc.if_else(pa.array(missing), pa.scalar("null", _TEXT), written)
+    odd = exponent | ~(size >= _SMALLEST_PLAIN) & ~missing | np.isinf(number)
     return _put(written, odd, [json_number(v) for v in number[odd].tolist()])
 
 
@@ -209,24 +216,25 @@ def cohort_items_json(
         return pd.Series(pd.arrays.ArrowExtensionArray(pa.array([], _TEXT)), index=cohorts.index)
     members = cohorts["nhs_number"]
     # Each member's row among the scores (-1: not scored), found once for both columns read.
-    at = pd.Index(scores["nhs_number"]).get_indexer(members)
+    found = pc.index_in(_arrow_text(members), value_set=_arrow_text(scores["nhs_number"]))
+    at = found.fill_null(-1).to_numpy().astype(np.intp)
     scored = at >= 0
     percentile = np.full(len(at), np.nan)
     percentile[scored] = scores["percentile"].to_numpy(dtype=np.float64)[at[scored]]
     # Within each practice, by the cohort's order (the frame is in rank order per cohort).
-    practice_rank = (
-        cohorts.sort_values(["intervention", "rank"], kind="stable")
-        .groupby(["intervention", "practice_code"], sort=False)
-        .cumcount()
-        + 1
-    ).reindex(cohorts.index)
+    intervention = pd.factorize(cohorts["intervention"])[0]
+    practice = pd.factorize(cohorts["practice_code"])[0]
+    order = np.lexsort((cohorts["rank"].to_numpy(), intervention))  # stable: ties as given
+    counted = pd.DataFrame({"i": intervention[order], "p": practice[order]})
+    practice_rank = np.empty(len(order), dtype=np.int64)
+    practice_rank[order] = counted.groupby(["i", "p"], sort=False).cumcount().to_numpy() + 1
 
-    def whole(values: pd.Series) -> pa.Array:
-        return pc.cast(pa.array(values.to_numpy(dtype=np.int64)), _TEXT)
+    def whole(values: npt.NDArray[np.int64]) -> pa.Array:
+        return pc.cast(pa.array(values), _TEXT)
 
     benefit = cohorts["expected_benefit"].to_numpy(dtype=np.float64, na_value=np.nan)
     parts: list[pa.Array | str] = [
-        '{"cohort_rank":', whole(cohorts["rank"]),
+        '{"cohort_rank":', whole(cohorts["rank"].to_numpy(dtype=np.int64)),
         ',"nhs_number":', json_codes(members),
         f',"identifier_kind":"{identifier_kind}","practice_code":',
         json_codes(cohorts["practice_code"]),
