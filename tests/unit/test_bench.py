@@ -193,6 +193,7 @@ def test_train_score_and_api_stages_report_targets(tmp_path):
     # the store's own copy of the run's rows, timed beside the stage and its ratio a target
     copied = score.detail["store_copy_seconds"]
     assert copied["scores"] > 0 and copied["cohorts"] > 0
+    assert score.detail["purge_month_seconds"] > 0  # and deleted again, as a prune does
     assert copied["scores and cohorts"] == pytest.approx(copied["scores"] + copied["cohorts"])
     ratio = {t["name"]: t for t in score.detail["targets"]}[
         "stage against the store's own copy of the same rows (x)"

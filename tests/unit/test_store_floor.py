@@ -46,6 +46,8 @@ def test_the_copy_writes_one_runs_rows_and_leaves_nothing_behind(store, tmp_path
 
     assert (copied.people, copied.members) == (300, 150)  # that run's rows, no other's
     assert copied.scores_seconds > 0 and copied.cohorts_seconds > 0
+    # then deleted from the copy as a prune deletes a month, and only from the copy
+    assert copied.purge_seconds > 0
     assert counts(store) == before  # the store itself untouched
     assert sorted(inspect(store.engine).get_table_names()) == tables_before
     assert sorted(p.name for p in tmp_path.iterdir()) == files_before  # no copy left
@@ -68,6 +70,10 @@ def test_the_copy_has_the_stores_indexes_and_keys(store, monkeypatch):
 
     def looking(conn, copy, run):
         found = real_copy(conn, copy, run)
+        for table in ("patient_scores", "cohort_members"):  # the copy's purge emptied it
+            seen[f"{table} rows left"] = conn.exec_driver_sql(
+                f'SELECT count(*) FROM "{copy}"."{table}"'
+            ).scalar_one()
         look = inspect(conn)
         for table in ("patient_scores", "cohort_members"):
             seen[table] = (
@@ -87,6 +93,7 @@ def test_the_copy_has_the_stores_indexes_and_keys(store, monkeypatch):
             look.get_pk_constraint(table)["constrained_columns"],
             [f["referred_table"] for f in look.get_foreign_keys(table)],
         )
+        assert seen[f"{table} rows left"] == 0
     store.dispose()
 
 

@@ -5,7 +5,9 @@ attached; PostgreSQL: a new schema), with the same indexes and keys, and copies 
 rows into it by ``INSERT ... SELECT``: no client, no driver, no Python object between the
 rows and the tables, a transaction per table. ``riskstrat bench`` times this beside the
 monthly run's stage step, as it times DuckDB's own copy of an extract beside the first sight
-(``data.reading.copy_as_found``). The copy is dropped afterwards.
+(``data.reading.copy_as_found``). It then deletes the copied run's rows as the prune after a
+monthly run deletes the month leaving the retention window (``RunRepository.purge_rows``'s
+chunks), and times that too. The copy is dropped afterwards.
 """
 
 from __future__ import annotations
@@ -18,18 +20,20 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, Table
 
 from riskstrat.store.engine import mark
-from riskstrat.store.runs import STAGE_CACHE_KIB
+from riskstrat.store.runs import STAGE_CACHE_KIB, RunRepository, purge_run_rows
 from riskstrat.store.schema import cohort_members, patient_scores, score_runs
 
 
 @dataclass(frozen=True)
 class RunCopy:
-    """What ``copy_run`` measured: seconds per table, and the rows it wrote."""
+    """What ``copy_run`` measured: seconds per table, the rows it wrote, and the seconds
+    deleting them again took, a chunk per transaction as a prune deletes a month."""
 
     scores_seconds: float
     cohorts_seconds: float
     people: int
     members: int
+    purge_seconds: float
 
 
 def copy_run(engine: Engine, run_id: int) -> RunCopy:
@@ -91,7 +95,13 @@ def _copy(conn: Connection, copy: str, run_id: int) -> RunCopy:
         conn.commit()
         seconds.append(time.perf_counter() - started)
         rows.append(int(written.rowcount))
-    return RunCopy(seconds[0], seconds[1], rows[0], rows[1])
+    copied = conn.execution_options(schema_translate_map={None: copy})
+    started = time.perf_counter()
+    deleted = purge_run_rows(copied, run_id, RunRepository.PURGE_CHUNK_PEOPLE)
+    purge_seconds = time.perf_counter() - started
+    if deleted != sum(rows):
+        raise RuntimeError(f"the copy's purge deleted {deleted} rows of {sum(rows)}")
+    return RunCopy(seconds[0], seconds[1], rows[0], rows[1], purge_seconds)
 
 
 def _insert_select(conn: Connection, table: Table, copy: str, key: str) -> str:

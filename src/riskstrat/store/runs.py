@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow.csv as pacsv
-from sqlalchemy import Engine, Table, delete, func, insert, select, update
+from sqlalchemy import Column, Connection, Engine, Table, delete, func, insert, select, update
 
 from riskstrat.calendar import add_months
 from riskstrat.data.contract import IdentifierKind
@@ -75,6 +75,47 @@ class RunInProgressError(ConflictError):
     )
 
 
+def purge_run_rows(conn: Connection, run_id: int, size: int) -> int:
+    """Delete run ``run_id``'s cohort members, then its people, ``size`` ranks per
+    transaction (``_purge_table``); returns the rows deleted. The caller checks that nothing
+    reads the run (``RunRepository.purge_rows``)."""
+    return sum(
+        _purge_table(conn, table, key, run_id, size)
+        for table, key in ((cohort_members, cohort_members.c.intervention), (patient_scores, None))
+    )
+
+
+def _purge_table(
+    conn: Connection, table: Table, key: Column[Any] | None, run_id: int, size: int
+) -> int:
+    """Delete ``run_id``'s rows of ``table``, ``size`` ranks per transaction within each value
+    of ``key`` (a cohort: ranks count within it), in rank order: the order they were staged
+    in, so each transaction's rows lie together in the table and in every index but the
+    primary key's. In the primary key's order (the NHS numbers') the same rows took three
+    times longer on SQLite: every chunk's rows were spread over the whole table. The
+    last transaction takes any row left (none, unless ranks were edited by hand)."""
+    groups: list[Any] = [None]
+    if key is not None:
+        groups = list(
+            conn.execute(select(key).where(table.c.run_id == run_id).distinct()).scalars()
+        )
+        conn.rollback()
+    deleted = 0
+    for group in groups:
+        where = [table.c.run_id == run_id] + ([] if key is None else [key == group])
+        top = conn.execute(select(func.max(table.c.rank)).where(*where)).scalar_one()
+        conn.rollback()
+        for low in range(0, int(top or 0), size):
+            with conn.begin():
+                gone = conn.execute(
+                    delete(table).where(*where, table.c.rank > low, table.c.rank <= low + size)
+                ).rowcount
+            deleted += max(int(gone or 0), 0)
+    with conn.begin():
+        gone = conn.execute(delete(table).where(table.c.run_id == run_id)).rowcount
+    return deleted + max(int(gone or 0), 0)
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -90,8 +131,8 @@ class RunRepository:
 
     #: A staging run from another machine is taken as abandoned after this long.
     FOREIGN_STAGING_TIMEOUT_HOURS = 24
-    #: People whose rows one transaction deletes when a retired or failed run's rows are
-    #: removed. Each transaction holds SQLite's single write lock, which the API's audit
+    #: People (ranks) whose rows one transaction deletes when a retired or failed run's rows
+    #: are removed. Each transaction holds SQLite's single write lock, which the API's audit
     #: writes wait for (10 s at most): deleting 735,000 people's rows in one took 38 s.
     PURGE_CHUNK_PEOPLE = 20_000
 
@@ -402,24 +443,19 @@ class RunRepository:
             status = self.status(run_id)
             if status in ("published", "staging"):
                 raise ConflictError(f"run {run_id} is {status}; its rows are not deleted")
-            for table in (cohort_members, patient_scores):
-                chunk = (
-                    select(table.c.nhs_number)
-                    .where(table.c.run_id == run_id)
-                    .order_by(table.c.nhs_number)
-                    .limit(size)
-                    .scalar_subquery()
-                )
-                while True:
-                    with self.engine.begin() as conn:
-                        gone = conn.execute(
-                            delete(table).where(
-                                table.c.run_id == run_id, table.c.nhs_number.in_(chunk)
-                            )
-                        ).rowcount
-                    deleted += max(int(gone or 0), 0)
-                    if not gone:
-                        break
+            with self.engine.connect() as conn:
+                if self.engine.dialect.name == "sqlite":
+                    # The staging's page cache: the run's index pages stay in memory while
+                    # its rows go (735,000 people: 17 s with SQLite's default 2 MB, 15 s with it).
+                    conn.exec_driver_sql(f"PRAGMA cache_size=-{STAGE_CACHE_KIB}")
+                    conn.commit()
+                try:
+                    deleted += purge_run_rows(conn, run_id, size)
+                finally:
+                    conn.rollback()
+                    if self.engine.dialect.name == "sqlite":
+                        conn.exec_driver_sql("PRAGMA cache_size=-2000")  # SQLite's default
+                        conn.commit()
         return deleted
 
     def purge_leftovers(self) -> list[int]:
