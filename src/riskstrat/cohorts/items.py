@@ -185,7 +185,7 @@ def _ranking_json(cohorts: pd.DataFrame) -> pa.Array:
     if "ranking" not in cohorts:
         return _text(np.full(len(cohorts), "null", dtype=object))
     ranking = cohorts["ranking"].to_numpy(dtype=object)
-    ranked = np.array([v is not None for v in ranking], dtype=np.bool_)
+    ranked = ~pd.isna(ranking)  # a record (a missing one, None or NaN, is written null)
     out = _text(np.full(len(cohorts), "null", dtype=object))
     return _put(out, ranked, [json_text(v) for v in ranking[ranked]])
 
