@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from riskstrat.data.contract import IdentifierKind
-from riskstrat.store.records import json_text
+from riskstrat.store.records import is_arrow_text, json_text
 
 __all__ = [
     "cohort_item_json",
@@ -148,10 +148,7 @@ def json_numbers(values: npt.ArrayLike) -> pa.Array:
 def _reasons_json(reasons: pd.Series, at: npt.NDArray[np.intp]) -> pa.Array:
     """The reasons of the rows ``at`` of ``reasons`` as JSON text (-1: none, written null):
     Arrow text as it is (``score_frame``'s), lists of reasons encoded."""
-    dtype = reasons.dtype
-    if isinstance(dtype, pd.ArrowDtype) and (
-        pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype)
-    ):
+    if is_arrow_text(reasons):
         text = reasons.array.__arrow_array__().cast(_TEXT)
         taken = text.take(pa.array(at, mask=at < 0))
         return pc.fill_null(taken.combine_chunks(), "null")

@@ -264,7 +264,7 @@ def frame_tuples(
         part = frame.iloc[start : start + size][part_cols]
         lists = []
         for c, as_json in zip(part_cols, encode, strict=True):
-            if as_json and _is_arrow_text(part[c]):
+            if as_json and is_arrow_text(part[c]):
                 # JSON text already (score_frame's), taken from Arrow in one call.
                 lists.append(part[c].array.__arrow_array__().to_pylist())
             elif as_json:
@@ -299,7 +299,7 @@ def arrow_rows(
     return pa.table(arrays)
 
 
-def _is_arrow_text(column: pd.Series) -> bool:
+def is_arrow_text(column: pd.Series) -> bool:
     """Whether ``column`` is Arrow-backed text (every value a string or missing)."""
     dtype = column.dtype
     return isinstance(dtype, pd.ArrowDtype) and (
@@ -310,7 +310,7 @@ def _is_arrow_text(column: pd.Series) -> bool:
 def _column_values(column: pd.Series) -> list[Any]:
     """A column as plain Python values: numbers by array operations (NaN as None), anything
     else value by value (``_plain``)."""
-    if _is_arrow_text(column):
+    if is_arrow_text(column):
         # Text written in Arrow (the cohort items): taken out in one call.
         return list(column.array.__arrow_array__().to_pylist())
     kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else "O"

@@ -15,8 +15,9 @@ import io
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -73,6 +74,24 @@ class RunInProgressError(ConflictError):
         "whose process has died (or, from another machine, older than 24 hours) is recovered "
         "when the next one begins"
     )
+
+
+@contextmanager
+def _run_page_cache(conn: Connection) -> Iterator[None]:
+    """On SQLite, ``STAGE_CACHE_KIB`` of page cache for ``conn`` while a run's rows are
+    written or deleted (its index pages stay in memory), SQLite's default again after; a
+    transaction left open by a failure is rolled back first. Elsewhere, nothing."""
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite:
+        conn.exec_driver_sql(f"PRAGMA cache_size=-{STAGE_CACHE_KIB}")
+        conn.commit()  # the pragma began SQLAlchemy's transaction; each chunk has its own
+    try:
+        yield
+    finally:
+        conn.rollback()  # a chunk that failed part way
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA cache_size=-2000")  # SQLite's default
+            conn.commit()
 
 
 def purge_run_rows(conn: Connection, run_id: int, size: int) -> int:
@@ -255,17 +274,10 @@ class RunRepository:
         # random-order primary key to disk: three times slower at a million people).
         marks = ", ".join([mark(self.engine)] * len(names))
         sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})"
-        with self.engine.connect() as conn:
-            conn.exec_driver_sql(f"PRAGMA cache_size=-{STAGE_CACHE_KIB}")
-            conn.commit()  # the pragma began SQLAlchemy's transaction; each chunk has its own
-            try:
-                for chunk in frame_tuples(frame, columns, chunk_rows, encode):
-                    with conn.begin():
-                        conn.exec_driver_sql(sql, [(run_id, *row) for row in chunk])
-            finally:
-                conn.rollback()  # a chunk that failed part way
-                conn.exec_driver_sql("PRAGMA cache_size=-2000")  # SQLite's default
-                conn.commit()
+        with self.engine.connect() as conn, _run_page_cache(conn):
+            for chunk in frame_tuples(frame, columns, chunk_rows, encode):
+                with conn.begin():
+                    conn.exec_driver_sql(sql, [(run_id, *row) for row in chunk])
 
     def publish(
         self,
@@ -443,19 +455,10 @@ class RunRepository:
             status = self.status(run_id)
             if status in ("published", "staging"):
                 raise ConflictError(f"run {run_id} is {status}; its rows are not deleted")
-            with self.engine.connect() as conn:
-                if self.engine.dialect.name == "sqlite":
-                    # The staging's page cache: the run's index pages stay in memory while
-                    # its rows go (735,000 people: 17 s with SQLite's default 2 MB, 15 s with it).
-                    conn.exec_driver_sql(f"PRAGMA cache_size=-{STAGE_CACHE_KIB}")
-                    conn.commit()
-                try:
-                    deleted += purge_run_rows(conn, run_id, size)
-                finally:
-                    conn.rollback()
-                    if self.engine.dialect.name == "sqlite":
-                        conn.exec_driver_sql("PRAGMA cache_size=-2000")  # SQLite's default
-                        conn.commit()
+            # The staging's page cache on SQLite: the run's index pages stay in memory while
+            # its rows go (735,000 people: 17 s with SQLite's default 2 MB, 15 s with it).
+            with self.engine.connect() as conn, _run_page_cache(conn):
+                deleted += purge_run_rows(conn, run_id, size)
         return deleted
 
     def purge_leftovers(self) -> list[int]:
