@@ -119,12 +119,25 @@ def test_retention_prunes_old_months(store):
     removed = store.runs.prune(keep_months=3)
     assert sorted(removed) == sorted(ids[m] for m in (5, 6, 7, 8))
     # The old runs are retired in one transaction that deletes nothing; their rows then go
-    # at most one chunk of people per transaction (two per run and table here: 15 + 5).
+    # at most one chunk of people per transaction (two per run and table here: 15 + 5), or
+    # on PostgreSQL one run's table per transaction, dropped whole.
     [retire] = [t for t in transactions if ("UPDATE", "score_runs") in {(v, n) for v, n, _ in t}]
-    assert not any(verb == "DELETE" for verb, _, _ in retire)
-    chunks = [t for t in transactions if len(t) == 1 and t[0][1] == "patient_scores"]
-    assert all(rows <= 15 for _, _, rows in (t[0] for t in chunks))
-    assert sum(t[0][2] for t in chunks) == 4 * 20
+    assert not any(verb in ("DELETE", "DROP") for verb, _, _ in retire)
+    if _partitioned(store):
+        drops = [t for t in transactions if any(verb == "DROP" for verb, _, _ in t)]
+        assert all(len(t) == 1 for t in drops)
+        assert sorted(t[0][1] for t in drops) == sorted(
+            f"{table}_run_{ids[m]}" for m in (5, 6, 7, 8)
+            for table in ("patient_scores", "cohort_members")
+        )  # fmt: skip
+        assert not any(
+            verb == "DELETE" and name in ("patient_scores", "cohort_members")
+            for t in transactions for verb, name, _ in t
+        )  # fmt: skip
+    else:
+        chunks = [t for t in transactions if len(t) == 1 and t[0][1] == "patient_scores"]
+        assert all(rows <= 15 for _, _, rows in (t[0] for t in chunks))
+        assert sum(t[0][2] for t in chunks) == 4 * 20
     assert {r.month.month for r in store.runs.all()} == {9, 10, 11}
     assert store.runs.row_counts(ids[5]) == {"patient_scores": 0, "cohort_members": 0}
     with pytest.raises(ValueError):
@@ -241,7 +254,9 @@ def _transactions(store: Store):
             table = words[2]
         elif verb == "UPDATE":
             table = words[1]
-        if verb in ("DELETE", "UPDATE"):
+        elif verb == "DROP" and words[1].upper() == "TABLE":  # a run's own table (PostgreSQL)
+            table = words[2].strip('"')
+        if verb in ("DELETE", "UPDATE", "DROP"):
             current.append((verb, table, cursor.rowcount))
 
     def committed(conn):
@@ -266,7 +281,16 @@ def test_a_replaced_run_is_switched_first_then_deleted_a_chunk_per_transaction(s
     assert served(store) == (second, 250, 125)
     assert store.runs.row_counts(first) == {"patient_scores": 0, "cohort_members": 0}
     [switch] = [t for t in transactions if ("UPDATE", "score_runs") in {(v, n) for v, n, _ in t}]
-    assert not any(verb == "DELETE" for verb, _, _ in switch)
+    assert not any(verb in ("DELETE", "DROP") for verb, _, _ in switch)
+    if _partitioned(store):  # the retired run's two tables, dropped whole, one per transaction
+        drops = [t for t in transactions if any(verb == "DROP" for verb, _, _ in t)]
+        assert [t[0][1] for t in drops] == [
+            f"cohort_members_run_{first}",
+            f"patient_scores_run_{first}",
+        ]
+        assert all(len(t) == 1 for t in drops)
+        assert not any(verb == "DELETE" for t in transactions for verb, _, _ in t)
+        return
     deletes = [t for t in transactions if any(verb == "DELETE" for verb, _, _ in t)]
     for t in deletes:
         assert len(t) == 1, "one chunk per transaction"
@@ -277,16 +301,27 @@ def test_a_replaced_run_is_switched_first_then_deleted_a_chunk_per_transaction(s
     assert sum(member_chunks) == 125 and len(member_chunks) == 3
 
 
-def test_a_retired_runs_rows_go_in_rank_order(store):
+def _partitioned(store: Store) -> bool:
+    return store.engine.dialect.name == "postgresql"
+
+
+@pytest.fixture
+def sqlite_store(tmp_path) -> Store:
+    yield from serving_store("sqlite", tmp_path)
+
+
+def test_a_retired_runs_rows_go_in_rank_order(sqlite_store):
     """A retired run's rows are deleted in the order they were staged (rank order), a run of
     consecutive ranks per transaction: those rows lie together in the table and its rank
-    indexes, which made deleting a 735,000-person run 3x faster on SQLite and 10x faster on
-    PostgreSQL than going by NHS number. Stopped after its first chunk of scores, the purge
-    has taken the cohorts' rows and the 60 best-ranked people, and only them."""
+    indexes, which made deleting a 735,000-person run 3x faster on SQLite than going by NHS
+    number. Stopped after its first chunk of scores, the purge has taken the cohorts' rows
+    and the 60 best-ranked people, and only them. (On PostgreSQL a run's rows are a table of
+    their own, dropped whole: ``test_a_run_is_a_partition_of_its_own_on_postgresql``.)"""
     from sqlalchemy import event
 
     from riskstrat.store.schema import patient_scores
 
+    store = sqlite_store
     scores, cohorts = make_run(250, 4)
     first = publish(store, NOV, scores, cohorts)
     publish(store, NOV, scores, cohorts)  # replaces it; its rows are purged below

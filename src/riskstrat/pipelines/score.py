@@ -420,6 +420,7 @@ def publish_computed(
         )
         store.runs.stage_scores(run_id, scores)
         store.runs.stage_cohorts(run_id, cohorts)
+        store.runs.seal(run_id)  # PostgreSQL: the run's indexes, built once; part of staging
         report(progress, "publish", 0.97)
         info = store.runs.publish(
             run_id,

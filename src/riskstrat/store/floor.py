@@ -3,11 +3,13 @@
 ``copy_run`` makes an empty copy of the run tables beside the store (SQLite: a new file,
 attached; PostgreSQL: a new schema), with the same indexes and keys, and copies one run's
 rows into it by ``INSERT ... SELECT``: no client, no driver, no Python object between the
-rows and the tables, a transaction per table. ``riskstrat bench`` times this beside the
-monthly run's stage step, as it times DuckDB's own copy of an extract beside the first sight
-(``data.reading.copy_as_found``). It then deletes the copied run's rows as the prune after a
-monthly run deletes the month leaving the retention window (``RunRepository.purge_rows``'s
-chunks), and times that too. The copy is dropped afterwards.
+rows and the tables, a transaction per table. On PostgreSQL the rows go the way a run's
+do (``partitions``): into the run's bare table, then its keys and indexes, then attached.
+``riskstrat bench`` times this beside the monthly run's stage step, as it times DuckDB's own
+copy of an extract beside the first sight (``data.reading.copy_as_found``). It then deletes
+the copied run's rows as the prune after a monthly run deletes the month leaving the
+retention window (``RunRepository.purge_rows``: SQLite's chunks, PostgreSQL's dropped
+tables), and times that too. The copy is dropped afterwards.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, Table
 
+from riskstrat.store import partitions
 from riskstrat.store.engine import mark
-from riskstrat.store.runs import STAGE_CACHE_KIB, RunRepository, purge_run_rows
+from riskstrat.store.purge import purge_run_rows
+from riskstrat.store.runs import STAGE_CACHE_KIB, RunRepository
 from riskstrat.store.schema import cohort_members, patient_scores, score_runs
 
 
@@ -86,27 +90,39 @@ def _copy(conn: Connection, copy: str, run_id: int) -> RunCopy:
         conn.execution_options(schema_translate_map={None: copy}), tables=tables
     )
     conn.commit()
-    conn.exec_driver_sql(_insert_select(conn, score_runs, copy, "id"), (run_id,))
+    conn.exec_driver_sql(
+        _insert_select(conn, score_runs, f'"{copy}"."score_runs"', "id"), (run_id,)
+    )
     conn.commit()
     seconds, rows = [], []
     for table in (patient_scores, cohort_members):
         started = time.perf_counter()
-        written = conn.exec_driver_sql(_insert_select(conn, table, copy, "run_id"), (run_id,))
+        # On PostgreSQL the store's own path: the run's bare table, then its keys and
+        # indexes and the attaching (``partitions``); on SQLite the shared tables.
+        into = (
+            partitions.create_bare(conn, table, run_id, copy)
+            if partitions.partitioned(conn, table, copy)
+            else f'"{copy}"."{table.name}"'
+        )
+        written = conn.exec_driver_sql(_insert_select(conn, table, into, "run_id"), (run_id,))
         conn.commit()
+        if partitions.partitioned(conn, table, copy):
+            partitions.seal(conn, table, run_id, copy)
         seconds.append(time.perf_counter() - started)
         rows.append(int(written.rowcount))
     copied = conn.execution_options(schema_translate_map={None: copy})
     started = time.perf_counter()
-    deleted = purge_run_rows(copied, run_id, RunRepository.PURGE_CHUNK_PEOPLE)
+    deleted = purge_run_rows(copied, run_id, RunRepository.PURGE_CHUNK_PEOPLE, copy)
     purge_seconds = time.perf_counter() - started
     if deleted != sum(rows):
         raise RuntimeError(f"the copy's purge deleted {deleted} rows of {sum(rows)}")
     return RunCopy(seconds[0], seconds[1], rows[0], rows[1], purge_seconds)
 
 
-def _insert_select(conn: Connection, table: Table, copy: str, key: str) -> str:
+def _insert_select(conn: Connection, table: Table, into: str, key: str) -> str:
+    """Copy ``table``'s rows whose ``key`` is the parameter into the table ``into``."""
     columns = ", ".join(f'"{c.name}"' for c in table.columns)
     return (
-        f'INSERT INTO "{copy}"."{table.name}" ({columns}) '
+        f"INSERT INTO {into} ({columns}) "
         f'SELECT {columns} FROM "{table.name}" WHERE "{key}" = {mark(conn)}'
     )

@@ -23,12 +23,14 @@ from typing import Any
 
 import pandas as pd
 import pyarrow.csv as pacsv
-from sqlalchemy import Column, Connection, Engine, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
 
 from riskstrat.calendar import add_months
 from riskstrat.data.contract import IdentifierKind
 from riskstrat.errors import ConflictError, UsageError, failure_message
+from riskstrat.store import partitions
 from riskstrat.store.engine import mark
+from riskstrat.store.purge import purge_run_rows
 from riskstrat.store.records import (
     COHORT_COLUMNS,
     SCORE_COLUMNS,
@@ -92,47 +94,6 @@ def _run_page_cache(conn: Connection) -> Iterator[None]:
         if sqlite:
             conn.exec_driver_sql("PRAGMA cache_size=-2000")  # SQLite's default
             conn.commit()
-
-
-def purge_run_rows(conn: Connection, run_id: int, size: int) -> int:
-    """Delete run ``run_id``'s cohort members, then its people, ``size`` ranks per
-    transaction (``_purge_table``); returns the rows deleted. The caller checks that nothing
-    reads the run (``RunRepository.purge_rows``)."""
-    return sum(
-        _purge_table(conn, table, key, run_id, size)
-        for table, key in ((cohort_members, cohort_members.c.intervention), (patient_scores, None))
-    )
-
-
-def _purge_table(
-    conn: Connection, table: Table, key: Column[Any] | None, run_id: int, size: int
-) -> int:
-    """Delete ``run_id``'s rows of ``table``, ``size`` ranks per transaction within each value
-    of ``key`` (a cohort: ranks count within it), in rank order: the order they were staged
-    in, so each transaction's rows lie together in the table and in every index but the
-    primary key's. In the primary key's order (the NHS numbers') the same rows took three
-    times longer on SQLite: every chunk's rows were spread over the whole table. The
-    last transaction takes any row left (none, unless ranks were edited by hand)."""
-    groups: list[Any] = [None]
-    if key is not None:
-        groups = list(
-            conn.execute(select(key).where(table.c.run_id == run_id).distinct()).scalars()
-        )
-        conn.rollback()
-    deleted = 0
-    for group in groups:
-        where = [table.c.run_id == run_id] + ([] if key is None else [key == group])
-        top = conn.execute(select(func.max(table.c.rank)).where(*where)).scalar_one()
-        conn.rollback()
-        for low in range(0, int(top or 0), size):
-            with conn.begin():
-                gone = conn.execute(
-                    delete(table).where(*where, table.c.rank > low, table.c.rank <= low + size)
-                ).rowcount
-            deleted += max(int(gone or 0), 0)
-    with conn.begin():
-        gone = conn.execute(delete(table).where(table.c.run_id == run_id)).rowcount
-    return deleted + max(int(gone or 0), 0)
 
 
 def _process_alive(pid: int) -> bool:
@@ -237,10 +198,17 @@ class RunRepository:
         encode = [holds_json(table, c) for c in columns]
         if self.engine.dialect.name == "postgresql":
             # PostgreSQL takes the rows by COPY, its bulk path, as CSV that Arrow writes a
-            # chunk at a time: no Python object per value on the way. The server's work
-            # (four indexes, the run's foreign key; the reasons are text, not parsed) is most
-            # of the time, so chunks go on STAGE_STREAMS connections at once.
-            copy = f"COPY {table.name} ({', '.join(names)}) FROM STDIN WITH (FORMAT csv)"
+            # chunk at a time: no Python object per value on the way, into the run's own
+            # bare table (``partitions``: indexed and attached once, by ``seal``).
+            # The server's work is most of the time, so chunks go on STAGE_STREAMS
+            # connections at once.
+            with self.engine.begin() as conn:
+                into = (
+                    partitions.create_bare(conn, table, run_id)
+                    if partitions.partitioned(conn, table)
+                    else table.name  # a store before revision 0009, on its way to be upgraded
+                )
+            copy = f"COPY {into} ({', '.join(names)}) FROM STDIN WITH (FORMAT csv)"
             options = pacsv.WriteOptions(include_header=False)
 
             def load(start: int) -> None:
@@ -297,6 +265,7 @@ class RunRepository:
         ``identifier_kind`` (what the run's people are identified by) is recorded in the
         run's details, where ``RunInfo.identifier_kind`` reads it."""
         check_kind(identifier_kind)
+        self.seal(run_id)
         with self.engine.begin() as conn:
             run = conn.execute(select(score_runs).where(score_runs.c.id == run_id)).mappings().one()
             if run["status"] != "staging":
@@ -355,6 +324,17 @@ class RunRepository:
         info = self.get(run_id)
         assert info is not None
         return info
+
+    def seal(self, run_id: int) -> None:
+        """On PostgreSQL, index a staging run's own tables and attach them as its partitions
+        (``partitions.seal``): the last of staging, done by ``publish`` before the switch if
+        not before (the switch itself is unchanged). Elsewhere, and for a run already sealed
+        or not staging (the switch refuses it), nothing."""
+        if self.engine.dialect.name != "postgresql" or self.status(run_id) != "staging":
+            return
+        with self.engine.connect() as conn:
+            for table in (patient_scores, cohort_members):
+                partitions.seal(conn, table, run_id)
 
     def publish_run(
         self,
@@ -475,15 +455,24 @@ class RunRepository:
                 run_id
                 for run_id in candidates
                 if any(
-                    conn.execute(
-                        select(table.c.run_id).where(table.c.run_id == run_id).limit(1)
-                    ).first()
+                    self._holds_rows(conn, table, run_id)
                     for table in (patient_scores, cohort_members)
                 )
             ]
         if left:
             self.purge_rows(left)
         return left
+
+    @staticmethod
+    def _holds_rows(conn: Connection, table: Table, run_id: int) -> bool:
+        """True if run ``run_id`` still has rows of ``table`` (on PostgreSQL: its own table,
+        attached or not, even empty)."""
+        if partitions.partitioned(conn, table):
+            return partitions.exists(conn, table, run_id)
+        return (
+            conn.execute(select(table.c.run_id).where(table.c.run_id == run_id).limit(1)).first()
+            is not None
+        )
 
     def recover_abandoned(self) -> list[int]:
         """Fail staging runs whose process has died (on this host) or that are stale (from

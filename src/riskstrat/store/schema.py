@@ -1,11 +1,11 @@
 """The serving store's tables (SQLAlchemy Core), as the migrations leave them.
 
 A monthly run is one row in ``score_runs`` plus its people in ``patient_scores`` and its
-cohorts in ``cohort_members``; ``cohort_outcomes`` holds a run's outcome summary;
-``access_log`` (and its per-patient index ``access_patients``) records every patient-level
-read; ``patient_marks`` what teams did about listed people; ``api_users`` and
-``web_sessions`` are the API's callers. The ``nhs_number`` columns hold an NHS number or,
-in a pseudonymous run, a pseudonym (``RunInfo.identifier_kind``).
+cohorts in ``cohort_members`` (on PostgreSQL, partitions of their own: ``partitions``);
+``cohort_outcomes`` holds a run's outcome summary; ``access_log`` (and its per-patient index
+``access_patients``) records every patient-level read; ``patient_marks`` what teams did about
+listed people; ``api_users`` and ``web_sessions`` are the API's callers. The ``nhs_number``
+columns hold an NHS number or, in a pseudonymous run, a pseudonym (``RunInfo.identifier_kind``).
 """
 
 from __future__ import annotations
@@ -71,6 +71,8 @@ patient_scores = Table(
     Index("ix_patient_scores_run_rank", "run_id", "rank"),
     Index("ix_patient_scores_run_pcn_rank", "run_id", "pcn_code", "rank"),
     Index("ix_patient_scores_run_practice_rank", "run_id", "practice_code", "rank"),
+    # On PostgreSQL a table per run (migration 0009, ``riskstrat.store.partitions``).
+    postgresql_partition_by="LIST (run_id)",
 )
 
 
@@ -104,6 +106,7 @@ cohort_members = Table(
         "ix_cohort_members_run_int_practice_rank", "run_id", "intervention", "practice_code", "rank"
     ),
     Index("ix_cohort_members_run_nhs", "run_id", "nhs_number"),
+    postgresql_partition_by="LIST (run_id)",  # as patient_scores
 )
 
 cohort_outcomes = Table(
