@@ -51,7 +51,11 @@ def _indexes(store: Store, name: str) -> set[str]:
     """The indexed columns of table ``name``, each index as its column list."""
     with store.engine.connect() as conn:
         definitions = conn.execute(
-            text("SELECT indexdef FROM pg_indexes WHERE tablename = :name"), {"name": name}
+            text(
+                "SELECT indexdef FROM pg_indexes "
+                "WHERE tablename = :name AND schemaname = current_schema()"
+            ),
+            {"name": name},
         ).scalars()
         return {d.split("(", 1)[1].rstrip(")") for d in definitions}
 
@@ -244,7 +248,11 @@ def _index_names(store: Store, table: str) -> set[str]:
     with store.engine.connect() as conn:
         return set(
             conn.execute(
-                text("SELECT indexname FROM pg_indexes WHERE tablename = :t"), {"t": table}
+                text(
+                    "SELECT indexname FROM pg_indexes "
+                    "WHERE tablename = :t AND schemaname = current_schema()"
+                ),
+                {"t": table},
             ).scalars()
         )
 
