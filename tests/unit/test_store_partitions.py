@@ -31,33 +31,39 @@ def store(tmp_path) -> Store:
     yield from serving_store("postgresql", tmp_path)
 
 
+def _catalog(store: Store, query: str, **params: object) -> list:
+    """The rows of a question to PostgreSQL's catalog, asked in the store's schema."""
+    with store.engine.connect() as conn:
+        return list(conn.execute(text(query), params).all())
+
+
 def _partition_of(store: Store, name: str) -> str | None:
     """What table ``name`` is: the bounds it is attached with, "bare" if it stands alone, or
     None if there is no such table."""
-    with store.engine.connect() as conn:
-        row = conn.execute(
-            text(
-                "SELECT relispartition, pg_get_expr(relpartbound, oid) AS bound FROM pg_class "
-                "WHERE oid = to_regclass(:name)"
-            ),
-            {"name": name},
-        ).first()
-    if row is None:
+    rows = _catalog(
+        store,
+        "SELECT relispartition, pg_get_expr(relpartbound, oid) AS bound FROM pg_class "
+        "WHERE oid = to_regclass(:name)",
+        name=name,
+    )
+    if not rows:
         return None
-    return row.bound if row.relispartition else "bare"
+    return rows[0].bound if rows[0].relispartition else "bare"
+
+
+def _index_rows(store: Store, name: str) -> list:
+    """The name and definition of each index of table ``name`` in the store's schema."""
+    return _catalog(
+        store,
+        "SELECT indexname, indexdef FROM pg_indexes "
+        "WHERE tablename = :name AND schemaname = current_schema()",
+        name=name,
+    )
 
 
 def _indexes(store: Store, name: str) -> set[str]:
     """The indexed columns of table ``name``, each index as its column list."""
-    with store.engine.connect() as conn:
-        definitions = conn.execute(
-            text(
-                "SELECT indexdef FROM pg_indexes "
-                "WHERE tablename = :name AND schemaname = current_schema()"
-            ),
-            {"name": name},
-        ).scalars()
-        return {d.split("(", 1)[1].rstrip(")") for d in definitions}
+    return {r.indexdef.split("(", 1)[1].rstrip(")") for r in _index_rows(store, name)}
 
 
 def test_a_run_is_staged_bare_and_published_as_a_partition_of_its_own(store):
@@ -236,25 +242,14 @@ def test_revision_0009_moves_each_runs_rows_into_a_partition_and_back():
         assert _partition_of(store, "patient_scores") == "bare"  # a plain table again
         assert store.runs.row_counts(runs[0]) == {"patient_scores": 3, "cohort_members": 1}
         assert store.runs.row_counts(new)["patient_scores"] == 25
-        assert "ix_patient_scores_run_pcn_rank" in _index_names(store, "patient_scores")
+        assert "ix_patient_scores_run_pcn_rank" in {
+            r.indexname for r in _index_rows(store, "patient_scores")
+        }
         migrate(store, "upgrade", "head")
         assert _partition_of(store, f"patient_scores_run_{new}") == f"FOR VALUES IN ({new})"
         store.dispose()
     finally:
         next(urls, None)
-
-
-def _index_names(store: Store, table: str) -> set[str]:
-    with store.engine.connect() as conn:
-        return set(
-            conn.execute(
-                text(
-                    "SELECT indexname FROM pg_indexes "
-                    "WHERE tablename = :t AND schemaname = current_schema()"
-                ),
-                {"t": table},
-            ).scalars()
-        )
 
 
 def test_a_drop_behind_a_long_read_gives_up_and_the_next_run_finishes_it(store, monkeypatch):

@@ -99,14 +99,15 @@ def _copy(conn: Connection, copy: str, run_id: int) -> RunCopy:
         started = time.perf_counter()
         # On PostgreSQL the store's own path: the run's bare table, then its keys and
         # indexes and the attaching (``partitions``); on SQLite the shared tables.
+        partitioned = partitions.partitioned(conn, table, copy)
         into = (
             partitions.create_bare(conn, table, run_id, copy)
-            if partitions.partitioned(conn, table, copy)
+            if partitioned
             else f'"{copy}"."{table.name}"'
         )
         written = conn.exec_driver_sql(_insert_select(conn, table, into, "run_id"), (run_id,))
         conn.commit()
-        if partitions.partitioned(conn, table, copy):
+        if partitioned:
             partitions.seal(conn, table, run_id, copy)
         seconds.append(time.perf_counter() - started)
         rows.append(int(written.rowcount))

@@ -119,7 +119,7 @@ def drop(conn: Connection, table: Table, run_id: int, schema: str | None = None)
     (committed here); returns the rows it held (0 if there was none)."""
     name = _qualified(partition_name(table, run_id), schema)
     with conn.begin():
-        if conn.exec_driver_sql(f"SELECT to_regclass('{name}')").scalar() is None:
+        if not exists(conn, table, run_id, schema):
             return 0
         rows = int(conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar_one())
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
