@@ -172,9 +172,10 @@ class AccessDenied(RiskstratError):
 
 
 #: Packages whose errors can quote a row's values after their first line: PostgreSQL's
-#: DETAIL and CONTEXT lines (a duplicate key names it: an NHS number), and SQLAlchemy's
-#: ``[SQL: ...]`` and ``[parameters: ...]``.
-_QUOTING_ERRORS = ("psycopg", "psycopg2", "sqlalchemy", "sqlite3")
+#: DETAIL and CONTEXT lines (a duplicate key names it: an NHS number), through psycopg or
+#: ADBC's driver manager (the bulk copy), and SQLAlchemy's ``[SQL: ...]`` and
+#: ``[parameters: ...]``.
+_QUOTING_ERRORS = ("psycopg", "psycopg2", "sqlalchemy", "sqlite3", "adbc_driver_manager")
 
 
 def failure_message(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 
+import pandas as pd
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -66,13 +67,19 @@ def _indexes(store: Store, name: str) -> set[str]:
     return {r.indexdef.split("(", 1)[1].rstrip(")") for r in _index_rows(store, name)}
 
 
-def test_a_run_is_staged_bare_and_published_as_a_partition_of_its_own(store):
-    scores, cohorts = make_run(120, 3)
+def _staged(store: Store, people: int, seed: int) -> tuple[int, pd.DataFrame]:
+    """A November run of ``people`` staged (not sealed): its id and its cohort members."""
+    scores, cohorts = make_run(people, seed)
     run_id = store.runs.begin(
         month=NOV, extract_date=NOV, model_name="m", model_version="1", started_at=datetime.now(UTC)
     )
     store.runs.stage_scores(run_id, scores)
     store.runs.stage_cohorts(run_id, cohorts)
+    return run_id, cohorts
+
+
+def test_a_run_is_staged_bare_and_published_as_a_partition_of_its_own(store):
+    run_id, cohorts = _staged(store, 120, 3)
     # Staged: the rows are in the run's bare table, with no index, and no reader sees them.
     for table in TABLES:
         assert _partition_of(store, f"{table}_run_{run_id}") == "bare"
@@ -112,6 +119,39 @@ def test_a_run_is_staged_bare_and_published_as_a_partition_of_its_own(store):
     assert f"patient_scores_run_{run_id}" in plan and "Index Scan" in plan
     page_total, page = store.scores.page(run_id, limit=5)
     assert page_total == 120 and [p.rank for p in page] == [1, 2, 3, 4, 5]
+
+
+def test_a_seal_stopped_part_way_is_finished_with_each_key_and_index_once(store):
+    run_id, _ = _staged(store, 90, 5)
+    # A process killed part way through its seal: the key and one index built, not attached.
+    name = f"patient_scores_run_{run_id}"
+    with store.engine.begin() as conn:
+        conn.execute(text(f'CREATE UNIQUE INDEX "{name}_pkey" ON {name} (run_id, nhs_number)'))
+        conn.execute(
+            text(f"CREATE INDEX ix_patient_scores_run_rank_{run_id} ON {name} (run_id, rank)")
+        )
+    assert _partition_of(store, name) == "bare"
+
+    store.runs.publish(run_id, n_type1_opt_outs_excluded=0, details={}, expected_people=90)
+    assert store.runs.latest().id == run_id
+    for table, count in (("patient_scores", 4), ("cohort_members", 5)):
+        partition = f"{table}_run_{run_id}"
+        assert len(_index_rows(store, partition)) == count  # none built twice
+        # each is the partition of one of the shared table's indexes (none made at attach)
+        [(attached,)] = _catalog(
+            store,
+            "SELECT count(*) FROM pg_inherits JOIN pg_index ON indexrelid = inhrelid "
+            "WHERE indrelid = to_regclass(:name)",
+            name=partition,
+        )
+        assert attached == count
+        # and the key is the partition's primary key
+        assert _catalog(
+            store,
+            "SELECT conname, contype FROM pg_constraint WHERE conrelid = to_regclass(:name) "
+            "AND contype IN ('p', 'u')",
+            name=partition,
+        ) == [(f"{partition}_pkey", "p")]
 
 
 def test_replacing_a_month_drops_the_old_runs_tables_and_keeps_the_new(store):

@@ -108,7 +108,7 @@ def _copy(conn: Connection, copy: str, run_id: int) -> RunCopy:
         written = conn.exec_driver_sql(_insert_select(conn, table, into, "run_id"), (run_id,))
         conn.commit()
         if partitioned:
-            partitions.seal(conn, table, run_id, copy)
+            partitions.seal(conn.engine, [table], run_id, copy)
         seconds.append(time.perf_counter() - started)
         rows.append(int(written.rowcount))
     copied = conn.execution_options(schema_translate_map={None: copy})

@@ -5,20 +5,28 @@ On PostgreSQL ``patient_scores`` and ``cohort_members`` are partitioned by run (
 ``<table>_run_<id>``, attached to the shared table, which readers query as before (the
 planner reads only the run's partition). A run's rows are copied into a bare table (no key,
 no index, not yet attached: nothing reads it); :func:`seal` then builds its primary key and
-the shared table's indexes, each in one sorted pass, and attaches it, before the switch that
-publishes the run. Adding the same rows to indexes that every run shares cost about three
-times as long. Retiring a run drops its tables (:func:`drop`): no row-by-row delete.
+the shared table's indexes, each in one sorted pass (two at once), and attaches it, before
+the switch that publishes the run. Adding the same rows to indexes that every run shares
+cost about three times as long. Retiring a run drops its tables (:func:`drop`): no row by
+row delete.
 
 SQLite has no partitions; its runs share the tables (``runs``).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Table
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import Connection, Engine, Table
 
 #: Memory each index build may sort in (PostgreSQL's default is 64 MB): a month's scores
 #: sort in memory instead of in temporary files.
 SEAL_SORT_MEMORY = "256MB"
+#: Connections building a run's keys and indexes at once. Each build is one process on the
+#: server sorting one column set; two at once kept both cores of the benchmark's machine
+#: busy (docs/benchmarks.md), where one at a time left one idle for most of the seal.
+SEAL_STREAMS = 2
 #: How long dropping a run's table waits for its lock. Dropping a partition locks the shared
 #: table for a moment; behind a long query (an analyst's report, say) the API's reads would
 #: queue for as long as it runs. Past this the drop gives up, the run stays retired (nothing
@@ -73,31 +81,89 @@ def exists(conn: Connection, table: Table, run_id: int, schema: str | None = Non
     return _ask(conn, f"SELECT to_regclass('{name}') IS NOT NULL")
 
 
-def seal(conn: Connection, table: Table, run_id: int, schema: str | None = None) -> bool:
-    """Index run ``run_id``'s bare table of ``table`` as the shared table is indexed and
-    attach it as the run's partition, in one transaction (committed here). False if the run
-    has no such table (it staged no rows of ``table``) or it is attached already.
+def seal(
+    engine: Engine,
+    tables: Sequence[Table],
+    run_id: int,
+    schema: str | None = None,
+    *,
+    streams: int = SEAL_STREAMS,
+) -> list[str]:
+    """Index run ``run_id``'s bare tables of ``tables`` as the shared tables are indexed and
+    attach each as the run's partition; returns the names of the tables it sealed (a table
+    the run has none of, having staged no such rows, or one attached already, is left).
 
-    The primary key and each index are built in one sorted pass over the rows. A check
-    that every row is the run's lets PostgreSQL attach the table without reading it again;
-    the foreign key to ``score_runs`` is checked as the table is attached."""
+    Every key and index is built in one sorted pass over the rows, each in a transaction of
+    its own, on ``streams`` connections at once (building indexes of one table together is
+    allowed: each only reads it). Then each table, as soon as its own are built, in one
+    transaction: its primary key (the unique index built), a check that every row is the
+    run's, so that PostgreSQL attaches it without reading it again, the attaching (the
+    foreign key to ``score_runs`` is checked then) and the check dropped; then its
+    statistics. A seal stopped part way is finished by
+    the next (``publish`` seals a run not yet sealed): what was built is kept."""
+    with engine.connect() as conn:
+        bare = [t for t in tables if _unattached(conn, t, run_id, schema)]
+
+    def build(sql: str) -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"SET LOCAL maintenance_work_mem = '{SEAL_SORT_MEMORY}'")
+            conn.exec_driver_sql(sql)
+
+    with ThreadPoolExecutor(max_workers=max(1, streams)) as pool:
+        builds = {
+            t.name: [pool.submit(build, sql) for sql in _index_builds(t, run_id, schema)]
+            for t in bare
+        }
+        try:
+            # Each table is attached as soon as its own indexes are built, while the
+            # connections go on to the next table's.
+            with engine.connect() as conn:
+                for table in bare:
+                    for done in builds[table.name]:
+                        done.result()
+                    _attach(conn, table, run_id, schema)
+        except BaseException:
+            for pending in (f for table_builds in builds.values() for f in table_builds):
+                pending.cancel()  # those not begun are not begun; the others finish first
+            raise
+    return [t.name for t in bare]
+
+
+def _unattached(conn: Connection, table: Table, run_id: int, schema: str | None) -> bool:
+    name = _qualified(partition_name(table, run_id), schema)
+    attached = conn.exec_driver_sql(
+        f"SELECT relispartition FROM pg_class WHERE oid = to_regclass('{name}')"
+    ).scalar()
+    conn.rollback()
+    return attached is not None and not attached
+
+
+def _index_builds(table: Table, run_id: int, schema: str | None) -> list[str]:
+    """The statements building run ``run_id``'s table's key (a unique index, made the primary
+    key by ``_attach``) and the shared table's indexes, each unless it is there."""
     partition = partition_name(table, run_id)
     name = _qualified(partition, schema)
-    with conn.begin():
-        attached = conn.exec_driver_sql(
-            f"SELECT relispartition FROM pg_class WHERE oid = to_regclass('{name}')"
-        ).scalar()
-        if attached is None or attached:
-            return False
-        conn.exec_driver_sql(f"SET LOCAL maintenance_work_mem = '{SEAL_SORT_MEMORY}'")
-        key = ", ".join(c.name for c in table.primary_key.columns)
-        conn.exec_driver_sql(
-            f'ALTER TABLE {name} ADD CONSTRAINT "{partition}_pkey" PRIMARY KEY ({key})'
+    key = ", ".join(c.name for c in table.primary_key.columns)
+    builds = [f'CREATE UNIQUE INDEX IF NOT EXISTS "{partition}_pkey" ON {name} ({key})']
+    for index in sorted(table.indexes, key=lambda i: str(i.name)):
+        columns = ", ".join(c.name for c in index.columns)
+        builds.append(
+            f'CREATE INDEX IF NOT EXISTS "{index.name}_{int(run_id)}" ON {name} ({columns})'
         )
-        for index in sorted(table.indexes, key=lambda i: str(i.name)):
-            columns = ", ".join(c.name for c in index.columns)
-            conn.exec_driver_sql(f'CREATE INDEX "{index.name}_{int(run_id)}" ON {name} ({columns})')
-        check = f'"{partition}_only"'
+    return builds
+
+
+def _attach(conn: Connection, table: Table, run_id: int, schema: str | None) -> None:
+    """Make run ``run_id``'s indexed table of ``table`` its partition, in one transaction,
+    then take its statistics (committed here)."""
+    partition = partition_name(table, run_id)
+    name = _qualified(partition, schema)
+    check = f'"{partition}_only"'
+    with conn.begin():
+        conn.exec_driver_sql(
+            f'ALTER TABLE {name} ADD CONSTRAINT "{partition}_pkey" '
+            f'PRIMARY KEY USING INDEX "{partition}_pkey"'
+        )
         conn.exec_driver_sql(
             f"ALTER TABLE {name} ADD CONSTRAINT {check} "
             f"CHECK (run_id IS NOT NULL AND run_id = {int(run_id)})"
@@ -111,7 +177,6 @@ def seal(conn: Connection, table: Table, run_id: int, schema: str | None = None)
     # first queries of the month; autovacuum would take them later.
     conn.exec_driver_sql(f"ANALYZE {name}")
     conn.commit()
-    return True
 
 
 def drop(conn: Connection, table: Table, run_id: int, schema: str | None = None) -> int:

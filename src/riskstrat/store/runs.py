@@ -11,24 +11,22 @@ per transaction, so the switch stays short.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import socket
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any
 
 import pandas as pd
-import pyarrow.csv as pacsv
 from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
 
 from riskstrat.calendar import add_months
 from riskstrat.data.contract import IdentifierKind
 from riskstrat.errors import ConflictError, UsageError, failure_message
-from riskstrat.store import partitions
+from riskstrat.store import bulk, partitions
 from riskstrat.store.engine import mark
 from riskstrat.store.purge import purge_run_rows
 from riskstrat.store.records import (
@@ -54,7 +52,7 @@ _log = logging.getLogger(__name__)
 #: Rows one staging transaction writes. Each holds SQLite's write lock, which the API's
 #: audit writes wait for (10 s at most): 50,000 people's rows take well under a second.
 STAGE_CHUNK_ROWS = 50_000
-#: Connections a PostgreSQL run is staged on at once (each chunk its own transaction).
+#: Connections a PostgreSQL run is staged on at once (each copies its share of the chunks).
 STAGE_STREAMS = 2
 #: SQLite's page cache while a run is staged (KiB): the run's index pages stay in memory.
 STAGE_CACHE_KIB = 262_144
@@ -196,45 +194,27 @@ class RunRepository:
         self._require_status(run_id, "staging")
         names = ["run_id", *columns]
         encode = [holds_json(table, c) for c in columns]
+        first = {"run_id": run_id}
         if self.engine.dialect.name == "postgresql":
-            # PostgreSQL takes the rows by COPY, its bulk path, as CSV that Arrow writes a
-            # chunk at a time: no Python object per value on the way, into the run's own
-            # bare table (``partitions``: indexed and attached once, by ``seal``).
-            # The server's work is most of the time, so chunks go on STAGE_STREAMS
-            # connections at once.
+            # PostgreSQL takes the rows by binary COPY of Arrow batches (``bulk``): no Python
+            # object per value on the way, into the run's own bare table (``partitions``:
+            # indexed and attached once, by ``seal``).
             with self.engine.begin() as conn:
                 into = (
                     partitions.create_bare(conn, table, run_id)
                     if partitions.partitioned(conn, table)
-                    else table.name  # a store before revision 0009, on its way to be upgraded
+                    else None  # a store before revision 0009, on its way to be upgraded
                 )
-            copy = f"COPY {into} ({', '.join(names)}) FROM STDIN WITH (FORMAT csv)"
-            options = pacsv.WriteOptions(include_header=False)
-
-            def load(start: int) -> None:
-                rows = arrow_rows(
-                    frame.iloc[start : start + chunk_rows], columns, encode, {"run_id": run_id}
-                )
-                text = io.BytesIO()
-                pacsv.write_csv(rows, text, write_options=options)
-                with self.engine.begin() as conn:
-                    raw = conn.connection.driver_connection
-                    assert raw is not None
-                    with raw.cursor() as cursor, cursor.copy(copy) as stream:
-                        stream.write(text.getbuffer())
-
-            starts = range(0, len(frame), chunk_rows)
-            with ThreadPoolExecutor(max_workers=STAGE_STREAMS) as pool:
-                loads = [pool.submit(load, start) for start in starts]
-                try:
-                    for pending in loads:
-                        pending.result()
-                except BaseException:
-                    # The chunks not begun are not begun; those under way finish (or fail)
-                    # before the first failure is raised, so nothing writes behind it.
-                    for pending in loads:
-                        pending.cancel()
-                    raise
+            bulk.copy_rows(
+                self.engine,
+                table,
+                [
+                    partial(arrow_rows, frame.iloc[s : s + chunk_rows], columns, encode, first)
+                    for s in range(0, len(frame), chunk_rows)
+                ],
+                into=partitions.partition_name(table, run_id) if into else table.name,
+                streams=STAGE_STREAMS,
+            )
             return
         # SQLite: the driver's own executemany with plain tuples (SQLAlchemy's per-row
         # parameter handling cost more than SQLite's inserts), on one connection whose page
@@ -332,9 +312,7 @@ class RunRepository:
         or not staging (the switch refuses it), nothing."""
         if self.engine.dialect.name != "postgresql" or self.status(run_id) != "staging":
             return
-        with self.engine.connect() as conn:
-            for table in (patient_scores, cohort_members):
-                partitions.seal(conn, table, run_id)
+        partitions.seal(self.engine, (patient_scores, cohort_members), run_id)
 
     def publish_run(
         self,
