@@ -14,7 +14,8 @@ from sqlalchemy.engine import make_url
 from riskstrat.errors import failure_message
 from riskstrat.store import Store, bulk, partitions
 from riskstrat.store.schema import patient_scores
-from tests.support.postgres import serving_store
+from tests.support.migrations import migrate
+from tests.support.postgres import postgres_url, serving_store
 from tests.support.runs import make_run
 
 NOV = date(2026, 11, 1)
@@ -144,3 +145,31 @@ def test_a_failed_stage_fails_the_run_and_leaves_no_rows_behind(store):
         assert not partitions.exists(conn, patient_scores, run_id)
     details = str(store.runs.get(run_id).details)
     assert "not-null" in details and scores.loc[77, "nhs_number"] not in details
+
+
+@pytest.mark.postgres
+def test_a_store_at_an_earlier_revision_takes_the_rows_into_its_shared_table():
+    """A store not yet partitioned (revision 0008, on its way to be upgraded) is copied into
+    its shared table, key and foreign key checked as the rows arrive."""
+    urls = postgres_url()
+    store = Store(next(urls))
+    try:
+        migrate(store, "upgrade", "0008")
+        scores, _ = make_run(70, 8)
+        run_id = _begin(store)
+        store.runs.stage_scores(run_id, scores, chunk_rows=30)
+        with store.engine.connect() as conn:
+            assert not partitions.exists(conn, patient_scores, run_id)
+            stored = conn.execute(
+                text("SELECT nhs_number FROM patient_scores WHERE run_id = :run ORDER BY rank"),
+                {"run": run_id},
+            ).scalars()
+            assert list(stored) == list(scores["nhs_number"])
+        # the shared table's key is checked as the rows arrive: the same people again fail
+        with pytest.raises(Exception) as raised:
+            store.runs.stage_scores(run_id, scores.head(5))
+        assert "duplicate key" in failure_message(raised.value)
+        assert scores["nhs_number"].iloc[0] not in failure_message(raised.value)
+    finally:
+        store.dispose()
+        next(urls, None)

@@ -199,12 +199,11 @@ class RunRepository:
             # PostgreSQL takes the rows by binary COPY of Arrow batches (``bulk``): no Python
             # object per value on the way, into the run's own bare table (``partitions``:
             # indexed and attached once, by ``seal``).
+            into = table.name  # a store before revision 0009, on its way to be upgraded
             with self.engine.begin() as conn:
-                into = (
+                if partitions.partitioned(conn, table):
                     partitions.create_bare(conn, table, run_id)
-                    if partitions.partitioned(conn, table)
-                    else None  # a store before revision 0009, on its way to be upgraded
-                )
+                    into = partitions.partition_name(table, run_id)
             bulk.copy_rows(
                 self.engine,
                 table,
@@ -212,7 +211,7 @@ class RunRepository:
                     partial(arrow_rows, frame.iloc[s : s + chunk_rows], columns, encode, first)
                     for s in range(0, len(frame), chunk_rows)
                 ],
-                into=partitions.partition_name(table, run_id) if into else table.name,
+                into=into,
                 streams=STAGE_STREAMS,
             )
             return
