@@ -8,12 +8,14 @@ from datetime import UTC, date, datetime
 
 import pyarrow as pa
 import pytest
+from adbc_driver_manager import IntegrityError
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from riskstrat.errors import failure_message
 from riskstrat.store import Store, bulk, partitions
-from riskstrat.store.schema import patient_scores
+from riskstrat.store.records import arrow_rows
+from riskstrat.store.schema import holds_json, patient_scores
 from tests.support.migrations import migrate
 from tests.support.postgres import postgres_url, serving_store
 from tests.support.runs import make_run
@@ -102,12 +104,10 @@ def test_a_streams_rows_are_committed_only_once_all_its_parts_are_in(store):
     run_id = _begin(store)
     bad = scores.copy()
     bad.loc[35, "pcn_code"] = None  # NOT NULL: the second of three parts fails
-    encode = [c in ("reasons", "contributions") for c in scores.columns]
+    encode = [holds_json(patient_scores, c) for c in scores.columns]
     made: list[int] = []
 
     def part(start: int) -> pa.Table:
-        from riskstrat.store.records import arrow_rows
-
         made.append(start)
         return arrow_rows(
             bad.iloc[start : start + 20], list(scores.columns), encode, {"run_id": run_id}
@@ -115,7 +115,7 @@ def test_a_streams_rows_are_committed_only_once_all_its_parts_are_in(store):
 
     with store.engine.begin() as conn:
         partitions.create_bare(conn, patient_scores, run_id)
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(IntegrityError) as raised:
         bulk.copy_rows(
             store.engine,
             patient_scores,
@@ -137,7 +137,7 @@ def test_a_failed_stage_fails_the_run_and_leaves_no_rows_behind(store):
     scores, _ = make_run(100, 7)
     scores.loc[77, "practice_code"] = None
     run_id = _begin(store)
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(IntegrityError) as raised:
         store.runs.stage_scores(run_id, scores, chunk_rows=25)
     store.runs.fail(run_id, failure_message(raised.value))  # as the score pipeline does
     assert store.runs.status(run_id) == "failed"
@@ -166,7 +166,7 @@ def test_a_store_at_an_earlier_revision_takes_the_rows_into_its_shared_table():
             ).scalars()
             assert list(stored) == list(scores["nhs_number"])
         # the shared table's key is checked as the rows arrive: the same people again fail
-        with pytest.raises(Exception) as raised:
+        with pytest.raises(IntegrityError) as raised:
             store.runs.stage_scores(run_id, scores.head(5))
         assert "duplicate key" in failure_message(raised.value)
         assert scores["nhs_number"].iloc[0] not in failure_message(raised.value)

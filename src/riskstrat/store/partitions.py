@@ -88,10 +88,10 @@ def seal(
     schema: str | None = None,
     *,
     streams: int = SEAL_STREAMS,
-) -> list[str]:
+) -> None:
     """Index run ``run_id``'s bare tables of ``tables`` as the shared tables are indexed and
-    attach each as the run's partition; returns the names of the tables it sealed (a table
-    the run has none of, having staged no such rows, or one attached already, is left).
+    attach each as the run's partition. A table the run has none of (it staged no such rows)
+    or one attached already is left as it is.
 
     Every key and index is built in one sorted pass over the rows, each in a transaction of
     its own, on ``streams`` connections at once (building indexes of one table together is
@@ -99,8 +99,8 @@ def seal(
     transaction: its primary key (the unique index built), a check that every row is the
     run's, so that PostgreSQL attaches it without reading it again, the attaching (the
     foreign key to ``score_runs`` is checked then) and the check dropped; then its
-    statistics. A seal stopped part way is finished by
-    the next (``publish`` seals a run not yet sealed): what was built is kept."""
+    statistics. A seal stopped part way is finished by the next (``publish`` seals a run
+    not yet sealed): what was built is kept."""
     with engine.connect() as conn:
         bare = [t for t in tables if _unattached(conn, t, run_id, schema)]
 
@@ -126,10 +126,10 @@ def seal(
             for pending in (f for table_builds in builds.values() for f in table_builds):
                 pending.cancel()  # those not begun are not begun; the others finish first
             raise
-    return [t.name for t in bare]
 
 
 def _unattached(conn: Connection, table: Table, run_id: int, schema: str | None) -> bool:
+    """True if run ``run_id`` has a table of ``table``'s rows not yet attached."""
     name = _qualified(partition_name(table, run_id), schema)
     attached = conn.exec_driver_sql(
         f"SELECT relispartition FROM pg_class WHERE oid = to_regclass('{name}')"
