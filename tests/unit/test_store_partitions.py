@@ -168,9 +168,35 @@ def test_replacing_a_month_drops_the_old_runs_tables_and_keeps_the_new(store):
     assert store.runs.row_counts(second)["patient_scores"] == 80
 
 
+def test_a_row_of_another_run_is_refused_as_it_arrives(store):
+    """A run's bare table checks, row by row, that its rows are the run's (so that attaching
+    it need not read it again): a row of another run is refused there."""
+    scores, cohorts = make_run(40, 6)
+    before = publish(store, NOV, scores, cohorts)
+    run_id, _ = _staged(store, 40, 7)
+    refused = pytest.raises(DBAPIError, match=f"patient_scores_run_{run_id}_only")
+    with refused, store.engine.begin() as conn:
+        conn.execute(
+            text(f"UPDATE patient_scores_run_{run_id} SET run_id = :other WHERE rank = 1"),
+            {"other": before},
+        )
+    store.runs.publish(run_id, n_type1_opt_outs_excluded=0, details={}, expected_people=40)
+    assert store.runs.row_counts(run_id)["patient_scores"] == 40
+    # the check has done its work: the attached partition keeps only its bounds
+    for table in TABLES:
+        assert not _catalog(
+            store,
+            "SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(:name) "
+            "AND contype = 'c'",
+            name=f"{table}_run_{run_id}",
+        )
+
+
 def test_a_failure_while_sealing_fails_the_run_and_drops_its_tables(store):
-    """A bare table holding a row of another run cannot be attached as this run's
-    partition: the run fails, its tables go, and the month's previous run is still served."""
+    """A bare table without its check (made by a riskstrat before the check) holding a row
+    of another run cannot be attached as this run's partition: the seal adds the check,
+    which finds the row; the run fails, its tables go, and the month's previous run is
+    still served."""
     scores, cohorts = make_run(60, 5)
     before = publish(store, NOV, scores, cohorts)
     with pytest.raises(DBAPIError, match=r"violated by some row"):
@@ -180,10 +206,11 @@ def test_a_failure_while_sealing_fails_the_run_and_drops_its_tables(store):
         )  # fmt: skip
         try:
             store.runs.stage_scores(run_id, scores)
+            name = f"patient_scores_run_{run_id}"
             with store.engine.begin() as conn:  # a row that is not this run's
+                conn.execute(text(f"ALTER TABLE {name} DROP CONSTRAINT {name}_only"))
                 conn.execute(
-                    text(f"UPDATE patient_scores_run_{run_id} SET run_id = :other WHERE rank = 1"),
-                    {"other": before},
+                    text(f"UPDATE {name} SET run_id = :other WHERE rank = 1"), {"other": before}
                 )
             store.runs.publish(run_id, n_type1_opt_outs_excluded=0, details={})
         except BaseException as exc:
@@ -194,6 +221,37 @@ def test_a_failure_while_sealing_fails_the_run_and_drops_its_tables(store):
         assert _partition_of(store, f"{table}_run_{run_id}") is None
     assert store.runs.latest().id == before
     assert store.runs.row_counts(before)["patient_scores"] == 60
+
+
+def test_a_bare_table_without_its_check_is_still_sealed(store):
+    """A bare table made without its check (a riskstrat before it had one, stopped after
+    staging and upgraded before the seal) is checked and attached all the same."""
+    run_id, cohorts = _staged(store, 50, 8)
+    for table in TABLES:
+        name = f"{table}_run_{run_id}"
+        with store.engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {name} DROP CONSTRAINT {name}_only"))
+    store.runs.publish(run_id, n_type1_opt_outs_excluded=0, details={}, expected_people=50)
+    assert store.runs.row_counts(run_id) == {"patient_scores": 50, "cohort_members": len(cohorts)}
+    for table in TABLES:
+        assert _partition_of(store, f"{table}_run_{run_id}") == f"FOR VALUES IN ({run_id})"
+
+
+def test_a_sealed_runs_statistics_come_from_a_small_sample(store):
+    """The planner's statistics of a run's table are taken at the seal with a statistics
+    target of ``STATISTICS_TARGET``: a histogram of that many buckets, not the server's
+    default of 100 (its sample ten times the size, for the same plans)."""
+    from riskstrat.store.partitions import STATISTICS_TARGET
+
+    run_id, _ = _staged(store, 150, 9)
+    store.runs.seal(run_id)
+    [(bounds,)] = _catalog(
+        store,
+        "SELECT array_length(histogram_bounds::text::text[], 1) FROM pg_stats "
+        "WHERE schemaname = current_schema() AND tablename = :name AND attname = 'rank'",
+        name=f"patient_scores_run_{run_id}",
+    )
+    assert bounds == STATISTICS_TARGET + 1
 
 
 def test_a_bare_table_left_by_a_stopped_run_is_dropped_by_the_next(store):

@@ -32,6 +32,11 @@ SEAL_STREAMS = 2
 #: queue for as long as it runs. Past this the drop gives up, the run stays retired (nothing
 #: reads it) and the next run's start drops it (``RunRepository.purge_leftovers``).
 DROP_LOCK_TIMEOUT = "5s"
+#: The statistics target a run's new table is analysed with (PostgreSQL samples 300 rows per
+#: unit: 3,000 rows; its default of 100 samples 30,000). The API's queries of a run's rows
+#: (by rank, by PCN or practice and rank, one person) take the same plans either way; the
+#: smaller sample took a month's scores' statistics in 0.15 s instead of 0.8-1.8 s.
+STATISTICS_TARGET = 10
 
 
 def partitioned(conn: Connection, table: Table, schema: str | None = None) -> bool:
@@ -65,14 +70,30 @@ def _qualified(name: str, schema: str | None) -> str:
 
 
 def create_bare(conn: Connection, table: Table, run_id: int, schema: str | None = None) -> str:
-    """Make run ``run_id``'s bare table of ``table`` (its columns, defaults and NOT NULLs;
-    no key, no index) unless it is there; returns its qualified name. Not committed."""
-    name = _qualified(partition_name(table, run_id), schema)
+    """Make run ``run_id``'s bare table of ``table`` (its columns, defaults and NOT NULLs, and
+    a check that every row is the run's; no key, no index) unless it is there; returns its
+    qualified name. Not committed.
+
+    The check is tested on each row as it arrives, so :func:`seal` attaches the table
+    without reading it again to prove its rows belong (adding the check at the end read
+    the whole table: about 0.9 s of a month's scores)."""
+    partition = partition_name(table, run_id)
+    name = _qualified(partition, schema)
     conn.exec_driver_sql(
         f"CREATE TABLE IF NOT EXISTS {name} "
-        f"(LIKE {_qualified(table.name, schema)} INCLUDING DEFAULTS)"
+        f"(LIKE {_qualified(table.name, schema)} INCLUDING DEFAULTS, "
+        f"CONSTRAINT {_only(partition)} {_only_check(run_id)})"
     )
     return name
+
+
+def _only(partition: str) -> str:
+    """The name of the check that every row of ``partition`` is its run's."""
+    return f'"{partition}_only"'
+
+
+def _only_check(run_id: int) -> str:
+    return f"CHECK (run_id IS NOT NULL AND run_id = {int(run_id)})"
 
 
 def exists(conn: Connection, table: Table, run_id: int, schema: str | None = None) -> bool:
@@ -96,10 +117,10 @@ def seal(
     Every key and index is built in one sorted pass over the rows, each in a transaction of
     its own, on ``streams`` connections at once (building indexes of one table together is
     allowed: each only reads it). Then each table, as soon as its own are built, in one
-    transaction: its primary key (the unique index built), a check that every row is the
-    run's, so that PostgreSQL attaches it without reading it again, the attaching (the
-    foreign key to ``score_runs`` is checked then) and the check dropped; then its
-    statistics. A seal stopped part way is finished by the next (``publish`` seals a run
+    transaction: its primary key (the unique index built), the attaching (the check that
+    every row is the run's, made with the table, spares PostgreSQL reading it again for
+    that; the foreign key to ``score_runs`` is checked then) and the check dropped; then
+    its statistics. A seal stopped part way is finished by the next (``publish`` seals a run
     not yet sealed): what was built is kept."""
     with engine.connect() as conn:
         bare = [t for t in tables if _unattached(conn, t, run_id, schema)]
@@ -158,25 +179,31 @@ def _attach(conn: Connection, table: Table, run_id: int, schema: str | None) -> 
     then take its statistics (committed here)."""
     partition = partition_name(table, run_id)
     name = _qualified(partition, schema)
-    check = f'"{partition}_only"'
     with conn.begin():
         conn.exec_driver_sql(
             f'ALTER TABLE {name} ADD CONSTRAINT "{partition}_pkey" '
             f'PRIMARY KEY USING INDEX "{partition}_pkey"'
         )
-        conn.exec_driver_sql(
-            f"ALTER TABLE {name} ADD CONSTRAINT {check} "
-            f"CHECK (run_id IS NOT NULL AND run_id = {int(run_id)})"
-        )
+        if not _ask(
+            conn,
+            f"SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass('{name}') "
+            f"AND conname = '{partition}_only'",
+        ):
+            # a bare table made without its check (by a riskstrat before it had one): the
+            # check reads the table once, so that attaching it need not
+            conn.exec_driver_sql(
+                f"ALTER TABLE {name} ADD CONSTRAINT {_only(partition)} {_only_check(run_id)}"
+            )
         conn.exec_driver_sql(
             f"ALTER TABLE {_qualified(table.name, schema)} ATTACH PARTITION {name} "
             f"FOR VALUES IN ({int(run_id)})"
         )
-        conn.exec_driver_sql(f"ALTER TABLE {name} DROP CONSTRAINT {check}")
-    # The planner's statistics for the new partition (a sample of its rows), for the API's
-    # first queries of the month; autovacuum would take them later.
-    conn.exec_driver_sql(f"ANALYZE {name}")
-    conn.commit()
+        conn.exec_driver_sql(f"ALTER TABLE {name} DROP CONSTRAINT {_only(partition)}")
+    # The planner's statistics for the new partition, for the API's first queries of the
+    # month (autovacuum would take them later), from a sample of STATISTICS_TARGET * 300 rows.
+    with conn.begin():
+        conn.exec_driver_sql(f"SET LOCAL default_statistics_target = {STATISTICS_TARGET}")
+        conn.exec_driver_sql(f"ANALYZE {name}")
 
 
 def drop(conn: Connection, table: Table, run_id: int, schema: str | None = None) -> int:
